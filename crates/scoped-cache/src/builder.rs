@@ -1,0 +1,232 @@
+//! The builder of [`ScopedCacheLayer`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::HeaderValue;
+
+use crate::cache::request::Preparer;
+use crate::cache::store::MemoryStore;
+use crate::jwt::token::TokenSource;
+use crate::layer::{Limits, Shared};
+use crate::route::Routes;
+use crate::scope::RuleSet;
+use crate::{BuildError, RoutePolicy, Rule, ScopedCacheLayer, Verifier};
+
+/// Configures a [`ScopedCacheLayer`]. Setters never fail; [`build`](Self::build) checks
+/// everything and returns the first problem.
+///
+/// See the [crate docs](crate) for an example.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ScopedCacheLayerBuilder {
+    verifier: Option<Verifier>,
+    token_cookie: Option<String>,
+    max_token_bytes: usize,
+    max_bytes: u64,
+    max_entry_bytes: usize,
+    max_request_bytes: usize,
+    default_rule: Option<Rule>,
+    rules: Vec<Rule>,
+    routes: Vec<(String, RoutePolicy)>,
+    default_route: RoutePolicy,
+}
+
+impl Default for ScopedCacheLayerBuilder {
+    fn default() -> Self {
+        Self {
+            verifier: None,
+            token_cookie: None,
+            max_token_bytes: 8 * 1024,
+            max_bytes: 64 * 1024 * 1024,
+            max_entry_bytes: 1024 * 1024,
+            max_request_bytes: 1024 * 1024,
+            default_rule: None,
+            rules: Vec::new(),
+            routes: Vec::new(),
+            default_route: RoutePolicy::verify_only(),
+        }
+    }
+}
+
+impl ScopedCacheLayerBuilder {
+    /// How bearer tokens are verified. Required.
+    pub fn verifier(mut self, verifier: Verifier) -> Self {
+        self.verifier = Some(verifier);
+        self
+    }
+
+    /// Also read the token from this cookie when there is no `Authorization` header.
+    /// Default: no cookie. Responses then also vary on `Cookie`.
+    pub fn token_cookie(mut self, name: impl Into<String>) -> Self {
+        self.token_cookie = Some(name.into());
+        self
+    }
+
+    /// Largest `Authorization` header (or token cookie) accepted, in bytes; larger ones get
+    /// 431 before any work. Default: 8 KiB.
+    pub fn max_token_bytes(mut self, bytes: usize) -> Self {
+        self.max_token_bytes = bytes;
+        self
+    }
+
+    /// Memory bound of the response cache, in bytes (bodies plus headers and overhead).
+    /// Least recently used entries are evicted beyond it. Default: 64 MiB.
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// Largest response body stored, in bytes; larger responses are served but not cached.
+    /// Default: 1 MiB.
+    pub fn max_entry_bytes(mut self, bytes: usize) -> Self {
+        self.max_entry_bytes = bytes;
+        self
+    }
+
+    /// Largest request body read on a cached route, in bytes; larger ones get 413.
+    /// Default: 1 MiB.
+    pub fn max_request_bytes(mut self, bytes: usize) -> Self {
+        self.max_request_bytes = bytes;
+        self
+    }
+
+    /// The rule for root fields no other rule names. Default: [`Scope::public`](crate::Scope::public),
+    /// max-age 60 s.
+    pub fn default_rule(mut self, rule: Rule) -> Self {
+        self.default_rule = Some(rule);
+        self
+    }
+
+    /// Adds a rule for a root field or operation name (see [`Rule`]).
+    pub fn rule(mut self, rule: Rule) -> Self {
+        self.rules.push(rule);
+        self
+    }
+
+    /// Sets the policy of one route, by its axum path pattern (`/graphql`, `/posts/{id}`).
+    pub fn route(mut self, path: impl Into<String>, policy: RoutePolicy) -> Self {
+        self.routes.push((path.into(), policy));
+        self
+    }
+
+    /// The policy of routes not named by [`route`](Self::route). Default:
+    /// [`RoutePolicy::verify_only`].
+    pub fn default_route(mut self, policy: RoutePolicy) -> Self {
+        self.default_route = policy;
+        self
+    }
+
+    /// Checks the configuration and builds the layer. Does no I/O.
+    ///
+    /// # Errors
+    ///
+    /// The first problem found: no verifier ([`BuildError::MissingVerifier`]), a key that
+    /// does not parse, is too weak or does not fit its algorithms, an invalid claim path or
+    /// root field, a volatile claim (`exp`, `iat`, `nbf`, `jti`) in a scope, a route given
+    /// twice or not starting with `/`, a zero size limit, or an invalid cookie name.
+    pub fn build(self) -> Result<ScopedCacheLayer, BuildError> {
+        let verifier = self.verifier.ok_or(BuildError::MissingVerifier)?.build()?;
+        for (name, value) in [
+            ("max_token_bytes", self.max_token_bytes as u64),
+            ("max_bytes", self.max_bytes),
+            ("max_entry_bytes", self.max_entry_bytes as u64),
+            ("max_request_bytes", self.max_request_bytes as u64),
+        ] {
+            if value == 0 {
+                return Err(BuildError::Zero(name));
+            }
+        }
+        if let Some(name) = &self.token_cookie
+            && (name.is_empty() || !name.bytes().all(is_cookie_name_byte))
+        {
+            return Err(BuildError::InvalidCookieName(name.clone()));
+        }
+        let mut routes = HashMap::new();
+        for (path, policy) in self.routes {
+            if !path.starts_with('/') {
+                return Err(BuildError::InvalidRoute(path));
+            }
+            if routes.insert(path.clone(), policy).is_some() {
+                return Err(BuildError::DuplicateRoute(path));
+            }
+        }
+        let vary = HeaderValue::from_static(if self.token_cookie.is_some() {
+            "authorization, cookie"
+        } else {
+            "authorization"
+        });
+        Ok(ScopedCacheLayer {
+            shared: Arc::new(Shared {
+                verifier,
+                tokens: TokenSource {
+                    cookie: self.token_cookie,
+                    max_bytes: self.max_token_bytes,
+                },
+                routes: Routes::new(routes, self.default_route),
+                rules: RuleSet::compile(self.default_rule, self.rules)?,
+                preparer: Preparer::new(self.max_bytes / 8 + 1),
+                store: MemoryStore::new(self.max_bytes),
+                limits: Limits {
+                    entry_bytes: self.max_entry_bytes,
+                    request_bytes: self.max_request_bytes,
+                },
+                vary,
+            }),
+        })
+    }
+}
+
+/// RFC 6265 cookie-name token characters.
+fn is_cookie_name_byte(b: u8) -> bool {
+    b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::Algorithm;
+
+    use super::*;
+    use crate::Scope;
+    use crate::test_helpers::SECRET;
+
+    fn base() -> ScopedCacheLayerBuilder {
+        ScopedCacheLayer::builder().verifier(Verifier::hmac(Algorithm::HS256, SECRET))
+    }
+
+    #[test]
+    fn a_complete_configuration_builds() {
+        let layer = base()
+            .token_cookie("session")
+            .rule(Rule::root_field("Query.me").scope(Scope::claims(["sub"])))
+            .route("/graphql", RoutePolicy::cached())
+            .route("/graphql/nocache", RoutePolicy::verify_only())
+            .build();
+        assert!(layer.is_ok());
+    }
+
+    #[test]
+    fn build_reports_configuration_errors() {
+        assert!(matches!(ScopedCacheLayer::builder().build(), Err(BuildError::MissingVerifier)));
+        assert!(matches!(
+            base().route("/g", RoutePolicy::cached()).route("/g", RoutePolicy::verify_only()).build(),
+            Err(BuildError::DuplicateRoute(_))
+        ));
+        assert!(matches!(base().route("graphql", RoutePolicy::cached()).build(), Err(BuildError::InvalidRoute(_))));
+        assert!(matches!(base().max_bytes(0).build(), Err(BuildError::Zero("max_bytes"))));
+        assert!(matches!(base().token_cookie("a b").build(), Err(BuildError::InvalidCookieName(_))));
+        assert!(matches!(
+            ScopedCacheLayer::builder().verifier(Verifier::hmac(Algorithm::HS256, "short")).build(),
+            Err(BuildError::WeakSecret { .. })
+        ));
+    }
+
+    #[test]
+    fn errors_are_descriptive() {
+        let err = ScopedCacheLayer::builder()
+            .verifier(Verifier::hmac(Algorithm::HS256, "short"))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.to_string(), "HS256 secret is 5 bytes; at least 32 are required");
+    }
+}

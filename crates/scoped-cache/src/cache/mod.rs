@@ -1,0 +1,216 @@
+//! What is cached, for how long, and how cached responses are labelled.
+//!
+//! Never stored: mutations and subscriptions, bypassed operations, batches, responses
+//! that are not `200`, carry `Set-Cookie`, say `no-store`/`no-cache`, have GraphQL
+//! `errors`, exceed the entry size, are `private` without a claim scope, or were produced
+//! by resolvers that read a claim the scope does not cover.
+
+pub(crate) mod key;
+pub(crate) mod request;
+pub(crate) mod store;
+
+use std::time::Duration;
+
+use headers::{CacheControl, HeaderMapExt};
+use http::header::{AGE, CACHE_CONTROL, SET_COOKIE, VARY};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use crate::claims::Claims;
+use crate::scope::Decision;
+
+/// `x-cache`: `HIT`, `MISS` or `BYPASS`.
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// How a response was served, as told by [`X_CACHE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CacheStatus {
+    Hit,
+    Miss,
+    Bypass,
+}
+
+impl CacheStatus {
+    fn header(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Bypass => "BYPASS",
+        })
+    }
+}
+
+/// Why a response was not stored (logged at debug level; never includes values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NotStored {
+    Status,
+    SetCookie,
+    NoStore,
+    TooLarge,
+    GraphqlErrors,
+    PrivateWithoutScope,
+    ZeroTtl,
+    UncoveredClaimRead(String),
+}
+
+/// Checks that need only the head, so a response that cannot be stored is streamed
+/// through without buffering.
+pub(crate) fn check_head(status: StatusCode, headers: &HeaderMap, size_hint: Option<u64>, max_entry_bytes: usize) -> Result<(), NotStored> {
+    if status != StatusCode::OK {
+        return Err(NotStored::Status);
+    }
+    if headers.contains_key(SET_COOKIE) {
+        return Err(NotStored::SetCookie);
+    }
+    if let Some(cc) = headers.typed_get::<CacheControl>()
+        && (cc.no_store() || cc.no_cache())
+    {
+        return Err(NotStored::NoStore);
+    }
+    match size_hint {
+        Some(size) if size <= max_entry_bytes as u64 => Ok(()),
+        _ => Err(NotStored::TooLarge),
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorsProbe {
+    #[serde(default)]
+    errors: Option<IgnoredAny>,
+}
+
+/// The time a fully read `200` response may be served from the cache.
+pub(crate) fn storable_ttl(
+    headers: &HeaderMap,
+    body: &[u8],
+    decision: &Decision,
+    claims: Option<&Claims>,
+) -> Result<Duration, NotStored> {
+    // A body that is not a JSON object (or has `errors`) is not a clean GraphQL result.
+    match serde_json::from_slice::<ErrorsProbe>(body) {
+        Ok(ErrorsProbe { errors: None }) => {}
+        _ => return Err(NotStored::GraphqlErrors),
+    }
+    if let Some(uncovered) = claims.and_then(|c| c.read_log().first_uncovered(&decision.scope)) {
+        return Err(NotStored::UncoveredClaimRead(uncovered.to_string()));
+    }
+    let control = headers.typed_get::<CacheControl>();
+    if control.as_ref().is_some_and(CacheControl::private) && !decision.is_scoped() {
+        return Err(NotStored::PrivateWithoutScope);
+    }
+    let ttl = match control.as_ref().and_then(CacheControl::max_age) {
+        Some(max_age) => max_age.min(decision.max_age),
+        None => decision.max_age,
+    };
+    if ttl.is_zero() {
+        return Err(NotStored::ZeroTtl);
+    }
+    Ok(ttl)
+}
+
+/// Labels a response from a cached route: `x-cache`, `Vary`, and for claim-scoped
+/// operations `Cache-Control: private`, so a shared cache in front cannot undo the scoping.
+pub(crate) fn label(headers: &mut HeaderMap, status: CacheStatus, decision: Option<&Decision>, vary: &HeaderValue) {
+    headers.insert(X_CACHE, status.header());
+    if decision.is_some_and(Decision::is_scoped) {
+        let max_age = headers.typed_get::<CacheControl>().and_then(|cc| cc.max_age());
+        let mut private = CacheControl::new().with_private();
+        if let Some(max_age) = max_age {
+            private = private.with_max_age(max_age);
+        }
+        headers.remove(CACHE_CONTROL);
+        headers.typed_insert(private);
+    }
+    if status != CacheStatus::Bypass {
+        headers.append(VARY, vary.clone());
+    }
+}
+
+pub(crate) fn set_age(headers: &mut HeaderMap, age: Duration) {
+    headers.insert(AGE, HeaderValue::from(age.as_secs()));
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::scope::ClaimPath;
+
+    fn decision(scope: &[&str], max_age: u64) -> Decision {
+        Decision {
+            scope: scope.iter().map(|p| ClaimPath::parse(p).unwrap()).collect::<Vec<_>>().into(),
+            max_age: Duration::from_secs(max_age),
+            bypass: false,
+        }
+    }
+
+    fn headers(cache_control: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(cc) = cache_control {
+            h.insert(CACHE_CONTROL, HeaderValue::from_str(cc).unwrap());
+        }
+        h
+    }
+
+    const OK: &[u8] = br#"{"data":{"me":null}}"#;
+
+    #[test]
+    fn response_max_age_caps_the_rule() {
+        let ttl = storable_ttl(&headers(Some("max-age=10")), OK, &decision(&[], 60), None);
+        assert_eq!(ttl, Ok(Duration::from_secs(10)));
+        let ttl = storable_ttl(&headers(Some("max-age=600")), OK, &decision(&[], 60), None);
+        assert_eq!(ttl, Ok(Duration::from_secs(60)));
+        let ttl = storable_ttl(&headers(None), OK, &decision(&[], 60), None);
+        assert_eq!(ttl, Ok(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn errors_and_non_json_are_not_stored() {
+        let body = br#"{"data":null,"errors":[{"message":"boom"}]}"#;
+        assert_eq!(storable_ttl(&headers(None), body, &decision(&[], 60), None), Err(NotStored::GraphqlErrors));
+        assert_eq!(storable_ttl(&headers(None), b"<html>", &decision(&[], 60), None), Err(NotStored::GraphqlErrors));
+    }
+
+    #[test]
+    fn private_needs_a_scope() {
+        let private = headers(Some("private"));
+        assert_eq!(storable_ttl(&private, OK, &decision(&[], 60), None), Err(NotStored::PrivateWithoutScope));
+        assert!(storable_ttl(&private, OK, &decision(&["sub"], 60), None).is_ok());
+    }
+
+    #[test]
+    fn a_claim_read_outside_the_scope_blocks_storing() {
+        let claims = Claims::new(json!({"sub": "u1", "role": "admin"}).as_object().unwrap().clone());
+        assert_eq!(claims.claim_str("role"), Some("admin"));
+        let err = storable_ttl(&headers(None), OK, &decision(&["sub"], 60), Some(&claims));
+        assert_eq!(err, Err(NotStored::UncoveredClaimRead("/role".into())));
+        assert!(storable_ttl(&headers(None), OK, &decision(&["role"], 60), Some(&claims)).is_ok());
+    }
+
+    #[test]
+    fn head_checks_refuse_what_must_never_be_stored() {
+        let ok = headers(None);
+        assert_eq!(check_head(StatusCode::OK, &ok, Some(10), 100), Ok(()));
+        assert_eq!(check_head(StatusCode::BAD_REQUEST, &ok, Some(10), 100), Err(NotStored::Status));
+        assert_eq!(check_head(StatusCode::OK, &ok, Some(101), 100), Err(NotStored::TooLarge));
+        assert_eq!(check_head(StatusCode::OK, &ok, None, 100), Err(NotStored::TooLarge));
+        assert_eq!(check_head(StatusCode::OK, &headers(Some("no-store")), Some(1), 100), Err(NotStored::NoStore));
+        let mut cookie = HeaderMap::new();
+        cookie.insert(SET_COOKIE, HeaderValue::from_static("a=b"));
+        assert_eq!(check_head(StatusCode::OK, &cookie, Some(1), 100), Err(NotStored::SetCookie));
+    }
+
+    #[test]
+    fn scoped_responses_are_labelled_private() {
+        let mut h = headers(Some("max-age=30"));
+        let vary = HeaderValue::from_static("authorization");
+        label(&mut h, CacheStatus::Miss, Some(&decision(&["sub"], 60)), &vary);
+        assert_eq!(h[X_CACHE], "MISS");
+        let cc = h.typed_get::<CacheControl>().unwrap();
+        assert!(cc.private());
+        assert_eq!(cc.max_age(), Some(Duration::from_secs(30)));
+        assert_eq!(h[VARY], "authorization");
+    }
+}

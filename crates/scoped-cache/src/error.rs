@@ -1,0 +1,90 @@
+//! Configuration errors returned by [`ScopedCacheLayerBuilder::build`](crate::ScopedCacheLayerBuilder::build).
+
+use jsonwebtoken::Algorithm;
+
+/// A problem with the layer's configuration, found by `build()`.
+///
+/// Setters never fail; the first problem they meet is kept and returned here, so a
+/// configuration is either fully valid or not built at all.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `.verifier(..)` was never called.
+    #[error("no verifier configured; call `.verifier(..)`")]
+    MissingVerifier,
+    /// The verifier has no key to check signatures with.
+    #[error("the verifier has no keys; add one with `Verifier::hmac`, `Verifier::from_rsa_pem`, `Verifier::from_jwk` or `.key(..)`")]
+    NoKeys,
+    /// A key could not be parsed.
+    #[error("key for {alg:?} could not be read")]
+    InvalidKey {
+        /// The algorithm the key was given for.
+        alg: Algorithm,
+        /// Why jsonwebtoken rejected it.
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    /// A JWK could not be used as given.
+    #[error("unusable JWK: {reason}")]
+    InvalidJwk {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An algorithm was allowed for a key of another family.
+    #[error("algorithm {alg:?} cannot be used with a {key_kind} key")]
+    AlgorithmKeyMismatch {
+        /// The algorithm asked for.
+        alg: Algorithm,
+        /// The kind of key it was asked for (`hmac`, `rsa`, `ec p-256`, ...).
+        key_kind: &'static str,
+    },
+    /// An HMAC secret shorter than the hash output.
+    #[error("{alg:?} secret is {len} bytes; at least {min} are required")]
+    WeakSecret {
+        /// The HMAC algorithm.
+        alg: Algorithm,
+        /// Length of the secret given.
+        len: usize,
+        /// The least length accepted (the hash output size).
+        min: usize,
+    },
+    /// An RSA key with a modulus below 2048 bits.
+    #[error("RSA key has {bits} bits; at least 2048 are required")]
+    WeakRsaKey {
+        /// Size of the modulus.
+        bits: usize,
+    },
+    /// A key's algorithm list was emptied.
+    #[error("a key must allow at least one algorithm")]
+    NoAlgorithms,
+    /// A claim path could not be parsed.
+    #[error("invalid claim path `{path}`: {reason}")]
+    InvalidClaimPath {
+        /// The path as written.
+        path: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A scope names a claim that changes with every token, which would defeat caching
+    /// and is never allowed to choose a bucket.
+    #[error("claim `{0}` changes with every token and cannot be part of a scope")]
+    VolatileScopeClaim(String),
+    /// A rule's root field is not written as `Query.field`, `Mutation.field` or `Subscription.field`.
+    #[error("invalid root field `{0}`: write it as `Query.field`")]
+    InvalidRootField(String),
+    /// Two rules match the same root field or operation name.
+    #[error("rule for `{0}` is configured twice")]
+    DuplicateRule(String),
+    /// A route path does not start with `/`.
+    #[error("route `{0}` must start with `/`")]
+    InvalidRoute(String),
+    /// The same route path was configured twice.
+    #[error("route `{0}` is configured twice")]
+    DuplicateRoute(String),
+    /// A size or count that must be positive was zero.
+    #[error("`{0}` must be greater than zero")]
+    Zero(&'static str),
+    /// A cookie name that is not a valid cookie token.
+    #[error("invalid token cookie name `{0}`")]
+    InvalidCookieName(String),
+}

@@ -1,0 +1,131 @@
+//! Finding the bearer token in a request: the `Authorization` header first, then an
+//! optional cookie.
+
+use headers::authorization::{Authorization, Bearer};
+use headers::{Cookie, Header, HeaderMapExt};
+use http::{HeaderMap, header};
+
+use crate::rejection::AuthErrorKind;
+
+/// Where tokens are looked for, and how large they may be.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenSource {
+    pub(crate) cookie: Option<String>,
+    pub(crate) max_bytes: usize,
+}
+
+impl TokenSource {
+    /// The request's token, `None` when it has none, or why its credentials are unusable.
+    ///
+    /// The header is checked for duplicates and size before it is parsed, so no work is
+    /// spent on a header that is refused anyway.
+    pub(crate) fn extract<'h>(&self, headers: &'h HeaderMap) -> Result<Option<&'h str>, AuthErrorKind> {
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
+        if let Some(value) = values.next() {
+            if values.next().is_some() {
+                return Err(AuthErrorKind::DuplicateHeader);
+            }
+            if value.len() > self.max_bytes {
+                return Err(AuthErrorKind::HeaderTooLarge);
+            }
+            let bearer = Authorization::<Bearer>::decode(&mut std::iter::once(value))
+                .map_err(|_| AuthErrorKind::Malformed)?;
+            // `Bearer::token` borrows from the decoded copy; re-slice the original header
+            // so the token can be borrowed for the request's lifetime without a copy.
+            let raw = value.to_str().map_err(|_| AuthErrorKind::Malformed)?;
+            let token = raw.get(raw.len() - bearer.token().len()..).unwrap_or_default();
+            return if token.is_empty() || token != bearer.token() {
+                Err(AuthErrorKind::Malformed)
+            } else {
+                Ok(Some(token))
+            };
+        }
+        let Some(name) = &self.cookie else {
+            return Ok(None);
+        };
+        let Some(cookies) = headers.typed_get::<Cookie>() else {
+            return Ok(None);
+        };
+        match cookies.get(name) {
+            None | Some("") => Ok(None),
+            Some(token) if token.len() > self.max_bytes => Err(AuthErrorKind::HeaderTooLarge),
+            Some(token) => {
+                // Cookie values are borrowed from a parsed copy; find the same bytes in the
+                // original header to hand out a borrow of the request.
+                find_in_headers(headers, token).map(Some).ok_or(AuthErrorKind::Malformed)
+            }
+        }
+    }
+}
+
+fn find_in_headers<'h>(headers: &'h HeaderMap, needle: &str) -> Option<&'h str> {
+    headers.get_all(header::COOKIE).iter().find_map(|value| {
+        let text = value.to_str().ok()?;
+        let start = text.find(needle)?;
+        text.get(start..start + needle.len())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn source(cookie: Option<&str>) -> TokenSource {
+        TokenSource {
+            cookie: cookie.map(str::to_owned),
+            max_bytes: 64,
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer a.b.c", "bearer a.b.c", "BEARER a.b.c"] {
+            let h = headers(&[("authorization", value)]);
+            assert_eq!(source(None).extract(&h), Ok(Some("a.b.c")), "{value}");
+        }
+    }
+
+    #[test]
+    fn no_header_is_anonymous() {
+        assert_eq!(source(None).extract(&HeaderMap::new()), Ok(None));
+    }
+
+    #[test]
+    fn other_schemes_and_empty_tokens_are_malformed() {
+        for value in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "Token a.b.c"] {
+            let h = headers(&[("authorization", value)]);
+            assert_eq!(source(None).extract(&h), Err(AuthErrorKind::Malformed), "{value}");
+        }
+    }
+
+    #[test]
+    fn duplicate_and_oversized_headers_are_refused() {
+        let twice = headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
+        assert_eq!(source(None).extract(&twice), Err(AuthErrorKind::DuplicateHeader));
+        let long = format!("Bearer {}", "x".repeat(100));
+        let big = headers(&[("authorization", &long)]);
+        assert_eq!(source(None).extract(&big), Err(AuthErrorKind::HeaderTooLarge));
+    }
+
+    #[test]
+    fn cookie_is_used_only_when_configured_and_header_absent() {
+        let h = headers(&[("cookie", "theme=dark; session=c.o.k")]);
+        assert_eq!(source(None).extract(&h), Ok(None));
+        assert_eq!(source(Some("session")).extract(&h), Ok(Some("c.o.k")));
+        let both = headers(&[("cookie", "session=c.o.k"), ("authorization", "Bearer h.d.r")]);
+        assert_eq!(source(Some("session")).extract(&both), Ok(Some("h.d.r")));
+    }
+}

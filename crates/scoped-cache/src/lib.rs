@@ -1,0 +1,126 @@
+//! A tower layer for axum + async-graphql servers that verifies bearer JWTs, hands the
+//! verified claims to handlers and resolvers, and caches GraphQL responses in buckets
+//! chosen by claim values, looked up before execution.
+//!
+//! A refreshed token with the same claim values still hits; everyone with the same
+//! values shares a bucket; no bucket ever serves another bucket's data.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use async_graphql::{Context, EmptyMutation, EmptySubscription, Object, Schema};
+//! use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+//! use axum::{Router, extract::State, routing::post};
+//! use jsonwebtoken::Algorithm;
+//! use scoped_cache::{Claims, RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier};
+//!
+//! struct Query;
+//!
+//! #[Object]
+//! impl Query {
+//!     async fn me(&self, ctx: &Context<'_>) -> Option<String> {
+//!         ctx.data_opt::<Claims>()?.subject().map(str::to_owned)
+//!     }
+//! }
+//!
+//! type AppSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+//!
+//! async fn graphql(State(schema): State<AppSchema>, claims: Option<Claims>, req: GraphQLRequest) -> GraphQLResponse {
+//!     schema.execute(scoped_cache::graphql::with_claims(req.into_inner(), claims)).await.into()
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let layer = ScopedCacheLayer::builder()
+//!     .verifier(
+//!         Verifier::hmac(Algorithm::HS256, std::env::var("JWT_SECRET")?)
+//!             .issuer(["forum-demo"])
+//!             .audience(["forum-api"]),
+//!     )
+//!     .default_rule(Rule::new().max_age(Duration::from_secs(60)))
+//!     .rule(Rule::root_field("Query.me").scope(Scope::claims(["sub"])))
+//!     .route("/graphql", RoutePolicy::cached())
+//!     .build()?;
+//!
+//! let schema = Schema::new(Query, EmptyMutation, EmptySubscription);
+//! let app = Router::new().route("/graphql", post(graphql)).with_state(schema).layer(layer);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What happens to a request
+//!
+//! 1. The route's [`RoutePolicy`] is found (axum's `MatchedPath`, else the URI path).
+//! 2. The bearer token (`Authorization`, or a cookie) is verified; failures are a
+//!    GraphQL-shaped 401 (see [`AuthError`]). Verified [`Claims`] go into the request's
+//!    extensions.
+//! 3. On a cached route, the GraphQL request (POST JSON or GET) is read once per distinct
+//!    text: its operation, root fields and [`Rule`]s give a decision and a key.
+//! 4. The key combines the route, the canonical document, operation name, canonical
+//!    variables, `Accept`, a persisted-query hash and the **bucket**: the values of the
+//!    scoped claims. A fresh entry is served with `x-cache: HIT` without running anything.
+//! 5. On a miss the schema runs; a clean `200` result is stored for
+//!    `min(rule max-age, response max-age)`.
+//!
+//! # How scoping keeps data private
+//!
+//! - Buckets are built from claim values, never from the token, and never from `exp`,
+//!   `iat`, `nbf` or `jti`. Values are length-prefixed and canonical, so no two distinct
+//!   value sets share a bucket. Anonymous and authenticated callers never share one.
+//! - Every claim a resolver reads through [`Claims`] is recorded. If the response read a
+//!   claim the operation's scope does not cover, it is served but **not stored**, and a
+//!   warning names the claim path. A too-narrow scope costs hits, never privacy.
+//! - Responses async-graphql marks `private` are stored only under a claim scope.
+//! - Scoped responses leave with `Cache-Control: private` and `Vary: Authorization`, so a
+//!   CDN in front cannot share them.
+//! - Mutations, subscriptions, errors, non-200s, `Set-Cookie` and `no-store` are never stored.
+//!
+//! The limit: reads that bypass [`Claims`] (a resolver that looks at raw headers, or a
+//! database keyed by something the token does not carry) are invisible to the check. Keep
+//! request-dependent data behind claims.
+//!
+//! # Feature flags
+//!
+//! None yet; the crate verifies with jsonwebtoken's `aws_lc_rs` backend and installs it
+//! as the process default at `build()`.
+
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod builder;
+mod cache;
+mod canonical;
+mod claims;
+mod error;
+mod future;
+pub mod graphql;
+mod jwt;
+mod layer;
+mod rejection;
+mod route;
+mod scope;
+mod service;
+#[cfg(test)]
+pub(crate) mod test_helpers;
+
+pub use self::builder::ScopedCacheLayerBuilder;
+pub use self::cache::X_CACHE;
+pub use self::claims::Claims;
+pub use self::error::BuildError;
+pub use self::future::ResponseFuture;
+pub use self::jwt::{Key, Verifier};
+pub use self::layer::ScopedCacheLayer;
+pub use self::rejection::{
+    AUTH_UNAVAILABLE, AuthError, AuthErrorKind, BAD_REQUEST, METHOD_NOT_ALLOWED, UNAUTHENTICATED,
+};
+pub use self::route::RoutePolicy;
+pub use self::scope::{ClaimPath, Rule, Scope};
+pub use self::service::ScopedCache;
+pub use jsonwebtoken::Algorithm;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

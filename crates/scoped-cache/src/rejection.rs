@@ -1,0 +1,208 @@
+//! Rejections: the GraphQL-shaped responses the layer answers with instead of calling
+//! the inner service.
+
+use std::fmt;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+/// Machine code of a request rejected for its token (or its lack of one).
+pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+/// Machine code of a request whose token could not be checked because keys are unavailable.
+pub const AUTH_UNAVAILABLE: &str = "AUTH_UNAVAILABLE";
+/// Machine code of a malformed HTTP request (duplicate or oversized headers, bad body).
+pub const BAD_REQUEST: &str = "BAD_REQUEST";
+/// Machine code of a mutation sent with `GET`.
+pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
+
+/// Why a request's credentials were refused.
+///
+/// Answers 401 with `WWW-Authenticate: Bearer` (RFC 6750) for token problems, 400 or 431
+/// for malformed headers, and 503 with `Retry-After` when keys cannot be had. The body is
+/// `{"errors":[{"message":..,"extensions":{"code":..}}]}` and the `AuthError` itself is put
+/// into the response's extensions, so outer layers and tests can read [`kind`](Self::kind)
+/// without parsing JSON.
+///
+/// ```
+/// use axum::response::IntoResponse;
+/// use scoped_cache::{AuthError, AuthErrorKind};
+///
+/// let response = AuthError::new(AuthErrorKind::Expired).into_response();
+/// assert_eq!(response.status(), 401);
+/// assert_eq!(
+///     response.extensions().get::<AuthError>().map(AuthError::kind),
+///     Some(AuthErrorKind::Expired)
+/// );
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthError {
+    kind: AuthErrorKind,
+}
+
+/// The reason behind an [`AuthError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthErrorKind {
+    /// No token, on a route that requires one.
+    MissingToken,
+    /// The `Authorization` header or token is not a well-formed bearer JWT.
+    Malformed,
+    /// More than one `Authorization` header.
+    DuplicateHeader,
+    /// The `Authorization` header (or token cookie) exceeds the configured size.
+    HeaderTooLarge,
+    /// The signature does not verify with any key that may check it.
+    BadSignature,
+    /// `exp` has passed (beyond the leeway).
+    Expired,
+    /// `nbf` is still in the future (beyond the leeway).
+    NotYetValid,
+    /// `iss` is missing or not an accepted issuer.
+    WrongIssuer,
+    /// `aud` is missing or names no accepted audience.
+    WrongAudience,
+    /// A required claim is missing, or `exp`/`nbf` is not a number.
+    InvalidClaims,
+    /// The header's `alg` is not allowed for the key, or is `none`.
+    DisallowedAlgorithm,
+    /// The header lists `crit` extensions this layer does not implement.
+    UnsupportedCritical,
+    /// No configured key matches the token's `kid`.
+    UnknownKey,
+    /// Keys could not be fetched; the token may be fine.
+    KeysUnavailable,
+}
+
+impl AuthError {
+    /// An error of the given kind.
+    pub fn new(kind: AuthErrorKind) -> Self {
+        Self { kind }
+    }
+
+    /// Why the request was refused.
+    pub fn kind(&self) -> AuthErrorKind {
+        self.kind
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            AuthErrorKind::DuplicateHeader => StatusCode::BAD_REQUEST,
+            AuthErrorKind::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            AuthErrorKind::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// The machine code in the GraphQL error's `extensions.code`.
+    pub fn code(&self) -> &'static str {
+        match self.kind {
+            AuthErrorKind::DuplicateHeader | AuthErrorKind::HeaderTooLarge => BAD_REQUEST,
+            AuthErrorKind::KeysUnavailable => AUTH_UNAVAILABLE,
+            _ => UNAUTHENTICATED,
+        }
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.kind {
+            AuthErrorKind::MissingToken => "authentication required",
+            AuthErrorKind::Malformed => "malformed bearer token",
+            AuthErrorKind::DuplicateHeader => "more than one authorization header",
+            AuthErrorKind::HeaderTooLarge => "authorization header too large",
+            AuthErrorKind::BadSignature => "invalid token signature",
+            AuthErrorKind::Expired => "token expired",
+            AuthErrorKind::NotYetValid => "token not yet valid",
+            AuthErrorKind::WrongIssuer => "token issuer not accepted",
+            AuthErrorKind::WrongAudience => "token audience not accepted",
+            AuthErrorKind::InvalidClaims => "token claims invalid",
+            AuthErrorKind::DisallowedAlgorithm => "token algorithm not allowed",
+            AuthErrorKind::UnsupportedCritical => "token has unsupported critical header",
+            AuthErrorKind::UnknownKey => "token signed by an unknown key",
+            AuthErrorKind::KeysUnavailable => "signing keys unavailable, retry later",
+        })
+    }
+}
+
+impl std::error::Error for AuthError {}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        let message = self.to_string();
+        let mut response = graphql_error(self.status(), &message, self.code());
+        let headers = response.headers_mut();
+        match self.status() {
+            StatusCode::UNAUTHORIZED => {
+                let challenge = if self.kind == AuthErrorKind::MissingToken {
+                    HeaderValue::from_static("Bearer")
+                } else {
+                    // RFC 6750 §3: the description is a fixed string, never request data.
+                    HeaderValue::from_str(&format!(
+                        "Bearer error=\"invalid_token\", error_description=\"{message}\""
+                    ))
+                    .unwrap_or(HeaderValue::from_static("Bearer error=\"invalid_token\""))
+                };
+                headers.insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// A GraphQL-over-HTTP error response: `{"errors":[{"message":..,"extensions":{"code":..}}]}`.
+///
+/// Never cached by anyone: it carries `Cache-Control: no-store`.
+pub(crate) fn graphql_error(status: StatusCode, message: &str, code: &str) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": code } }]
+    });
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn unauthenticated_is_graphql_shaped_401_with_challenge() {
+        let response = AuthError::new(AuthErrorKind::BadSignature).into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let challenge = response.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(challenge.starts_with("Bearer error=\"invalid_token\""));
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["errors"][0]["extensions"]["code"], UNAUTHENTICATED);
+        assert_eq!(json["errors"][0]["message"], "invalid token signature");
+    }
+
+    #[test]
+    fn statuses_fit_the_kind() {
+        let status = |kind| AuthError::new(kind).status();
+        assert_eq!(status(AuthErrorKind::DuplicateHeader), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status(AuthErrorKind::HeaderTooLarge),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+        assert_eq!(status(AuthErrorKind::KeysUnavailable), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status(AuthErrorKind::Expired), StatusCode::UNAUTHORIZED);
+        let unavailable = AuthError::new(AuthErrorKind::KeysUnavailable).into_response();
+        assert!(unavailable.headers().contains_key(header::RETRY_AFTER));
+    }
+}

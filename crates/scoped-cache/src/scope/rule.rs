@@ -1,0 +1,317 @@
+//! Rules: per root field or operation name, how an operation is cached.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::parser::types::OperationType;
+
+use crate::BuildError;
+use crate::scope::{ClaimPath, Scope};
+
+/// How matching operations are cached: their [`Scope`], their max-age, or a bypass.
+///
+/// Rules match **before execution**, by root field (`Query.me`; the prefix names the
+/// operation kind, `Query`, `Mutation` or `Subscription`, whatever your root types are
+/// called; root fields reached through fragments count) or by operation name. An operation
+/// name rule decides for the whole operation; otherwise each root field uses its rule or
+/// the default rule, and an operation selecting several root fields takes the union of
+/// their scopes, the shortest max-age, and bypasses if any of them does. Settings a rule
+/// leaves unset come from the default rule.
+///
+/// ```
+/// use std::time::Duration;
+/// use scoped_cache::{Rule, Scope};
+///
+/// let me = Rule::root_field("Query.me").scope(Scope::claims(["sub", "name", "role"]));
+/// let feed = Rule::root_field("Query.publicPosts").max_age(Duration::from_secs(300));
+/// let debug = Rule::operation("Debug").bypass();
+/// # let _ = (me, feed, debug);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Rule {
+    matcher: Matcher,
+    scope: Option<Scope>,
+    max_age: Option<Duration>,
+    bypass: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Matcher {
+    Default,
+    RootField(String),
+    Operation(String),
+}
+
+impl Default for Rule {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Rule {
+    /// A rule that matches nothing by itself: pass it to
+    /// [`default_rule`](crate::ScopedCacheLayerBuilder::default_rule).
+    pub fn new() -> Self {
+        Self {
+            matcher: Matcher::Default,
+            scope: None,
+            max_age: None,
+            bypass: false,
+        }
+    }
+
+    /// A rule for one root field, written `Query.field` (or `Mutation.`/`Subscription.`).
+    pub fn root_field(field: impl Into<String>) -> Self {
+        Self {
+            matcher: Matcher::RootField(field.into()),
+            ..Self::new()
+        }
+    }
+
+    /// A rule for operations with this `operationName`; it decides for the whole operation.
+    pub fn operation(name: impl Into<String>) -> Self {
+        Self {
+            matcher: Matcher::Operation(name.into()),
+            ..Self::new()
+        }
+    }
+
+    /// The scope that chooses the bucket. Default: the default rule's, which is
+    /// [`Scope::public`] unless changed.
+    #[must_use]
+    pub fn scope(mut self, scope: Scope) -> Self {
+        self.scope = Some(scope);
+        self
+    }
+
+    /// The longest time an entry is served. The response's own `Cache-Control: max-age`
+    /// (computed by async-graphql from `#[graphql(cache_control(..))]`) can shorten it.
+    /// Default: the default rule's, which is 60 seconds unless changed. Zero disables caching.
+    #[must_use]
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = Some(max_age);
+        self
+    }
+
+    /// Never cache matching operations (`x-cache: BYPASS`).
+    #[must_use]
+    pub fn bypass(mut self) -> Self {
+        self.bypass = true;
+        self
+    }
+}
+
+/// The default max-age of the default rule.
+pub(crate) const DEFAULT_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// A rule with every setting decided.
+#[derive(Debug, Clone)]
+struct Settled {
+    scope: Vec<ClaimPath>,
+    max_age: Duration,
+    bypass: bool,
+}
+
+/// What the cache does with one operation.
+#[derive(Debug, Clone)]
+pub(crate) struct Decision {
+    /// Sorted, deduplicated union of the scopes involved.
+    pub(crate) scope: Arc<[ClaimPath]>,
+    pub(crate) max_age: Duration,
+    pub(crate) bypass: bool,
+}
+
+impl Decision {
+    pub(crate) fn is_scoped(&self) -> bool {
+        !self.scope.is_empty()
+    }
+}
+
+/// All rules, compiled for lookup.
+#[derive(Debug)]
+pub(crate) struct RuleSet {
+    default: Settled,
+    fields: HashMap<(Kind, String), Settled>,
+    operations: HashMap<String, Settled>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Query,
+    Mutation,
+    Subscription,
+}
+
+impl From<OperationType> for Kind {
+    fn from(ty: OperationType) -> Self {
+        match ty {
+            OperationType::Query => Kind::Query,
+            OperationType::Mutation => Kind::Mutation,
+            OperationType::Subscription => Kind::Subscription,
+        }
+    }
+}
+
+impl RuleSet {
+    pub(crate) fn compile(default: Option<Rule>, rules: Vec<Rule>) -> Result<Self, BuildError> {
+        let default_rule = default.unwrap_or_default();
+        let default = Settled {
+            scope: default_rule.scope.unwrap_or_default().parse()?,
+            max_age: default_rule.max_age.unwrap_or(DEFAULT_MAX_AGE),
+            bypass: default_rule.bypass,
+        };
+        let mut fields = HashMap::new();
+        let mut operations = HashMap::new();
+        for rule in rules {
+            let settled = Settled {
+                scope: match &rule.scope {
+                    Some(scope) => scope.parse()?,
+                    None => default.scope.clone(),
+                },
+                max_age: rule.max_age.unwrap_or(default.max_age),
+                bypass: rule.bypass,
+            };
+            match rule.matcher {
+                Matcher::Default => {
+                    return Err(BuildError::InvalidRootField(
+                        "a rule from Rule::new() belongs in default_rule(..)".into(),
+                    ));
+                }
+                Matcher::RootField(field) => {
+                    let (kind, name) = parse_root_field(&field)?;
+                    if fields.insert((kind, name.to_owned()), settled).is_some() {
+                        return Err(BuildError::DuplicateRule(field));
+                    }
+                }
+                Matcher::Operation(name) => {
+                    if operations.insert(name.clone(), settled).is_some() {
+                        return Err(BuildError::DuplicateRule(name));
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            default,
+            fields,
+            operations,
+        })
+    }
+
+    /// Decides for an operation of kind `ty` named `name` selecting `root_fields`.
+    /// Mutations and subscriptions are never cached.
+    pub(crate) fn decide<'a>(
+        &self,
+        ty: OperationType,
+        name: Option<&str>,
+        root_fields: impl IntoIterator<Item = &'a str>,
+    ) -> Decision {
+        let kind = Kind::from(ty);
+        let mut matched: Vec<&Settled> = match name.and_then(|n| self.operations.get(n)) {
+            Some(rule) => vec![rule],
+            None => root_fields
+                .into_iter()
+                .map(|field| {
+                    self.fields
+                        .get(&(kind, field.to_owned()))
+                        .unwrap_or(&self.default)
+                })
+                .collect(),
+        };
+        if matched.is_empty() {
+            matched.push(&self.default);
+        }
+        let mut scope: Vec<ClaimPath> = matched.iter().flat_map(|r| r.scope.iter().cloned()).collect();
+        scope.sort();
+        scope.dedup();
+        Decision {
+            scope: scope.into(),
+            max_age: matched.iter().map(|r| r.max_age).min().unwrap_or_default(),
+            bypass: kind != Kind::Query || matched.iter().any(|r| r.bypass),
+        }
+    }
+}
+
+fn parse_root_field(field: &str) -> Result<(Kind, &str), BuildError> {
+    let invalid = || BuildError::InvalidRootField(field.to_owned());
+    let (kind, name) = field.split_once('.').ok_or_else(invalid)?;
+    let kind = match kind {
+        "Query" => Kind::Query,
+        "Mutation" => Kind::Mutation,
+        "Subscription" => Kind::Subscription,
+        _ => return Err(invalid()),
+    };
+    if name.is_empty() || name.contains('.') {
+        return Err(invalid());
+    }
+    Ok((kind, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> RuleSet {
+        RuleSet::compile(
+            Some(Rule::new().max_age(Duration::from_secs(60))),
+            vec![
+                Rule::root_field("Query.me").scope(Scope::claims(["sub", "role"])),
+                Rule::root_field("Query.memberPosts")
+                    .scope(Scope::claims(["role"]))
+                    .max_age(Duration::from_secs(30)),
+                Rule::root_field("Query.debug").bypass(),
+                Rule::operation("Everything").scope(Scope::claims(["org.id"])),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn names(d: &Decision) -> Vec<String> {
+        d.scope.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn several_root_fields_take_the_union_and_shortest_max_age() {
+        let d = rules().decide(OperationType::Query, None, ["me", "memberPosts", "publicPosts"]);
+        assert_eq!(names(&d), ["/role", "/sub"]);
+        assert_eq!(d.max_age, Duration::from_secs(30));
+        assert!(!d.bypass);
+    }
+
+    #[test]
+    fn unmatched_fields_use_the_default_rule() {
+        let d = rules().decide(OperationType::Query, None, ["publicPosts"]);
+        assert!(!d.is_scoped());
+        assert_eq!(d.max_age, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn operation_name_rule_decides_for_the_whole_operation() {
+        let d = rules().decide(OperationType::Query, Some("Everything"), ["me"]);
+        assert_eq!(names(&d), ["/org/id"]);
+    }
+
+    #[test]
+    fn bypass_and_mutations_are_never_cached() {
+        assert!(rules().decide(OperationType::Query, None, ["me", "debug"]).bypass);
+        assert!(rules().decide(OperationType::Mutation, None, ["createPost"]).bypass);
+        assert!(rules().decide(OperationType::Subscription, None, ["x"]).bypass);
+    }
+
+    #[test]
+    fn bad_rules_do_not_compile() {
+        let compile = |rule| RuleSet::compile(None, vec![rule]).unwrap_err();
+        assert!(matches!(compile(Rule::root_field("me")), BuildError::InvalidRootField(_)));
+        assert!(matches!(compile(Rule::root_field("Thing.me")), BuildError::InvalidRootField(_)));
+        assert!(matches!(
+            compile(Rule::root_field("Query.me").scope(Scope::claims(["exp"]))),
+            BuildError::VolatileScopeClaim(_)
+        ));
+        assert!(matches!(
+            compile(Rule::root_field("Query.me").scope(Scope::claims(["org..id"]))),
+            BuildError::InvalidClaimPath { .. }
+        ));
+        let twice = RuleSet::compile(None, vec![Rule::root_field("Query.me"), Rule::root_field("Query.me")]);
+        assert!(matches!(twice, Err(BuildError::DuplicateRule(_))));
+    }
+}
