@@ -1,0 +1,80 @@
+//! The forum app: schema, handler, and the scoped-cache layer. Shared by the example's
+//! `main` and the end-to-end tests, so the tests check the demo itself.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use scoped_cache::{BuildError, Claims, RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier};
+
+use crate::schema::{self, Forum, ForumSchema};
+
+pub(crate) const ISSUER: &str = "forum-demo";
+pub(crate) const AUDIENCE: &str = "forum-api";
+
+/// The layer the forum runs behind.
+pub(crate) fn layer(secret: &[u8]) -> Result<ScopedCacheLayer, BuildError> {
+    ScopedCacheLayer::builder()
+        .verifier(
+            Verifier::hmac(Algorithm::HS256, secret)
+                .issuer([ISSUER])
+                .audience([AUDIENCE])
+                .leeway(Duration::from_secs(30)),
+        )
+        .default_rule(Rule::new().max_age(Duration::from_secs(60)))
+        .rule(Rule::root_field("Query.me").scope(Scope::claims(["sub", "name", "role"])))
+        .rule(Rule::root_field("Query.memberPosts").scope(Scope::claims(["role"])))
+        .rule(Rule::root_field("Query.post").scope(Scope::claims(["role"])))
+        .route("/graphql", RoutePolicy::cached())
+        .route("/graphql/nocache", RoutePolicy::verify_only())
+        .default_route(RoutePolicy::passthrough())
+        .build()
+}
+
+#[derive(Clone)]
+struct AppState {
+    schema: ForumSchema,
+    forum: Arc<Forum>,
+}
+
+/// The whole app, with the layer applied to every route.
+pub(crate) fn router(forum: Arc<Forum>, layer: ScopedCacheLayer) -> Router {
+    let state = AppState {
+        schema: schema::build(Arc::clone(&forum)),
+        forum,
+    };
+    Router::new()
+        .route("/graphql", get(graphql).post(graphql))
+        .route("/graphql/nocache", get(graphql).post(graphql))
+        .route("/health", get(|| async { "ok" }))
+        .with_state(state)
+        .layer(layer)
+}
+
+async fn graphql(State(state): State<AppState>, claims: Option<Claims>, request: GraphQLRequest) -> GraphQLResponse {
+    state.forum.executions.fetch_add(1, Ordering::Relaxed);
+    let request = scoped_cache::graphql::with_claims(request.into_inner(), claims);
+    state.schema.execute(request).await.into()
+}
+
+/// Mints a forum token, as the forum's identity provider would.
+pub(crate) fn mint(secret: &[u8], sub: &str, name: &str, role: &str, valid_for: Duration) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let claims = serde_json::json!({
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": sub,
+        "name": name,
+        "role": role,
+        "iat": now.as_secs(),
+        "exp": (now + valid_for).as_secs(),
+        // A distinct id per token, so a refreshed token differs in more than its times.
+        "jti": format!("{}-{}", now.as_nanos(), sub),
+    });
+    encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret)).unwrap_or_default()
+}
