@@ -56,15 +56,27 @@ pub(crate) fn router(forum: Arc<Forum>, layer: ScopedCacheLayer) -> Router {
         .layer(layer)
 }
 
-async fn graphql(State(state): State<AppState>, claims: Option<Claims>, request: GraphQLRequest) -> GraphQLResponse {
+async fn graphql(
+    State(state): State<AppState>,
+    claims: Option<Claims>,
+    request: GraphQLRequest,
+) -> GraphQLResponse {
     state.forum.executions.fetch_add(1, Ordering::Relaxed);
     let request = scoped_cache::graphql::with_claims(request.into_inner(), claims);
     state.schema.execute(request).await.into()
 }
 
 /// Mints a forum token, as the forum's identity provider would.
-pub(crate) fn mint(secret: &[u8], sub: &str, name: &str, role: &str, valid_for: Duration) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+pub(crate) fn mint(
+    secret: &[u8],
+    sub: &str,
+    name: &str,
+    role: &str,
+    valid_for: Duration,
+) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let claims = serde_json::json!({
         "iss": ISSUER,
         "aud": AUDIENCE,
@@ -76,5 +88,10 @@ pub(crate) fn mint(secret: &[u8], sub: &str, name: &str, role: &str, valid_for: 
         // A distinct id per token, so a refreshed token differs in more than its times.
         "jti": format!("{}-{}", now.as_nanos(), sub),
     });
-    encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret)).unwrap_or_default()
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap_or_default()
 }

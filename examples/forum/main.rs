@@ -22,13 +22,17 @@ const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
 
     let secret = match std::env::var("JWT_SECRET") {
         Ok(secret) => secret,
         Err(_) => {
-            eprintln!("warning: JWT_SECRET is not set; using the development secret {DEV_SECRET:?}. Never use it in production.");
+            eprintln!(
+                "warning: JWT_SECRET is not set; using the development secret {DEV_SECRET:?}. Never use it in production."
+            );
             DEV_SECRET.to_owned()
         }
     };
@@ -62,7 +66,10 @@ async fn main() -> ExitCode {
     };
     print_welcome(&addr, secret.as_bytes());
     let app = app::router(schema::Forum::seeded(), layer);
-    if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(shutdown()).await {
+    if let Err(err) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await
+    {
         eprintln!("error: server failed: {err}");
         return ExitCode::from(1);
     }
@@ -71,7 +78,13 @@ async fn main() -> ExitCode {
 
 fn print_welcome(addr: &str, secret: &[u8]) {
     let alice = app::mint(secret, "alice", "Alice", "member", DAY);
-    let alice_refreshed = app::mint(secret, "alice", "Alice", "member", DAY + Duration::from_secs(60));
+    let alice_refreshed = app::mint(
+        secret,
+        "alice",
+        "Alice",
+        "member",
+        DAY + Duration::from_secs(60),
+    );
     let bob = app::mint(secret, "bob", "Bob", "member", DAY);
     let guest = app::mint(secret, "gina", "Gina", "guest", DAY);
     let query = r#"{"query":"{ renderId me { id name role } memberPosts { id title } }"}"#;

@@ -65,7 +65,9 @@ impl Forum {
 }
 
 pub(crate) fn build(forum: Arc<Forum>) -> ForumSchema {
-    Schema::build(Query, Mutation, EmptySubscription).data(forum).finish()
+    Schema::build(Query, Mutation, EmptySubscription)
+        .data(forum)
+        .finish()
 }
 
 fn forum<'c>(ctx: &Context<'c>) -> &'c Arc<Forum> {
@@ -90,7 +92,11 @@ impl Query {
     #[graphql(cache_control(max_age = 60))]
     async fn public_posts(&self, ctx: &Context<'_>, limit: Option<i32>) -> Vec<Post> {
         let limit = usize::try_from(limit.unwrap_or(20).max(0)).unwrap_or(0);
-        let mut posts: Vec<Post> = forum(ctx).posts().into_iter().filter(|p| !p.members_only).collect();
+        let mut posts: Vec<Post> = forum(ctx)
+            .posts()
+            .into_iter()
+            .filter(|p| !p.members_only)
+            .collect();
         posts.reverse();
         posts.truncate(limit);
         posts
@@ -102,7 +108,11 @@ impl Query {
         if !is_member(ctx) {
             return Err(forbidden());
         }
-        Ok(forum(ctx).posts().into_iter().filter(|p| p.members_only).collect())
+        Ok(forum(ctx)
+            .posts()
+            .into_iter()
+            .filter(|p| p.members_only)
+            .collect())
     }
 
     /// The caller, from their token's `sub`, `name` and `role`; null when anonymous.
@@ -147,7 +157,10 @@ impl Mutation {
             .unwrap_or_default()
             .to_owned();
         let forum = forum(ctx);
-        let mut posts = forum.posts.write().map_err(|_| Error::new("storage unavailable"))?;
+        let mut posts = forum
+            .posts
+            .write()
+            .map_err(|_| Error::new("storage unavailable"))?;
         let post = Post {
             id: ID((posts.len() + 1).to_string()),
             title,

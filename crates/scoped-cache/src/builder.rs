@@ -207,16 +207,33 @@ mod tests {
 
     #[test]
     fn build_reports_configuration_errors() {
-        assert!(matches!(ScopedCacheLayer::builder().build(), Err(BuildError::MissingVerifier)));
         assert!(matches!(
-            base().route("/g", RoutePolicy::cached()).route("/g", RoutePolicy::verify_only()).build(),
+            ScopedCacheLayer::builder().build(),
+            Err(BuildError::MissingVerifier)
+        ));
+        assert!(matches!(
+            base()
+                .route("/g", RoutePolicy::cached())
+                .route("/g", RoutePolicy::verify_only())
+                .build(),
             Err(BuildError::DuplicateRoute(_))
         ));
-        assert!(matches!(base().route("graphql", RoutePolicy::cached()).build(), Err(BuildError::InvalidRoute(_))));
-        assert!(matches!(base().max_bytes(0).build(), Err(BuildError::Zero("max_bytes"))));
-        assert!(matches!(base().token_cookie("a b").build(), Err(BuildError::InvalidCookieName(_))));
         assert!(matches!(
-            ScopedCacheLayer::builder().verifier(Verifier::hmac(Algorithm::HS256, "short")).build(),
+            base().route("graphql", RoutePolicy::cached()).build(),
+            Err(BuildError::InvalidRoute(_))
+        ));
+        assert!(matches!(
+            base().max_bytes(0).build(),
+            Err(BuildError::Zero("max_bytes"))
+        ));
+        assert!(matches!(
+            base().token_cookie("a b").build(),
+            Err(BuildError::InvalidCookieName(_))
+        ));
+        assert!(matches!(
+            ScopedCacheLayer::builder()
+                .verifier(Verifier::hmac(Algorithm::HS256, "short"))
+                .build(),
             Err(BuildError::WeakSecret { .. })
         ));
     }
@@ -227,6 +244,9 @@ mod tests {
             .verifier(Verifier::hmac(Algorithm::HS256, "short"))
             .build()
             .unwrap_err();
-        assert_eq!(err.to_string(), "HS256 secret is 5 bytes; at least 32 are required");
+        assert_eq!(
+            err.to_string(),
+            "HS256 secret is 5 bytes; at least 32 are required"
+        );
     }
 }

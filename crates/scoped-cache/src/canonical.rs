@@ -78,8 +78,14 @@ mod tests {
     fn json_object_key_order_is_irrelevant() {
         let mut a = Vec::new();
         let mut b = Vec::new();
-        put_json(&mut a, &json!({"b": 1, "a": {"y": [1, {"q": 1, "p": 2}], "x": null}}));
-        put_json(&mut b, &json!({"a": {"x": null, "y": [1, {"p": 2, "q": 1}]}, "b": 1}));
+        put_json(
+            &mut a,
+            &json!({"b": 1, "a": {"y": [1, {"q": 1, "p": 2}], "x": null}}),
+        );
+        put_json(
+            &mut b,
+            &json!({"a": {"x": null, "y": [1, {"p": 2, "q": 1}]}, "b": 1}),
+        );
         assert_eq!(a, b);
     }
 

@@ -185,8 +185,16 @@ mod tests {
         assert_eq!(first.claim_str("role"), Some("member"));
         assert_eq!(first.get_str(&path("org.id")), Some("o"));
 
-        assert_eq!(first.read_log().first_uncovered(&[path("role")]), Some(path("org.id")));
-        assert_eq!(first.read_log().first_uncovered(&[path("role"), path("org")]), None);
+        assert_eq!(
+            first.read_log().first_uncovered(&[path("role")]),
+            Some(path("org.id"))
+        );
+        assert_eq!(
+            first
+                .read_log()
+                .first_uncovered(&[path("role"), path("org")]),
+            None
+        );
         assert_eq!(second.read_log().first_uncovered(&[]), None);
     }
 
@@ -196,7 +204,11 @@ mod tests {
         let all: Value = c.deserialize().unwrap();
         assert_eq!(all["sub"], "u1");
         assert!(c.read_log().first_uncovered(&[path("sub")]).is_some());
-        assert!(c.read_log().first_uncovered(&[path("sub"), path("role")]).is_none());
+        assert!(
+            c.read_log()
+                .first_uncovered(&[path("sub"), path("role")])
+                .is_none()
+        );
     }
 
     #[test]

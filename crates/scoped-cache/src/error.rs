@@ -13,7 +13,9 @@ pub enum BuildError {
     #[error("no verifier configured; call `.verifier(..)`")]
     MissingVerifier,
     /// The verifier has no key to check signatures with.
-    #[error("the verifier has no keys; add one with `Verifier::hmac`, `Verifier::from_rsa_pem`, `Verifier::from_jwk` or `.key(..)`")]
+    #[error(
+        "the verifier has no keys; add one with `Verifier::hmac`, `Verifier::from_rsa_pem`, `Verifier::from_jwk` or `.key(..)`"
+    )]
     NoKeys,
     /// A key could not be parsed.
     #[error("key for {alg:?} could not be read")]

@@ -184,7 +184,9 @@ mod tests {
     async fn unauthenticated_is_graphql_shaped_401_with_challenge() {
         let response = AuthError::new(AuthErrorKind::BadSignature).into_response();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        let challenge = response.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        let challenge = response.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap();
         assert!(challenge.starts_with("Bearer error=\"invalid_token\""));
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -195,12 +197,18 @@ mod tests {
     #[test]
     fn statuses_fit_the_kind() {
         let status = |kind| AuthError::new(kind).status();
-        assert_eq!(status(AuthErrorKind::DuplicateHeader), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status(AuthErrorKind::DuplicateHeader),
+            StatusCode::BAD_REQUEST
+        );
         assert_eq!(
             status(AuthErrorKind::HeaderTooLarge),
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
         );
-        assert_eq!(status(AuthErrorKind::KeysUnavailable), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            status(AuthErrorKind::KeysUnavailable),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert_eq!(status(AuthErrorKind::Expired), StatusCode::UNAUTHORIZED);
         let unavailable = AuthError::new(AuthErrorKind::KeysUnavailable).into_response();
         assert!(unavailable.headers().contains_key(header::RETRY_AFTER));

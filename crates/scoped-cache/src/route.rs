@@ -100,6 +100,9 @@ mod tests {
         let req = Request::get("/graphql?query={me{id}}").body(()).unwrap();
         assert_eq!(routes.resolve(&req), (RoutePolicy::cached(), "/graphql"));
         let other = Request::get("/health").body(()).unwrap();
-        assert_eq!(routes.resolve(&other), (RoutePolicy::verify_only(), "/health"));
+        assert_eq!(
+            routes.resolve(&other),
+            (RoutePolicy::verify_only(), "/health")
+        );
     }
 }

@@ -92,16 +92,30 @@ impl Shared {
             return Ok(self.labelled(response, CacheStatus::Bypass, None));
         };
         let (text, body) = match transport {
-            Transport::Get => (Bytes::copy_from_slice(parts.uri.query().unwrap_or("").as_bytes()), body),
-            Transport::PostJson => match axum::body::to_bytes(body, self.limits.request_bytes).await {
-                Ok(bytes) => (bytes.clone(), Body::from(bytes)),
-                Err(_) => {
-                    return Ok(graphql_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large", BAD_REQUEST));
+            Transport::Get => (
+                Bytes::copy_from_slice(parts.uri.query().unwrap_or("").as_bytes()),
+                body,
+            ),
+            Transport::PostJson => {
+                match axum::body::to_bytes(body, self.limits.request_bytes).await {
+                    Ok(bytes) => (bytes.clone(), Body::from(bytes)),
+                    Err(_) => {
+                        return Ok(graphql_error(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "request body too large",
+                            BAD_REQUEST,
+                        ));
+                    }
                 }
-            },
+            }
         };
         let prepared = self.preparer.prepare(transport, text, &self.rules);
-        let Prepared::Operation { ty, decision, digest } = &*prepared else {
+        let Prepared::Operation {
+            ty,
+            decision,
+            digest,
+        } = &*prepared
+        else {
             let response = inner.call(Request::from_parts(parts, body)).await?;
             return Ok(self.labelled(response, CacheStatus::Bypass, None));
         };
@@ -112,7 +126,9 @@ impl Shared {
                 "only queries may be sent with GET",
                 METHOD_NOT_ALLOWED,
             );
-            response.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("POST"));
             return Ok(response);
         }
         if decision.bypass || decision.max_age.is_zero() {
@@ -121,14 +137,19 @@ impl Shared {
         }
 
         let bucket = Bucket::derive(&decision.scope, claims.as_ref());
-        let accept = parts.headers.get(ACCEPT).map_or(&b""[..], HeaderValue::as_bytes);
+        let accept = parts
+            .headers
+            .get(ACCEPT)
+            .map_or(&b""[..], HeaderValue::as_bytes);
         let key = CacheKey::new(&route, digest, accept, &bucket);
         if let Some(hit) = self.store.get(&key, Instant::now()) {
             return Ok(self.hit(&hit, decision));
         }
 
         let response = inner.call(Request::from_parts(parts, body)).await?;
-        Ok(self.store_miss(response, key, decision, claims.as_ref()).await)
+        Ok(self
+            .store_miss(response, key, decision, claims.as_ref())
+            .await)
     }
 
     fn authenticate(&self, parts: &request::Parts) -> Result<Option<Claims>, AuthErrorKind> {
@@ -141,7 +162,10 @@ impl Shared {
     fn hit(&self, entry: &CachedResponse, decision: &Decision) -> Response {
         let mut response = Response::new(Body::from(entry.body.clone()));
         *response.headers_mut() = entry.headers.clone();
-        cache::set_age(response.headers_mut(), Instant::now().saturating_duration_since(entry.stored_at));
+        cache::set_age(
+            response.headers_mut(),
+            Instant::now().saturating_duration_since(entry.stored_at),
+        );
         self.labelled(response, CacheStatus::Hit, Some(decision))
     }
 
@@ -154,15 +178,25 @@ impl Shared {
     ) -> Response {
         let (parts, body) = response.into_parts();
         let size = http_body::Body::size_hint(&body).upper();
-        if let Err(reason) = cache::check_head(parts.status, &parts.headers, size, self.limits.entry_bytes) {
+        if let Err(reason) =
+            cache::check_head(parts.status, &parts.headers, size, self.limits.entry_bytes)
+        {
             tracing::debug!(?reason, "response not stored");
-            return self.labelled(Response::from_parts(parts, body), CacheStatus::Miss, Some(decision));
+            return self.labelled(
+                Response::from_parts(parts, body),
+                CacheStatus::Miss,
+                Some(decision),
+            );
         }
         let bytes = match body.collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(_) => {
                 tracing::warn!("inner service failed while sending its response body");
-                return graphql_error(StatusCode::BAD_GATEWAY, "response body failed", "INTERNAL_SERVER_ERROR");
+                return graphql_error(
+                    StatusCode::BAD_GATEWAY,
+                    "response body failed",
+                    "INTERNAL_SERVER_ERROR",
+                );
             }
         };
         match cache::storable_ttl(&parts.headers, &bytes, decision, claims) {
@@ -184,10 +218,19 @@ impl Shared {
             }
             Err(reason) => tracing::debug!(?reason, "response not stored"),
         }
-        self.labelled(Response::from_parts(parts, Body::from(bytes)), CacheStatus::Miss, Some(decision))
+        self.labelled(
+            Response::from_parts(parts, Body::from(bytes)),
+            CacheStatus::Miss,
+            Some(decision),
+        )
     }
 
-    fn labelled(&self, mut response: Response, status: CacheStatus, decision: Option<&Decision>) -> Response {
+    fn labelled(
+        &self,
+        mut response: Response,
+        status: CacheStatus,
+        decision: Option<&Decision>,
+    ) -> Response {
         cache::label(response.headers_mut(), status, decision, &self.vary);
         response
     }
@@ -201,6 +244,7 @@ fn is_json(parts: &request::Parts) -> bool {
         .and_then(|v| v.split(';').next())
         .is_some_and(|essence| {
             let essence = essence.trim();
-            essence.eq_ignore_ascii_case("application/json") || essence.to_ascii_lowercase().ends_with("+json")
+            essence.eq_ignore_ascii_case("application/json")
+                || essence.to_ascii_lowercase().ends_with("+json")
         })
 }

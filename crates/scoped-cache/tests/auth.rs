@@ -14,33 +14,68 @@ use tower::ServiceExt;
 
 async fn assert_rejected(token: &str, kind: AuthErrorKind) {
     let (app, counters) = app();
-    let response = app.clone().oneshot(query("/graphql", Some(token), "{ me { sub } }")).await.unwrap();
-    assert_eq!(response.extensions().get::<AuthError>().map(AuthError::kind), Some(kind));
+    let response = app
+        .clone()
+        .oneshot(query("/graphql", Some(token), "{ me { sub } }"))
+        .await
+        .unwrap();
+    assert_eq!(
+        response
+            .extensions()
+            .get::<AuthError>()
+            .map(AuthError::kind),
+        Some(kind)
+    );
     let reply = send(&app, query("/graphql", Some(token), "{ me { sub } }")).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.code(), "UNAUTHENTICATED");
-    assert!(reply.headers["www-authenticate"].to_str().unwrap().starts_with("Bearer error=\"invalid_token\""));
+    assert!(
+        reply.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer error=\"invalid_token\"")
+    );
     assert_eq!(reply.headers["cache-control"], "no-store");
-    assert_eq!(counters.executions(), 0, "a rejected request must not execute");
+    assert_eq!(
+        counters.executions(),
+        0,
+        "a rejected request must not execute"
+    );
 }
 
 #[tokio::test]
 async fn expired_token_is_401() {
     let now = get_current_timestamp();
-    assert_rejected(&token(json!({"sub": "u1", "exp": now - 120})), AuthErrorKind::Expired).await;
+    assert_rejected(
+        &token(json!({"sub": "u1", "exp": now - 120})),
+        AuthErrorKind::Expired,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn bad_signature_is_401() {
-    let forged = token_with(Algorithm::HS256, b"another-secret-that-is-32-bytes!!", json!({"sub": "u1"}));
+    let forged = token_with(
+        Algorithm::HS256,
+        b"another-secret-that-is-32-bytes!!",
+        json!({"sub": "u1"}),
+    );
     assert_rejected(&forged, AuthErrorKind::BadSignature).await;
 }
 
 #[tokio::test]
 async fn alg_none_is_401() {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
-    let payload = token(json!({"sub": "admin"})).split('.').nth(1).unwrap().to_owned();
-    assert_rejected(&format!("{header}.{payload}."), AuthErrorKind::DisallowedAlgorithm).await;
+    let payload = token(json!({"sub": "admin"}))
+        .split('.')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    assert_rejected(
+        &format!("{header}.{payload}."),
+        AuthErrorKind::DisallowedAlgorithm,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -51,17 +86,29 @@ async fn disallowed_alg_is_401() {
 
 #[tokio::test]
 async fn wrong_issuer_is_401() {
-    assert_rejected(&token(json!({"sub": "u1", "iss": "someone-else"})), AuthErrorKind::WrongIssuer).await;
+    assert_rejected(
+        &token(json!({"sub": "u1", "iss": "someone-else"})),
+        AuthErrorKind::WrongIssuer,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn wrong_audience_is_401() {
-    assert_rejected(&token(json!({"sub": "u1", "aud": ["other-api"]})), AuthErrorKind::WrongAudience).await;
+    assert_rejected(
+        &token(json!({"sub": "u1", "aud": ["other-api"]})),
+        AuthErrorKind::WrongAudience,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn string_exp_is_401() {
-    assert_rejected(&token(json!({"sub": "u1", "exp": "99999999999"})), AuthErrorKind::InvalidClaims).await;
+    assert_rejected(
+        &token(json!({"sub": "u1", "exp": "99999999999"})),
+        AuthErrorKind::InvalidClaims,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -85,7 +132,11 @@ async fn required_auth_route_refuses_anonymous() {
     assert_eq!(reply.code(), "UNAUTHENTICATED");
     assert_eq!(reply.headers["www-authenticate"], "Bearer");
     assert_eq!(counters.executions(), 0);
-    let reply = send(&app, query("/members", Some(&member("u1")), "{ publicPosts }")).await;
+    let reply = send(
+        &app,
+        query("/members", Some(&member("u1")), "{ publicPosts }"),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK);
 }
 
@@ -118,13 +169,27 @@ async fn claims_are_visible_in_handlers_and_resolvers() {
     let (app, _) = app();
     let t = member("alice");
     let reply = send(&app, query("/graphql", Some(&t), "{ me { sub name } }")).await;
-    assert_eq!(reply.body["data"]["me"], json!({"sub": "alice", "name": "ALICE"}));
+    assert_eq!(
+        reply.body["data"]["me"],
+        json!({"sub": "alice", "name": "ALICE"})
+    );
 
-    let req = Request::get("/whoami").header("authorization", format!("Bearer {t}")).body(Body::empty()).unwrap();
+    let req = Request::get("/whoami")
+        .header("authorization", format!("Bearer {t}"))
+        .body(Body::empty())
+        .unwrap();
     let response = app.clone().oneshot(req).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let anonymous = app.clone().oneshot(Request::get("/whoami").body(Body::empty()).unwrap()).await.unwrap();
-    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED, "the Claims extractor rejects anonymous requests");
+    let anonymous = app
+        .clone()
+        .oneshot(Request::get("/whoami").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        anonymous.status(),
+        StatusCode::UNAUTHORIZED,
+        "the Claims extractor rejects anonymous requests"
+    );
 }
 
 #[tokio::test]
@@ -132,7 +197,10 @@ async fn token_cookie_is_read_when_configured() {
     let (app, _) = app_with(builder().token_cookie("session").build().unwrap());
     let req = Request::post("/graphql")
         .header("content-type", "application/json")
-        .header("cookie", format!("theme=dark; session={}", member("cookie-user")))
+        .header(
+            "cookie",
+            format!("theme=dark; session={}", member("cookie-user")),
+        )
         .body(Body::from(r#"{"query":"{ me { sub } }"}"#))
         .unwrap();
     let reply = send(&app, req).await;

@@ -16,7 +16,10 @@ async fn hit_does_not_execute_and_returns_the_stored_execution() {
     let first = send(&app, query("/graphql", None, q)).await;
     let second = send(&app, query("/graphql", None, q)).await;
     assert_eq!((first.x_cache(), second.x_cache()), ("MISS", "HIT"));
-    assert_eq!(first.body["data"]["renderId"], second.body["data"]["renderId"]);
+    assert_eq!(
+        first.body["data"]["renderId"],
+        second.body["data"]["renderId"]
+    );
     assert_eq!(counters.executions(), 1);
     assert!(second.headers.contains_key("age"));
 }
@@ -24,9 +27,25 @@ async fn hit_does_not_execute_and_returns_the_stored_execution() {
 #[tokio::test]
 async fn formatting_and_comments_do_not_change_the_key() {
     let (app, _) = app();
-    send(&app, query("/graphql", None, "query Feed { publicPosts(limit: 2) renderId }")).await;
+    send(
+        &app,
+        query(
+            "/graphql",
+            None,
+            "query Feed { publicPosts(limit: 2) renderId }",
+        ),
+    )
+    .await;
     let reformatted = "# the feed\nquery   Feed {\n  publicPosts( limit :2 ),\n  renderId\n}\n";
-    let reply = send(&app, post("/graphql", None, json!({"query": reformatted, "operationName": "Feed"}))).await;
+    let reply = send(
+        &app,
+        post(
+            "/graphql",
+            None,
+            json!({"query": reformatted, "operationName": "Feed"}),
+        ),
+    )
+    .await;
     // The operation name differs (absent vs "Feed"), so this is a different key...
     assert_eq!(reply.x_cache(), "MISS");
     let reply = send(&app, query("/graphql", None, reformatted)).await;
@@ -38,12 +57,34 @@ async fn formatting_and_comments_do_not_change_the_key() {
 async fn variable_order_does_not_change_the_key() {
     let (app, _) = app();
     let q = "query E($a: Int, $b: String) { echo(a: $a, b: $b) renderId }";
-    let first = send(&app, post("/graphql", None, json!({"query": q, "variables": {"a": 1, "b": "x"}}))).await;
-    let body = format!(r#"{{"variables":{{"b":"x","a":1}},"query":{}}}"#, serde_json::to_string(q).unwrap());
-    let req = Request::post("/graphql").header("content-type", "application/json").body(Body::from(body)).unwrap();
+    let first = send(
+        &app,
+        post(
+            "/graphql",
+            None,
+            json!({"query": q, "variables": {"a": 1, "b": "x"}}),
+        ),
+    )
+    .await;
+    let body = format!(
+        r#"{{"variables":{{"b":"x","a":1}},"query":{}}}"#,
+        serde_json::to_string(q).unwrap()
+    );
+    let req = Request::post("/graphql")
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
     let second = send(&app, req).await;
     assert_eq!((first.x_cache(), second.x_cache()), ("MISS", "HIT"));
-    let other = send(&app, post("/graphql", None, json!({"query": q, "variables": {"a": 2, "b": "x"}}))).await;
+    let other = send(
+        &app,
+        post(
+            "/graphql",
+            None,
+            json!({"query": q, "variables": {"a": 2, "b": "x"}}),
+        ),
+    )
+    .await;
     assert_eq!(other.x_cache(), "MISS");
     assert_eq!(other.body["data"]["echo"], "Some(2)/Some(\"x\")");
 }
@@ -52,8 +93,20 @@ async fn variable_order_does_not_change_the_key() {
 async fn get_and_post_share_a_key() {
     let (app, counters) = app();
     let q = "query P($n: Int) { publicPosts(limit: $n) renderId }";
-    let posted = send(&app, post("/graphql", None, json!({"query": q, "variables": {"n": 2}}))).await;
-    let got = send(&app, get("/graphql", None, &[("query", q), ("variables", r#"{"n":2}"#)])).await;
+    let posted = send(
+        &app,
+        post("/graphql", None, json!({"query": q, "variables": {"n": 2}})),
+    )
+    .await;
+    let got = send(
+        &app,
+        get(
+            "/graphql",
+            None,
+            &[("query", q), ("variables", r#"{"n":2}"#)],
+        ),
+    )
+    .await;
     assert_eq!((posted.x_cache(), got.x_cache()), ("MISS", "HIT"));
     assert_eq!(posted.body, got.body);
     assert_eq!(counters.executions(), 1);
@@ -63,7 +116,11 @@ async fn get_and_post_share_a_key() {
 async fn mutation_bypasses() {
     let (app, counters) = app();
     for _ in 0..2 {
-        let reply = send(&app, query("/graphql", Some(&member("u1")), "mutation { touch }")).await;
+        let reply = send(
+            &app,
+            query("/graphql", Some(&member("u1")), "mutation { touch }"),
+        )
+        .await;
         assert_eq!(reply.x_cache(), "BYPASS");
         assert_eq!(reply.body["data"]["touch"], true);
     }
@@ -73,7 +130,11 @@ async fn mutation_bypasses() {
 #[tokio::test]
 async fn mutation_over_get_is_405_before_execution() {
     let (app, counters) = app();
-    let reply = send(&app, get("/graphql", None, &[("query", "mutation { touch }")])).await;
+    let reply = send(
+        &app,
+        get("/graphql", None, &[("query", "mutation { touch }")]),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(reply.code(), "METHOD_NOT_ALLOWED");
     assert_eq!(reply.headers["allow"], "POST");
@@ -101,9 +162,17 @@ async fn syntax_errors_and_batches_pass_through_uncached() {
     let batch = json!([{"query": "{ publicPosts }"}, {"query": "{ renderId }"}]);
     for _ in 0..2 {
         let reply = send(&app, post("/graphql", None, batch.clone())).await;
-        assert_eq!(reply.x_cache(), "BYPASS", "a batch is the server's to answer, never cached whole");
+        assert_eq!(
+            reply.x_cache(),
+            "BYPASS",
+            "a batch is the server's to answer, never cached whole"
+        );
     }
-    assert_eq!(counters.executions(), 1, "only the syntax error reached the schema");
+    assert_eq!(
+        counters.executions(),
+        1,
+        "only the syntax error reached the schema"
+    );
 }
 
 #[tokio::test]
@@ -118,7 +187,15 @@ async fn no_cache_responses_are_not_stored() {
 async fn bypass_rule_by_operation_name() {
     let (app, counters) = app();
     for _ in 0..2 {
-        let reply = send(&app, post("/graphql", None, json!({"query": "query Debug { renderId }", "operationName": "Debug"}))).await;
+        let reply = send(
+            &app,
+            post(
+                "/graphql",
+                None,
+                json!({"query": "query Debug { renderId }", "operationName": "Debug"}),
+            ),
+        )
+        .await;
         assert_eq!(reply.x_cache(), "BYPASS");
     }
     assert_eq!(counters.executions(), 2);
@@ -137,7 +214,10 @@ async fn accept_header_separates_keys() {
     let json = send(&app, with_accept("application/json")).await;
     let gql = send(&app, with_accept("application/graphql-response+json")).await;
     assert_eq!((json.x_cache(), gql.x_cache()), ("MISS", "MISS"));
-    assert_eq!(send(&app, with_accept("application/json")).await.x_cache(), "HIT");
+    assert_eq!(
+        send(&app, with_accept("application/json")).await.x_cache(),
+        "HIT"
+    );
 }
 
 #[tokio::test]
@@ -146,7 +226,11 @@ async fn persisted_query_hash_alone_hits_once_the_document_was_seen() {
     let q = "{ publicPosts renderId }";
     let hash = sha256_hex(q);
     let ext = json!({"persistedQuery": {"version": 1, "sha256Hash": hash}});
-    let full = send(&app, post("/graphql", None, json!({"query": q, "extensions": ext}))).await;
+    let full = send(
+        &app,
+        post("/graphql", None, json!({"query": q, "extensions": ext})),
+    )
+    .await;
     let hash_only = send(&app, post("/graphql", None, json!({"extensions": ext}))).await;
     assert_eq!((full.x_cache(), hash_only.x_cache()), ("MISS", "HIT"));
     assert_eq!(full.body, hash_only.body);
@@ -155,13 +239,24 @@ async fn persisted_query_hash_alone_hits_once_the_document_was_seen() {
 
 fn sha256_hex(text: &str) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[tokio::test]
 async fn oversized_request_body_is_413() {
     let (app, counters) = app_with(builder().max_request_bytes(64).build().unwrap());
-    let reply = send(&app, query("/graphql", None, &format!("{{ publicPosts }} # {}", "x".repeat(100)))).await;
+    let reply = send(
+        &app,
+        query(
+            "/graphql",
+            None,
+            &format!("{{ publicPosts }} # {}", "x".repeat(100)),
+        ),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(counters.executions(), 0);
 }
@@ -187,9 +282,16 @@ async fn per_route_toggle() {
     }
     assert_eq!(counters.executions(), 2);
     let bad = send(&app, query("/graphql/nocache", Some("bad.token.here"), q)).await;
-    assert_eq!(bad.status, StatusCode::UNAUTHORIZED, "verify-only routes still verify");
+    assert_eq!(
+        bad.status,
+        StatusCode::UNAUTHORIZED,
+        "verify-only routes still verify"
+    );
     send(&app, query("/graphql", None, q)).await;
-    assert_eq!(send(&app, query("/graphql", None, q)).await.x_cache(), "HIT");
+    assert_eq!(
+        send(&app, query("/graphql", None, q)).await.x_cache(),
+        "HIT"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -202,7 +304,10 @@ async fn entries_expire_after_the_rule_max_age() {
     assert_eq!(fresh.x_cache(), "HIT");
     assert_eq!(fresh.headers["age"], "59");
     tokio::time::advance(Duration::from_secs(1)).await;
-    assert_eq!(send(&app, query("/graphql", None, q)).await.x_cache(), "MISS");
+    assert_eq!(
+        send(&app, query("/graphql", None, q)).await.x_cache(),
+        "MISS"
+    );
     assert_eq!(counters.executions(), 2);
 }
 
@@ -212,9 +317,15 @@ async fn async_graphql_max_age_caps_the_ttl() {
     let q = "{ shortLived }";
     send(&app, query("/graphql", None, q)).await;
     tokio::time::advance(Duration::from_secs(4)).await;
-    assert_eq!(send(&app, query("/graphql", None, q)).await.x_cache(), "HIT");
+    assert_eq!(
+        send(&app, query("/graphql", None, q)).await.x_cache(),
+        "HIT"
+    );
     tokio::time::advance(Duration::from_secs(1)).await;
-    assert_eq!(send(&app, query("/graphql", None, q)).await.x_cache(), "MISS");
+    assert_eq!(
+        send(&app, query("/graphql", None, q)).await.x_cache(),
+        "MISS"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -226,5 +337,10 @@ async fn rule_max_age_caps_a_longer_response_max_age() {
     let (app, _) = app_with(layer);
     send(&app, query("/graphql", None, "{ publicPosts }")).await;
     tokio::time::advance(Duration::from_secs(10)).await;
-    assert_eq!(send(&app, query("/graphql", None, "{ publicPosts }")).await.x_cache(), "MISS");
+    assert_eq!(
+        send(&app, query("/graphql", None, "{ publicPosts }"))
+            .await
+            .x_cache(),
+        "MISS"
+    );
 }

@@ -71,9 +71,16 @@ async fn anonymous_and_authenticated_never_share_a_bucket() {
     let q = "{ renderId publicPosts }";
     let anonymous = send(&app, query("/graphql", None, q)).await;
     let member_reply = send(&app, query("/graphql", Some(&member("alice")), q)).await;
-    assert_eq!((anonymous.x_cache(), member_reply.x_cache()), ("MISS", "MISS"));
+    assert_eq!(
+        (anonymous.x_cache(), member_reply.x_cache()),
+        ("MISS", "MISS")
+    );
     let other_member = send(&app, query("/graphql", Some(&member("bob")), q)).await;
-    assert_eq!(other_member.x_cache(), "HIT", "public data is shared between authenticated callers");
+    assert_eq!(
+        other_member.x_cache(),
+        "HIT",
+        "public data is shared between authenticated callers"
+    );
 }
 
 #[tokio::test]
@@ -82,7 +89,11 @@ async fn union_of_root_field_scopes_separates_users() {
     let q = "{ memberPosts me { sub } }";
     let alice = send(&app, query("/graphql", Some(&member("alice")), q)).await;
     let bob = send(&app, query("/graphql", Some(&member("bob")), q)).await;
-    assert_eq!(bob.x_cache(), "MISS", "me's `sub` scope joins memberPosts' `role` scope");
+    assert_eq!(
+        bob.x_cache(),
+        "MISS",
+        "me's `sub` scope joins memberPosts' `role` scope"
+    );
     assert_eq!(alice.body["data"]["me"]["sub"], "alice");
     assert_eq!(bob.body["data"]["me"]["sub"], "bob");
 }
@@ -103,7 +114,10 @@ async fn a_claim_read_outside_the_scope_is_never_stored() {
     let alice = send(&app, query("/graphql", Some(&member("alice")), "{ leaky }")).await;
     let bob = send(&app, query("/graphql", Some(&member("bob")), "{ leaky }")).await;
     assert_eq!((alice.x_cache(), bob.x_cache()), ("MISS", "MISS"));
-    assert_eq!(bob.body["data"]["leaky"], "bob", "bob must never see alice's value");
+    assert_eq!(
+        bob.body["data"]["leaky"], "bob",
+        "bob must never see alice's value"
+    );
     assert_eq!(counters.executions(), 2);
 }
 
@@ -114,7 +128,10 @@ async fn nested_claim_paths_choose_buckets() {
     let a = send(&app, query("/graphql", Some(&t("a", "o1")), "{ org }")).await;
     let b = send(&app, query("/graphql", Some(&t("b", "o1")), "{ org }")).await;
     let c = send(&app, query("/graphql", Some(&t("c", "o2")), "{ org }")).await;
-    assert_eq!((a.x_cache(), b.x_cache(), c.x_cache()), ("MISS", "HIT", "MISS"));
+    assert_eq!(
+        (a.x_cache(), b.x_cache(), c.x_cache()),
+        ("MISS", "HIT", "MISS")
+    );
     assert_eq!(c.body["data"]["org"], "o2");
 }
 
@@ -124,8 +141,18 @@ async fn scoped_responses_are_private_for_downstream_caches() {
     for _ in 0..2 {
         let reply = send(&app, query("/graphql", Some(&member("alice")), ME)).await;
         assert_eq!(reply.status, StatusCode::OK);
-        assert!(reply.headers["cache-control"].to_str().unwrap().contains("private"));
-        assert!(reply.headers["vary"].to_str().unwrap().contains("authorization"));
+        assert!(
+            reply.headers["cache-control"]
+                .to_str()
+                .unwrap()
+                .contains("private")
+        );
+        assert!(
+            reply.headers["vary"]
+                .to_str()
+                .unwrap()
+                .contains("authorization")
+        );
     }
 }
 

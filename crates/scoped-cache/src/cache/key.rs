@@ -36,8 +36,14 @@ impl RequestDigest {
 pub(crate) struct CacheKey([u8; 32]);
 
 impl CacheKey {
-    pub(crate) fn new(route: &str, request: &RequestDigest, accept: &[u8], bucket: &Bucket) -> Self {
-        let mut input = Vec::with_capacity(96 + route.len() + accept.len() + bucket.as_bytes().len());
+    pub(crate) fn new(
+        route: &str,
+        request: &RequestDigest,
+        accept: &[u8],
+        bucket: &Bucket,
+    ) -> Self {
+        let mut input =
+            Vec::with_capacity(96 + route.len() + accept.len() + bucket.as_bytes().len());
         put_field(&mut input, KEY_VERSION);
         put_field(&mut input, route.as_bytes());
         put_field(&mut input, &request.0);
@@ -69,7 +75,10 @@ mod tests {
 
     #[test]
     fn variable_order_is_irrelevant() {
-        assert_eq!(digest(json!({"a": 1, "b": 2})), digest(json!({"b": 2, "a": 1})));
+        assert_eq!(
+            digest(json!({"a": 1, "b": 2})),
+            digest(json!({"b": 2, "a": 1}))
+        );
         assert_ne!(digest(json!({"a": 1})), digest(json!({"a": "1"})));
     }
 
@@ -86,10 +95,27 @@ mod tests {
         let d = digest(json!({}));
         let bucket = Bucket::derive(&[], None);
         let key = CacheKey::new("/graphql", &d, b"application/json", &bucket);
-        assert_eq!(key, CacheKey::new("/graphql", &d, b"application/json", &bucket));
-        assert_ne!(key, CacheKey::new("/other", &d, b"application/json", &bucket));
-        assert_ne!(key, CacheKey::new("/graphql", &d, b"application/graphql-response+json", &bucket));
+        assert_eq!(
+            key,
+            CacheKey::new("/graphql", &d, b"application/json", &bucket)
+        );
+        assert_ne!(
+            key,
+            CacheKey::new("/other", &d, b"application/json", &bucket)
+        );
+        assert_ne!(
+            key,
+            CacheKey::new(
+                "/graphql",
+                &d,
+                b"application/graphql-response+json",
+                &bucket
+            )
+        );
         let authed = Bucket::derive(&[], Some(&crate::Claims::new(Default::default())));
-        assert_ne!(key, CacheKey::new("/graphql", &d, b"application/json", &authed));
+        assert_ne!(
+            key,
+            CacheKey::new("/graphql", &d, b"application/json", &authed)
+        );
     }
 }

@@ -56,7 +56,12 @@ pub(crate) enum NotStored {
 
 /// Checks that need only the head, so a response that cannot be stored is streamed
 /// through without buffering.
-pub(crate) fn check_head(status: StatusCode, headers: &HeaderMap, size_hint: Option<u64>, max_entry_bytes: usize) -> Result<(), NotStored> {
+pub(crate) fn check_head(
+    status: StatusCode,
+    headers: &HeaderMap,
+    size_hint: Option<u64>,
+    max_entry_bytes: usize,
+) -> Result<(), NotStored> {
     if status != StatusCode::OK {
         return Err(NotStored::Status);
     }
@@ -111,10 +116,17 @@ pub(crate) fn storable_ttl(
 
 /// Labels a response from a cached route: `x-cache`, `Vary`, and for claim-scoped
 /// operations `Cache-Control: private`, so a shared cache in front cannot undo the scoping.
-pub(crate) fn label(headers: &mut HeaderMap, status: CacheStatus, decision: Option<&Decision>, vary: &HeaderValue) {
+pub(crate) fn label(
+    headers: &mut HeaderMap,
+    status: CacheStatus,
+    decision: Option<&Decision>,
+    vary: &HeaderValue,
+) {
     headers.insert(X_CACHE, status.header());
     if decision.is_some_and(Decision::is_scoped) {
-        let max_age = headers.typed_get::<CacheControl>().and_then(|cc| cc.max_age());
+        let max_age = headers
+            .typed_get::<CacheControl>()
+            .and_then(|cc| cc.max_age());
         let mut private = CacheControl::new().with_private();
         if let Some(max_age) = max_age {
             private = private.with_max_age(max_age);
@@ -140,7 +152,11 @@ mod tests {
 
     fn decision(scope: &[&str], max_age: u64) -> Decision {
         Decision {
-            scope: scope.iter().map(|p| ClaimPath::parse(p).unwrap()).collect::<Vec<_>>().into(),
+            scope: scope
+                .iter()
+                .map(|p| ClaimPath::parse(p).unwrap())
+                .collect::<Vec<_>>()
+                .into(),
             max_age: Duration::from_secs(max_age),
             bypass: false,
         }
@@ -169,20 +185,34 @@ mod tests {
     #[test]
     fn errors_and_non_json_are_not_stored() {
         let body = br#"{"data":null,"errors":[{"message":"boom"}]}"#;
-        assert_eq!(storable_ttl(&headers(None), body, &decision(&[], 60), None), Err(NotStored::GraphqlErrors));
-        assert_eq!(storable_ttl(&headers(None), b"<html>", &decision(&[], 60), None), Err(NotStored::GraphqlErrors));
+        assert_eq!(
+            storable_ttl(&headers(None), body, &decision(&[], 60), None),
+            Err(NotStored::GraphqlErrors)
+        );
+        assert_eq!(
+            storable_ttl(&headers(None), b"<html>", &decision(&[], 60), None),
+            Err(NotStored::GraphqlErrors)
+        );
     }
 
     #[test]
     fn private_needs_a_scope() {
         let private = headers(Some("private"));
-        assert_eq!(storable_ttl(&private, OK, &decision(&[], 60), None), Err(NotStored::PrivateWithoutScope));
+        assert_eq!(
+            storable_ttl(&private, OK, &decision(&[], 60), None),
+            Err(NotStored::PrivateWithoutScope)
+        );
         assert!(storable_ttl(&private, OK, &decision(&["sub"], 60), None).is_ok());
     }
 
     #[test]
     fn a_claim_read_outside_the_scope_blocks_storing() {
-        let claims = Claims::new(json!({"sub": "u1", "role": "admin"}).as_object().unwrap().clone());
+        let claims = Claims::new(
+            json!({"sub": "u1", "role": "admin"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
         assert_eq!(claims.claim_str("role"), Some("admin"));
         let err = storable_ttl(&headers(None), OK, &decision(&["sub"], 60), Some(&claims));
         assert_eq!(err, Err(NotStored::UncoveredClaimRead("/role".into())));
@@ -193,20 +223,40 @@ mod tests {
     fn head_checks_refuse_what_must_never_be_stored() {
         let ok = headers(None);
         assert_eq!(check_head(StatusCode::OK, &ok, Some(10), 100), Ok(()));
-        assert_eq!(check_head(StatusCode::BAD_REQUEST, &ok, Some(10), 100), Err(NotStored::Status));
-        assert_eq!(check_head(StatusCode::OK, &ok, Some(101), 100), Err(NotStored::TooLarge));
-        assert_eq!(check_head(StatusCode::OK, &ok, None, 100), Err(NotStored::TooLarge));
-        assert_eq!(check_head(StatusCode::OK, &headers(Some("no-store")), Some(1), 100), Err(NotStored::NoStore));
+        assert_eq!(
+            check_head(StatusCode::BAD_REQUEST, &ok, Some(10), 100),
+            Err(NotStored::Status)
+        );
+        assert_eq!(
+            check_head(StatusCode::OK, &ok, Some(101), 100),
+            Err(NotStored::TooLarge)
+        );
+        assert_eq!(
+            check_head(StatusCode::OK, &ok, None, 100),
+            Err(NotStored::TooLarge)
+        );
+        assert_eq!(
+            check_head(StatusCode::OK, &headers(Some("no-store")), Some(1), 100),
+            Err(NotStored::NoStore)
+        );
         let mut cookie = HeaderMap::new();
         cookie.insert(SET_COOKIE, HeaderValue::from_static("a=b"));
-        assert_eq!(check_head(StatusCode::OK, &cookie, Some(1), 100), Err(NotStored::SetCookie));
+        assert_eq!(
+            check_head(StatusCode::OK, &cookie, Some(1), 100),
+            Err(NotStored::SetCookie)
+        );
     }
 
     #[test]
     fn scoped_responses_are_labelled_private() {
         let mut h = headers(Some("max-age=30"));
         let vary = HeaderValue::from_static("authorization");
-        label(&mut h, CacheStatus::Miss, Some(&decision(&["sub"], 60)), &vary);
+        label(
+            &mut h,
+            CacheStatus::Miss,
+            Some(&decision(&["sub"], 60)),
+            &vary,
+        );
         assert_eq!(h[X_CACHE], "MISS");
         let cc = h.typed_get::<CacheControl>().unwrap();
         assert!(cc.private());

@@ -87,7 +87,12 @@ impl Preparer {
         }
     }
 
-    pub(crate) fn prepare(&self, transport: Transport, text: Bytes, rules: &RuleSet) -> Arc<Prepared> {
+    pub(crate) fn prepare(
+        &self,
+        transport: Transport,
+        text: Bytes,
+        rules: &RuleSet,
+    ) -> Arc<Prepared> {
         let key = (transport, text);
         if let Some(hit) = self.prepared.get(&key) {
             return hit;
@@ -225,14 +230,22 @@ mod tests {
     fn null_and_missing_variables_are_the_same() {
         let preparer = Preparer::new(1 << 20);
         let a = post(&preparer, json!({"query": "{ me { id } }"}));
-        let b = post(&preparer, json!({"query": "{ me { id } }", "variables": null, "operationName": null}));
+        let b = post(
+            &preparer,
+            json!({"query": "{ me { id } }", "variables": null, "operationName": null}),
+        );
         assert_eq!(digest_of(&a), digest_of(&b));
     }
 
     #[test]
     fn batches_and_garbage_are_opaque() {
         let preparer = Preparer::new(1 << 20);
-        for body in [json!([{"query": "{ me { id } }"}]), json!({"query": "{ me "}), json!({"nothing": 1}), json!({"query": "{ me { id } }", "variables": [1]})] {
+        for body in [
+            json!([{"query": "{ me { id } }"}]),
+            json!({"query": "{ me "}),
+            json!({"nothing": 1}),
+            json!({"query": "{ me { id } }", "variables": [1]}),
+        ] {
             assert!(matches!(*post(&preparer, body), Prepared::Opaque));
         }
     }
@@ -242,8 +255,12 @@ mod tests {
         let preparer = Preparer::new(1 << 20);
         let query = "{ publicPosts { id } }";
         let hash = sha256_hex(query);
-        let hash_only = json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}});
-        assert!(matches!(*post(&preparer, hash_only.clone()), Prepared::Opaque));
+        let hash_only =
+            json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}});
+        assert!(matches!(
+            *post(&preparer, hash_only.clone()),
+            Prepared::Opaque
+        ));
 
         let wrong = json!({"query": "{ me { id } }", "extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}});
         assert!(matches!(*post(&preparer, wrong), Prepared::Opaque));

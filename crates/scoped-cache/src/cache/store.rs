@@ -129,6 +129,10 @@ mod tests {
         for n in 0..200 {
             store.insert(key(n), response(1024, Duration::from_secs(60)));
         }
-        assert!(store.weighted_size() <= 64 * 1024, "{}", store.weighted_size());
+        assert!(
+            store.weighted_size() <= 64 * 1024,
+            "{}",
+            store.weighted_size()
+        );
     }
 }

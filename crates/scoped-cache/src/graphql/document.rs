@@ -4,12 +4,12 @@
 use std::collections::HashSet;
 use std::fmt::Write;
 
+use async_graphql::Name;
 use async_graphql::parser::types::{
     Directive, DocumentOperations, ExecutableDocument, Field, OperationDefinition, OperationType,
     Selection, SelectionSet,
 };
 use async_graphql::parser::{Positioned, parse_query};
-use async_graphql::Name;
 
 /// The operation a request would execute, as far as caching needs to know.
 #[derive(Debug, Clone)]
@@ -29,11 +29,19 @@ pub(crate) enum Unanalyzable {
     NoSuchOperation,
 }
 
-pub(crate) fn analyze(query: &str, operation_name: Option<&str>) -> Result<Operation, Unanalyzable> {
+pub(crate) fn analyze(
+    query: &str,
+    operation_name: Option<&str>,
+) -> Result<Operation, Unanalyzable> {
     let doc = parse_query(query).map_err(|_| Unanalyzable::Syntax)?;
     let op = select_operation(&doc, operation_name)?;
     let mut root_fields = Vec::new();
-    collect_root_fields(&doc, &op.selection_set.node, &mut HashSet::new(), &mut root_fields);
+    collect_root_fields(
+        &doc,
+        &op.selection_set.node,
+        &mut HashSet::new(),
+        &mut root_fields,
+    );
     Ok(Operation {
         ty: op.ty,
         root_fields,
@@ -85,7 +93,12 @@ fn collect_root_fields(
                 if seen_fragments.insert(name.clone())
                     && let Some(fragment) = doc.fragments.get(name)
                 {
-                    collect_root_fields(doc, &fragment.node.selection_set.node, seen_fragments, out);
+                    collect_root_fields(
+                        doc,
+                        &fragment.node.selection_set.node,
+                        seen_fragments,
+                        out,
+                    );
                 }
             }
         }
@@ -125,7 +138,11 @@ fn print_document(doc: &ExecutableDocument) -> String {
     fragments.sort_by(|a, b| a.0.cmp(b.0));
     for (name, fragment) in fragments {
         let fragment = &fragment.node;
-        let _ = write!(out, "fragment {name} on {}", fragment.type_condition.node.on.node);
+        let _ = write!(
+            out,
+            "fragment {name} on {}",
+            fragment.type_condition.node.on.node
+        );
         print_directives(&mut out, &fragment.directives);
         print_selection_set(&mut out, &fragment.selection_set.node);
     }
@@ -169,7 +186,10 @@ fn print_field(out: &mut String, field: &Field) {
     }
 }
 
-fn print_arguments<V: std::fmt::Display>(out: &mut String, arguments: &[(Positioned<Name>, Positioned<V>)]) {
+fn print_arguments<V: std::fmt::Display>(
+    out: &mut String,
+    arguments: &[(Positioned<Name>, Positioned<V>)],
+) {
     if arguments.is_empty() {
         return;
     }
@@ -252,17 +272,27 @@ mod tests {
 
     #[test]
     fn operation_is_selected_by_name() {
-        let doc = "query A { me { id } } mutation B { createPost(title: \"t\", body: \"b\") { id } }";
+        let doc =
+            "query A { me { id } } mutation B { createPost(title: \"t\", body: \"b\") { id } }";
         assert_eq!(analyze(doc, Some("B")).unwrap().ty, OperationType::Mutation);
-        assert_eq!(analyze(doc, None).unwrap_err(), Unanalyzable::NoSuchOperation);
-        assert_eq!(analyze(doc, Some("C")).unwrap_err(), Unanalyzable::NoSuchOperation);
+        assert_eq!(
+            analyze(doc, None).unwrap_err(),
+            Unanalyzable::NoSuchOperation
+        );
+        assert_eq!(
+            analyze(doc, Some("C")).unwrap_err(),
+            Unanalyzable::NoSuchOperation
+        );
         assert_eq!(analyze("{ me ", None).unwrap_err(), Unanalyzable::Syntax);
     }
 
     #[test]
     fn fragment_cycles_do_not_loop() {
-        let op = analyze("{ ...A } fragment A on Query { ...B } fragment B on Query { ...A me }", None)
-            .unwrap();
+        let op = analyze(
+            "{ ...A } fragment A on Query { ...B } fragment B on Query { ...A me }",
+            None,
+        )
+        .unwrap();
         assert_eq!(op.root_fields, ["me"]);
     }
 }

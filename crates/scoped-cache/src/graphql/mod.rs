@@ -31,7 +31,10 @@ use crate::Claims;
 
 /// Puts `claims` (if any) into the request's data, where resolvers read them with
 /// `ctx.data_opt::<Claims>()`.
-pub fn with_claims(request: async_graphql::Request, claims: Option<Claims>) -> async_graphql::Request {
+pub fn with_claims(
+    request: async_graphql::Request,
+    claims: Option<Claims>,
+) -> async_graphql::Request {
     match claims {
         Some(claims) => request.data(claims),
         None => request,

@@ -75,7 +75,10 @@ impl Key {
 
     /// An Ed25519 public key in PEM, for EdDSA (header `alg` `EdDSA` or `Ed25519`).
     pub fn ed_pem(pem: impl AsRef<[u8]>) -> Self {
-        Self::new(Material::EdPem(pem.as_ref().to_vec()), Some(Algorithm::EdDSA))
+        Self::new(
+            Material::EdPem(pem.as_ref().to_vec()),
+            Some(Algorithm::EdDSA),
+        )
     }
 
     /// A JWK. Its `alg` (or, for EC and OKP keys, its curve) picks the algorithm unless
@@ -112,9 +115,12 @@ impl Key {
             algorithms,
         } = self;
         let (decoding, kind, jwk_kid, jwk_alg) = match material {
-            Material::Secret(secret) => {
-                (DecodingKey::from_secret(&secret), KeyKind::Secret(secret.len()), None, None)
-            }
+            Material::Secret(secret) => (
+                DecodingKey::from_secret(&secret),
+                KeyKind::Secret(secret.len()),
+                None,
+                None,
+            ),
             Material::RsaPem(pem) => {
                 let alg = first(&algorithms);
                 let key = DecodingKey::from_rsa_pem(&pem).map_err(|source| invalid(alg, source))?;
@@ -153,11 +159,13 @@ impl Key {
             }
             (Some(given), _) => given,
             (None, Some(declared)) => vec![declared],
-            (None, None) => kind.implied_algorithm().map(|alg| vec![alg]).ok_or(
-                BuildError::InvalidJwk {
-                    reason: "it has no `alg`; pass one with `.algorithms([..])`",
-                },
-            )?,
+            (None, None) => {
+                kind.implied_algorithm()
+                    .map(|alg| vec![alg])
+                    .ok_or(BuildError::InvalidJwk {
+                        reason: "it has no `alg`; pass one with `.algorithms([..])`",
+                    })?
+            }
         };
         if algorithms.is_empty() {
             return Err(BuildError::NoAlgorithms);
@@ -202,7 +210,11 @@ impl KeyKind {
                     _ => 64,
                 };
                 if *len < min {
-                    return Err(BuildError::WeakSecret { alg, len: *len, min });
+                    return Err(BuildError::WeakSecret {
+                        alg,
+                        len: *len,
+                        min,
+                    });
                 }
                 Ok(())
             }
@@ -279,12 +291,18 @@ fn resolve_jwk(jwk: &Jwk) -> Result<JwkParts, BuildError> {
             reason: "its `use` is not `sig`",
         });
     }
-    let declared = jwk.common.key_algorithm.map(signing_algorithm).transpose()?;
+    let declared = jwk
+        .common
+        .key_algorithm
+        .map(signing_algorithm)
+        .transpose()?;
     let kind = match &jwk.algorithm {
         AlgorithmParameters::RSA(rsa) => {
-            let n = URL_SAFE_NO_PAD.decode(&rsa.n).map_err(|_| BuildError::InvalidJwk {
-                reason: "its `n` is not base64url",
-            })?;
+            let n = URL_SAFE_NO_PAD
+                .decode(&rsa.n)
+                .map_err(|_| BuildError::InvalidJwk {
+                    reason: "its `n` is not base64url",
+                })?;
             KeyKind::Rsa(bit_length(&n))
         }
         AlgorithmParameters::EllipticCurve(ec) => KeyKind::Ec(Some(ec.curve.clone())),
@@ -292,9 +310,12 @@ fn resolve_jwk(jwk: &Jwk) -> Result<JwkParts, BuildError> {
             KeyKind::Ed
         }
         AlgorithmParameters::OctetKey(oct) => {
-            let secret = URL_SAFE_NO_PAD.decode(&oct.value).map_err(|_| BuildError::InvalidJwk {
-                reason: "its `k` is not base64url",
-            })?;
+            let secret =
+                URL_SAFE_NO_PAD
+                    .decode(&oct.value)
+                    .map_err(|_| BuildError::InvalidJwk {
+                        reason: "its `k` is not base64url",
+                    })?;
             KeyKind::Secret(secret.len())
         }
         _ => {
@@ -364,25 +385,60 @@ mod tests {
 
     #[test]
     fn short_hmac_secrets_are_weak() {
-        let err = Key::hmac(Algorithm::HS256, [7u8; 31]).resolve().unwrap_err();
-        assert!(matches!(err, BuildError::WeakSecret { len: 31, min: 32, .. }));
+        let err = Key::hmac(Algorithm::HS256, [7u8; 31])
+            .resolve()
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            BuildError::WeakSecret {
+                len: 31,
+                min: 32,
+                ..
+            }
+        ));
         assert!(Key::hmac(Algorithm::HS256, [7u8; 32]).resolve().is_ok());
-        let err = Key::hmac(Algorithm::HS512, [7u8; 32]).resolve().unwrap_err();
+        let err = Key::hmac(Algorithm::HS512, [7u8; 32])
+            .resolve()
+            .unwrap_err();
         assert!(matches!(err, BuildError::WeakSecret { min: 64, .. }));
     }
 
     #[test]
     fn algorithms_must_fit_the_key() {
-        let err = Key::hmac(Algorithm::RS256, [7u8; 64]).resolve().unwrap_err();
-        assert!(matches!(err, BuildError::AlgorithmKeyMismatch { key_kind: "hmac", .. }));
-        let err = Key::ec_pem(Algorithm::ES384, EC_P256_PUBLIC_PEM).resolve().unwrap_err();
-        assert!(matches!(err, BuildError::AlgorithmKeyMismatch { key_kind: "ec p-256", .. }));
+        let err = Key::hmac(Algorithm::RS256, [7u8; 64])
+            .resolve()
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            BuildError::AlgorithmKeyMismatch {
+                key_kind: "hmac",
+                ..
+            }
+        ));
+        let err = Key::ec_pem(Algorithm::ES384, EC_P256_PUBLIC_PEM)
+            .resolve()
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            BuildError::AlgorithmKeyMismatch {
+                key_kind: "ec p-256",
+                ..
+            }
+        ));
         let err = Key::rsa_pem(Algorithm::RS256, RSA_PUBLIC_PEM)
             .algorithms([Algorithm::RS256, Algorithm::ES256])
             .resolve()
             .unwrap_err();
-        assert!(matches!(err, BuildError::AlgorithmKeyMismatch { alg: Algorithm::ES256, .. }));
-        let err = Key::rsa_pem(Algorithm::RS256, RSA_PUBLIC_PEM).algorithms([]).resolve();
+        assert!(matches!(
+            err,
+            BuildError::AlgorithmKeyMismatch {
+                alg: Algorithm::ES256,
+                ..
+            }
+        ));
+        let err = Key::rsa_pem(Algorithm::RS256, RSA_PUBLIC_PEM)
+            .algorithms([])
+            .resolve();
         assert!(matches!(err, Err(BuildError::NoAlgorithms)));
     }
 
@@ -393,7 +449,11 @@ mod tests {
             .resolve()
             .unwrap();
         assert_eq!(rsa.algorithms, [Algorithm::RS256, Algorithm::PS256]);
-        assert!(Key::ec_pem(Algorithm::ES256, EC_P256_PUBLIC_PEM).resolve().is_ok());
+        assert!(
+            Key::ec_pem(Algorithm::ES256, EC_P256_PUBLIC_PEM)
+                .resolve()
+                .is_ok()
+        );
         assert!(Key::ed_pem(ED_PUBLIC_PEM).resolve().is_ok());
     }
 
@@ -412,14 +472,20 @@ mod tests {
         let jwk = format!(r#"{{"kty":"EC","crv":"P-256","alg":"ES384","x":"{x}","y":"{x}"}}"#);
         assert!(matches!(
             Key::jwk_json(jwk).resolve(),
-            Err(BuildError::AlgorithmKeyMismatch { alg: Algorithm::ES384, .. })
+            Err(BuildError::AlgorithmKeyMismatch {
+                alg: Algorithm::ES384,
+                ..
+            })
         ));
         let okp = format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{x}","kid":"ed1"}}"#);
         let key = Key::jwk_json(okp).resolve().unwrap();
         assert_eq!(key.algorithms, [Algorithm::EdDSA]);
         assert_eq!(key.kid.as_deref(), Some("ed1"));
         let enc = format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{x}","use":"enc"}}"#);
-        assert!(matches!(Key::jwk_json(enc).resolve(), Err(BuildError::InvalidJwk { .. })));
+        assert!(matches!(
+            Key::jwk_json(enc).resolve(),
+            Err(BuildError::InvalidJwk { .. })
+        ));
     }
 
     #[test]

@@ -264,11 +264,13 @@ mod tests {
     fn tampered_payload_is_bad_signature() {
         let token = hs256_token(json!({"sub": "u1"}));
         let mut parts: Vec<&str> = token.split('.').collect();
-        let forged = URL_SAFE_NO_PAD.encode(
-            serde_json::to_vec(&standard_claims(json!({"sub": "admin"}))).unwrap(),
-        );
+        let forged = URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(&standard_claims(json!({"sub": "admin"}))).unwrap());
         parts[1] = &forged;
-        assert_eq!(hs256().verify(&parts.join(".")).err(), Some(AuthErrorKind::BadSignature));
+        assert_eq!(
+            hs256().verify(&parts.join(".")).err(),
+            Some(AuthErrorKind::BadSignature)
+        );
     }
 
     #[test]
@@ -277,7 +279,10 @@ mod tests {
         let payload = URL_SAFE_NO_PAD
             .encode(serde_json::to_vec(&standard_claims(json!({"sub": "u1"}))).unwrap());
         let token = format!("{header}.{payload}.");
-        assert_eq!(hs256().verify(&token).err(), Some(AuthErrorKind::DisallowedAlgorithm));
+        assert_eq!(
+            hs256().verify(&token).err(),
+            Some(AuthErrorKind::DisallowedAlgorithm)
+        );
     }
 
     #[test]
@@ -289,45 +294,84 @@ mod tests {
             &EncodingKey::from_secret(SECRET),
         )
         .unwrap();
-        assert_eq!(hs256().verify(&token).err(), Some(AuthErrorKind::DisallowedAlgorithm));
+        assert_eq!(
+            hs256().verify(&token).err(),
+            Some(AuthErrorKind::DisallowedAlgorithm)
+        );
     }
 
     #[test]
     fn hmac_token_is_not_verified_with_an_rsa_public_key_as_secret() {
         // The classic confusion attack: sign HS256 with the RSA public key's PEM.
-        let verifier = Verifier::from_rsa_pem(Algorithm::RS256, RSA_PUBLIC_PEM).build().unwrap();
+        let verifier = Verifier::from_rsa_pem(Algorithm::RS256, RSA_PUBLIC_PEM)
+            .build()
+            .unwrap();
         let token = encode(
             &Header::new(Algorithm::HS256),
             &standard_claims(json!({})),
             &EncodingKey::from_secret(RSA_PUBLIC_PEM.as_bytes()),
         )
         .unwrap();
-        assert_eq!(verifier.verify(&token).err(), Some(AuthErrorKind::DisallowedAlgorithm));
+        assert_eq!(
+            verifier.verify(&token).err(),
+            Some(AuthErrorKind::DisallowedAlgorithm)
+        );
     }
 
     #[test]
     fn crit_header_is_refused() {
         let mut header = Header::new(Algorithm::HS256);
         header.crit = Some(vec!["b64".into()]);
-        let token =
-            encode(&header, &standard_claims(json!({})), &EncodingKey::from_secret(SECRET)).unwrap();
-        assert_eq!(hs256().verify(&token).err(), Some(AuthErrorKind::UnsupportedCritical));
+        let token = encode(
+            &header,
+            &standard_claims(json!({})),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert_eq!(
+            hs256().verify(&token).err(),
+            Some(AuthErrorKind::UnsupportedCritical)
+        );
     }
 
     #[test]
     fn asymmetric_families_verify() {
         let claims = standard_claims(json!({"sub": "u1"}));
         let cases = [
-            (Verifier::from_rsa_pem(Algorithm::RS256, RSA_PUBLIC_PEM), Algorithm::RS256, EncodingKey::from_rsa_pem(RSA_PRIVATE_PEM.as_bytes()).unwrap()),
-            (Verifier::from_rsa_pem(Algorithm::PS256, RSA_PUBLIC_PEM), Algorithm::PS256, EncodingKey::from_rsa_pem(RSA_PRIVATE_PEM.as_bytes()).unwrap()),
-            (Verifier::from_ec_pem(Algorithm::ES256, EC_P256_PUBLIC_PEM), Algorithm::ES256, EncodingKey::from_ec_pem(EC_P256_PRIVATE_PEM.as_bytes()).unwrap()),
-            (Verifier::from_ec_pem(Algorithm::ES384, EC_P384_PUBLIC_PEM), Algorithm::ES384, EncodingKey::from_ec_pem(EC_P384_PRIVATE_PEM.as_bytes()).unwrap()),
-            (Verifier::from_ed_pem(ED_PUBLIC_PEM), Algorithm::EdDSA, EncodingKey::from_ed_pem(ED_PRIVATE_PEM.as_bytes()).unwrap()),
+            (
+                Verifier::from_rsa_pem(Algorithm::RS256, RSA_PUBLIC_PEM),
+                Algorithm::RS256,
+                EncodingKey::from_rsa_pem(RSA_PRIVATE_PEM.as_bytes()).unwrap(),
+            ),
+            (
+                Verifier::from_rsa_pem(Algorithm::PS256, RSA_PUBLIC_PEM),
+                Algorithm::PS256,
+                EncodingKey::from_rsa_pem(RSA_PRIVATE_PEM.as_bytes()).unwrap(),
+            ),
+            (
+                Verifier::from_ec_pem(Algorithm::ES256, EC_P256_PUBLIC_PEM),
+                Algorithm::ES256,
+                EncodingKey::from_ec_pem(EC_P256_PRIVATE_PEM.as_bytes()).unwrap(),
+            ),
+            (
+                Verifier::from_ec_pem(Algorithm::ES384, EC_P384_PUBLIC_PEM),
+                Algorithm::ES384,
+                EncodingKey::from_ec_pem(EC_P384_PRIVATE_PEM.as_bytes()).unwrap(),
+            ),
+            (
+                Verifier::from_ed_pem(ED_PUBLIC_PEM),
+                Algorithm::EdDSA,
+                EncodingKey::from_ed_pem(ED_PRIVATE_PEM.as_bytes()).unwrap(),
+            ),
         ];
         for (verifier, alg, signing) in cases {
             let verifier = verifier.build().unwrap();
             let token = encode(&Header::new(alg), &claims, &signing).unwrap();
-            assert_eq!(verifier.verify(&token).unwrap().subject(), Some("u1"), "{alg:?}");
+            assert_eq!(
+                verifier.verify(&token).unwrap().subject(),
+                Some("u1"),
+                "{alg:?}"
+            );
         }
     }
 
@@ -363,7 +407,10 @@ mod tests {
         assert!(verifier.verify(&token).is_ok());
         header.kid = Some("missing".into());
         let token = encode(&header, &claims, &EncodingKey::from_secret(SECRET)).unwrap();
-        assert_eq!(verifier.verify(&token).err(), Some(AuthErrorKind::UnknownKey));
+        assert_eq!(
+            verifier.verify(&token).err(),
+            Some(AuthErrorKind::UnknownKey)
+        );
     }
 
     #[test]

@@ -19,7 +19,10 @@ impl TokenSource {
     ///
     /// The header is checked for duplicates and size before it is parsed, so no work is
     /// spent on a header that is refused anyway.
-    pub(crate) fn extract<'h>(&self, headers: &'h HeaderMap) -> Result<Option<&'h str>, AuthErrorKind> {
+    pub(crate) fn extract<'h>(
+        &self,
+        headers: &'h HeaderMap,
+    ) -> Result<Option<&'h str>, AuthErrorKind> {
         let mut values = headers.get_all(header::AUTHORIZATION).iter();
         if let Some(value) = values.next() {
             if values.next().is_some() {
@@ -33,7 +36,9 @@ impl TokenSource {
             // `Bearer::token` borrows from the decoded copy; re-slice the original header
             // so the token can be borrowed for the request's lifetime without a copy.
             let raw = value.to_str().map_err(|_| AuthErrorKind::Malformed)?;
-            let token = raw.get(raw.len() - bearer.token().len()..).unwrap_or_default();
+            let token = raw
+                .get(raw.len() - bearer.token().len()..)
+                .unwrap_or_default();
             return if token.is_empty() || token != bearer.token() {
                 Err(AuthErrorKind::Malformed)
             } else {
@@ -52,7 +57,9 @@ impl TokenSource {
             Some(token) => {
                 // Cookie values are borrowed from a parsed copy; find the same bytes in the
                 // original header to hand out a borrow of the request.
-                find_in_headers(headers, token).map(Some).ok_or(AuthErrorKind::Malformed)
+                find_in_headers(headers, token)
+                    .map(Some)
+                    .ok_or(AuthErrorKind::Malformed)
             }
         }
     }
@@ -107,17 +114,27 @@ mod tests {
     fn other_schemes_and_empty_tokens_are_malformed() {
         for value in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "Token a.b.c"] {
             let h = headers(&[("authorization", value)]);
-            assert_eq!(source(None).extract(&h), Err(AuthErrorKind::Malformed), "{value}");
+            assert_eq!(
+                source(None).extract(&h),
+                Err(AuthErrorKind::Malformed),
+                "{value}"
+            );
         }
     }
 
     #[test]
     fn duplicate_and_oversized_headers_are_refused() {
         let twice = headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
-        assert_eq!(source(None).extract(&twice), Err(AuthErrorKind::DuplicateHeader));
+        assert_eq!(
+            source(None).extract(&twice),
+            Err(AuthErrorKind::DuplicateHeader)
+        );
         let long = format!("Bearer {}", "x".repeat(100));
         let big = headers(&[("authorization", &long)]);
-        assert_eq!(source(None).extract(&big), Err(AuthErrorKind::HeaderTooLarge));
+        assert_eq!(
+            source(None).extract(&big),
+            Err(AuthErrorKind::HeaderTooLarge)
+        );
     }
 
     #[test]
@@ -125,7 +142,10 @@ mod tests {
         let h = headers(&[("cookie", "theme=dark; session=c.o.k")]);
         assert_eq!(source(None).extract(&h), Ok(None));
         assert_eq!(source(Some("session")).extract(&h), Ok(Some("c.o.k")));
-        let both = headers(&[("cookie", "session=c.o.k"), ("authorization", "Bearer h.d.r")]);
+        let both = headers(&[
+            ("cookie", "session=c.o.k"),
+            ("authorization", "Bearer h.d.r"),
+        ]);
         assert_eq!(source(Some("session")).extract(&both), Ok(Some("h.d.r")));
     }
 }

@@ -111,7 +111,10 @@ mod tests {
     #[test]
     fn valid_claims_pass() {
         assert_eq!(check(&rules(), ok_claims()), Ok(()));
-        assert_eq!(check(&rules(), with("aud", json!(["other", "forum-api"]))), Ok(()));
+        assert_eq!(
+            check(&rules(), with("aud", json!(["other", "forum-api"]))),
+            Ok(())
+        );
     }
 
     #[test]
@@ -119,24 +122,48 @@ mod tests {
         let mut no_exp = ok_claims();
         no_exp.as_object_mut().unwrap().remove("exp");
         assert_eq!(check(&rules(), no_exp), Err(AuthErrorKind::InvalidClaims));
-        assert_eq!(check(&rules(), with("exp", json!("9999999999"))), Err(AuthErrorKind::InvalidClaims));
+        assert_eq!(
+            check(&rules(), with("exp", json!("9999999999"))),
+            Err(AuthErrorKind::InvalidClaims)
+        );
         assert_eq!(check(&rules(), with("exp", json!(NOW - 10.0))), Ok(()));
-        assert_eq!(check(&rules(), with("exp", json!(NOW - 31.0))), Err(AuthErrorKind::Expired));
+        assert_eq!(
+            check(&rules(), with("exp", json!(NOW - 31.0))),
+            Err(AuthErrorKind::Expired)
+        );
     }
 
     #[test]
     fn nbf_is_checked_when_present() {
         assert_eq!(check(&rules(), with("nbf", json!(NOW + 10.0))), Ok(()));
-        assert_eq!(check(&rules(), with("nbf", json!(NOW + 31.0))), Err(AuthErrorKind::NotYetValid));
-        assert_eq!(check(&rules(), with("nbf", json!("0"))), Err(AuthErrorKind::InvalidClaims));
+        assert_eq!(
+            check(&rules(), with("nbf", json!(NOW + 31.0))),
+            Err(AuthErrorKind::NotYetValid)
+        );
+        assert_eq!(
+            check(&rules(), with("nbf", json!("0"))),
+            Err(AuthErrorKind::InvalidClaims)
+        );
     }
 
     #[test]
     fn issuer_and_audience_must_match_and_be_present() {
-        assert_eq!(check(&rules(), with("iss", json!("evil"))), Err(AuthErrorKind::WrongIssuer));
-        assert_eq!(check(&rules(), with("iss", json!(["forum-demo"]))), Err(AuthErrorKind::WrongIssuer));
-        assert_eq!(check(&rules(), with("aud", json!("other"))), Err(AuthErrorKind::WrongAudience));
-        assert_eq!(check(&rules(), with("aud", json!([]))), Err(AuthErrorKind::WrongAudience));
+        assert_eq!(
+            check(&rules(), with("iss", json!("evil"))),
+            Err(AuthErrorKind::WrongIssuer)
+        );
+        assert_eq!(
+            check(&rules(), with("iss", json!(["forum-demo"]))),
+            Err(AuthErrorKind::WrongIssuer)
+        );
+        assert_eq!(
+            check(&rules(), with("aud", json!("other"))),
+            Err(AuthErrorKind::WrongAudience)
+        );
+        assert_eq!(
+            check(&rules(), with("aud", json!([]))),
+            Err(AuthErrorKind::WrongAudience)
+        );
         let mut no_aud = ok_claims();
         no_aud.as_object_mut().unwrap().remove("aud");
         assert_eq!(check(&rules(), no_aud), Err(AuthErrorKind::WrongAudience));
@@ -148,7 +175,10 @@ mod tests {
             required: vec!["sub".into()],
             ..rules()
         };
-        assert_eq!(check(&rules, ok_claims()), Err(AuthErrorKind::InvalidClaims));
+        assert_eq!(
+            check(&rules, ok_claims()),
+            Err(AuthErrorKind::InvalidClaims)
+        );
         assert_eq!(check(&rules, with("sub", json!("u1"))), Ok(()));
     }
 }

@@ -57,7 +57,10 @@ mod tests {
         let s = scope(&["sub"]);
         let first = claims(json!({"sub": "u1", "exp": 1, "iat": 0, "jti": "a"}));
         let refreshed = claims(json!({"sub": "u1", "exp": 99, "iat": 50, "jti": "b"}));
-        assert_eq!(Bucket::derive(&s, Some(&first)), Bucket::derive(&s, Some(&refreshed)));
+        assert_eq!(
+            Bucket::derive(&s, Some(&first)),
+            Bucket::derive(&s, Some(&refreshed))
+        );
     }
 
     #[test]
@@ -67,7 +70,10 @@ mod tests {
         let b = claims(json!({"sub": "u2", "role": "member"}));
         assert_ne!(Bucket::derive(&s, Some(&a)), Bucket::derive(&s, Some(&b)));
         let role = scope(&["role"]);
-        assert_eq!(Bucket::derive(&role, Some(&a)), Bucket::derive(&role, Some(&b)));
+        assert_eq!(
+            Bucket::derive(&role, Some(&a)),
+            Bucket::derive(&role, Some(&b))
+        );
     }
 
     #[test]
@@ -86,7 +92,10 @@ mod tests {
         let anonymous = Bucket::derive(&s, None);
         assert_ne!(absent, null);
         assert_ne!(absent, anonymous);
-        assert_ne!(Bucket::derive(&[], None), Bucket::derive(&[], Some(&claims(json!({})))));
+        assert_ne!(
+            Bucket::derive(&[], None),
+            Bucket::derive(&[], Some(&claims(json!({}))))
+        );
     }
 
     #[test]

@@ -12,8 +12,8 @@ mod rule;
 
 pub(crate) use self::bucket::Bucket;
 pub use self::path::ClaimPath;
-pub(crate) use self::rule::{Decision, RuleSet};
 pub use self::rule::Rule;
+pub(crate) use self::rule::{Decision, RuleSet};
 
 use crate::BuildError;
 

@@ -84,7 +84,10 @@ impl ClaimPath {
     }
 
     /// Finds the value at this path, walking objects by key and arrays by index.
-    pub(crate) fn lookup<'a>(&self, claims: &'a serde_json::Map<String, Value>) -> Option<&'a Value> {
+    pub(crate) fn lookup<'a>(
+        &self,
+        claims: &'a serde_json::Map<String, Value>,
+    ) -> Option<&'a Value> {
         let (first, rest) = self.segments.split_first()?;
         let mut current = claims.get(first)?;
         for segment in rest {

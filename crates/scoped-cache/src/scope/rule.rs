@@ -221,7 +221,10 @@ impl RuleSet {
         if matched.is_empty() {
             matched.push(&self.default);
         }
-        let mut scope: Vec<ClaimPath> = matched.iter().flat_map(|r| r.scope.iter().cloned()).collect();
+        let mut scope: Vec<ClaimPath> = matched
+            .iter()
+            .flat_map(|r| r.scope.iter().cloned())
+            .collect();
         scope.sort();
         scope.dedup();
         Decision {
@@ -272,7 +275,11 @@ mod tests {
 
     #[test]
     fn several_root_fields_take_the_union_and_shortest_max_age() {
-        let d = rules().decide(OperationType::Query, None, ["me", "memberPosts", "publicPosts"]);
+        let d = rules().decide(
+            OperationType::Query,
+            None,
+            ["me", "memberPosts", "publicPosts"],
+        );
         assert_eq!(names(&d), ["/role", "/sub"]);
         assert_eq!(d.max_age, Duration::from_secs(30));
         assert!(!d.bypass);
@@ -293,16 +300,34 @@ mod tests {
 
     #[test]
     fn bypass_and_mutations_are_never_cached() {
-        assert!(rules().decide(OperationType::Query, None, ["me", "debug"]).bypass);
-        assert!(rules().decide(OperationType::Mutation, None, ["createPost"]).bypass);
-        assert!(rules().decide(OperationType::Subscription, None, ["x"]).bypass);
+        assert!(
+            rules()
+                .decide(OperationType::Query, None, ["me", "debug"])
+                .bypass
+        );
+        assert!(
+            rules()
+                .decide(OperationType::Mutation, None, ["createPost"])
+                .bypass
+        );
+        assert!(
+            rules()
+                .decide(OperationType::Subscription, None, ["x"])
+                .bypass
+        );
     }
 
     #[test]
     fn bad_rules_do_not_compile() {
         let compile = |rule| RuleSet::compile(None, vec![rule]).unwrap_err();
-        assert!(matches!(compile(Rule::root_field("me")), BuildError::InvalidRootField(_)));
-        assert!(matches!(compile(Rule::root_field("Thing.me")), BuildError::InvalidRootField(_)));
+        assert!(matches!(
+            compile(Rule::root_field("me")),
+            BuildError::InvalidRootField(_)
+        ));
+        assert!(matches!(
+            compile(Rule::root_field("Thing.me")),
+            BuildError::InvalidRootField(_)
+        ));
         assert!(matches!(
             compile(Rule::root_field("Query.me").scope(Scope::claims(["exp"]))),
             BuildError::VolatileScopeClaim(_)
@@ -311,7 +336,10 @@ mod tests {
             compile(Rule::root_field("Query.me").scope(Scope::claims(["org..id"]))),
             BuildError::InvalidClaimPath { .. }
         ));
-        let twice = RuleSet::compile(None, vec![Rule::root_field("Query.me"), Rule::root_field("Query.me")]);
+        let twice = RuleSet::compile(
+            None,
+            vec![Rule::root_field("Query.me"), Rule::root_field("Query.me")],
+        );
         assert!(matches!(twice, Err(BuildError::DuplicateRule(_))));
     }
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_graphql::{Context, EmptySubscription, Error, ErrorExtensions, Object, Schema, SimpleObject};
+use async_graphql::{
+    Context, EmptySubscription, Error, ErrorExtensions, Object, Schema, SimpleObject,
+};
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
 use axum::body::Body;
@@ -14,7 +16,9 @@ use axum::routing;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
-use scoped_cache::{Claims, RoutePolicy, Rule, Scope, ScopedCacheLayer, ScopedCacheLayerBuilder, Verifier};
+use scoped_cache::{
+    Claims, RoutePolicy, Rule, Scope, ScopedCacheLayer, ScopedCacheLayerBuilder, Verifier,
+};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -44,7 +48,9 @@ pub(crate) struct Me {
 pub(crate) struct Query;
 
 fn role(ctx: &Context<'_>) -> Option<String> {
-    ctx.data_opt::<Claims>()?.claim_str("role").map(str::to_owned)
+    ctx.data_opt::<Claims>()?
+        .claim_str("role")
+        .map(str::to_owned)
 }
 
 #[Object]
@@ -61,7 +67,9 @@ impl Query {
     #[graphql(cache_control(max_age = 30, private))]
     async fn member_posts(&self, ctx: &Context<'_>) -> Result<Vec<String>, Error> {
         match role(ctx).as_deref() {
-            Some("member" | "admin") => Ok(vec!["members: roadmap".into(), "members: budget".into()]),
+            Some("member" | "admin") => {
+                Ok(vec!["members: roadmap".into(), "members: budget".into()])
+            }
             _ => Err(Error::new("members only").extend_with(|_, e| e.set("code", "FORBIDDEN"))),
         }
     }
@@ -69,7 +77,10 @@ impl Query {
     #[graphql(cache_control(max_age = 60))]
     async fn public_posts(&self, limit: Option<i32>) -> Vec<String> {
         let all = ["welcome", "rules", "release", "caching", "meetup"];
-        all.iter().take(limit.unwrap_or(5).max(0) as usize).map(|s| s.to_string()).collect()
+        all.iter()
+            .take(limit.unwrap_or(5).max(0) as usize)
+            .map(|s| s.to_string())
+            .collect()
     }
 
     #[graphql(cache_control(max_age = 5))]
@@ -128,15 +139,27 @@ struct AppState {
     counters: Counters,
 }
 
-async fn graphql(State(state): State<AppState>, claims: Option<Claims>, req: GraphQLRequest) -> GraphQLResponse {
+async fn graphql(
+    State(state): State<AppState>,
+    claims: Option<Claims>,
+    req: GraphQLRequest,
+) -> GraphQLResponse {
     state.counters.executions.fetch_add(1, Ordering::SeqCst);
-    state.schema.execute(scoped_cache::graphql::with_claims(req.into_inner(), claims)).await.into()
+    state
+        .schema
+        .execute(scoped_cache::graphql::with_claims(req.into_inner(), claims))
+        .await
+        .into()
 }
 
 /// The builder every test starts from: the demo's rules and routes.
 pub(crate) fn builder() -> ScopedCacheLayerBuilder {
     ScopedCacheLayer::builder()
-        .verifier(Verifier::hmac(Algorithm::HS256, SECRET).issuer([ISSUER]).audience([AUDIENCE]))
+        .verifier(
+            Verifier::hmac(Algorithm::HS256, SECRET)
+                .issuer([ISSUER])
+                .audience([AUDIENCE]),
+        )
         .default_rule(Rule::new().max_age(Duration::from_secs(60)))
         .rule(Rule::root_field("Query.me").scope(Scope::claims(["sub", "name", "role"])))
         .rule(Rule::root_field("Query.memberPosts").scope(Scope::claims(["role"])))
@@ -150,7 +173,9 @@ pub(crate) fn builder() -> ScopedCacheLayerBuilder {
 
 pub(crate) fn app_with(layer: ScopedCacheLayer) -> (Router, Counters) {
     let counters = Counters::default();
-    let schema = Schema::build(Query, Mutation, EmptySubscription).data(counters.clone()).finish();
+    let schema = Schema::build(Query, Mutation, EmptySubscription)
+        .data(counters.clone())
+        .finish();
     let state = AppState {
         schema,
         counters: counters.clone(),
@@ -159,7 +184,12 @@ pub(crate) fn app_with(layer: ScopedCacheLayer) -> (Router, Counters) {
         .route("/graphql", routing::get(graphql).post(graphql))
         .route("/graphql/nocache", routing::get(graphql).post(graphql))
         .route("/members", routing::get(graphql).post(graphql))
-        .route("/whoami", routing::get(|claims: Claims| async move { claims.subject().unwrap_or_default().to_owned() }))
+        .route(
+            "/whoami",
+            routing::get(|claims: Claims| async move {
+                claims.subject().unwrap_or_default().to_owned()
+            }),
+        )
         .with_state(state)
         .layer(layer);
     (router, counters)
@@ -202,11 +232,16 @@ pub(crate) struct Reply {
 
 impl Reply {
     pub(crate) fn x_cache(&self) -> &str {
-        self.headers.get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or("-")
+        self.headers
+            .get("x-cache")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
     }
 
     pub(crate) fn code(&self) -> &str {
-        self.body["errors"][0]["extensions"]["code"].as_str().unwrap_or("-")
+        self.body["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or("-")
     }
 }
 
@@ -215,8 +250,13 @@ pub(crate) async fn send(app: &Router, req: Request<Body>) -> Reply {
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
-    Reply { status, headers, body }
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 pub(crate) fn post(path: &str, token: Option<&str>, body: Value) -> Request<Body> {
