@@ -63,10 +63,19 @@ struct GetParams {
 }
 
 /// Remembers prepared request texts and the documents of automatic persisted queries.
-#[derive(Debug)]
 pub(crate) struct Preparer {
     prepared: moka::sync::Cache<(Transport, Bytes), Arc<Prepared>>,
     persisted: moka::sync::Cache<String, Arc<str>>,
+}
+
+/// Request texts carry callers' variables: show counts only (moka's `Debug` prints entries).
+impl std::fmt::Debug for Preparer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Preparer")
+            .field("prepared", &self.prepared.entry_count())
+            .field("persisted", &self.persisted.entry_count())
+            .finish()
+    }
 }
 
 impl Preparer {

@@ -42,9 +42,19 @@ impl CachedResponse {
 /// moka evicts by its own wall clock, which tokio's paused time does not move; every read
 /// therefore checks `expires_at` against `tokio::time::Instant`, and moka's expiry only
 /// reclaims memory.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct MemoryStore {
     entries: moka::sync::Cache<CacheKey, Arc<CachedResponse>>,
+}
+
+/// moka's own `Debug` prints every entry: cached responses are private data, so show sizes only.
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("entries", &self.entries.entry_count())
+            .field("weighted_size", &self.entries.weighted_size())
+            .finish()
+    }
 }
 
 struct ExpireAtTtl;
@@ -121,6 +131,15 @@ mod tests {
         assert!(store.get(&key(1), Instant::now()).is_some());
         tokio::time::advance(Duration::from_secs(5)).await;
         assert!(store.get(&key(1), Instant::now()).is_none());
+    }
+
+    #[test]
+    fn debug_never_prints_entries() {
+        let store = MemoryStore::new(1 << 20);
+        let mut entry = response(0, Duration::from_secs(60));
+        entry.body = Bytes::from_static(b"secret-body");
+        store.insert(key(1), entry);
+        assert!(!format!("{store:?}").contains("secret"));
     }
 
     #[test]

@@ -1,0 +1,116 @@
+//! The cost of a cache HIT through the whole layer, against a bare axum handler and an
+//! uncached GraphQL execution.
+//!
+//! `cargo bench -p scoped-cache --bench hit_path`
+
+use std::time::Duration;
+
+use async_graphql::{Context, EmptyMutation, EmptySubscription, Object, Schema, SimpleObject};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::routing::post;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::Request;
+use http_body_util::BodyExt;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
+use scoped_cache::{Claims, RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier};
+use serde_json::json;
+use tower::ServiceExt;
+
+const SECRET: &[u8] = b"benchmark-secret-that-is-32-bytes";
+
+#[derive(SimpleObject)]
+struct Post {
+    id: u32,
+    title: String,
+}
+
+struct Query;
+
+#[Object]
+impl Query {
+    async fn public_posts(&self) -> Vec<Post> {
+        (1..=5).map(|id| Post { id, title: format!("post number {id}") }).collect()
+    }
+
+    async fn me(&self, ctx: &Context<'_>) -> Option<String> {
+        ctx.data_opt::<Claims>()?.subject().map(str::to_owned)
+    }
+}
+
+type BenchSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+
+async fn graphql(State(schema): State<BenchSchema>, claims: Option<Claims>, req: GraphQLRequest) -> GraphQLResponse {
+    schema.execute(scoped_cache::graphql::with_claims(req.into_inner(), claims)).await.into()
+}
+
+fn app() -> Router {
+    let layer = ScopedCacheLayer::builder()
+        .verifier(Verifier::hmac(Algorithm::HS256, SECRET).issuer(["bench"]).audience(["bench"]))
+        .default_rule(Rule::new().max_age(Duration::from_secs(3600)))
+        .rule(Rule::root_field("Query.me").scope(Scope::claims(["sub"])))
+        .route("/graphql", RoutePolicy::cached())
+        .route("/nocache", RoutePolicy::verify_only())
+        .route("/plain", RoutePolicy::verify_only())
+        .build()
+        .unwrap();
+    let schema = Schema::new(Query, EmptyMutation, EmptySubscription);
+    Router::new()
+        .route("/graphql", post(graphql))
+        .route("/nocache", post(graphql))
+        .route("/plain", post(|| async { r#"{"data":{"ok":true}}"# }))
+        .with_state(schema)
+        .layer(layer)
+}
+
+fn token() -> String {
+    let claims = json!({"sub": "u1", "iss": "bench", "aud": "bench", "exp": get_current_timestamp() + 86_400});
+    encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+}
+
+fn request(path: &str, token: Option<&str>, query: &str) -> Request<Body> {
+    let mut req = Request::post(path).header("content-type", "application/json");
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    req.body(Body::from(json!({ "query": query }).to_string())).unwrap()
+}
+
+async fn call(app: &Router, req: Request<Body>) -> usize {
+    let response = app.clone().oneshot(req).await.unwrap();
+    response.into_body().collect().await.unwrap().to_bytes().len()
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let app = app();
+    let bare = Router::new().route("/plain", post(|| async { r#"{"data":{"ok":true}}"# }));
+    let token = token();
+    let feed = "{ publicPosts { id title } }";
+    // Warm both entries.
+    rt.block_on(call(&app, request("/graphql", None, feed)));
+    rt.block_on(call(&app, request("/graphql", Some(&token), "{ me }")));
+
+    let mut group = c.benchmark_group("request");
+    group.bench_function("bare_axum_handler", |b| {
+        b.to_async(&rt).iter(|| call(&bare, request("/plain", None, feed)))
+    });
+    group.bench_function("verify_only_hs256", |b| {
+        b.to_async(&rt).iter(|| call(&app, request("/plain", Some(&token), feed)))
+    });
+    group.bench_function("hit_anonymous", |b| {
+        b.to_async(&rt).iter(|| call(&app, request("/graphql", None, feed)))
+    });
+    group.bench_function("hit_hs256_scoped", |b| {
+        b.to_async(&rt).iter(|| call(&app, request("/graphql", Some(&token), "{ me }")))
+    });
+    group.bench_function("uncached_execution", |b| {
+        b.to_async(&rt).iter(|| call(&app, request("/nocache", None, feed)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
