@@ -32,7 +32,12 @@ struct Query;
 #[Object]
 impl Query {
     async fn public_posts(&self) -> Vec<Post> {
-        (1..=5).map(|id| Post { id, title: format!("post number {id}") }).collect()
+        (1..=5)
+            .map(|id| Post {
+                id,
+                title: format!("post number {id}"),
+            })
+            .collect()
     }
 
     async fn me(&self, ctx: &Context<'_>) -> Option<String> {
@@ -42,13 +47,24 @@ impl Query {
 
 type BenchSchema = Schema<Query, EmptyMutation, EmptySubscription>;
 
-async fn graphql(State(schema): State<BenchSchema>, claims: Option<Claims>, req: GraphQLRequest) -> GraphQLResponse {
-    schema.execute(scoped_cache::graphql::with_claims(req.into_inner(), claims)).await.into()
+async fn graphql(
+    State(schema): State<BenchSchema>,
+    claims: Option<Claims>,
+    req: GraphQLRequest,
+) -> GraphQLResponse {
+    schema
+        .execute(scoped_cache::graphql::with_claims(req.into_inner(), claims))
+        .await
+        .into()
 }
 
 fn app() -> Router {
     let layer = ScopedCacheLayer::builder()
-        .verifier(Verifier::hmac(Algorithm::HS256, SECRET).issuer(["bench"]).audience(["bench"]))
+        .verifier(
+            Verifier::hmac(Algorithm::HS256, SECRET)
+                .issuer(["bench"])
+                .audience(["bench"]),
+        )
         .default_rule(Rule::new().max_age(Duration::from_secs(3600)))
         .rule(Rule::root_field("Query.me").scope(Scope::claims(["sub"])))
         .route("/graphql", RoutePolicy::cached())
@@ -67,7 +83,12 @@ fn app() -> Router {
 
 fn token() -> String {
     let claims = json!({"sub": "u1", "iss": "bench", "aud": "bench", "exp": get_current_timestamp() + 86_400});
-    encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET),
+    )
+    .unwrap()
 }
 
 fn request(path: &str, token: Option<&str>, query: &str) -> Request<Body> {
@@ -75,16 +96,26 @@ fn request(path: &str, token: Option<&str>, query: &str) -> Request<Body> {
     if let Some(token) = token {
         req = req.header("authorization", format!("Bearer {token}"));
     }
-    req.body(Body::from(json!({ "query": query }).to_string())).unwrap()
+    req.body(Body::from(json!({ "query": query }).to_string()))
+        .unwrap()
 }
 
 async fn call(app: &Router, req: Request<Body>) -> usize {
     let response = app.clone().oneshot(req).await.unwrap();
-    response.into_body().collect().await.unwrap().to_bytes().len()
+    response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .len()
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let app = app();
     let bare = Router::new().route("/plain", post(|| async { r#"{"data":{"ok":true}}"# }));
     let token = token();
@@ -95,19 +126,24 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("request");
     group.bench_function("bare_axum_handler", |b| {
-        b.to_async(&rt).iter(|| call(&bare, request("/plain", None, feed)))
+        b.to_async(&rt)
+            .iter(|| call(&bare, request("/plain", None, feed)))
     });
     group.bench_function("verify_only_hs256", |b| {
-        b.to_async(&rt).iter(|| call(&app, request("/plain", Some(&token), feed)))
+        b.to_async(&rt)
+            .iter(|| call(&app, request("/plain", Some(&token), feed)))
     });
     group.bench_function("hit_anonymous", |b| {
-        b.to_async(&rt).iter(|| call(&app, request("/graphql", None, feed)))
+        b.to_async(&rt)
+            .iter(|| call(&app, request("/graphql", None, feed)))
     });
     group.bench_function("hit_hs256_scoped", |b| {
-        b.to_async(&rt).iter(|| call(&app, request("/graphql", Some(&token), "{ me }")))
+        b.to_async(&rt)
+            .iter(|| call(&app, request("/graphql", Some(&token), "{ me }")))
     });
     group.bench_function("uncached_execution", |b| {
-        b.to_async(&rt).iter(|| call(&app, request("/nocache", None, feed)))
+        b.to_async(&rt)
+            .iter(|| call(&app, request("/nocache", None, feed)))
     });
     group.finish();
 }

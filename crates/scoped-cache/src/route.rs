@@ -1,6 +1,7 @@
 //! Per-route behaviour: cache, verify only, or pass through.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::MatchedPath;
 use http::Request;
@@ -65,24 +66,29 @@ impl RoutePolicy {
 /// The configured routes and the policy for all others.
 #[derive(Debug)]
 pub(crate) struct Routes {
-    exact: HashMap<String, RoutePolicy>,
+    exact: HashMap<String, (Arc<str>, RoutePolicy)>,
     fallback: RoutePolicy,
 }
 
 impl Routes {
     pub(crate) fn new(exact: HashMap<String, RoutePolicy>, fallback: RoutePolicy) -> Self {
+        let exact = exact
+            .into_iter()
+            .map(|(path, policy)| (path.clone(), (Arc::from(path), policy)))
+            .collect();
         Self { exact, fallback }
     }
 
-    /// The policy for `req`, and the route name used in cache keys.
-    pub(crate) fn resolve<'r, B>(&'r self, req: &'r Request<B>) -> (RoutePolicy, &'r str) {
+    /// The policy for `req`, and the route name used in cache keys (shared, so taking it
+    /// for a configured route costs no allocation).
+    pub(crate) fn resolve<B>(&self, req: &Request<B>) -> (RoutePolicy, Arc<str>) {
         let path = req
             .extensions()
             .get::<MatchedPath>()
             .map_or_else(|| req.uri().path(), MatchedPath::as_str);
-        match self.exact.get_key_value(path) {
-            Some((route, policy)) => (*policy, route.as_str()),
-            None => (self.fallback, path),
+        match self.exact.get(path) {
+            Some((route, policy)) => (*policy, Arc::clone(route)),
+            None => (self.fallback, Arc::from(path)),
         }
     }
 }
@@ -98,11 +104,14 @@ mod tests {
             RoutePolicy::verify_only(),
         );
         let req = Request::get("/graphql?query={me{id}}").body(()).unwrap();
-        assert_eq!(routes.resolve(&req), (RoutePolicy::cached(), "/graphql"));
+        assert_eq!(
+            routes.resolve(&req),
+            (RoutePolicy::cached(), Arc::from("/graphql"))
+        );
         let other = Request::get("/health").body(()).unwrap();
         assert_eq!(
             routes.resolve(&other),
-            (RoutePolicy::verify_only(), "/health")
+            (RoutePolicy::verify_only(), Arc::from("/health"))
         );
     }
 }

@@ -69,7 +69,6 @@ impl Shared {
         if !policy.verify {
             return inner.call(req).await;
         }
-        let route: Arc<str> = route.into();
         let (mut parts, body) = req.into_parts();
         let claims = match self.authenticate(&parts) {
             Ok(claims) => claims,

@@ -21,7 +21,10 @@ impl Bucket {
         let mut bytes = Vec::with_capacity(16 + 32 * scope.len());
         bytes.push(u8::from(claims.is_some()));
         for path in scope {
-            put_field(&mut bytes, path.to_string().as_bytes());
+            bytes.extend_from_slice(&(path.segments().len() as u64).to_le_bytes());
+            for segment in path.segments() {
+                put_field(&mut bytes, segment.as_bytes());
+            }
             match claims.and_then(|c| path.lookup(c.raw())) {
                 None => bytes.push(0),
                 Some(value) => {
