@@ -151,10 +151,11 @@ impl ScopedCacheLayerBuilder {
                 return Err(BuildError::DuplicateRoute(path));
             }
         }
+        // Everything in a request's headers that is part of the cache key.
         let vary = HeaderValue::from_static(if self.token_cookie.is_some() {
-            "authorization, cookie"
+            "authorization, cookie, accept"
         } else {
-            "authorization"
+            "authorization, accept"
         });
         Ok(ScopedCacheLayer {
             shared: Arc::new(Shared {
@@ -191,7 +192,8 @@ mod tests {
     use crate::test_helpers::SECRET;
 
     fn base() -> ScopedCacheLayerBuilder {
-        ScopedCacheLayer::builder().verifier(Verifier::hmac(Algorithm::HS256, SECRET))
+        ScopedCacheLayer::builder()
+            .verifier(Verifier::hmac(Algorithm::HS256, SECRET).any_audience())
     }
 
     #[test]
@@ -241,7 +243,7 @@ mod tests {
     #[test]
     fn errors_are_descriptive() {
         let err = ScopedCacheLayer::builder()
-            .verifier(Verifier::hmac(Algorithm::HS256, "short"))
+            .verifier(Verifier::hmac(Algorithm::HS256, "short").any_audience())
             .build()
             .unwrap_err();
         assert_eq!(

@@ -74,6 +74,14 @@ pub enum BuildError {
     /// A rule's root field is not written as `Query.field`, `Mutation.field` or `Subscription.field`.
     #[error("invalid root field `{0}`: write it as `Query.field`")]
     InvalidRootField(String),
+    /// A rule's max-age exceeds a year.
+    #[error("max-age longer than a year; use a year for \"never expires\"")]
+    MaxAgeTooLong,
+    /// A verifier accepts tokens for any audience without saying so.
+    #[error(
+        "no audience configured; call `.audience([..])`, or `.any_audience()` to accept tokens meant for other services"
+    )]
+    AudienceNotConfigured,
     /// Two rules match the same root field or operation name.
     #[error("rule for `{0}` is configured twice")]
     DuplicateRule(String),

@@ -58,9 +58,9 @@
 //!    extensions.
 //! 3. On a cached route, the GraphQL request (POST JSON or GET) is read once per distinct
 //!    text: its operation, root fields and [`Rule`]s give a decision and a key.
-//! 4. The key combines the route, the canonical document, operation name, canonical
-//!    variables, `Accept`, a persisted-query hash and the **bucket**: the values of the
-//!    scoped claims. A fresh entry is served with `x-cache: HIT` without running anything.
+//! 4. The key combines the host and path, the canonical document, operation name,
+//!    canonical variables and extensions, `Accept`, and the **bucket**: the values of the
+//!    scoped claims (and `iss`). A fresh entry is served with `x-cache: HIT` without running anything.
 //! 5. On a miss the schema runs; a clean `200` result is stored for
 //!    `min(rule max-age, response max-age)`.
 //!
@@ -68,7 +68,8 @@
 //!
 //! - Buckets are built from claim values, never from the token, and never from `exp`,
 //!   `iat`, `nbf` or `jti`. Values are length-prefixed and canonical, so no two distinct
-//!   value sets share a bucket. Anonymous and authenticated callers never share one.
+//!   value sets share a bucket. Claim-scoped buckets include `iss`. Anonymous and
+//!   authenticated callers never share one.
 //! - Every claim a resolver reads through [`Claims`] is recorded. If the response read a
 //!   claim the operation's scope does not cover, it is served but **not stored**, and a
 //!   warning names the claim path. A too-narrow scope costs hits, never privacy.

@@ -1,7 +1,6 @@
 //! Per-route behaviour: cache, verify only, or pass through.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::extract::MatchedPath;
 use http::Request;
@@ -66,30 +65,23 @@ impl RoutePolicy {
 /// The configured routes and the policy for all others.
 #[derive(Debug)]
 pub(crate) struct Routes {
-    exact: HashMap<String, (Arc<str>, RoutePolicy)>,
+    exact: HashMap<String, RoutePolicy>,
     fallback: RoutePolicy,
 }
 
 impl Routes {
     pub(crate) fn new(exact: HashMap<String, RoutePolicy>, fallback: RoutePolicy) -> Self {
-        let exact = exact
-            .into_iter()
-            .map(|(path, policy)| (path.clone(), (Arc::from(path), policy)))
-            .collect();
         Self { exact, fallback }
     }
 
-    /// The policy for `req`, and the route name used in cache keys (shared, so taking it
-    /// for a configured route costs no allocation).
-    pub(crate) fn resolve<B>(&self, req: &Request<B>) -> (RoutePolicy, Arc<str>) {
+    /// The policy for `req`. Only the policy comes from the route pattern: cache keys use
+    /// the request's own path, since `/t/{tenant}` serves different data per tenant.
+    pub(crate) fn resolve<B>(&self, req: &Request<B>) -> RoutePolicy {
         let path = req
             .extensions()
             .get::<MatchedPath>()
             .map_or_else(|| req.uri().path(), MatchedPath::as_str);
-        match self.exact.get(path) {
-            Some((route, policy)) => (*policy, Arc::clone(route)),
-            None => (self.fallback, Arc::from(path)),
-        }
+        self.exact.get(path).copied().unwrap_or(self.fallback)
     }
 }
 
@@ -104,14 +96,8 @@ mod tests {
             RoutePolicy::verify_only(),
         );
         let req = Request::get("/graphql?query={me{id}}").body(()).unwrap();
-        assert_eq!(
-            routes.resolve(&req),
-            (RoutePolicy::cached(), Arc::from("/graphql"))
-        );
+        assert_eq!(routes.resolve(&req), RoutePolicy::cached());
         let other = Request::get("/health").body(()).unwrap();
-        assert_eq!(
-            routes.resolve(&other),
-            (RoutePolicy::verify_only(), Arc::from("/health"))
-        );
+        assert_eq!(routes.resolve(&other), RoutePolicy::verify_only());
     }
 }

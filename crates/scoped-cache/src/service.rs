@@ -7,13 +7,13 @@ use async_graphql::parser::types::OperationType;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::header::{ACCEPT, ALLOW, CONTENT_TYPE};
+use http::header::{ALLOW, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, StatusCode, request};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::time::Instant;
 use tower::Service;
 
-use crate::cache::key::CacheKey;
+use crate::cache::key::{CacheKey, Target};
 use crate::cache::request::{Prepared, Transport};
 use crate::cache::store::CachedResponse;
 use crate::cache::{self, CacheStatus, NotStored};
@@ -65,7 +65,7 @@ impl Shared {
     where
         S: Service<Request<Body>, Response = Response>,
     {
-        let (policy, route) = self.routes.resolve(&req);
+        let policy = self.routes.resolve(&req);
         if !policy.verify {
             return inner.call(req).await;
         }
@@ -95,18 +95,10 @@ impl Shared {
                 Bytes::copy_from_slice(parts.uri.query().unwrap_or("").as_bytes()),
                 body,
             ),
-            Transport::PostJson => {
-                match axum::body::to_bytes(body, self.limits.request_bytes).await {
-                    Ok(bytes) => (bytes.clone(), Body::from(bytes)),
-                    Err(_) => {
-                        return Ok(graphql_error(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "request body too large",
-                            BAD_REQUEST,
-                        ));
-                    }
-                }
-            }
+            Transport::PostJson => match read_limited(body, self.limits.request_bytes).await {
+                Ok(bytes) => (bytes.clone(), Body::from(bytes)),
+                Err(response) => return Ok(response),
+            },
         };
         let prepared = self.preparer.prepare(transport, text, &self.rules);
         let Prepared::Operation {
@@ -136,11 +128,7 @@ impl Shared {
         }
 
         let bucket = Bucket::derive(&decision.scope, claims.as_ref());
-        let accept = parts
-            .headers
-            .get(ACCEPT)
-            .map_or(&b""[..], HeaderValue::as_bytes);
-        let key = CacheKey::new(&route, digest, accept, &bucket);
+        let key = CacheKey::new(&Target::of(&parts), digest, &bucket);
         if let Some(hit) = self.store.get(&key, Instant::now()) {
             return Ok(self.hit(&hit, decision));
         }
@@ -187,7 +175,9 @@ impl Shared {
                 Some(decision),
             );
         }
-        let bytes = match body.collect().await {
+        // The size hint promised at most `entry_bytes`; a body that breaks that promise is
+        // cut off rather than buffered without bound.
+        let bytes = match Limited::new(body, self.limits.entry_bytes).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(_) => {
                 tracing::warn!("inner service failed while sending its response body");
@@ -198,19 +188,20 @@ impl Shared {
                 );
             }
         };
+        let now = Instant::now();
         match cache::storable_ttl(&parts.headers, &bytes, decision, claims) {
-            Ok(ttl) => {
-                let now = Instant::now();
-                self.store.insert(
+            Ok(ttl) => match now.checked_add(ttl) {
+                Some(expires_at) => self.store.insert(
                     key,
                     CachedResponse {
                         headers: parts.headers.clone(),
                         body: bytes.clone(),
                         stored_at: now,
-                        expires_at: now + ttl,
+                        expires_at,
                     },
-                );
-            }
+                ),
+                None => tracing::debug!("max-age beyond the clock's range; response not stored"),
+            },
             Err(NotStored::UncoveredClaimRead(path)) => {
                 // Configuration bug, not an attack: say which claim (its path, never its value).
                 tracing::warn!(claim = %path, "a resolver read a claim outside the rule's scope; response not cached");
@@ -235,6 +226,24 @@ impl Shared {
     }
 }
 
+/// Reads a request body of at most `limit` bytes; answers 413 beyond it, 400 if the client
+/// fails to send it.
+async fn read_limited(body: Body, limit: usize) -> Result<Bytes, Response> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(graphql_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+            BAD_REQUEST,
+        )),
+        Err(_) => Err(graphql_error(
+            StatusCode::BAD_REQUEST,
+            "request body could not be read",
+            BAD_REQUEST,
+        )),
+    }
+}
+
 fn is_json(parts: &request::Parts) -> bool {
     parts
         .headers
@@ -242,8 +251,10 @@ fn is_json(parts: &request::Parts) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|essence| {
-            let essence = essence.trim();
-            essence.eq_ignore_ascii_case("application/json")
-                || essence.to_ascii_lowercase().ends_with("+json")
+            // `application/json` or `application/*+json`; never `multipart/*`, which
+            // async-graphql reads as an upload.
+            let essence = essence.trim().to_ascii_lowercase();
+            essence == "application/json"
+                || (essence.starts_with("application/") && essence.ends_with("+json"))
         })
 }

@@ -344,3 +344,45 @@ async fn rule_max_age_caps_a_longer_response_max_age() {
         "MISS"
     );
 }
+
+#[tokio::test]
+async fn operation_rule_applies_without_operation_name() {
+    let (app, counters) = app();
+    for _ in 0..2 {
+        let reply = send(&app, query("/graphql", None, "query Debug { renderId }")).await;
+        assert_eq!(reply.x_cache(), "BYPASS");
+    }
+    assert_eq!(counters.executions(), 2);
+}
+
+#[tokio::test]
+async fn path_parameters_separate_keys() {
+    let (app, _) = app();
+    let a = send(&app, query("/t/a/graphql", None, "{ renderId }")).await;
+    let b = send(&app, query("/t/b/graphql", None, "{ renderId }")).await;
+    assert_eq!((a.x_cache(), b.x_cache()), ("MISS", "MISS"));
+    assert_ne!(a.body["data"]["renderId"], b.body["data"]["renderId"]);
+    assert_eq!(
+        send(&app, query("/t/a/graphql", None, "{ renderId }"))
+            .await
+            .x_cache(),
+        "HIT"
+    );
+}
+
+#[tokio::test]
+async fn unknown_request_fields_are_not_cached() {
+    let (app, _) = app();
+    for _ in 0..2 {
+        let reply = send(
+            &app,
+            post(
+                "/graphql",
+                None,
+                json!({"query": "{ renderId }", "locale": "fr"}),
+            ),
+        )
+        .await;
+        assert_eq!(reply.x_cache(), "BYPASS");
+    }
+}

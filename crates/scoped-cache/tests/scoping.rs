@@ -165,3 +165,28 @@ async fn private_response_without_scope_is_not_stored() {
     }
     assert_eq!(counters.executions(), 2);
 }
+
+#[tokio::test]
+async fn same_sub_from_another_issuer_gets_its_own_bucket() {
+    let (app, _) = app();
+    let first = token(json!({"sub": "42", "name": "FIRST", "role": "member"}));
+    let second =
+        token(json!({"sub": "42", "name": "SECOND", "role": "member", "iss": "second-idp"}));
+    send(&app, query("/graphql", Some(&first), "{ me { name } }")).await;
+    let reply = send(&app, query("/graphql", Some(&second), "{ me { name } }")).await;
+    assert_eq!(reply.x_cache(), "MISS", "{:?} {}", reply.status, reply.body);
+    assert_eq!(reply.body["data"]["me"]["name"], "SECOND");
+}
+
+#[tokio::test]
+async fn other_authorization_schemes_are_anonymous() {
+    let (app, _) = app();
+    let req = http::Request::post("/graphql")
+        .header("content-type", "application/json")
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .body(axum::body::Body::from(r#"{"query":"{ me { sub } }"}"#))
+        .unwrap();
+    let reply = send(&app, req).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["data"]["me"], serde_json::Value::Null);
+}

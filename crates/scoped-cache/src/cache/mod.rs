@@ -5,14 +5,14 @@
 //! `errors`, exceed the entry size, are `private` without a claim scope, or were produced
 //! by resolvers that read a claim the scope does not cover.
 
+pub(crate) mod control;
 pub(crate) mod key;
 pub(crate) mod request;
 pub(crate) mod store;
 
 use std::time::Duration;
 
-use headers::{CacheControl, HeaderMapExt};
-use http::header::{AGE, CACHE_CONTROL, SET_COOKIE, VARY};
+use http::header::{AGE, SET_COOKIE, VARY};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -47,6 +47,8 @@ pub(crate) enum NotStored {
     Status,
     SetCookie,
     NoStore,
+    MalformedCacheControl,
+    VariesOnUnkeyedHeader,
     TooLarge,
     GraphqlErrors,
     PrivateWithoutScope,
@@ -68,10 +70,12 @@ pub(crate) fn check_head(
     if headers.contains_key(SET_COOKIE) {
         return Err(NotStored::SetCookie);
     }
-    if let Some(cc) = headers.typed_get::<CacheControl>()
-        && (cc.no_store() || cc.no_cache())
-    {
+    let directives = control::parse(headers).map_err(|_| NotStored::MalformedCacheControl)?;
+    if directives.no_store || directives.no_cache {
         return Err(NotStored::NoStore);
+    }
+    if !varies_only_on_keyed_headers(headers) {
+        return Err(NotStored::VariesOnUnkeyedHeader);
     }
     match size_hint {
         Some(size) if size <= max_entry_bytes as u64 => Ok(()),
@@ -100,11 +104,11 @@ pub(crate) fn storable_ttl(
     if let Some(uncovered) = claims.and_then(|c| c.read_log().first_uncovered(&decision.scope)) {
         return Err(NotStored::UncoveredClaimRead(uncovered.to_string()));
     }
-    let control = headers.typed_get::<CacheControl>();
-    if control.as_ref().is_some_and(CacheControl::private) && !decision.is_scoped() {
+    let directives = control::parse(headers).map_err(|_| NotStored::MalformedCacheControl)?;
+    if directives.private && !decision.is_scoped() {
         return Err(NotStored::PrivateWithoutScope);
     }
-    let ttl = match control.as_ref().and_then(CacheControl::max_age) {
+    let ttl = match directives.max_age {
         Some(max_age) => max_age.min(decision.max_age),
         None => decision.max_age,
     };
@@ -112,6 +116,23 @@ pub(crate) fn storable_ttl(
         return Err(NotStored::ZeroTtl);
     }
     Ok(ttl)
+}
+
+/// Whether every header the response varies on is part of the cache key. An inner layer
+/// that varies on, say, `Accept-Encoding` would otherwise have one encoding served to all.
+fn varies_only_on_keyed_headers(headers: &HeaderMap) -> bool {
+    headers.get_all(VARY).iter().all(|value| {
+        value.to_str().is_ok_and(|text| {
+            text.split(',')
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+                .all(|name| {
+                    ["accept", "authorization", "cookie"]
+                        .iter()
+                        .any(|keyed| name.eq_ignore_ascii_case(keyed))
+                })
+        })
+    })
 }
 
 /// Labels a response from a cached route: `x-cache`, `Vary`, and for claim-scoped
@@ -124,15 +145,7 @@ pub(crate) fn label(
 ) {
     headers.insert(X_CACHE, status.header());
     if decision.is_some_and(Decision::is_scoped) {
-        let max_age = headers
-            .typed_get::<CacheControl>()
-            .and_then(|cc| cc.max_age());
-        let mut private = CacheControl::new().with_private();
-        if let Some(max_age) = max_age {
-            private = private.with_max_age(max_age);
-        }
-        headers.remove(CACHE_CONTROL);
-        headers.typed_insert(private);
+        control::make_private(headers);
     }
     if status != CacheStatus::Bypass {
         headers.append(VARY, vary.clone());
@@ -165,7 +178,10 @@ mod tests {
     fn headers(cache_control: Option<&str>) -> HeaderMap {
         let mut h = HeaderMap::new();
         if let Some(cc) = cache_control {
-            h.insert(CACHE_CONTROL, HeaderValue::from_str(cc).unwrap());
+            h.insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_str(cc).unwrap(),
+            );
         }
         h
     }
@@ -197,6 +213,11 @@ mod tests {
 
     #[test]
     fn private_needs_a_scope() {
+        let upper = headers(Some("Private"));
+        assert_eq!(
+            storable_ttl(&upper, OK, &decision(&[], 60), None),
+            Err(NotStored::PrivateWithoutScope)
+        );
         let private = headers(Some("private"));
         assert_eq!(
             storable_ttl(&private, OK, &decision(&[], 60), None),
@@ -239,6 +260,27 @@ mod tests {
             check_head(StatusCode::OK, &headers(Some("no-store")), Some(1), 100),
             Err(NotStored::NoStore)
         );
+        assert_eq!(
+            check_head(StatusCode::OK, &headers(Some("NO-STORE")), Some(1), 100),
+            Err(NotStored::NoStore)
+        );
+        assert_eq!(
+            check_head(
+                StatusCode::OK,
+                &headers(Some("no-store, max-age=x")),
+                Some(1),
+                100
+            ),
+            Err(NotStored::MalformedCacheControl)
+        );
+        let mut vary = HeaderMap::new();
+        vary.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+        assert_eq!(
+            check_head(StatusCode::OK, &vary, Some(1), 100),
+            Err(NotStored::VariesOnUnkeyedHeader)
+        );
+        vary.insert(VARY, HeaderValue::from_static("accept, Authorization"));
+        assert_eq!(check_head(StatusCode::OK, &vary, Some(1), 100), Ok(()));
         let mut cookie = HeaderMap::new();
         cookie.insert(SET_COOKIE, HeaderValue::from_static("a=b"));
         assert_eq!(
@@ -258,9 +300,7 @@ mod tests {
             &vary,
         );
         assert_eq!(h[X_CACHE], "MISS");
-        let cc = h.typed_get::<CacheControl>().unwrap();
-        assert!(cc.private());
-        assert_eq!(cc.max_age(), Some(Duration::from_secs(30)));
+        assert_eq!(h[http::header::CACHE_CONTROL], "private, max-age=30");
         assert_eq!(h[VARY], "authorization");
     }
 }

@@ -40,9 +40,10 @@ pub(crate) enum Prepared {
     Opaque,
 }
 
-/// The GraphQL-over-HTTP request fields, from JSON or from a query string.
+/// The GraphQL-over-HTTP request fields, from JSON or from a query string. Any other field
+/// might be read by the handler and is not in the key, so it makes the request opaque.
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Params {
     query: Option<String>,
     operation_name: Option<String>,
@@ -54,7 +55,7 @@ struct Params {
 
 /// GET parameters carry JSON as strings.
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct GetParams {
     query: Option<String>,
     operation_name: Option<String>,
@@ -146,9 +147,10 @@ impl Preparer {
             vars @ Value::Object(_) => vars,
             _ => return Prepared::Opaque,
         };
+        // Rules match the operation that will run, named in the request or not.
         let decision = rules.decide(
             operation.ty,
-            params.operation_name.as_deref(),
+            operation.name.as_deref(),
             operation.root_fields.iter().map(String::as_str),
         );
         Prepared::Operation {
@@ -158,7 +160,7 @@ impl Preparer {
                 &operation.canonical,
                 params.operation_name.as_deref(),
                 &variables,
-                hash,
+                &params.extensions,
             ),
         }
     }

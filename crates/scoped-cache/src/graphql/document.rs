@@ -15,6 +15,8 @@ use async_graphql::parser::{Positioned, parse_query};
 #[derive(Debug, Clone)]
 pub(crate) struct Operation {
     pub(crate) ty: OperationType,
+    /// The name of the operation that runs, whether or not the request named it.
+    pub(crate) name: Option<String>,
     /// Root field names (not aliases), deduplicated, `__typename` left out.
     pub(crate) root_fields: Vec<String>,
     /// The whole document printed canonically: equal for documents that differ only in
@@ -34,7 +36,7 @@ pub(crate) fn analyze(
     operation_name: Option<&str>,
 ) -> Result<Operation, Unanalyzable> {
     let doc = parse_query(query).map_err(|_| Unanalyzable::Syntax)?;
-    let op = select_operation(&doc, operation_name)?;
+    let (name, op) = select_operation(&doc, operation_name)?;
     let mut root_fields = Vec::new();
     collect_root_fields(
         &doc,
@@ -44,27 +46,28 @@ pub(crate) fn analyze(
     );
     Ok(Operation {
         ty: op.ty,
+        name: name.map(ToString::to_string),
         root_fields,
         canonical: print_document(&doc),
     })
 }
 
-/// The operation async-graphql would run: the named one, or the only one.
+/// The operation async-graphql would run (the named one, or the only one) and its name.
 fn select_operation<'d>(
     doc: &'d ExecutableDocument,
     name: Option<&str>,
-) -> Result<&'d OperationDefinition, Unanalyzable> {
+) -> Result<(Option<&'d Name>, &'d OperationDefinition), Unanalyzable> {
     match (&doc.operations, name) {
-        (DocumentOperations::Single(op), None) => Ok(&op.node),
+        (DocumentOperations::Single(op), None) => Ok((None, &op.node)),
         (DocumentOperations::Single(_), Some(_)) => Err(Unanalyzable::NoSuchOperation),
         (DocumentOperations::Multiple(ops), Some(name)) => ops
-            .get(name)
-            .map(|op| &op.node)
+            .get_key_value(name)
+            .map(|(name, op)| (Some(name), &op.node))
             .ok_or(Unanalyzable::NoSuchOperation),
         (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops
-            .values()
+            .iter()
             .next()
-            .map(|op| &op.node)
+            .map(|(name, op)| (Some(name), &op.node))
             .ok_or(Unanalyzable::NoSuchOperation),
         (DocumentOperations::Multiple(_), None) => Err(Unanalyzable::NoSuchOperation),
     }
@@ -284,6 +287,12 @@ mod tests {
             Unanalyzable::NoSuchOperation
         );
         assert_eq!(analyze("{ me ", None).unwrap_err(), Unanalyzable::Syntax);
+    }
+
+    #[test]
+    fn the_only_named_operation_is_selected_without_a_name() {
+        let op = analyze("query Debug { renderId }", None).unwrap();
+        assert_eq!(op.name.as_deref(), Some("Debug"));
     }
 
     #[test]

@@ -28,7 +28,8 @@ use crate::rejection::AuthErrorKind;
 /// [`from_ed_pem`](Self::from_ed_pem) and [`from_jwk`](Self::from_jwk) start with one key.
 /// Keys are parsed and checked for strength when the layer is built.
 ///
-/// Defaults: `exp` required, no leeway, any issuer and audience (set them!).
+/// Defaults: `exp` required, no leeway, any issuer. An audience must be configured (or
+/// explicitly waived with [`any_audience`](Self::any_audience)).
 ///
 /// ```
 /// use std::time::Duration;
@@ -45,6 +46,7 @@ use crate::rejection::AuthErrorKind;
 pub struct Verifier {
     keys: Vec<Key>,
     rules: ClaimRules,
+    any_audience: bool,
 }
 
 impl Default for Verifier {
@@ -65,6 +67,7 @@ impl Verifier {
                 require_exp: true,
                 required: Vec::new(),
             },
+            any_audience: false,
         }
     }
 
@@ -108,11 +111,20 @@ impl Verifier {
         self
     }
 
-    /// Accepted `aud` values; a token's `aud` (string or array) must name one. Default: any.
-    /// When set, `aud` is required.
+    /// Accepted `aud` values; a token's `aud` (string or array) must name one, and `aud` is
+    /// required. `build()` refuses a verifier with neither this nor
+    /// [`any_audience`](Self::any_audience): a token minted for another service of the same
+    /// identity provider must not pass by default.
     #[must_use]
     pub fn audience<I: IntoIterator<Item = S>, S: Into<String>>(mut self, audiences: I) -> Self {
         self.rules.audiences = audiences.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Accepts tokens whatever their `aud`, explicitly. Prefer [`audience`](Self::audience).
+    #[must_use]
+    pub fn any_audience(mut self) -> Self {
+        self.any_audience = true;
         self
     }
 
@@ -148,6 +160,9 @@ impl Verifier {
             .into_iter()
             .map(Key::resolve)
             .collect::<Result<_, _>>()?;
+        if self.rules.audiences.is_empty() && !self.any_audience {
+            return Err(BuildError::AudienceNotConfigured);
+        }
         Ok(TokenVerifier {
             keys,
             rules: self.rules,
@@ -304,6 +319,7 @@ mod tests {
     fn hmac_token_is_not_verified_with_an_rsa_public_key_as_secret() {
         // The classic confusion attack: sign HS256 with the RSA public key's PEM.
         let verifier = Verifier::from_rsa_pem(Algorithm::RS256, RSA_PUBLIC_PEM)
+            .any_audience()
             .build()
             .unwrap();
         let token = encode(
@@ -365,7 +381,7 @@ mod tests {
             ),
         ];
         for (verifier, alg, signing) in cases {
-            let verifier = verifier.build().unwrap();
+            let verifier = verifier.any_audience().build().unwrap();
             let token = encode(&Header::new(alg), &claims, &signing).unwrap();
             assert_eq!(
                 verifier.verify(&token).unwrap().subject(),
@@ -377,7 +393,10 @@ mod tests {
 
     #[test]
     fn rfc9864_ed25519_alg_name_is_accepted() {
-        let verifier = Verifier::from_ed_pem(ED_PUBLIC_PEM).build().unwrap();
+        let verifier = Verifier::from_ed_pem(ED_PUBLIC_PEM)
+            .any_audience()
+            .build()
+            .unwrap();
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"Ed25519","typ":"JWT"}"#);
         let payload = URL_SAFE_NO_PAD
             .encode(serde_json::to_vec(&standard_claims(json!({"sub": "u1"}))).unwrap());
@@ -398,6 +417,7 @@ mod tests {
         let verifier = Verifier::new()
             .key(Key::hmac(Algorithm::HS256, other).kid("old"))
             .key(Key::hmac(Algorithm::HS256, SECRET).kid("new"))
+            .any_audience()
             .build()
             .unwrap();
         let mut header = Header::new(Algorithm::HS256);
@@ -424,5 +444,10 @@ mod tests {
     #[test]
     fn verifier_without_keys_does_not_build() {
         assert!(matches!(Verifier::new().build(), Err(BuildError::NoKeys)));
+        let no_audience = Verifier::hmac(Algorithm::HS256, SECRET).build();
+        assert!(matches!(
+            no_audience,
+            Err(BuildError::AudienceNotConfigured)
+        ));
     }
 }

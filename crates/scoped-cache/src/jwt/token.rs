@@ -31,6 +31,19 @@ impl TokenSource {
             if value.len() > self.max_bytes {
                 return Err(AuthErrorKind::HeaderTooLarge);
             }
+            // RFC 6750 concerns `Bearer` only: another scheme (Basic auth added by a proxy,
+            // say) is not ours to judge, and the request stays anonymous.
+            let is_bearer = value
+                .as_bytes()
+                .get(..7)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer "));
+            if !is_bearer {
+                return if value.as_bytes().eq_ignore_ascii_case(b"bearer") {
+                    Err(AuthErrorKind::Malformed)
+                } else {
+                    Ok(None)
+                };
+            }
             let bearer = Authorization::<Bearer>::decode(&mut std::iter::once(value))
                 .map_err(|_| AuthErrorKind::Malformed)?;
             // `Bearer::token` borrows from the decoded copy; re-slice the original header
@@ -111,14 +124,22 @@ mod tests {
     }
 
     #[test]
-    fn other_schemes_and_empty_tokens_are_malformed() {
-        for value in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "Token a.b.c"] {
+    fn empty_bearer_tokens_are_malformed() {
+        for value in ["Bearer", "Bearer ", "bearer   "] {
             let h = headers(&[("authorization", value)]);
             assert_eq!(
                 source(None).extract(&h),
                 Err(AuthErrorKind::Malformed),
                 "{value}"
             );
+        }
+    }
+
+    #[test]
+    fn other_schemes_leave_the_request_anonymous() {
+        for value in ["Basic dXNlcjpwYXNz", "Token a.b.c", "Bearerx a.b.c"] {
+            let h = headers(&[("authorization", value)]);
+            assert_eq!(source(None).extract(&h), Ok(None), "{value}");
         }
     }
 

@@ -17,27 +17,36 @@ impl Bucket {
     /// Anonymous and authenticated callers never share a bucket, even under an empty scope:
     /// a resolver can tell them apart without reading any claim (`data_opt::<Claims>()`).
     /// An absent claim encodes differently from every present value, `null` included.
+    /// A claim-scoped bucket also holds `iss`: `sub` and most claims are only unique per
+    /// issuer, so two identity providers' `sub = 42` must not share.
     pub(crate) fn derive(scope: &[ClaimPath], claims: Option<&Claims>) -> Self {
-        let mut bytes = Vec::with_capacity(16 + 32 * scope.len());
+        let mut bytes = Vec::with_capacity(64 + 32 * scope.len());
         bytes.push(u8::from(claims.is_some()));
+        if !scope.is_empty() {
+            put_value(&mut bytes, claims.and_then(|c| c.raw().get("iss")));
+        }
         for path in scope {
             bytes.extend_from_slice(&(path.segments().len() as u64).to_le_bytes());
             for segment in path.segments() {
                 put_field(&mut bytes, segment.as_bytes());
             }
-            match claims.and_then(|c| path.lookup(c.raw())) {
-                None => bytes.push(0),
-                Some(value) => {
-                    bytes.push(1);
-                    put_json(&mut bytes, value);
-                }
-            }
+            put_value(&mut bytes, claims.and_then(|c| path.lookup(c.raw())));
         }
         Self { bytes }
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.bytes
+    }
+}
+
+fn put_value(bytes: &mut Vec<u8>, value: Option<&serde_json::Value>) {
+    match value {
+        None => bytes.push(0),
+        Some(value) => {
+            bytes.push(1);
+            put_json(bytes, value);
+        }
     }
 }
 
@@ -77,6 +86,14 @@ mod tests {
             Bucket::derive(&role, Some(&a)),
             Bucket::derive(&role, Some(&b))
         );
+    }
+
+    #[test]
+    fn same_sub_from_different_issuers_never_shares() {
+        let s = scope(&["sub"]);
+        let a = claims(json!({"sub": "42", "iss": "idp-a"}));
+        let b = claims(json!({"sub": "42", "iss": "idp-b"}));
+        assert_ne!(Bucket::derive(&s, Some(&a)), Bucket::derive(&s, Some(&b)));
     }
 
     #[test]

@@ -13,10 +13,11 @@ use crate::scope::{ClaimPath, Scope};
 ///
 /// Rules match **before execution**, by root field (`Query.me`; the prefix names the
 /// operation kind, `Query`, `Mutation` or `Subscription`, whatever your root types are
-/// called; root fields reached through fragments count) or by operation name. An operation
-/// name rule decides for the whole operation; otherwise each root field uses its rule or
-/// the default rule, and an operation selecting several root fields takes the union of
-/// their scopes, the shortest max-age, and bypasses if any of them does. Settings a rule
+/// called; root fields reached through fragments count) or by operation name (the name of
+/// the operation that runs, sent as `operationName` or not). Each root field uses its rule
+/// or the default rule; a matching operation-name rule joins them. The operation takes the
+/// union of their scopes, the shortest max-age, and bypasses if any of them does, so
+/// naming an operation can only narrow how it is cached, never widen it. Settings a rule
 /// leaves unset come from the default rule.
 ///
 /// ```
@@ -87,7 +88,8 @@ impl Rule {
 
     /// The longest time an entry is served. The response's own `Cache-Control: max-age`
     /// (computed by async-graphql from `#[graphql(cache_control(..))]`) can shorten it.
-    /// Default: the default rule's, which is 60 seconds unless changed. Zero disables caching.
+    /// Default: the default rule's, which is 60 seconds unless changed. Zero disables
+    /// caching; more than a year is refused by `build()`.
     #[must_use]
     pub fn max_age(mut self, max_age: Duration) -> Self {
         self.max_age = Some(max_age);
@@ -104,6 +106,8 @@ impl Rule {
 
 /// The default max-age of the default rule.
 pub(crate) const DEFAULT_MAX_AGE: Duration = Duration::from_secs(60);
+/// The longest max-age accepted (RFC 9111 suggests a year as "never expires").
+pub(crate) const MAX_MAX_AGE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// A rule with every setting decided.
 #[derive(Debug, Clone)]
@@ -156,6 +160,11 @@ impl From<OperationType> for Kind {
 impl RuleSet {
     pub(crate) fn compile(default: Option<Rule>, rules: Vec<Rule>) -> Result<Self, BuildError> {
         let default_rule = default.unwrap_or_default();
+        for rule in std::iter::once(&default_rule).chain(&rules) {
+            if rule.max_age.is_some_and(|age| age > MAX_MAX_AGE) {
+                return Err(BuildError::MaxAgeTooLong);
+            }
+        }
         let default = Settled {
             scope: default_rule.scope.unwrap_or_default().parse()?,
             max_age: default_rule.max_age.unwrap_or(DEFAULT_MAX_AGE),
@@ -207,17 +216,15 @@ impl RuleSet {
         root_fields: impl IntoIterator<Item = &'a str>,
     ) -> Decision {
         let kind = Kind::from(ty);
-        let mut matched: Vec<&Settled> = match name.and_then(|n| self.operations.get(n)) {
-            Some(rule) => vec![rule],
-            None => root_fields
-                .into_iter()
-                .map(|field| {
-                    self.fields
-                        .get(&(kind, field.to_owned()))
-                        .unwrap_or(&self.default)
-                })
-                .collect(),
-        };
+        let mut matched: Vec<&Settled> = root_fields
+            .into_iter()
+            .map(|field| {
+                self.fields
+                    .get(&(kind, field.to_owned()))
+                    .unwrap_or(&self.default)
+            })
+            .collect();
+        matched.extend(name.and_then(|n| self.operations.get(n)));
         if matched.is_empty() {
             matched.push(&self.default);
         }
@@ -293,8 +300,10 @@ mod tests {
     }
 
     #[test]
-    fn operation_name_rule_decides_for_the_whole_operation() {
+    fn operation_name_rule_joins_the_root_field_rules() {
         let d = rules().decide(OperationType::Query, Some("Everything"), ["me"]);
+        assert_eq!(names(&d), ["/org/id", "/role", "/sub"]);
+        let d = rules().decide(OperationType::Query, Some("Everything"), ["publicPosts"]);
         assert_eq!(names(&d), ["/org/id"]);
     }
 
@@ -335,6 +344,11 @@ mod tests {
         assert!(matches!(
             compile(Rule::root_field("Query.me").scope(Scope::claims(["org..id"]))),
             BuildError::InvalidClaimPath { .. }
+        ));
+        let forever = Rule::new().max_age(Duration::MAX);
+        assert!(matches!(
+            RuleSet::compile(Some(forever), vec![]),
+            Err(BuildError::MaxAgeTooLong)
         ));
         let twice = RuleSet::compile(
             None,

@@ -157,7 +157,7 @@ pub(crate) fn builder() -> ScopedCacheLayerBuilder {
     ScopedCacheLayer::builder()
         .verifier(
             Verifier::hmac(Algorithm::HS256, SECRET)
-                .issuer([ISSUER])
+                .issuer([ISSUER, "second-idp"])
                 .audience([AUDIENCE]),
         )
         .default_rule(Rule::new().max_age(Duration::from_secs(60)))
@@ -169,6 +169,7 @@ pub(crate) fn builder() -> ScopedCacheLayerBuilder {
         .route("/graphql", RoutePolicy::cached())
         .route("/graphql/nocache", RoutePolicy::verify_only())
         .route("/members", RoutePolicy::cached().require_auth(true))
+        .route("/t/{tenant}/graphql", RoutePolicy::cached())
 }
 
 pub(crate) fn app_with(layer: ScopedCacheLayer) -> (Router, Counters) {
@@ -184,6 +185,7 @@ pub(crate) fn app_with(layer: ScopedCacheLayer) -> (Router, Counters) {
         .route("/graphql", routing::get(graphql).post(graphql))
         .route("/graphql/nocache", routing::get(graphql).post(graphql))
         .route("/members", routing::get(graphql).post(graphql))
+        .route("/t/{tenant}/graphql", routing::post(graphql))
         .route(
             "/whoami",
             routing::get(|claims: Claims| async move {

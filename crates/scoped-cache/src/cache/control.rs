@@ -1,0 +1,167 @@
+//! Reading and rewriting the application's `Cache-Control`.
+//!
+//! `headers::CacheControl` drops the whole header when one directive has a bad value and
+//! matches names case-sensitively, so `No-Store, max-age=x` would read as "no header": a
+//! cache must fail closed instead. This parser is case-insensitive, respects quoted
+//! strings, and reports any malformed directive so the response is not stored.
+
+use std::time::Duration;
+
+use http::header::CACHE_CONTROL;
+use http::{HeaderMap, HeaderValue};
+
+/// The directives that matter for storing a response.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Directives {
+    pub(crate) no_store: bool,
+    pub(crate) no_cache: bool,
+    pub(crate) private: bool,
+    pub(crate) max_age: Option<Duration>,
+}
+
+/// The header could not be read with certainty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Malformed;
+
+/// All `Cache-Control` headers of `headers`, merged.
+pub(crate) fn parse(headers: &HeaderMap) -> Result<Directives, Malformed> {
+    let mut out = Directives::default();
+    for value in headers.get_all(CACHE_CONTROL) {
+        let text = value.to_str().map_err(|_| Malformed)?;
+        for directive in split(text)? {
+            let (name, argument) = match directive.split_once('=') {
+                Some((name, argument)) => (name.trim(), Some(argument.trim())),
+                None => (directive, None),
+            };
+            match name.to_ascii_lowercase().as_str() {
+                "no-store" => out.no_store = true,
+                "no-cache" => out.no_cache = true,
+                "private" => out.private = true,
+                "max-age" => {
+                    let seconds = argument
+                        .map(|a| a.trim_matches('"'))
+                        .and_then(|a| a.parse::<u64>().ok())
+                        .ok_or(Malformed)?;
+                    let age = Duration::from_secs(seconds);
+                    out.max_age = Some(out.max_age.map_or(age, |m| m.min(age)));
+                }
+                "s-maxage" => {
+                    argument
+                        .and_then(|a| a.trim_matches('"').parse::<u64>().ok())
+                        .ok_or(Malformed)?;
+                }
+                "" => return Err(Malformed),
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Splits on commas outside quoted strings; trims; drops empty elements (RFC 9110 lists).
+fn split(text: &str) -> Result<Vec<&str>, Malformed> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(text[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if quoted {
+        return Err(Malformed);
+    }
+    parts.push(text[start..].trim());
+    parts.retain(|p| !p.is_empty());
+    Ok(parts)
+}
+
+/// Marks the response private for downstream caches while keeping every other directive
+/// the application sent (`no-store`, `no-cache`, `max-age`, ...). `public` and `s-maxage`
+/// address shared caches and are dropped.
+pub(crate) fn make_private(headers: &mut HeaderMap) {
+    let mut kept = vec!["private".to_owned()];
+    for value in headers.get_all(CACHE_CONTROL) {
+        let Ok(text) = value.to_str() else { continue };
+        for directive in split(text).unwrap_or_default() {
+            let name = directive
+                .split('=')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            if !matches!(name.as_str(), "public" | "s-maxage" | "private") {
+                kept.push(directive.to_owned());
+            }
+        }
+    }
+    let value = HeaderValue::from_str(&kept.join(", "))
+        .unwrap_or(HeaderValue::from_static("private, no-store"));
+    headers.insert(CACHE_CONTROL, value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(CACHE_CONTROL, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn reads_directives_case_insensitively() {
+        let d = parse(&headers("Max-Age=30, PRIVATE")).unwrap();
+        assert_eq!(d.max_age, Some(Duration::from_secs(30)));
+        assert!(d.private);
+        assert!(parse(&headers("No-Store")).unwrap().no_store);
+        assert!(
+            parse(&headers("no-cache=\"set-cookie, x\""))
+                .unwrap()
+                .no_cache
+        );
+        assert_eq!(parse(&HeaderMap::new()).unwrap(), Directives::default());
+    }
+
+    #[test]
+    fn malformed_values_fail_closed() {
+        for bad in [
+            "no-store, max-age=abc",
+            "private, s-maxage=x",
+            "max-age",
+            "private=\"unterminated",
+            "=5",
+        ] {
+            assert_eq!(parse(&headers(bad)), Err(Malformed), "{bad}");
+        }
+    }
+
+    #[test]
+    fn several_headers_and_max_ages_take_the_strictest() {
+        let mut h = headers("max-age=60");
+        h.append(
+            CACHE_CONTROL,
+            HeaderValue::from_static("max-age=10, no-cache"),
+        );
+        let d = parse(&h).unwrap();
+        assert_eq!(d.max_age, Some(Duration::from_secs(10)));
+        assert!(d.no_cache);
+    }
+
+    #[test]
+    fn privatising_keeps_other_directives() {
+        let mut h = headers("public, max-age=30, s-maxage=60, no-cache");
+        make_private(&mut h);
+        assert_eq!(h[CACHE_CONTROL], "private, max-age=30, no-cache");
+        let mut empty = HeaderMap::new();
+        make_private(&mut empty);
+        assert_eq!(empty[CACHE_CONTROL], "private");
+    }
+}
