@@ -7,6 +7,7 @@ use http::HeaderValue;
 
 use crate::cache::request::Preparer;
 use crate::cache::store::MemoryStore;
+use crate::jwt::TokenVerifier;
 use crate::jwt::token::TokenSource;
 use crate::layer::{Limits, Shared};
 use crate::route::Routes;
@@ -20,7 +21,9 @@ use crate::{BuildError, RoutePolicy, Rule, ScopedCacheLayer, Verifier};
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct ScopedCacheLayerBuilder {
-    verifier: Option<Verifier>,
+    verifiers: Vec<Verifier>,
+    token_cache: bool,
+    token_cache_bytes: u64,
     token_cookie: Option<String>,
     max_token_bytes: usize,
     max_bytes: u64,
@@ -35,7 +38,9 @@ pub struct ScopedCacheLayerBuilder {
 impl Default for ScopedCacheLayerBuilder {
     fn default() -> Self {
         Self {
-            verifier: None,
+            verifiers: Vec::new(),
+            token_cache: true,
+            token_cache_bytes: 16 * 1024 * 1024,
             token_cookie: None,
             max_token_bytes: 8 * 1024,
             max_bytes: 64 * 1024 * 1024,
@@ -50,9 +55,25 @@ impl Default for ScopedCacheLayerBuilder {
 }
 
 impl ScopedCacheLayerBuilder {
-    /// How bearer tokens are verified. Required.
+    /// How bearer tokens are verified. Required. Call it once per identity provider: with
+    /// several verifiers, each names its issuers and a token's `iss` picks one.
     pub fn verifier(mut self, verifier: Verifier) -> Self {
-        self.verifier = Some(verifier);
+        self.verifiers.push(verifier);
+        self
+    }
+
+    /// Whether verified tokens are remembered (whole token → claims) so a repeated token
+    /// skips signature verification. Entries never outlive the token's `exp`, die with the
+    /// key that verified them, and are re-checked for time, issuer and audience on every
+    /// hit. Default: `true`.
+    pub fn token_cache(mut self, enabled: bool) -> Self {
+        self.token_cache = enabled;
+        self
+    }
+
+    /// Memory bound of the verified-token cache, in bytes. Default: 16 MiB.
+    pub fn token_cache_bytes(mut self, bytes: u64) -> Self {
+        self.token_cache_bytes = bytes;
         self
     }
 
@@ -126,8 +147,18 @@ impl ScopedCacheLayerBuilder {
     /// root field, a volatile claim (`exp`, `iat`, `nbf`, `jti`) in a scope, a route given
     /// twice or not starting with `/`, a zero size limit, or an invalid cookie name.
     pub fn build(self) -> Result<ScopedCacheLayer, BuildError> {
-        let verifier = self.verifier.ok_or(BuildError::MissingVerifier)?.build()?;
+        if self.verifiers.is_empty() {
+            return Err(BuildError::MissingVerifier);
+        }
+        let issuers = self
+            .verifiers
+            .into_iter()
+            .map(Verifier::build)
+            .collect::<Result<Vec<_>, _>>()?;
+        let verifier =
+            TokenVerifier::new(issuers, self.token_cache.then_some(self.token_cache_bytes))?;
         for (name, value) in [
+            ("token_cache_bytes", self.token_cache_bytes),
             ("max_token_bytes", self.max_token_bytes as u64),
             ("max_bytes", self.max_bytes),
             ("max_entry_bytes", self.max_entry_bytes as u64),

@@ -77,6 +77,15 @@ impl Claims {
         }
     }
 
+    /// The same claims with a fresh read log: a verified token served from the token cache
+    /// to many requests must not mix their reads.
+    pub(crate) fn for_request(&self) -> Self {
+        Self {
+            map: Arc::clone(&self.map),
+            reads: Arc::default(),
+        }
+    }
+
     pub(crate) fn read_log(&self) -> &ReadLog {
         &self.reads
     }

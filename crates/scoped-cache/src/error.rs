@@ -94,6 +94,18 @@ pub enum BuildError {
     /// A size or count that must be positive was zero.
     #[error("`{0}` must be greater than zero")]
     Zero(&'static str),
+    /// A key-source URL that does not parse or is not http(s).
+    #[error("invalid key source URL `{0}`")]
+    InvalidUrl(String),
+    /// `min_refresh_interval` is longer than `refresh_interval`.
+    #[error("`min_refresh_interval` must not exceed `refresh_interval`")]
+    InvalidInterval,
+    /// The HTTP client for key fetching could not be made.
+    #[error("HTTP client for key fetching could not be made")]
+    HttpClient(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Several verifiers without distinct issuers: tokens could not be routed to one.
+    #[error("with several verifiers, each needs its own issuers; `{0}` is missing or repeated")]
+    AmbiguousIssuer(String),
     /// A cookie name that is not a valid cookie token.
     #[error("invalid token cookie name `{0}`")]
     InvalidCookieName(String),

@@ -112,7 +112,7 @@ pub use self::cache::X_CACHE;
 pub use self::claims::Claims;
 pub use self::error::BuildError;
 pub use self::future::ResponseFuture;
-pub use self::jwt::{Key, Verifier};
+pub use self::jwt::{JwksSource, JwksSourceBuilder, Key, KeyFetchError, Verifier};
 pub use self::layer::ScopedCacheLayer;
 pub use self::rejection::{
     AUTH_UNAVAILABLE, AuthError, AuthErrorKind, BAD_REQUEST, METHOD_NOT_ALLOWED, UNAUTHENTICATED,

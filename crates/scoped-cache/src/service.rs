@@ -70,7 +70,7 @@ impl Shared {
             return inner.call(req).await;
         }
         let (mut parts, body) = req.into_parts();
-        let claims = match self.authenticate(&parts) {
+        let claims = match self.authenticate(&parts).await {
             Ok(claims) => claims,
             Err(kind) => return Ok(AuthError::new(kind).into_response()),
         };
@@ -139,10 +139,10 @@ impl Shared {
             .await)
     }
 
-    fn authenticate(&self, parts: &request::Parts) -> Result<Option<Claims>, AuthErrorKind> {
+    async fn authenticate(&self, parts: &request::Parts) -> Result<Option<Claims>, AuthErrorKind> {
         match self.tokens.extract(&parts.headers)? {
             None => Ok(None),
-            Some(token) => self.verifier.verify(token).map(Some),
+            Some(token) => self.verifier.verify(token).await.map(Some),
         }
     }
 

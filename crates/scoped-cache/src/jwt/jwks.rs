@@ -1,0 +1,590 @@
+//! A JWKS source: keys fetched from a URL (or found by OIDC discovery), shared by every
+//! verifier that holds a handle, refreshed in the background, and never fetched more often
+//! than allowed, however many unknown `kid`s arrive.
+
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use jsonwebtoken::Algorithm;
+use reqwest::Url;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::BuildError;
+use crate::cache::control;
+use crate::jwt::keyset::KeySet;
+use crate::rejection::AuthErrorKind;
+
+/// Why keys could not be fetched. Messages name the step, never the response body.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyFetchError {
+    /// The request failed: connection, TLS, or timeout.
+    #[error("request failed")]
+    Transport(#[source] Arc<reqwest::Error>),
+    /// The provider answered with a status other than 200.
+    #[error("provider answered {0}")]
+    Status(u16),
+    /// The response exceeded the size limit.
+    #[error("response larger than {0} bytes")]
+    TooLarge(usize),
+    /// The response was not the JSON document expected.
+    #[error("response is not a valid {0}")]
+    Invalid(&'static str),
+    /// The discovery document names another issuer than the one configured.
+    #[error("discovery document names another issuer")]
+    IssuerMismatch,
+    /// The discovered `jwks_uri` is not usable (unparseable, or not https for an https issuer).
+    #[error("discovered jwks_uri is not acceptable")]
+    BadJwksUri,
+    /// The JWKS has no key this layer can verify with.
+    #[error("no usable signature key in the key set")]
+    NoUsableKeys,
+    /// The source was dropped while the fetch ran.
+    #[error("key source shut down")]
+    Closed,
+}
+
+/// A shared, self-refreshing set of verification keys from a JWKS URL or an OIDC issuer.
+///
+/// Cloning is cheap and every clone shares one fetcher and one key cache: give the same
+/// source to any number of [`Verifier`](crate::Verifier)s and layers, and the identity
+/// provider sees one client. Keys are refreshed in the background every
+/// [`refresh_interval`](JwksSourceBuilder::refresh_interval) (sooner when the JWKS's
+/// `Cache-Control: max-age` says so), by a task that ends with the last handle. A token
+/// with an unknown `kid` triggers at most one refresh per
+/// [`min_refresh_interval`](JwksSourceBuilder::min_refresh_interval). If the provider is
+/// down, keys already fetched keep verifying for [`max_stale`](JwksSourceBuilder::max_stale);
+/// after that (or before any fetch succeeded) requests with tokens get 503.
+///
+/// `build()` does no I/O, so start-up never fails because the provider is down.
+///
+/// ```
+/// use std::time::Duration;
+/// use scoped_cache::{JwksSource, Verifier};
+///
+/// let keys = JwksSource::url("https://idp.example.com/.well-known/jwks.json")
+///     .refresh_interval(Duration::from_secs(600))
+///     .build()
+///     .unwrap();
+/// let verifier = Verifier::jwks(keys).issuer(["https://idp.example.com/"]).audience(["my-api"]);
+/// # let _ = verifier;
+/// ```
+#[derive(Clone)]
+pub struct JwksSource {
+    inner: Arc<Inner>,
+}
+
+/// Configures a [`JwksSource`]; see [`JwksSource::url`] and [`JwksSource::oidc`].
+#[derive(Debug)]
+#[must_use]
+pub struct JwksSourceBuilder {
+    location: Result<Location, BuildError>,
+    config: Config,
+}
+
+#[derive(Debug, Clone)]
+enum Location {
+    Jwks(Url),
+    Oidc { issuer: String, discovery: Url },
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    refresh_interval: Duration,
+    min_refresh_interval: Duration,
+    max_stale: Duration,
+    fetch_timeout: Duration,
+    max_response_bytes: usize,
+    rsa_default_algorithms: Vec<Algorithm>,
+}
+
+struct Inner {
+    location: Location,
+    config: Config,
+    client: reqwest::Client,
+    keys: RwLock<Arc<KeySet>>,
+    state: Mutex<State>,
+    last_outcome: Mutex<Option<Result<(), KeyFetchError>>>,
+    attempts: watch::Sender<u64>,
+    task: Mutex<Option<AbortHandle>>,
+}
+
+struct State {
+    in_flight: bool,
+    last_attempt: Option<Instant>,
+    next_scheduled: Duration,
+    backoff: Option<ExponentialBackoff>,
+    jwks_uri: Option<Url>,
+}
+
+/// Why a refresh is asked for; only scheduled ones ignore the rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    Scheduled,
+    Forced,
+    OnDemand,
+}
+
+impl JwksSource {
+    /// A source that fetches the JWKS at `url`.
+    pub fn url(url: impl AsRef<str>) -> JwksSourceBuilder {
+        let location = parse_url(url.as_ref()).map(Location::Jwks);
+        JwksSourceBuilder::new(location)
+    }
+
+    /// A source that finds the JWKS through OIDC discovery
+    /// (`{issuer}/.well-known/openid-configuration` → `jwks_uri`). The discovery document
+    /// must name exactly this issuer, and a verifier using this source requires
+    /// `iss` = `issuer`, as OIDC demands.
+    pub fn oidc(issuer: impl Into<String>) -> JwksSourceBuilder {
+        let issuer = issuer.into();
+        let discovery = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let location = parse_url(&discovery).map(|discovery| Location::Oidc { issuer, discovery });
+        JwksSourceBuilder::new(location)
+    }
+
+    /// The issuer of an OIDC source.
+    pub fn issuer(&self) -> Option<&str> {
+        match &self.inner.location {
+            Location::Oidc { issuer, .. } => Some(issuer),
+            Location::Jwks(_) => None,
+        }
+    }
+
+    /// Fetches keys now, whatever the rate limit, and waits for the outcome. For a webhook
+    /// that announces a rotation, or to warm the cache at start-up.
+    ///
+    /// # Errors
+    ///
+    /// The [`KeyFetchError`] of this fetch; keys already held stay in use.
+    pub async fn refresh_now(&self) -> Result<(), KeyFetchError> {
+        self.inner.ensure_started();
+        let Some(mut attempts) = self.inner.start_refresh(Cause::Forced) else {
+            return Err(KeyFetchError::Closed);
+        };
+        if attempts.changed().await.is_err() {
+            return Err(KeyFetchError::Closed);
+        }
+        self.inner
+            .last_outcome
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or(Err(KeyFetchError::Closed))
+    }
+
+    /// The keys to verify a token with `kid`, fetching them if needed and allowed.
+    pub(crate) async fn keys(&self, kid: Option<&str>) -> Result<Arc<KeySet>, AuthErrorKind> {
+        self.inner.ensure_started();
+        let now = Instant::now();
+        let set = self.inner.current();
+        if self.inner.usable(&set, now) && kid.is_none_or(|kid| set.has_kid(kid)) {
+            return Ok(set);
+        }
+        // An unknown kid may be a rotation; no usable keys may be a provider that is back.
+        // Either way ask for one refresh; the rate limit keeps floods off the provider.
+        if let Some(mut attempts) = self.inner.start_refresh(Cause::OnDemand) {
+            let wait = self.inner.config.fetch_timeout * 2;
+            let _ = tokio::time::timeout(wait, attempts.changed()).await;
+        }
+        let set = self.inner.current();
+        if self.inner.usable(&set, Instant::now()) {
+            Ok(set)
+        } else {
+            Err(AuthErrorKind::KeysUnavailable)
+        }
+    }
+
+    /// Whether keys verified from this source may still be trusted (not beyond max-stale).
+    pub(crate) fn is_usable(&self) -> bool {
+        let set = self.inner.current();
+        self.inner.usable(&set, Instant::now())
+    }
+}
+
+impl std::fmt::Debug for JwksSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksSource")
+            .field("location", &self.inner.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwksSourceBuilder {
+    fn new(location: Result<Location, BuildError>) -> Self {
+        Self {
+            location,
+            config: Config {
+                refresh_interval: Duration::from_secs(10 * 60),
+                min_refresh_interval: Duration::from_secs(30),
+                max_stale: Duration::from_secs(24 * 60 * 60),
+                fetch_timeout: Duration::from_secs(5),
+                max_response_bytes: 256 * 1024,
+                rsa_default_algorithms: vec![Algorithm::RS256],
+            },
+        }
+    }
+
+    /// Time between background refreshes. Default: 10 minutes. A shorter
+    /// `Cache-Control: max-age` on the JWKS response shortens it, down to
+    /// [`min_refresh_interval`](Self::min_refresh_interval).
+    pub fn refresh_interval(mut self, interval: Duration) -> Self {
+        self.config.refresh_interval = interval;
+        self
+    }
+
+    /// Least time between two refreshes caused by tokens (unknown `kid`, no usable keys).
+    /// Default: 30 seconds. Forged `kid` floods cost the provider at most one fetch per
+    /// interval.
+    pub fn min_refresh_interval(mut self, interval: Duration) -> Self {
+        self.config.min_refresh_interval = interval;
+        self
+    }
+
+    /// How long keys keep verifying after the last successful fetch while the provider is
+    /// unreachable. Default: 24 hours. Beyond it, requests with tokens get 503.
+    pub fn max_stale(mut self, max_stale: Duration) -> Self {
+        self.config.max_stale = max_stale;
+        self
+    }
+
+    /// Timeout of one HTTP request to the provider. Default: 5 seconds.
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.config.fetch_timeout = timeout;
+        self
+    }
+
+    /// Largest JWKS or discovery document read, in bytes. Default: 256 KiB.
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_response_bytes = bytes;
+        self
+    }
+
+    /// Algorithms for RSA keys whose JWK has no `alg` (Entra ID publishes such keys).
+    /// Default: `[RS256]`.
+    pub fn rsa_default_algorithms(
+        mut self,
+        algorithms: impl IntoIterator<Item = Algorithm>,
+    ) -> Self {
+        self.config.rsa_default_algorithms = algorithms.into_iter().collect();
+        self
+    }
+
+    /// Checks the configuration and makes the source. Does no I/O; the background refresh
+    /// starts now if a tokio runtime is running, else at first use.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::InvalidUrl`] for a URL that does not parse or is not http(s);
+    /// [`BuildError::Zero`] for a zero interval, timeout or size; [`BuildError::InvalidInterval`]
+    /// when `min_refresh_interval` exceeds `refresh_interval`; [`BuildError::HttpClient`] if
+    /// the HTTP client cannot be made.
+    pub fn build(self) -> Result<JwksSource, BuildError> {
+        let location = self.location?;
+        let c = &self.config;
+        for (name, zero) in [
+            ("refresh_interval", c.refresh_interval.is_zero()),
+            ("min_refresh_interval", c.min_refresh_interval.is_zero()),
+            ("max_stale", c.max_stale.is_zero()),
+            ("fetch_timeout", c.fetch_timeout.is_zero()),
+            ("max_response_bytes", c.max_response_bytes == 0),
+        ] {
+            if zero {
+                return Err(BuildError::Zero(name));
+            }
+        }
+        if c.min_refresh_interval > c.refresh_interval {
+            return Err(BuildError::InvalidInterval);
+        }
+        if c.rsa_default_algorithms.is_empty() {
+            return Err(BuildError::NoAlgorithms);
+        }
+        let client = reqwest::Client::builder()
+            .timeout(c.fetch_timeout)
+            .connect_timeout(c.fetch_timeout)
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .build()
+            .map_err(|source| BuildError::HttpClient(Box::new(source)))?;
+        let (attempts, _) = watch::channel(0);
+        let inner = Arc::new(Inner {
+            location,
+            client,
+            keys: RwLock::new(Arc::default()),
+            state: Mutex::new(State {
+                in_flight: false,
+                last_attempt: None,
+                next_scheduled: self.config.refresh_interval,
+                backoff: None,
+                jwks_uri: None,
+            }),
+            config: self.config,
+            attempts,
+            last_outcome: Mutex::new(None),
+            task: Mutex::new(None),
+        });
+        if tokio::runtime::Handle::try_current().is_ok() {
+            inner.ensure_started();
+        }
+        Ok(JwksSource { inner })
+    }
+}
+
+fn parse_url(url: &str) -> Result<Url, BuildError> {
+    let invalid = || BuildError::InvalidUrl(url.to_owned());
+    let parsed = Url::parse(url).map_err(|_| invalid())?;
+    if !matches!(parsed.scheme(), "https" | "http") {
+        return Err(invalid());
+    }
+    Ok(parsed)
+}
+
+impl Inner {
+    fn current(&self) -> Arc<KeySet> {
+        Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn usable(&self, set: &KeySet, now: Instant) -> bool {
+        !set.is_empty()
+            && set
+                .fetched_at
+                .is_some_and(|at| now.saturating_duration_since(at) <= self.config.max_stale)
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Spawns the background refresher once, if a runtime is available.
+    fn ensure_started(self: &Arc<Self>) {
+        let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if task.is_some() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        *task = Some(runtime.spawn(refresh_loop(weak)).abort_handle());
+    }
+
+    /// Starts a fetch unless one is running (then joins it) or the rate limit forbids it.
+    /// The receiver changes when the attempt ends, whatever its outcome.
+    fn start_refresh(self: &Arc<Self>, cause: Cause) -> Option<watch::Receiver<u64>> {
+        let mut state = self.lock_state();
+        let attempts = self.attempts.subscribe();
+        if state.in_flight {
+            return Some(attempts);
+        }
+        let now = Instant::now();
+        if cause == Cause::OnDemand
+            && state.last_attempt.is_some_and(|last| {
+                now.saturating_duration_since(last) < self.config.min_refresh_interval
+            })
+        {
+            return None;
+        }
+        state.in_flight = true;
+        state.last_attempt = Some(now);
+        let jwks_uri = state.jwks_uri.clone();
+        drop(state);
+        let inner = Arc::clone(self);
+        // A task of its own, so a request that gives up waiting does not cancel the fetch.
+        tokio::spawn(async move {
+            let outcome = inner.fetch(jwks_uri).await;
+            inner.finish(outcome);
+        });
+        Some(attempts)
+    }
+
+    async fn fetch(&self, known_jwks_uri: Option<Url>) -> Result<Fetched, KeyFetchError> {
+        let jwks_uri = match (&self.location, known_jwks_uri) {
+            (Location::Jwks(url), _) => url.clone(),
+            (Location::Oidc { .. }, Some(url)) => url,
+            (Location::Oidc { issuer, discovery }, None) => {
+                self.discover(issuer, discovery).await?
+            }
+        };
+        let (document, max_age) = self.get_json::<JwksDocument>(&jwks_uri, "JWKS").await?;
+        Ok(Fetched {
+            keys: document.keys,
+            max_age,
+            jwks_uri,
+        })
+    }
+
+    async fn discover(&self, issuer: &str, discovery: &Url) -> Result<Url, KeyFetchError> {
+        let (document, _) = self
+            .get_json::<DiscoveryDocument>(discovery, "discovery document")
+            .await?;
+        if document.issuer != issuer {
+            return Err(KeyFetchError::IssuerMismatch);
+        }
+        let jwks_uri = Url::parse(&document.jwks_uri).map_err(|_| KeyFetchError::BadJwksUri)?;
+        // Keys for an https issuer come over https; a plain-http issuer is a local test.
+        let acceptable = jwks_uri.scheme() == "https"
+            || (jwks_uri.scheme() == "http" && discovery.scheme() == "http");
+        if !acceptable {
+            return Err(KeyFetchError::BadJwksUri);
+        }
+        Ok(jwks_uri)
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: &Url,
+        what: &'static str,
+    ) -> Result<(T, Option<Duration>), KeyFetchError> {
+        let limit = self.config.max_response_bytes;
+        let mut response = self
+            .client
+            .get(url.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(transport)?;
+        if response.status() != reqwest::StatusCode::OK {
+            return Err(KeyFetchError::Status(response.status().as_u16()));
+        }
+        if response
+            .content_length()
+            .is_some_and(|len| len > limit as u64)
+        {
+            return Err(KeyFetchError::TooLarge(limit));
+        }
+        let max_age = control::parse(response.headers()).ok().and_then(|d| {
+            if d.no_store || d.no_cache {
+                Some(Duration::ZERO)
+            } else {
+                d.max_age
+            }
+        });
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > limit {
+                return Err(KeyFetchError::TooLarge(limit));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let document = serde_json::from_slice(&body).map_err(|_| KeyFetchError::Invalid(what))?;
+        Ok((document, max_age))
+    }
+
+    /// Records the outcome of an attempt: new keys, the next scheduled refresh, and the
+    /// wake-up of everyone waiting.
+    fn finish(&self, outcome: Result<Fetched, KeyFetchError>) {
+        let mut state = self.lock_state();
+        state.in_flight = false;
+        let result = outcome.and_then(|fetched| {
+            let previous = self.current();
+            let (set, parsed) = KeySet::from_jwks(
+                &fetched.keys,
+                &previous,
+                &self.config.rsa_default_algorithms,
+                Instant::now(),
+            );
+            if parsed.skipped > 0 {
+                tracing::debug!(
+                    skipped = parsed.skipped,
+                    "JWKS entries skipped (not usable signature keys)"
+                );
+            }
+            if set.is_empty() {
+                return Err(KeyFetchError::NoUsableKeys);
+            }
+            *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(set);
+            state.jwks_uri = Some(fetched.jwks_uri);
+            Ok(fetched.max_age)
+        });
+        match &result {
+            Ok(max_age) => {
+                state.backoff = None;
+                let c = &self.config;
+                state.next_scheduled = max_age
+                    .map_or(c.refresh_interval, |age| age.min(c.refresh_interval))
+                    .max(c.min_refresh_interval);
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "fetching signing keys failed; keeping the keys already held");
+                // Discovery may have moved the JWKS: find it again next time.
+                state.jwks_uri = None;
+                let c = &self.config;
+                let backoff = state.backoff.get_or_insert_with(|| {
+                    ExponentialBuilder::new()
+                        .with_min_delay(Duration::from_secs(1).min(c.min_refresh_interval))
+                        .with_max_delay(c.refresh_interval)
+                        .with_jitter()
+                        .without_max_times()
+                        .build()
+                });
+                state.next_scheduled = backoff.next().unwrap_or(c.refresh_interval);
+            }
+        }
+        *self
+            .last_outcome
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(result.map(|_| ()));
+        drop(state);
+        self.attempts.send_modify(|n| *n += 1);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self
+            .task
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
+    }
+}
+
+fn transport(err: reqwest::Error) -> KeyFetchError {
+    KeyFetchError::Transport(Arc::new(err))
+}
+
+struct Fetched {
+    keys: Vec<serde_json::Value>,
+    max_age: Option<Duration>,
+    jwks_uri: Url,
+}
+
+#[derive(Deserialize)]
+struct JwksDocument {
+    keys: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct DiscoveryDocument {
+    issuer: String,
+    jwks_uri: String,
+}
+
+/// Refreshes on schedule until the source is dropped. Holds only a weak reference, so it
+/// never keeps the source alive; `Inner::drop` also aborts it at once.
+async fn refresh_loop(source: Weak<Inner>) {
+    loop {
+        let attempts = match source.upgrade() {
+            Some(inner) => inner.start_refresh(Cause::Scheduled),
+            None => return,
+        };
+        if let Some(mut attempts) = attempts {
+            let _ = attempts.changed().await;
+        }
+        let delay = match source.upgrade() {
+            Some(inner) => inner.lock_state().next_scheduled,
+            None => return,
+        };
+        tokio::time::sleep(delay).await;
+    }
+}

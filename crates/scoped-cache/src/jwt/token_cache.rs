@@ -1,0 +1,92 @@
+//! Verified tokens: the whole token → its verified claims, so a repeated token skips
+//! signature verification.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use moka::Expiry;
+
+use crate::claims::Claims;
+use crate::jwt::keys::ResolvedKey;
+
+/// Entries of tokens without `exp` live at most this long.
+const NO_EXP_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// One verified token. Every hit is checked again: the key that verified it must still be
+/// held (a key removed from its JWKS is dropped, and the entry dies with it), its source
+/// must not be beyond max-stale, and the claims must pass the time, issuer and audience
+/// rules as on a full verification. Only the signature check is skipped.
+#[derive(Debug)]
+pub(crate) struct Verified {
+    pub(crate) claims: Claims,
+    pub(crate) issuer: usize,
+    pub(crate) source: Option<usize>,
+    pub(crate) key: Weak<ResolvedKey>,
+}
+
+/// Keyed by the whole token, never by anything weaker: two tokens share an entry only if
+/// they are the same bytes.
+#[derive(Clone)]
+pub(crate) struct TokenCache {
+    entries: moka::sync::Cache<Arc<str>, Arc<Verified>>,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // moka's own `Debug` would print tokens.
+        f.debug_struct("TokenCache")
+            .field("entries", &self.entries.entry_count())
+            .finish()
+    }
+}
+
+struct UntilExp;
+
+impl Expiry<Arc<str>, Arc<Verified>> for UntilExp {
+    fn expire_after_create(
+        &self,
+        _token: &Arc<str>,
+        verified: &Arc<Verified>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(time_to_exp(&verified.claims).unwrap_or(NO_EXP_TTL))
+    }
+}
+
+/// Time until the token's `exp` (zero if past), by the wall clock `exp` is written in.
+fn time_to_exp(claims: &Claims) -> Option<Duration> {
+    let exp = claims.raw().get("exp")?.as_f64()?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    Some(Duration::try_from_secs_f64((exp - now).max(0.0)).unwrap_or(Duration::ZERO))
+}
+
+impl TokenCache {
+    pub(crate) fn new(max_bytes: u64) -> Self {
+        Self {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|token: &Arc<str>, _| {
+                    // Token, claims map and bookkeeping: claims are about as large as the
+                    // token's payload, which is most of the token.
+                    u32::try_from(token.len() * 2 + 256).unwrap_or(u32::MAX)
+                })
+                .expire_after(UntilExp)
+                .build(),
+        }
+    }
+
+    pub(crate) fn get(&self, token: &str) -> Option<Arc<Verified>> {
+        self.entries.get(token)
+    }
+
+    pub(crate) fn insert(&self, token: &str, verified: Verified) {
+        self.entries.insert(Arc::from(token), Arc::new(verified));
+    }
+
+    pub(crate) fn remove(&self, token: &str) {
+        self.entries.invalidate(token);
+    }
+}

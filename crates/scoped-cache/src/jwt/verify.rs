@@ -1,0 +1,591 @@
+//! Verifying one token: parse, pick the issuer's verifier, find keys, check the signature
+//! and the claims, with the verified-token cache in front.
+//!
+//! jsonwebtoken's `decode` parses the header with an `Algorithm` enum that does not know
+//! the RFC 9864 name `Ed25519`, and its claim validation is private; so the header is read
+//! here, the signature is checked with `jsonwebtoken::crypto::verify`, and the claims by
+//! [`ClaimRules`] (same rules as jsonwebtoken ≥ 10.3), once, on the map resolvers get.
+
+use std::str::FromStr;
+use std::sync::Arc;
+#[cfg(test)]
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::BuildError;
+use crate::claims::Claims;
+use crate::jwt::JwksSource;
+use crate::jwt::keys::ResolvedKey;
+use crate::jwt::token_cache::{TokenCache, Verified};
+use crate::jwt::validation::ClaimRules;
+use crate::rejection::AuthErrorKind;
+
+/// One verifier's keys and rules, checked.
+#[derive(Debug)]
+pub(crate) struct IssuerKeys {
+    pub(crate) static_keys: Vec<Arc<ResolvedKey>>,
+    pub(crate) sources: Vec<JwksSource>,
+    pub(crate) rules: ClaimRules,
+}
+
+/// All verifiers of a layer, and the verified-token cache.
+#[derive(Debug)]
+pub(crate) struct TokenVerifier {
+    issuers: Vec<IssuerKeys>,
+    cache: Option<TokenCache>,
+    #[cfg(test)]
+    pub(crate) signature_checks: AtomicUsize,
+}
+
+/// The parts of a JOSE header this layer reads. `jku`, `x5u`, `x5c` and `jwk` are never
+/// read: keys come only from configuration.
+#[derive(Deserialize)]
+struct JoseHeader {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    crit: Option<Value>,
+}
+
+struct Parsed<'t> {
+    alg: Algorithm,
+    kid: Option<String>,
+    claims: Map<String, Value>,
+    message: &'t [u8],
+    signature: &'t str,
+}
+
+impl TokenVerifier {
+    /// Checks that tokens can be routed to exactly one verifier by `iss`.
+    pub(crate) fn new(
+        issuers: Vec<IssuerKeys>,
+        cache_bytes: Option<u64>,
+    ) -> Result<Self, BuildError> {
+        if issuers.len() > 1 {
+            let mut seen = std::collections::HashSet::new();
+            for issuer in &issuers {
+                if issuer.rules.issuers.is_empty() {
+                    return Err(BuildError::AmbiguousIssuer("(none)".into()));
+                }
+                for name in &issuer.rules.issuers {
+                    if !seen.insert(name.clone()) {
+                        return Err(BuildError::AmbiguousIssuer(name.clone()));
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            issuers,
+            cache: cache_bytes.map(TokenCache::new),
+            #[cfg(test)]
+            signature_checks: AtomicUsize::new(0),
+        })
+    }
+
+    /// Verifies `token` and returns its claims, with a read log of their own.
+    pub(crate) async fn verify(&self, token: &str) -> Result<Claims, AuthErrorKind> {
+        if let Some(cache) = &self.cache
+            && let Some(hit) = cache.get(token)
+        {
+            if self.still_valid(&hit) {
+                return Ok(hit.claims.for_request());
+            }
+            cache.remove(token);
+        }
+        let parsed = parse(token)?;
+        let issuer_index = self.select(&parsed.claims)?;
+        let issuer = &self.issuers[issuer_index];
+        let (key, source) = self.check_signature(issuer, &parsed).await?;
+        issuer.rules.check(&parsed.claims)?;
+        let claims = Claims::new(parsed.claims);
+        // The revocation seam: a deny list would be consulted here and in `still_valid`.
+        if let Some(cache) = &self.cache {
+            cache.insert(
+                token,
+                Verified {
+                    claims: claims.clone(),
+                    issuer: issuer_index,
+                    source,
+                    key: Arc::downgrade(&key),
+                },
+            );
+        }
+        Ok(claims.for_request())
+    }
+
+    fn still_valid(&self, hit: &Verified) -> bool {
+        let Some(issuer) = self.issuers.get(hit.issuer) else {
+            return false;
+        };
+        hit.key.strong_count() > 0
+            && hit
+                .source
+                .is_none_or(|s| issuer.sources.get(s).is_some_and(JwksSource::is_usable))
+            && issuer.rules.check(hit.claims.raw()).is_ok()
+    }
+
+    /// The verifier for the token's (not yet verified) `iss`. With one verifier, it is
+    /// that one, whose own rules then check `iss`.
+    fn select(&self, claims: &Map<String, Value>) -> Result<usize, AuthErrorKind> {
+        if self.issuers.len() == 1 {
+            return Ok(0);
+        }
+        let iss = claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .ok_or(AuthErrorKind::WrongIssuer)?;
+        self.issuers
+            .iter()
+            .position(|issuer| issuer.rules.issuers.iter().any(|known| known == iss))
+            .ok_or(AuthErrorKind::WrongIssuer)
+    }
+
+    /// The key that verifies the signature, and the index of the JWKS source it came from.
+    async fn check_signature(
+        &self,
+        issuer: &IssuerKeys,
+        token: &Parsed<'_>,
+    ) -> Result<(Arc<ResolvedKey>, Option<usize>), AuthErrorKind> {
+        let kid = token.kid.as_deref();
+        let mut outcome = Outcome::default();
+        let by_kid = |key: &&Arc<ResolvedKey>| match (kid, &key.kid) {
+            (Some(wanted), Some(kid)) => wanted == kid,
+            _ => true,
+        };
+        for key in issuer.static_keys.iter().filter(by_kid) {
+            if self.try_key(key, token, &mut outcome) {
+                return Ok((Arc::clone(key), None));
+            }
+        }
+        for (index, source) in issuer.sources.iter().enumerate() {
+            match source.keys(kid).await {
+                Ok(set) => {
+                    for key in set.candidates(kid) {
+                        if self.try_key(key, token, &mut outcome) {
+                            return Ok((Arc::clone(key), Some(index)));
+                        }
+                    }
+                }
+                Err(_) => outcome.unavailable = true,
+            }
+        }
+        Err(if outcome.algorithm_allowed {
+            AuthErrorKind::BadSignature
+        } else if outcome.key_found {
+            AuthErrorKind::DisallowedAlgorithm
+        } else if outcome.unavailable {
+            AuthErrorKind::KeysUnavailable
+        } else {
+            AuthErrorKind::UnknownKey
+        })
+    }
+
+    fn try_key(&self, key: &ResolvedKey, token: &Parsed<'_>, outcome: &mut Outcome) -> bool {
+        outcome.key_found = true;
+        if !key.algorithms.contains(&token.alg) {
+            return false;
+        }
+        outcome.algorithm_allowed = true;
+        #[cfg(test)]
+        self.signature_checks.fetch_add(1, Ordering::Relaxed);
+        jsonwebtoken::crypto::verify(token.signature, token.message, &key.decoding, token.alg)
+            .unwrap_or(false)
+    }
+}
+
+#[derive(Default)]
+struct Outcome {
+    key_found: bool,
+    algorithm_allowed: bool,
+    unavailable: bool,
+}
+
+/// Splits and decodes a compact JWS. Nothing here is trusted until the signature verifies;
+/// the payload is read first only to route the token to its issuer's verifier.
+fn parse(token: &str) -> Result<Parsed<'_>, AuthErrorKind> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AuthErrorKind::Malformed);
+    };
+    let header: JoseHeader = decode_part(header)?;
+    if header.crit.is_some() {
+        return Err(AuthErrorKind::UnsupportedCritical);
+    }
+    let alg = match header.alg.as_str() {
+        // RFC 9864 names the fully specified Ed25519 algorithm; it is EdDSA over Ed25519,
+        // which is the only curve our EdDSA keys accept.
+        "Ed25519" => Algorithm::EdDSA,
+        name => Algorithm::from_str(name).map_err(|_| AuthErrorKind::DisallowedAlgorithm)?,
+    };
+    let claims: Map<String, Value> = decode_part(payload)?;
+    let message_len = token.len() - signature.len() - 1;
+    Ok(Parsed {
+        alg,
+        kid: header.kid,
+        claims,
+        message: &token.as_bytes()[..message_len],
+        signature,
+    })
+}
+
+fn decode_part<T: for<'de> Deserialize<'de>>(part: &str) -> Result<T, AuthErrorKind> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| AuthErrorKind::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| AuthErrorKind::Malformed)
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+
+    use super::*;
+    use crate::jwt::{Key, Verifier};
+    use crate::test_helpers::*;
+
+    fn verifier_of(v: Verifier) -> TokenVerifier {
+        verifier(v)
+    }
+
+    fn verifier(v: Verifier) -> TokenVerifier {
+        TokenVerifier::new(vec![v.build().unwrap()], None).unwrap()
+    }
+
+    fn hs256() -> TokenVerifier {
+        verifier(
+            Verifier::hmac(Algorithm::HS256, SECRET)
+                .issuer(["forum-demo"])
+                .audience(["forum-api"]),
+        )
+    }
+
+    #[tokio::test]
+    async fn valid_hs256_token_yields_claims() {
+        let claims = hs256()
+            .verify(&hs256_token(json!({"sub": "u1"})))
+            .await
+            .unwrap();
+        assert_eq!(claims.subject(), Some("u1"));
+    }
+
+    #[tokio::test]
+    async fn tampered_payload_is_bad_signature() {
+        let token = hs256_token(json!({"sub": "u1"}));
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let forged = URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(&standard_claims(json!({"sub": "admin"}))).unwrap());
+        parts[1] = &forged;
+        assert_eq!(
+            hs256().verify(&parts.join(".")).await.err(),
+            Some(AuthErrorKind::BadSignature)
+        );
+    }
+
+    #[tokio::test]
+    async fn alg_none_is_disallowed() {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(&standard_claims(json!({"sub": "u1"}))).unwrap());
+        let token = format!("{header}.{payload}.");
+        assert_eq!(
+            hs256().verify(&token).await.err(),
+            Some(AuthErrorKind::DisallowedAlgorithm)
+        );
+    }
+
+    #[tokio::test]
+    async fn token_alg_never_widens_the_key_allow_list() {
+        // An HS384 token signed with the same secret is refused by an HS256-only key.
+        let token = encode(
+            &Header::new(Algorithm::HS384),
+            &standard_claims(json!({"sub": "u1"})),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert_eq!(
+            hs256().verify(&token).await.err(),
+            Some(AuthErrorKind::DisallowedAlgorithm)
+        );
+    }
+
+    #[tokio::test]
+    async fn hmac_token_is_not_verified_with_an_rsa_public_key_as_secret() {
+        // The classic confusion attack: sign HS256 with the RSA public key's PEM.
+        let verifier = Verifier::from_rsa_pem(Algorithm::RS256, RSA_PUBLIC_PEM).any_audience();
+        let verifier = verifier_of(verifier);
+        let token = encode(
+            &Header::new(Algorithm::HS256),
+            &standard_claims(json!({})),
+            &EncodingKey::from_secret(RSA_PUBLIC_PEM.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(
+            verifier.verify(&token).await.err(),
+            Some(AuthErrorKind::DisallowedAlgorithm)
+        );
+    }
+
+    #[tokio::test]
+    async fn crit_header_is_refused() {
+        let mut header = Header::new(Algorithm::HS256);
+        header.crit = Some(vec!["b64".into()]);
+        let token = encode(
+            &header,
+            &standard_claims(json!({})),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert_eq!(
+            hs256().verify(&token).await.err(),
+            Some(AuthErrorKind::UnsupportedCritical)
+        );
+    }
+
+    #[tokio::test]
+    async fn asymmetric_families_verify() {
+        let claims = standard_claims(json!({"sub": "u1"}));
+        let cases = [
+            (
+                Verifier::from_rsa_pem(Algorithm::RS256, RSA_PUBLIC_PEM),
+                Algorithm::RS256,
+                EncodingKey::from_rsa_pem(RSA_PRIVATE_PEM.as_bytes()).unwrap(),
+            ),
+            (
+                Verifier::from_rsa_pem(Algorithm::PS256, RSA_PUBLIC_PEM),
+                Algorithm::PS256,
+                EncodingKey::from_rsa_pem(RSA_PRIVATE_PEM.as_bytes()).unwrap(),
+            ),
+            (
+                Verifier::from_ec_pem(Algorithm::ES256, EC_P256_PUBLIC_PEM),
+                Algorithm::ES256,
+                EncodingKey::from_ec_pem(EC_P256_PRIVATE_PEM.as_bytes()).unwrap(),
+            ),
+            (
+                Verifier::from_ec_pem(Algorithm::ES384, EC_P384_PUBLIC_PEM),
+                Algorithm::ES384,
+                EncodingKey::from_ec_pem(EC_P384_PRIVATE_PEM.as_bytes()).unwrap(),
+            ),
+            (
+                Verifier::from_ed_pem(ED_PUBLIC_PEM),
+                Algorithm::EdDSA,
+                EncodingKey::from_ed_pem(ED_PRIVATE_PEM.as_bytes()).unwrap(),
+            ),
+        ];
+        for (verifier, alg, signing) in cases {
+            let verifier = verifier_of(verifier.any_audience());
+            let token = encode(&Header::new(alg), &claims, &signing).unwrap();
+            assert_eq!(
+                verifier.verify(&token).await.unwrap().subject(),
+                Some("u1"),
+                "{alg:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn rfc9864_ed25519_alg_name_is_accepted() {
+        let verifier = Verifier::from_ed_pem(ED_PUBLIC_PEM).any_audience();
+        let verifier = verifier_of(verifier);
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"Ed25519","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(&standard_claims(json!({"sub": "u1"}))).unwrap());
+        let message = format!("{header}.{payload}");
+        let signature = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_ed_pem(ED_PRIVATE_PEM.as_bytes()).unwrap(),
+            Algorithm::EdDSA,
+        )
+        .unwrap();
+        let claims = verifier
+            .verify(&format!("{message}.{signature}"))
+            .await
+            .unwrap();
+        assert_eq!(claims.subject(), Some("u1"));
+    }
+
+    #[tokio::test]
+    async fn kid_selects_the_key() {
+        let other = [3u8; 32];
+        let verifier = Verifier::new()
+            .key(Key::hmac(Algorithm::HS256, other).kid("old"))
+            .key(Key::hmac(Algorithm::HS256, SECRET).kid("new"))
+            .any_audience();
+        let verifier = verifier_of(verifier);
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("new".into());
+        let claims = standard_claims(json!({"sub": "u1"}));
+        let token = encode(&header, &claims, &EncodingKey::from_secret(SECRET)).unwrap();
+        assert!(verifier.verify(&token).await.is_ok());
+        header.kid = Some("missing".into());
+        let token = encode(&header, &claims, &EncodingKey::from_secret(SECRET)).unwrap();
+        assert_eq!(
+            verifier.verify(&token).await.err(),
+            Some(AuthErrorKind::UnknownKey)
+        );
+    }
+
+    #[tokio::test]
+    async fn garbage_is_malformed_not_a_panic() {
+        for token in ["", "a", "a.b", "a.b.c.d", "!!!.???.###", "e30.e30.e30"] {
+            assert!(hs256().verify(token).await.is_err(), "{token}");
+        }
+        assert_eq!(
+            hs256().verify("a.b").await.err(),
+            Some(AuthErrorKind::Malformed)
+        );
+    }
+
+    #[tokio::test]
+    async fn verifier_without_keys_does_not_build() {
+        assert!(matches!(Verifier::new().build(), Err(BuildError::NoKeys)));
+        let no_audience = Verifier::hmac(Algorithm::HS256, SECRET).build();
+        assert!(matches!(
+            no_audience,
+            Err(BuildError::AudienceNotConfigured)
+        ));
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use jsonwebtoken::Algorithm;
+    use serde_json::json;
+
+    use super::*;
+    use crate::jwt::Verifier;
+    use crate::test_helpers::*;
+
+    fn cached() -> TokenVerifier {
+        let v = Verifier::hmac(Algorithm::HS256, SECRET)
+            .issuer(["forum-demo"])
+            .audience(["forum-api"]);
+        TokenVerifier::new(vec![v.build().unwrap()], Some(1 << 20)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_skips_the_signature_check() {
+        let verifier = cached();
+        let token = hs256_token(json!({"sub": "u1"}));
+        for _ in 0..3 {
+            assert_eq!(verifier.verify(&token).await.unwrap().subject(), Some("u1"));
+        }
+        assert_eq!(verifier.signature_checks.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn each_hit_gets_its_own_read_log() {
+        let verifier = cached();
+        let token = hs256_token(json!({"sub": "u1", "role": "member"}));
+        let first = verifier.verify(&token).await.unwrap();
+        assert_eq!(first.claim_str("role"), Some("member"));
+        let second = verifier.verify(&token).await.unwrap();
+        assert!(second.read_log().first_uncovered(&[]).is_none());
+        assert!(first.read_log().first_uncovered(&[]).is_some());
+    }
+
+    #[tokio::test]
+    async fn an_expired_cached_token_is_refused() {
+        let verifier = cached();
+        let exp = jsonwebtoken::get_current_timestamp() + 1;
+        let token = hs256_token(json!({"sub": "u1", "exp": exp}));
+        assert!(verifier.verify(&token).await.is_ok());
+        // The hit re-checks the claims against the wall clock that `exp` is written in;
+        // with `exp` set in the past the entry must not be served.
+        let past = hs256_token(json!({"sub": "u1", "exp": exp - 100}));
+        assert_eq!(
+            verifier.verify(&past).await.err(),
+            Some(AuthErrorKind::Expired)
+        );
+        let entry = verifier.cache.as_ref().unwrap().get(&token).unwrap();
+        let expired = Claims::new(
+            json!({"sub": "u1", "exp": exp - 100, "iss": "forum-demo", "aud": "forum-api"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        let stale = Verified {
+            claims: expired,
+            issuer: 0,
+            source: None,
+            key: entry.key.clone(),
+        };
+        assert!(!verifier.still_valid(&stale));
+        assert!(verifier.still_valid(&entry));
+    }
+
+    #[tokio::test]
+    async fn an_entry_whose_key_is_gone_is_not_served() {
+        let verifier = cached();
+        let token = hs256_token(json!({"sub": "u1"}));
+        verifier.verify(&token).await.unwrap();
+        let entry = verifier.cache.as_ref().unwrap().get(&token).unwrap();
+        let orphan = Verified {
+            claims: entry.claims.clone(),
+            issuer: 0,
+            source: None,
+            key: std::sync::Weak::new(),
+        };
+        assert!(!verifier.still_valid(&orphan));
+    }
+
+    #[tokio::test]
+    async fn several_issuers_route_by_iss() {
+        let a = Verifier::hmac(Algorithm::HS256, SECRET)
+            .issuer(["forum-demo"])
+            .audience(["forum-api"]);
+        let b = Verifier::hmac(Algorithm::HS256, [7u8; 32])
+            .issuer(["other"])
+            .audience(["forum-api"]);
+        let verifier =
+            TokenVerifier::new(vec![a.build().unwrap(), b.build().unwrap()], None).unwrap();
+        assert!(
+            verifier
+                .verify(&hs256_token(json!({"sub": "u1"})))
+                .await
+                .is_ok()
+        );
+        let unknown = hs256_token(json!({"sub": "u1", "iss": "nobody"}));
+        assert_eq!(
+            verifier.verify(&unknown).await.err(),
+            Some(AuthErrorKind::WrongIssuer)
+        );
+        // Signed with verifier a's secret but claiming b's issuer: b's key refuses it.
+        let forged = hs256_token(json!({"sub": "u1", "iss": "other"}));
+        assert_eq!(
+            verifier.verify(&forged).await.err(),
+            Some(AuthErrorKind::BadSignature)
+        );
+    }
+
+    #[test]
+    fn several_issuers_must_be_distinct() {
+        let a = || {
+            Verifier::hmac(Algorithm::HS256, SECRET)
+                .issuer(["x"])
+                .audience(["y"])
+                .build()
+                .unwrap()
+        };
+        let none = Verifier::hmac(Algorithm::HS256, SECRET)
+            .audience(["y"])
+            .build()
+            .unwrap();
+        assert!(matches!(
+            TokenVerifier::new(vec![a(), a()], None),
+            Err(BuildError::AmbiguousIssuer(_))
+        ));
+        assert!(matches!(
+            TokenVerifier::new(vec![a(), none], None),
+            Err(BuildError::AmbiguousIssuer(_))
+        ));
+    }
+}
