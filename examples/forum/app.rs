@@ -10,19 +10,35 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use scoped_cache::{BuildError, Claims, RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier};
+use scoped_cache::{
+    BuildError, Claims, JwksSource, RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier,
+};
 
 use crate::schema::{self, Forum, ForumSchema};
 
 pub(crate) const ISSUER: &str = "forum-demo";
 pub(crate) const AUDIENCE: &str = "forum-api";
 
-/// The layer the forum runs behind.
-pub(crate) fn layer(secret: &[u8]) -> Result<ScopedCacheLayer, BuildError> {
+/// Tokens signed with the shared HS256 secret, issued by `forum-demo`.
+pub(crate) fn hmac_verifier(secret: &[u8]) -> Verifier {
+    Verifier::hmac(Algorithm::HS256, secret).issuer([ISSUER])
+}
+
+/// Tokens signed by the keys of a JWKS. For an OIDC source the issuer is the source's;
+/// for a plain JWKS URL it is `forum-demo`.
+pub(crate) fn jwks_verifier(source: JwksSource) -> Verifier {
+    if source.issuer().is_some() {
+        Verifier::jwks(source)
+    } else {
+        Verifier::jwks(source).issuer([ISSUER])
+    }
+}
+
+/// The layer the forum runs behind, with the forum's audience and leeway on `verifier`.
+pub(crate) fn layer(verifier: Verifier) -> Result<ScopedCacheLayer, BuildError> {
     ScopedCacheLayer::builder()
         .verifier(
-            Verifier::hmac(Algorithm::HS256, secret)
-                .issuer([ISSUER])
+            verifier
                 .audience([AUDIENCE])
                 .leeway(Duration::from_secs(30)),
         )

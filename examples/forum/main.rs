@@ -2,11 +2,19 @@
 //!
 //! ```text
 //! cargo run --release --example forum                       # serve on ADDR (127.0.0.1:8000)
-//! cargo run --release --example forum -- token SUB NAME ROLE # print a token
+//! cargo run --release --example forum -- token SUB NAME ROLE # print an HS256 token
 //! ```
 //!
-//! Environment: `ADDR` (listen address), `JWT_SECRET` (HS256 secret, at least 32 bytes;
-//! a development secret is used, with a warning, when unset), `RUST_LOG`.
+//! Environment:
+//! - `ADDR`: listen address, default `127.0.0.1:8000`.
+//! - `JWT_SECRET`: HS256 secret, at least 32 bytes; a development secret is used, with a
+//!   warning, when neither it nor a JWKS is configured.
+//! - `JWKS_URL`: verify with the keys of this JWKS instead (tokens must have `iss` =
+//!   `forum-demo`); or `OIDC_ISSUER`: discover the JWKS from this issuer (then `iss` must be
+//!   that issuer).
+//! - `JWKS_REFRESH_SECS`, `JWKS_MIN_REFRESH_SECS`: background refresh interval (default
+//!   600) and least time between refreshes caused by unknown `kid`s (default 30).
+//! - `RUST_LOG`: log filter, default `info`.
 
 mod app;
 mod schema;
@@ -14,10 +22,20 @@ mod schema;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use scoped_cache::{BuildError, JwksSource};
 use tracing_subscriber::EnvFilter;
 
 const DEV_SECRET: &str = "forum-demo-development-secret-change-me!";
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Where the forum's verification keys come from.
+enum Keys {
+    Secret(String),
+    Jwks {
+        source: JwksSource,
+        described: String,
+    },
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -27,19 +45,25 @@ async fn main() -> ExitCode {
         )
         .init();
 
-    let secret = match std::env::var("JWT_SECRET") {
-        Ok(secret) => secret,
-        Err(_) => {
-            eprintln!(
-                "warning: JWT_SECRET is not set; using the development secret {DEV_SECRET:?}. Never use it in production."
-            );
-            DEV_SECRET.to_owned()
+    let keys = match keys_from_env() {
+        Ok(keys) => keys,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
         }
     };
-    let layer = match app::layer(secret.as_bytes()) {
+    let verifier = match &keys {
+        Keys::Secret(secret) => app::hmac_verifier(secret.as_bytes()),
+        Keys::Jwks { source, .. } => app::jwks_verifier(source.clone()),
+    };
+    let layer = match app::layer(verifier) {
         Ok(layer) => layer,
-        Err(err) => {
+        Err(err @ (BuildError::WeakSecret { .. } | BuildError::InvalidKey { .. })) => {
             eprintln!("error: JWT_SECRET cannot be used: {err}");
+            return ExitCode::from(2);
+        }
+        Err(err) => {
+            eprintln!("error: invalid configuration: {err}");
             return ExitCode::from(2);
         }
     };
@@ -48,6 +72,12 @@ async fn main() -> ExitCode {
     if let [command, sub, name, role] = args.as_slice()
         && command == "token"
     {
+        let Keys::Secret(secret) = &keys else {
+            eprintln!(
+                "error: with JWKS_URL or OIDC_ISSUER, tokens come from your identity provider"
+            );
+            return ExitCode::from(2);
+        };
         println!("{}", app::mint(secret.as_bytes(), sub, name, role, DAY));
         return ExitCode::SUCCESS;
     }
@@ -64,7 +94,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    print_welcome(&addr, secret.as_bytes());
+    match &keys {
+        Keys::Secret(secret) => print_welcome(&addr, secret.as_bytes()),
+        Keys::Jwks { described, .. } => print_jwks_welcome(&addr, described),
+    }
     let app = app::router(schema::Forum::seeded(), layer);
     if let Err(err) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
@@ -75,6 +108,45 @@ async fn main() -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+fn keys_from_env() -> Result<Keys, String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let secs = |name: &str, default: u64| -> Result<Duration, String> {
+        match var(name) {
+            None => Ok(Duration::from_secs(default)),
+            Some(text) => text
+                .parse()
+                .map(Duration::from_secs)
+                .map_err(|_| format!("{name} must be a whole number of seconds, not {text:?}")),
+        }
+    };
+    let (builder, described) = match (var("JWKS_URL"), var("OIDC_ISSUER")) {
+        (Some(_), Some(_)) => return Err("set JWKS_URL or OIDC_ISSUER, not both".into()),
+        (Some(url), None) => (
+            JwksSource::url(&url),
+            format!("the JWKS at {url} (iss must be forum-demo)"),
+        ),
+        (None, Some(issuer)) => (
+            JwksSource::oidc(issuer.clone()),
+            format!("keys discovered from the OIDC issuer {issuer} (iss must be {issuer})"),
+        ),
+        (None, None) => {
+            return Ok(Keys::Secret(var("JWT_SECRET").unwrap_or_else(|| {
+                eprintln!("warning: JWT_SECRET is not set; using the development secret {DEV_SECRET:?}. Never use it in production.");
+                DEV_SECRET.to_owned()
+            })));
+        }
+    };
+    let source = builder
+        .refresh_interval(secs("JWKS_REFRESH_SECS", 600)?)
+        .min_refresh_interval(secs("JWKS_MIN_REFRESH_SECS", 30)?)
+        .build()
+        .map_err(|err| format!("invalid key source: {err}"))?;
+    Ok(Keys::Jwks { source, described })
+}
+
+const WELCOME_QUERY: &str =
+    r#"{"query":"{ renderId me { id name role } memberPosts { id title } }"}"#;
 
 fn print_welcome(addr: &str, secret: &[u8]) {
     let alice = app::mint(secret, "alice", "Alice", "member", DAY);
@@ -87,7 +159,6 @@ fn print_welcome(addr: &str, secret: &[u8]) {
     );
     let bob = app::mint(secret, "bob", "Bob", "member", DAY);
     let guest = app::mint(secret, "gina", "Gina", "guest", DAY);
-    let query = r#"{"query":"{ renderId me { id name role } memberPosts { id title } }"}"#;
     println!(
         "\nforum listening on http://{addr}\n\
          \n  POST/GET /graphql          cached (x-cache: MISS, then HIT)\
@@ -97,8 +168,18 @@ fn print_welcome(addr: &str, secret: &[u8]) {
          \nanother member (bob):\n{bob}\n\
          \na non-member (gina, role guest):\n{guest}\n\
          \ntry it (run twice: the second answer is a HIT with the same renderId):\n\
-         \ncurl -si http://{addr}/graphql -H 'content-type: application/json' -H 'authorization: Bearer {alice}' -d '{query}'\n\
+         \ncurl -si http://{addr}/graphql -H 'content-type: application/json' -H 'authorization: Bearer {alice}' -d '{WELCOME_QUERY}'\n\
          \nmint more: cargo run --release --example forum -- token SUB NAME ROLE\n"
+    );
+}
+
+fn print_jwks_welcome(addr: &str, described: &str) {
+    println!(
+        "\nforum listening on http://{addr}, verifying tokens with {described}; aud must be forum-api.\n\
+         \n  POST/GET /graphql          cached (x-cache: MISS, then HIT)\
+         \n  POST/GET /graphql/nocache  verified, never cached (x-cache: BYPASS)\n\
+         \nwith a token from your identity provider in $TOKEN (claims sub, name, role):\n\
+         \ncurl -si http://{addr}/graphql -H 'content-type: application/json' -H \"authorization: Bearer $TOKEN\" -d '{WELCOME_QUERY}'\n"
     );
 }
 

@@ -20,7 +20,10 @@ const DAY: Duration = Duration::from_secs(86_400);
 
 async fn forum() -> (SocketAddr, Arc<schema::Forum>) {
     let forum = schema::Forum::seeded();
-    let app = app::router(Arc::clone(&forum), app::layer(SECRET).unwrap());
+    let app = app::router(
+        Arc::clone(&forum),
+        app::layer(app::hmac_verifier(SECRET)).unwrap(),
+    );
     (serve(app).await, forum)
 }
 

@@ -96,3 +96,6 @@ pub(crate) async fn get(
     let qs = serde_urlencoded::to_string(params).unwrap();
     request(addr, Method::GET, &format!("{path}?{qs}"), token, None).await
 }
+
+pub(crate) mod provider;
+pub(crate) mod pyjwt;
