@@ -1,5 +1,7 @@
 //! The forum demo end to end over real TCP: the contract a new user checks with curl.
 
+// The demo's JWKS helpers are exercised in `jwks.rs`.
+#[allow(dead_code)]
 #[path = "../../examples/forum/app.rs"]
 mod app;
 #[path = "../../examples/forum/schema.rs"]
