@@ -344,3 +344,19 @@ async fn several_identity_providers_are_told_apart_by_iss() {
         (1, 1)
     );
 }
+
+#[tokio::test]
+async fn an_oversized_jwks_is_refused_and_nothing_is_trusted() {
+    let minted = keys_and_tokens(&[("k1", "RS256")], app::ISSUER);
+    let provider = Provider::start(vec![minted.jwk("k1"); 20]).await;
+    let keys = source(&provider).max_response_bytes(1024).build().unwrap();
+    assert!(matches!(
+        keys.refresh_now().await,
+        Err(scoped_cache::KeyFetchError::TooLarge(1024))
+    ));
+    let addr = forum_with(keys).await;
+    assert_eq!(
+        me(addr, minted.token("k1")).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}

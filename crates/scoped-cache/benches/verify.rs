@@ -79,21 +79,36 @@ fn request(path: &str, token: &str) -> Request<Body> {
 async fn call(app: &Router, req: Request<Body>) -> usize {
     let response = app.clone().oneshot(req).await.unwrap();
     assert_eq!(response.status(), 200);
-    response.into_body().collect().await.unwrap().to_bytes().len()
+    response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .len()
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let cases = [
         (
             "rs256",
             Verifier::from_rsa_pem(Algorithm::RS256, RSA_PUBLIC),
-            token(Algorithm::RS256, &EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap()),
+            token(
+                Algorithm::RS256,
+                &EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap(),
+            ),
         ),
         (
             "es256",
             Verifier::from_ec_pem(Algorithm::ES256, EC_PUBLIC),
-            token(Algorithm::ES256, &EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap()),
+            token(
+                Algorithm::ES256,
+                &EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap(),
+            ),
         ),
     ];
     let mut group = c.benchmark_group("verify");
@@ -102,10 +117,12 @@ fn bench(c: &mut Criterion) {
             let app = app(verifier.clone(), cached);
             rt.block_on(call(&app, request("/graphql", &token)));
             group.bench_function(format!("{name}/{cache_name}/verify_only_route"), |b| {
-                b.to_async(&rt).iter(|| call(&app, request("/plain", &token)))
+                b.to_async(&rt)
+                    .iter(|| call(&app, request("/plain", &token)))
             });
             group.bench_function(format!("{name}/{cache_name}/graphql_hit"), |b| {
-                b.to_async(&rt).iter(|| call(&app, request("/graphql", &token)))
+                b.to_async(&rt)
+                    .iter(|| call(&app, request("/graphql", &token)))
             });
         }
     }

@@ -82,10 +82,19 @@
 //! database keyed by something the token does not carry) are invisible to the check. Keep
 //! request-dependent data behind claims.
 //!
+//! # Keys
+//!
+//! Static keys ([`Key`], [`Verifier::hmac`], PEM, JWK) or a [`JwksSource`]: a JWKS URL or
+//! OIDC discovery, shared by every verifier that holds it, refreshed in the background,
+//! rate-limited against forged-`kid` floods, and trusted for a bounded time while the
+//! provider is down. A verified-token cache takes signature verification off repeated
+//! requests.
+//!
 //! # Feature flags
 //!
 //! None yet; the crate verifies with jsonwebtoken's `aws_lc_rs` backend and installs it
-//! as the process default at `build()`.
+//! as the process default at `build()`, so a dependency that turns on jsonwebtoken's
+//! `rust_crypto` feature cannot make verification panic.
 
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
