@@ -143,10 +143,10 @@ async fn a_key_removed_from_the_jwks_stops_verifying_even_cached_tokens() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_forged_kid_flood_costs_the_provider_at_most_one_fetch() {
+async fn a_forged_kid_flood_costs_the_provider_at_most_one_fetch_per_interval() {
     let minted = mint(json!({
         "keys": [{"id": "real", "alg": "ES256"}, {"id": "attacker", "alg": "ES256"}],
-        "tokens": (0..40).map(|n| json!({
+        "tokens": (0..30).map(|n| json!({
             "id": format!("forged-{n}"), "key": "attacker", "kid": format!("forged-kid-{n}"),
             "claims": claims("mallory", app::ISSUER),
         })).collect::<Vec<_>>(),
@@ -158,19 +158,23 @@ async fn a_forged_kid_flood_costs_the_provider_at_most_one_fetch() {
         .unwrap();
     keys.refresh_now().await.unwrap();
     let addr = forum_with(keys).await;
-    tokio::time::advance(Duration::from_secs(30)).await;
+    let forged = |n: usize| minted.token(&format!("forged-{n}")).to_owned();
 
-    let flood = (0..40).map(|n| {
-        let token = minted.token(&format!("forged-{n}")).to_owned();
-        tokio::spawn(async move { me(addr, &token).await.status })
-    });
-    for reply in flood {
-        assert_eq!(reply.await.unwrap(), StatusCode::UNAUTHORIZED);
+    // Within the interval after the last fetch: forged kids cause no fetch at all.
+    tokio::time::advance(Duration::from_secs(29)).await;
+    for n in 0..10 {
+        assert_eq!(me(addr, &forged(n)).await.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(provider.jwks_fetches(), 1);
+    // Past it: one refresh, however many forged tokens follow, one after another.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    for n in 10..30 {
+        assert_eq!(me(addr, &forged(n)).await.status, StatusCode::UNAUTHORIZED);
     }
     assert_eq!(
         provider.jwks_fetches(),
         2,
-        "initial fetch plus one refresh, not forty"
+        "initial fetch plus one refresh, not twenty"
     );
 }
 
@@ -184,12 +188,9 @@ async fn provider_outage_keeps_fetched_keys_until_max_stale_then_503() {
         .build()
         .unwrap();
     keys.refresh_now().await.unwrap();
-    let layer = ScopedCacheLayer::builder()
-        .verifier(app::jwks_verifier(keys.clone()).audience([app::AUDIENCE]))
-        .token_cache(false)
-        .build()
-        .unwrap();
-    let addr = serve(app::router(schema::Forum::seeded(), layer)).await;
+    // The verified-token cache is on: beyond max-stale, cached tokens must fail too.
+    let addr = forum_with(keys.clone()).await;
+    assert_eq!(me(addr, minted.token("k1")).await.status, StatusCode::OK);
 
     provider.set_down(true);
     assert!(keys.refresh_now().await.is_err());
@@ -301,14 +302,31 @@ async fn background_refresh_follows_a_shorter_cache_control_max_age() {
         .unwrap();
     keys.refresh_now().await.unwrap();
     let fetched = provider.jwks_fetches();
-    tokio::time::sleep(Duration::from_secs(61)).await;
-    for _ in 0..100 {
-        if provider.jwks_fetches() > fetched {
-            break;
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    assert_eq!(provider.jwks_fetches(), fetched, "not before max-age");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    settle(|| provider.jwks_fetches() > fetched).await;
+    assert_eq!(provider.jwks_fetches(), fetched + 1);
+
+    // A max-age below `min_refresh_interval` is raised to it.
+    provider.set_cache_control("max-age=1");
+    keys.refresh_now().await.unwrap();
+    let fetched = provider.jwks_fetches();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(provider.jwks_fetches(), fetched);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    settle(|| provider.jwks_fetches() > fetched).await;
+    assert_eq!(provider.jwks_fetches(), fetched + 1);
+}
+
+/// Lets spawned tasks run until `done` holds (bounded: a missing fetch fails the assert).
+async fn settle(done: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
         }
         tokio::task::yield_now().await;
     }
-    assert_eq!(provider.jwks_fetches(), fetched + 1);
 }
 
 #[tokio::test]
@@ -358,5 +376,60 @@ async fn an_oversized_jwks_is_refused_and_nothing_is_trusted() {
     assert_eq!(
         me(addr, minted.token("k1")).await.status,
         StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn an_oidc_source_vouches_only_for_its_own_issuer() {
+    let provider_a = Provider::start(vec![]).await;
+    let provider_b = Provider::start(vec![]).await;
+    let (iss_a, iss_b) = (provider_a.base_url(), provider_b.base_url());
+    let minted = mint(json!({
+        "keys": [{"id": "a1", "alg": "ES256"}, {"id": "b1", "alg": "ES256"}],
+        "tokens": [
+            {"id": "honest", "key": "b1", "claims": claims("bob", &iss_b)},
+            {"id": "impostor", "key": "b1", "claims": claims("mallory", &iss_a)},
+        ],
+    }));
+    provider_a.publish(vec![minted.jwk("a1")]);
+    provider_b.publish(vec![minted.jwk("b1")]);
+    let verifier = Verifier::jwks(JwksSource::oidc(iss_a).build().unwrap())
+        .key_source(JwksSource::oidc(iss_b).build().unwrap())
+        .audience([app::AUDIENCE]);
+    let layer = ScopedCacheLayer::builder()
+        .verifier(verifier)
+        .build()
+        .unwrap();
+    let addr = serve(app::router(schema::Forum::seeded(), layer)).await;
+    assert_eq!(
+        me(addr, minted.token("honest")).await.status,
+        StatusCode::OK
+    );
+    let reply = me(addr, minted.token("impostor")).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNAUTHORIZED,
+        "B's key must not vouch for A's issuer"
+    );
+}
+
+#[tokio::test]
+async fn an_emptied_jwks_withdraws_every_key_at_once() {
+    let minted = keys_and_tokens(&[("k1", "RS256")], app::ISSUER);
+    let provider = Provider::start(vec![minted.jwk("k1")]).await;
+    let keys = source(&provider).build().unwrap();
+    let addr = forum_with(keys.clone()).await;
+    assert_eq!(me(addr, minted.token("k1")).await.status, StatusCode::OK);
+    provider.publish(vec![]);
+    assert!(matches!(
+        keys.refresh_now().await,
+        Err(scoped_cache::KeyFetchError::NoUsableKeys)
+    ));
+    let reply = me(addr, minted.token("k1")).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNAUTHORIZED,
+        "withdrawn, not unavailable: {}",
+        reply.body
     );
 }

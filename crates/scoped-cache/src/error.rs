@@ -97,8 +97,8 @@ pub enum BuildError {
     /// A key-source URL that does not parse or is not http(s).
     #[error("invalid key source URL `{0}`")]
     InvalidUrl(String),
-    /// `min_refresh_interval` is longer than `refresh_interval`.
-    #[error("`min_refresh_interval` must not exceed `refresh_interval`")]
+    /// `min_refresh_interval` is longer than `refresh_interval`, or `max_stale` shorter.
+    #[error("intervals must satisfy `min_refresh_interval` <= `refresh_interval` <= `max_stale`")]
     InvalidInterval,
     /// The HTTP client for key fetching could not be made.
     #[error("HTTP client for key fetching could not be made")]

@@ -109,14 +109,22 @@ struct Inner {
     client: reqwest::Client,
     keys: RwLock<Arc<KeySet>>,
     state: Mutex<State>,
-    last_outcome: Mutex<Option<Result<(), KeyFetchError>>>,
-    attempts: watch::Sender<u64>,
+    /// The id of the last attempt that ended, sent while `state` is locked.
+    finished: watch::Sender<u64>,
     task: Mutex<Option<AbortHandle>>,
 }
 
 struct State {
+    /// The id of the last attempt started; attempts are numbered from 1.
+    started: u64,
     in_flight: bool,
+    /// A forced refresh arrived during a fetch that may predate what it announces: run one
+    /// more attempt when the current one ends.
+    follow_up: bool,
     last_attempt: Option<Instant>,
+    last_outcome: Option<(u64, Result<(), KeyFetchError>)>,
+    /// When the last attempt ended; the next scheduled one is `next_scheduled` after it.
+    last_end: Instant,
     next_scheduled: Duration,
     backoff: Option<ExponentialBackoff>,
     jwks_uri: Option<Url>,
@@ -167,18 +175,19 @@ impl JwksSource {
     /// The [`KeyFetchError`] of this fetch; keys already held stay in use.
     pub async fn refresh_now(&self) -> Result<(), KeyFetchError> {
         self.inner.ensure_started();
-        let Some(mut attempts) = self.inner.start_refresh(Cause::Forced) else {
+        let Some(attempt) = self.inner.start_refresh(Cause::Forced) else {
             return Err(KeyFetchError::Closed);
         };
-        if attempts.changed().await.is_err() {
+        // At most the fetch already running plus the one started for this call.
+        let wait = self.inner.config.fetch_timeout * 5;
+        let target = attempt.id;
+        if !attempt.wait(wait).await {
             return Err(KeyFetchError::Closed);
         }
-        self.inner
-            .last_outcome
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .unwrap_or(Err(KeyFetchError::Closed))
+        match &self.inner.lock_state().last_outcome {
+            Some((id, outcome)) if *id >= target => outcome.clone(),
+            _ => Err(KeyFetchError::Closed),
+        }
     }
 
     /// The keys to verify a token with `kid`, fetching them if needed and allowed.
@@ -191,9 +200,8 @@ impl JwksSource {
         }
         // An unknown kid may be a rotation; no usable keys may be a provider that is back.
         // Either way ask for one refresh; the rate limit keeps floods off the provider.
-        if let Some(mut attempts) = self.inner.start_refresh(Cause::OnDemand) {
-            let wait = self.inner.config.fetch_timeout * 2;
-            let _ = tokio::time::timeout(wait, attempts.changed()).await;
+        if let Some(attempt) = self.inner.start_refresh(Cause::OnDemand) {
+            attempt.wait(self.inner.config.fetch_timeout * 2).await;
         }
         let set = self.inner.current();
         if self.inner.usable(&set, Instant::now()) {
@@ -201,6 +209,11 @@ impl JwksSource {
         } else {
             Err(AuthErrorKind::KeysUnavailable)
         }
+    }
+
+    /// Whether the keys held now include `kid`, without fetching.
+    pub(crate) fn has_kid_now(&self, kid: &str) -> bool {
+        self.inner.current().has_kid(kid)
     }
 
     /// Whether keys verified from this source may still be trusted (not beyond max-stale).
@@ -250,7 +263,8 @@ impl JwksSourceBuilder {
     }
 
     /// How long keys keep verifying after the last successful fetch while the provider is
-    /// unreachable. Default: 24 hours. Beyond it, requests with tokens get 503.
+    /// unreachable. Default: 24 hours, and never less than `refresh_interval`. Beyond it,
+    /// requests with tokens get 503.
     pub fn max_stale(mut self, max_stale: Duration) -> Self {
         self.config.max_stale = max_stale;
         self
@@ -285,7 +299,7 @@ impl JwksSourceBuilder {
     ///
     /// [`BuildError::InvalidUrl`] for a URL that does not parse or is not http(s);
     /// [`BuildError::Zero`] for a zero interval, timeout or size; [`BuildError::InvalidInterval`]
-    /// when `min_refresh_interval` exceeds `refresh_interval`; [`BuildError::HttpClient`] if
+    /// when `min_refresh_interval` exceeds `refresh_interval` or `max_stale` is shorter than it; [`BuildError::HttpClient`] if
     /// the HTTP client cannot be made.
     pub fn build(self) -> Result<JwksSource, BuildError> {
         let location = self.location?;
@@ -301,7 +315,7 @@ impl JwksSourceBuilder {
                 return Err(BuildError::Zero(name));
             }
         }
-        if c.min_refresh_interval > c.refresh_interval {
+        if c.min_refresh_interval > c.refresh_interval || c.max_stale < c.refresh_interval {
             return Err(BuildError::InvalidInterval);
         }
         if c.rsa_default_algorithms.is_empty() {
@@ -311,29 +325,44 @@ impl JwksSourceBuilder {
             .timeout(c.fetch_timeout)
             .connect_timeout(c.fetch_timeout)
             .redirect(reqwest::redirect::Policy::limited(3))
+            // An https location must never be redirected to plain http.
+            .https_only(location.is_https())
             .build()
             .map_err(|source| BuildError::HttpClient(Box::new(source)))?;
-        let (attempts, _) = watch::channel(0);
+        let (finished, _) = watch::channel(0);
         let inner = Arc::new(Inner {
             location,
             client,
             keys: RwLock::new(Arc::default()),
             state: Mutex::new(State {
+                started: 0,
                 in_flight: false,
+                follow_up: false,
                 last_attempt: None,
+                last_outcome: None,
+                last_end: Instant::now(),
                 next_scheduled: self.config.refresh_interval,
                 backoff: None,
                 jwks_uri: None,
             }),
             config: self.config,
-            attempts,
-            last_outcome: Mutex::new(None),
+            finished,
             task: Mutex::new(None),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
             inner.ensure_started();
         }
         Ok(JwksSource { inner })
+    }
+}
+
+impl Location {
+    fn is_https(&self) -> bool {
+        let url = match self {
+            Location::Jwks(url) => url,
+            Location::Oidc { discovery, .. } => discovery,
+        };
+        url.scheme() == "https"
     }
 }
 
@@ -351,21 +380,22 @@ impl Inner {
         Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// Fetched, and not beyond max-stale. An empty set is usable: the provider said it has
+    /// no keys, and tokens get 401, not 503.
     fn usable(&self, set: &KeySet, now: Instant) -> bool {
-        !set.is_empty()
-            && set
-                .fetched_at
-                .is_some_and(|at| now.saturating_duration_since(at) <= self.config.max_stale)
+        set.fetched_at
+            .is_some_and(|at| now.saturating_duration_since(at) <= self.config.max_stale)
     }
 
     fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Spawns the background refresher once, if a runtime is available.
+    /// Spawns the background refresher, if a runtime is available and it is not running
+    /// (it ends with the runtime that ran it; a source that outlives one restarts it).
     fn ensure_started(self: &Arc<Self>) {
         let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
-        if task.is_some() {
+        if task.as_ref().is_some_and(|task| !task.is_finished()) {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -375,13 +405,19 @@ impl Inner {
         *task = Some(runtime.spawn(refresh_loop(weak)).abort_handle());
     }
 
-    /// Starts a fetch unless one is running (then joins it) or the rate limit forbids it.
-    /// The receiver changes when the attempt ends, whatever its outcome.
-    fn start_refresh(self: &Arc<Self>, cause: Cause) -> Option<watch::Receiver<u64>> {
+    /// Starts an attempt unless one is running (then joins it, or for a forced refresh
+    /// queues one more after it) or the rate limit forbids it.
+    fn start_refresh(self: &Arc<Self>, cause: Cause) -> Option<Attempt> {
         let mut state = self.lock_state();
-        let attempts = self.attempts.subscribe();
+        let finished = self.finished.subscribe();
         if state.in_flight {
-            return Some(attempts);
+            let id = if cause == Cause::Forced {
+                state.follow_up = true;
+                state.started + 1
+            } else {
+                state.started
+            };
+            return Some(Attempt { id, finished });
         }
         let now = Instant::now();
         if cause == Cause::OnDemand
@@ -391,17 +427,39 @@ impl Inner {
         {
             return None;
         }
+        let id = self.launch(&mut state);
+        Some(Attempt { id, finished })
+    }
+
+    /// Runs attempt `started + 1` in a task of its own, so a request that gives up waiting
+    /// does not cancel the fetch. If the task is dropped unfinished (runtime shutdown), its
+    /// guard still ends the attempt, so no one waits for it forever.
+    fn launch(self: &Arc<Self>, state: &mut State) -> u64 {
+        state.started += 1;
         state.in_flight = true;
-        state.last_attempt = Some(now);
+        state.last_attempt = Some(Instant::now());
+        let id = state.started;
+        let mut guard = FetchGuard {
+            inner: Arc::clone(self),
+            id,
+            done: false,
+        };
         let jwks_uri = state.jwks_uri.clone();
-        drop(state);
-        let inner = Arc::clone(self);
-        // A task of its own, so a request that gives up waiting does not cancel the fetch.
-        tokio::spawn(async move {
-            let outcome = inner.fetch(jwks_uri).await;
-            inner.finish(outcome);
-        });
-        Some(attempts)
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let outcome = guard.inner.fetch(jwks_uri).await;
+                    guard.done = true;
+                    guard.inner.finish(id, outcome);
+                });
+            }
+            Err(_) => {
+                guard.done = true;
+                // No runtime to fetch on: end the attempt at once.
+                self.end(state, id, Err(KeyFetchError::Closed), None);
+            }
+        }
+        id
     }
 
     async fn fetch(&self, known_jwks_uri: Option<Url>) -> Result<Fetched, KeyFetchError> {
@@ -477,45 +535,67 @@ impl Inner {
         Ok((document, max_age))
     }
 
-    /// Records the outcome of an attempt: new keys, the next scheduled refresh, and the
-    /// wake-up of everyone waiting.
-    fn finish(&self, outcome: Result<Fetched, KeyFetchError>) {
+    /// Records the outcome of attempt `id`: new keys, the next scheduled refresh, and the
+    /// wake-up of everyone waiting for it.
+    fn finish(self: &Arc<Self>, id: u64, outcome: Result<Fetched, KeyFetchError>) {
         let mut state = self.lock_state();
-        state.in_flight = false;
-        let result = outcome.and_then(|fetched| {
-            let previous = self.current();
-            let (set, parsed) = KeySet::from_jwks(
-                &fetched.keys,
-                &previous,
-                &self.config.rsa_default_algorithms,
-                Instant::now(),
-            );
-            if parsed.skipped > 0 {
-                tracing::debug!(
-                    skipped = parsed.skipped,
-                    "JWKS entries skipped (not usable signature keys)"
+        let (result, max_age) = match outcome {
+            Ok(fetched) => {
+                let previous = self.current();
+                let (set, parsed) = KeySet::from_jwks(
+                    &fetched.keys,
+                    &previous,
+                    &self.config.rsa_default_algorithms,
+                    Instant::now(),
                 );
+                if parsed.skipped > 0 {
+                    tracing::debug!(
+                        skipped = parsed.skipped,
+                        "JWKS entries skipped (not usable signature keys)"
+                    );
+                }
+                // The provider's word is final, even "no keys": a key it withdrew must stop
+                // verifying now, not at max-stale.
+                let result = if set.is_empty() {
+                    tracing::warn!("the JWKS has no usable signature key; tokens will be refused");
+                    Err(KeyFetchError::NoUsableKeys)
+                } else {
+                    Ok(())
+                };
+                *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(set);
+                state.jwks_uri = Some(fetched.jwks_uri);
+                (result, Some(fetched.max_age))
             }
-            if set.is_empty() {
-                return Err(KeyFetchError::NoUsableKeys);
-            }
-            *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(set);
-            state.jwks_uri = Some(fetched.jwks_uri);
-            Ok(fetched.max_age)
-        });
-        match &result {
-            Ok(max_age) => {
+            Err(err) => (Err(err), None),
+        };
+        self.end(&mut state, id, result, max_age);
+        if std::mem::take(&mut state.follow_up) {
+            self.launch(&mut state);
+        }
+    }
+
+    /// Ends attempt `id`. `fetched` is the JWKS's max-age when a document was read.
+    fn end(
+        &self,
+        state: &mut State,
+        id: u64,
+        result: Result<(), KeyFetchError>,
+        fetched: Option<Option<Duration>>,
+    ) {
+        state.in_flight = false;
+        state.last_end = Instant::now();
+        let c = &self.config;
+        match (&result, fetched) {
+            (_, Some(max_age)) => {
                 state.backoff = None;
-                let c = &self.config;
                 state.next_scheduled = max_age
                     .map_or(c.refresh_interval, |age| age.min(c.refresh_interval))
                     .max(c.min_refresh_interval);
             }
-            Err(err) => {
+            (Err(err), None) => {
                 tracing::warn!(error = %err, "fetching signing keys failed; keeping the keys already held");
                 // Discovery may have moved the JWKS: find it again next time.
                 state.jwks_uri = None;
-                let c = &self.config;
                 let backoff = state.backoff.get_or_insert_with(|| {
                     ExponentialBuilder::new()
                         .with_min_delay(Duration::from_secs(1).min(c.min_refresh_interval))
@@ -524,15 +604,59 @@ impl Inner {
                         .without_max_times()
                         .build()
                 });
-                state.next_scheduled = backoff.next().unwrap_or(c.refresh_interval);
+                // backon's jitter can double a delay: keep it within the refresh interval.
+                state.next_scheduled = backoff
+                    .next()
+                    .unwrap_or(c.refresh_interval)
+                    .min(c.refresh_interval);
+            }
+            (Ok(()), None) => {}
+        }
+        state.last_outcome = Some((id, result));
+        // Sent under the state lock, so a waiter that joined attempt `id` cannot be woken
+        // by an earlier one.
+        self.finished.send_replace(id);
+    }
+}
+
+/// Ends its attempt with `Closed` if the fetch task is dropped before finishing.
+struct FetchGuard {
+    inner: Arc<Inner>,
+    id: u64,
+    done: bool,
+}
+
+impl Drop for FetchGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut state = self.inner.lock_state();
+            self.inner
+                .end(&mut state, self.id, Err(KeyFetchError::Closed), None);
+            // A queued forced refresh cannot run either: end it too.
+            if std::mem::take(&mut state.follow_up) {
+                state.started += 1;
+                let queued = state.started;
+                self.inner
+                    .end(&mut state, queued, Err(KeyFetchError::Closed), None);
             }
         }
-        *self
-            .last_outcome
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(result.map(|_| ()));
-        drop(state);
-        self.attempts.send_modify(|n| *n += 1);
+    }
+}
+
+/// One attempt someone waits for.
+struct Attempt {
+    id: u64,
+    finished: watch::Receiver<u64>,
+}
+
+impl Attempt {
+    /// Waits until attempt `id` (or a later one) ended, at most `limit`. False if it did not.
+    async fn wait(mut self, limit: Duration) -> bool {
+        let id = self.id;
+        matches!(
+            tokio::time::timeout(limit, self.finished.wait_for(|done| *done >= id)).await,
+            Ok(Ok(_))
+        )
     }
 }
 
@@ -571,20 +695,102 @@ struct DiscoveryDocument {
 }
 
 /// Refreshes on schedule until the source is dropped. Holds only a weak reference, so it
-/// never keeps the source alive; `Inner::drop` also aborts it at once.
+/// never keeps the source alive; `Inner::drop` also aborts it at once. Any attempt (forced,
+/// on demand or scheduled) reschedules the next one from its own end and max-age.
 async fn refresh_loop(source: Weak<Inner>) {
+    let mut finished = match source.upgrade() {
+        Some(inner) => inner.finished.subscribe(),
+        None => return,
+    };
     loop {
-        let attempts = match source.upgrade() {
-            Some(inner) => inner.start_refresh(Cause::Scheduled),
+        let (attempt, limit) = match source.upgrade() {
+            Some(inner) => (
+                inner.start_refresh(Cause::Scheduled),
+                inner.config.fetch_timeout * 3,
+            ),
             None => return,
         };
-        if let Some(mut attempts) = attempts {
-            let _ = attempts.changed().await;
+        if let Some(attempt) = attempt {
+            attempt.wait(limit).await;
         }
-        let delay = match source.upgrade() {
-            Some(inner) => inner.lock_state().next_scheduled,
-            None => return,
+        loop {
+            let deadline = match source.upgrade() {
+                Some(inner) => {
+                    let state = inner.lock_state();
+                    state.last_end + state.next_scheduled
+                }
+                None => return,
+            };
+            finished.borrow_and_update();
+            let now = Instant::now();
+            if deadline <= now {
+                break;
+            }
+            match tokio::time::timeout(deadline - now, finished.changed()).await {
+                // Another attempt ended: its outcome sets a new deadline.
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_must_be_ordered() {
+        let build = |min, every, stale| {
+            JwksSource::url("https://idp.example/jwks.json")
+                .min_refresh_interval(Duration::from_secs(min))
+                .refresh_interval(Duration::from_secs(every))
+                .max_stale(Duration::from_secs(stale))
+                .build()
         };
-        tokio::time::sleep(delay).await;
+        assert!(build(10, 60, 3600).is_ok());
+        assert!(matches!(
+            build(61, 60, 3600),
+            Err(BuildError::InvalidInterval)
+        ));
+        assert!(matches!(
+            build(10, 60, 59),
+            Err(BuildError::InvalidInterval)
+        ));
+        assert!(matches!(
+            JwksSource::url("ftp://idp.example/jwks.json").build(),
+            Err(BuildError::InvalidUrl(_))
+        ));
+    }
+
+    #[test]
+    fn a_fetch_cancelled_by_runtime_shutdown_does_not_wedge_the_source() {
+        // A provider that accepts connections and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/jwks.json", silent.local_addr().unwrap());
+        let source = JwksSource::url(url)
+            .fetch_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let first = runtime();
+        first.block_on(async {
+            // Start a fetch and leave it in flight.
+            let _ = tokio::time::timeout(Duration::from_millis(50), source.refresh_now()).await;
+        });
+        drop(first);
+        // The dropped fetch ended its attempt; a new runtime gets a fresh attempt whose own
+        // outcome (a timeout) is reported, not a wait on the dead one.
+        let outcome = runtime().block_on(source.refresh_now());
+        assert!(
+            matches!(outcome, Err(KeyFetchError::Transport(_))),
+            "{outcome:?}"
+        );
     }
 }

@@ -163,7 +163,30 @@ impl TokenVerifier {
                 return Ok((Arc::clone(key), None));
             }
         }
-        for (index, source) in issuer.sources.iter().enumerate() {
+        // An OIDC source's keys vouch only for its own issuer.
+        let iss = token.claims.get("iss").and_then(Value::as_str);
+        let eligible: Vec<(usize, &JwksSource)> = issuer
+            .sources
+            .iter()
+            .enumerate()
+            .filter(|(_, source)| source.issuer().is_none_or(|own| Some(own) == iss))
+            .collect();
+        // With several sources, ask only those that hold the kid, so a token of one source
+        // never makes another refresh; if none holds it, each may refresh (rate-limited).
+        let holding: Vec<(usize, &JwksSource)> = match kid {
+            Some(kid) => eligible
+                .iter()
+                .copied()
+                .filter(|(_, source)| source.has_kid_now(kid))
+                .collect(),
+            None => Vec::new(),
+        };
+        let asked = if holding.is_empty() {
+            eligible
+        } else {
+            holding
+        };
+        for (index, source) in asked {
             match source.keys(kid).await {
                 Ok(set) => {
                     for key in set.candidates(kid) {
