@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
+use crate::cache::inflight::InFlight;
 use crate::cache::request::Preparer;
 use crate::cache::store::MemoryStore;
 use crate::jwt::TokenVerifier;
@@ -22,6 +23,7 @@ use crate::{BuildError, RoutePolicy, Rule, ScopedCacheLayer, Verifier};
 #[must_use]
 pub struct ScopedCacheLayerBuilder {
     verifiers: Vec<Verifier>,
+    coalesce: bool,
     token_cache: bool,
     token_cache_bytes: u64,
     token_cookie: Option<String>,
@@ -39,6 +41,7 @@ impl Default for ScopedCacheLayerBuilder {
     fn default() -> Self {
         Self {
             verifiers: Vec::new(),
+            coalesce: true,
             token_cache: true,
             token_cache_bytes: 16 * 1024 * 1024,
             token_cookie: None,
@@ -68,6 +71,15 @@ impl ScopedCacheLayerBuilder {
     /// hit. Default: `true`.
     pub fn token_cache(mut self, enabled: bool) -> Self {
         self.token_cache = enabled;
+        self
+    }
+
+    /// Whether concurrent misses on one key are coalesced: one request executes, the others
+    /// wait (at most 10 s) and are served its stored response. If it is not stored (errors,
+    /// `no-store`, a claim read outside the scope), each waiting request executes for itself.
+    /// Default: `true`.
+    pub fn coalesce_misses(mut self, enabled: bool) -> Self {
+        self.coalesce = enabled;
         self
     }
 
@@ -199,6 +211,8 @@ impl ScopedCacheLayerBuilder {
                 rules: RuleSet::compile(self.default_rule, self.rules)?,
                 preparer: Preparer::new(self.max_bytes / 8 + 1),
                 store: MemoryStore::new(self.max_bytes),
+                in_flight: InFlight::default(),
+                coalesce: self.coalesce,
                 limits: Limits {
                     entry_bytes: self.max_entry_bytes,
                     request_bytes: self.max_request_bytes,

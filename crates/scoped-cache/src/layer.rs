@@ -6,6 +6,7 @@ use http::HeaderValue;
 use tower::Layer;
 
 use crate::builder::ScopedCacheLayerBuilder;
+use crate::cache::inflight::InFlight;
 use crate::cache::request::Preparer;
 use crate::cache::store::MemoryStore;
 use crate::jwt::TokenVerifier;
@@ -33,6 +34,8 @@ pub(crate) struct Shared {
     pub(crate) rules: RuleSet,
     pub(crate) preparer: Preparer,
     pub(crate) store: MemoryStore,
+    pub(crate) in_flight: InFlight,
+    pub(crate) coalesce: bool,
     pub(crate) limits: Limits,
     pub(crate) vary: HeaderValue,
 }

@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::time::Instant;
 use tower::Service;
 
+use crate::cache::inflight::{self, Role};
 use crate::cache::key::{CacheKey, Target};
 use crate::cache::request::{Prepared, Transport};
 use crate::cache::store::CachedResponse;
@@ -59,6 +60,9 @@ where
         ResponseFuture::new(async move { shared.handle(req, inner).await })
     }
 }
+
+/// The longest a request waits for another request executing the same key.
+const COALESCE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Shared {
     async fn handle<S>(&self, req: Request<Body>, mut inner: S) -> Result<Response, S::Error>
@@ -132,6 +136,18 @@ impl Shared {
         if let Some(hit) = self.store.get(&key, Instant::now()) {
             return Ok(self.hit(&hit, decision));
         }
+        let _leader = match self.coalesce.then(|| self.in_flight.join(key)) {
+            Some(Role::Follow(waiting)) => {
+                inflight::follow(waiting, COALESCE_WAIT).await;
+                if let Some(hit) = self.store.get(&key, Instant::now()) {
+                    return Ok(self.hit(&hit, decision));
+                }
+                // The leader's response was not stored (or took too long): execute.
+                None
+            }
+            Some(Role::Lead(guard)) => Some(guard),
+            None => None,
+        };
 
         let response = inner.call(Request::from_parts(parts, body)).await?;
         Ok(self

@@ -386,3 +386,46 @@ async fn unknown_request_fields_are_not_cached() {
         assert_eq!(reply.x_cache(), "BYPASS");
     }
 }
+
+async fn concurrently(app: &axum::Router, n: usize, q: &'static str) -> Vec<Reply> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { send(&app, query("/graphql", None, q)).await })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for task in tasks {
+        replies.push(task.await.unwrap());
+    }
+    replies
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_misses_on_one_key_execute_once() {
+    let (app, counters) = app();
+    let replies = concurrently(&app, 8, "{ slow renderId }").await;
+    assert_eq!(counters.executions(), 1);
+    let misses = replies.iter().filter(|r| r.x_cache() == "MISS").count();
+    assert_eq!(misses, 1);
+    assert!(replies.iter().all(|r| r.body == replies[0].body));
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_execute_themselves_when_the_leader_stores_nothing() {
+    let (app, counters) = app();
+    let replies = concurrently(&app, 4, "{ slow(fail: true) }").await;
+    assert_eq!(
+        counters.executions(),
+        4,
+        "an error is never handed to another request"
+    );
+    assert!(replies.iter().all(|r| r.x_cache() == "MISS"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn coalescing_can_be_turned_off() {
+    let (app, counters) = app_with(builder().coalesce_misses(false).build().unwrap());
+    concurrently(&app, 4, "{ slow }").await;
+    assert_eq!(counters.executions(), 4);
+}

@@ -6,6 +6,7 @@
 //! by resolvers that read a claim the scope does not cover.
 
 pub(crate) mod control;
+pub(crate) mod inflight;
 pub(crate) mod key;
 pub(crate) mod request;
 pub(crate) mod store;

@@ -112,6 +112,15 @@ impl Query {
         format!("{a:?}/{b:?}")
     }
 
+    /// Takes a while, so concurrent requests overlap.
+    async fn slow(&self, fail: Option<bool>) -> Result<bool, Error> {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if fail.unwrap_or(false) {
+            return Err(Error::new("slow failure"));
+        }
+        Ok(true)
+    }
+
     async fn boom(&self) -> Result<bool, Error> {
         Err(Error::new("boom"))
     }
