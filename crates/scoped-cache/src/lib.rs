@@ -61,7 +61,8 @@
 //! 4. The key combines the host and path, the canonical document, operation name,
 //!    canonical variables and extensions, `Accept`, and the **bucket**: the values of the
 //!    scoped claims (and `iss`). A fresh entry is served with `x-cache: HIT` without running anything.
-//! 5. On a miss the schema runs; a clean `200` result is stored for
+//! 5. On a miss the schema runs once, however many requests for the key arrive meanwhile
+//!    (they wait for its stored response); a clean `200` result is stored for
 //!    `min(rule max-age, response max-age)`.
 //!
 //! # How scoping keeps data private
