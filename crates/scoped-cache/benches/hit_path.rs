@@ -5,58 +5,17 @@
 
 use std::time::Duration;
 
-use async_graphql::{Context, EmptyMutation, EmptySubscription, Object, Schema, SimpleObject};
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+mod common;
+
 use axum::Router;
-use axum::body::Body;
-use axum::extract::State;
 use axum::routing::post;
+use common::{call, graphql, request};
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::Request;
-use http_body_util::BodyExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
-use scoped_cache::{Claims, RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier};
+use scoped_cache::{RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier};
 use serde_json::json;
-use tower::ServiceExt;
 
 const SECRET: &[u8] = b"benchmark-secret-that-is-32-bytes";
-
-#[derive(SimpleObject)]
-struct Post {
-    id: u32,
-    title: String,
-}
-
-struct Query;
-
-#[Object]
-impl Query {
-    async fn public_posts(&self) -> Vec<Post> {
-        (1..=5)
-            .map(|id| Post {
-                id,
-                title: format!("post number {id}"),
-            })
-            .collect()
-    }
-
-    async fn me(&self, ctx: &Context<'_>) -> Option<String> {
-        ctx.data_opt::<Claims>()?.subject().map(str::to_owned)
-    }
-}
-
-type BenchSchema = Schema<Query, EmptyMutation, EmptySubscription>;
-
-async fn graphql(
-    State(schema): State<BenchSchema>,
-    claims: Option<Claims>,
-    req: GraphQLRequest,
-) -> GraphQLResponse {
-    schema
-        .execute(scoped_cache::graphql::with_claims(req.into_inner(), claims))
-        .await
-        .into()
-}
 
 fn app() -> Router {
     let layer = ScopedCacheLayer::builder()
@@ -72,12 +31,11 @@ fn app() -> Router {
         .route("/plain", RoutePolicy::verify_only())
         .build()
         .unwrap();
-    let schema = Schema::new(Query, EmptyMutation, EmptySubscription);
     Router::new()
         .route("/graphql", post(graphql))
         .route("/nocache", post(graphql))
         .route("/plain", post(|| async { r#"{"data":{"ok":true}}"# }))
-        .with_state(schema)
+        .with_state(common::schema())
         .layer(layer)
 }
 
@@ -89,26 +47,6 @@ fn token() -> String {
         &EncodingKey::from_secret(SECRET),
     )
     .unwrap()
-}
-
-fn request(path: &str, token: Option<&str>, query: &str) -> Request<Body> {
-    let mut req = Request::post(path).header("content-type", "application/json");
-    if let Some(token) = token {
-        req = req.header("authorization", format!("Bearer {token}"));
-    }
-    req.body(Body::from(json!({ "query": query }).to_string()))
-        .unwrap()
-}
-
-async fn call(app: &Router, req: Request<Body>) -> usize {
-    let response = app.clone().oneshot(req).await.unwrap();
-    response
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .len()
 }
 
 fn bench(c: &mut Criterion) {

@@ -5,46 +5,20 @@
 
 use std::time::Duration;
 
-use async_graphql::{Context, EmptyMutation, EmptySubscription, Object, Schema};
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+mod common;
+
 use axum::Router;
-use axum::body::Body;
-use axum::extract::State;
 use axum::routing::post;
+use common::{call, graphql};
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::Request;
-use http_body_util::BodyExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
-use scoped_cache::{Claims, RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier};
+use scoped_cache::{RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier};
 use serde_json::json;
-use tower::ServiceExt;
 
 const RSA_PUBLIC: &str = include_str!("../testdata/rsa_public.pem");
 const RSA_PRIVATE: &str = include_str!("../testdata/rsa_private.pem");
 const EC_PUBLIC: &str = include_str!("../testdata/ec_p256_public.pem");
 const EC_PRIVATE: &str = include_str!("../testdata/ec_p256_private.pem");
-
-struct Query;
-
-#[Object]
-impl Query {
-    async fn me(&self, ctx: &Context<'_>) -> Option<String> {
-        ctx.data_opt::<Claims>()?.subject().map(str::to_owned)
-    }
-}
-
-type BenchSchema = Schema<Query, EmptyMutation, EmptySubscription>;
-
-async fn graphql(
-    State(schema): State<BenchSchema>,
-    claims: Option<Claims>,
-    req: GraphQLRequest,
-) -> GraphQLResponse {
-    schema
-        .execute(scoped_cache::graphql::with_claims(req.into_inner(), claims))
-        .await
-        .into()
-}
 
 fn app(verifier: Verifier, token_cache: bool) -> Router {
     let layer = ScopedCacheLayer::builder()
@@ -59,33 +33,13 @@ fn app(verifier: Verifier, token_cache: bool) -> Router {
     Router::new()
         .route("/graphql", post(graphql))
         .route("/plain", post(|| async { r#"{"data":{"ok":true}}"# }))
-        .with_state(Schema::new(Query, EmptyMutation, EmptySubscription))
+        .with_state(common::schema())
         .layer(layer)
 }
 
 fn token(alg: Algorithm, key: &EncodingKey) -> String {
     let claims = json!({"sub": "u1", "iss": "bench", "aud": "bench", "exp": get_current_timestamp() + 86_400});
     encode(&Header::new(alg), &claims, key).unwrap()
-}
-
-fn request(path: &str, token: &str) -> Request<Body> {
-    Request::post(path)
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {token}"))
-        .body(Body::from(r#"{"query":"{ me }"}"#))
-        .unwrap()
-}
-
-async fn call(app: &Router, req: Request<Body>) -> usize {
-    let response = app.clone().oneshot(req).await.unwrap();
-    assert_eq!(response.status(), 200);
-    response
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .len()
 }
 
 fn bench(c: &mut Criterion) {
@@ -115,14 +69,17 @@ fn bench(c: &mut Criterion) {
     for (name, verifier, token) in cases {
         for (cache_name, cached) in [("verify", false), ("token_cache_hit", true)] {
             let app = app(verifier.clone(), cached);
-            rt.block_on(call(&app, request("/graphql", &token)));
+            rt.block_on(call(
+                &app,
+                common::request("/graphql", Some(&token), "{ me }"),
+            ));
             group.bench_function(format!("{name}/{cache_name}/verify_only_route"), |b| {
                 b.to_async(&rt)
-                    .iter(|| call(&app, request("/plain", &token)))
+                    .iter(|| call(&app, common::request("/plain", Some(&token), "{ me }")))
             });
             group.bench_function(format!("{name}/{cache_name}/graphql_hit"), |b| {
                 b.to_async(&rt)
-                    .iter(|| call(&app, request("/graphql", &token)))
+                    .iter(|| call(&app, common::request("/graphql", Some(&token), "{ me }")))
             });
         }
     }

@@ -1,0 +1,78 @@
+//! The schema, handler and request driver both benchmarks use.
+#![allow(dead_code)]
+
+use async_graphql::{Context, EmptyMutation, EmptySubscription, Object, Schema, SimpleObject};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use http::Request;
+use http_body_util::BodyExt;
+use scoped_cache::Claims;
+use tower::ServiceExt;
+
+#[derive(SimpleObject)]
+pub(crate) struct Post {
+    id: u32,
+    title: String,
+}
+
+pub(crate) struct Query;
+
+#[Object]
+impl Query {
+    async fn public_posts(&self) -> Vec<Post> {
+        (1..=5)
+            .map(|id| Post {
+                id,
+                title: format!("post number {id}"),
+            })
+            .collect()
+    }
+
+    async fn me(&self, ctx: &Context<'_>) -> Option<String> {
+        ctx.data_opt::<Claims>()?.subject().map(str::to_owned)
+    }
+}
+
+pub(crate) type BenchSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+
+pub(crate) fn schema() -> BenchSchema {
+    Schema::new(Query, EmptyMutation, EmptySubscription)
+}
+
+pub(crate) async fn graphql(
+    State(schema): State<BenchSchema>,
+    claims: Option<Claims>,
+    req: GraphQLRequest,
+) -> GraphQLResponse {
+    schema
+        .execute(scoped_cache::graphql::with_claims(req.into_inner(), claims))
+        .await
+        .into()
+}
+
+/// A POST of `query`, with a bearer token if given.
+pub(crate) fn request(path: &str, token: Option<&str>, query: &str) -> Request<Body> {
+    let mut req = Request::post(path).header("content-type", "application/json");
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    req.body(Body::from(
+        serde_json::json!({ "query": query }).to_string(),
+    ))
+    .unwrap()
+}
+
+/// One request through the router, body read to the end.
+pub(crate) async fn call(app: &Router, req: Request<Body>) -> usize {
+    let response = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .len()
+}
