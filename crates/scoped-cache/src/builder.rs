@@ -3,11 +3,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
 use crate::cache::inflight::InFlight;
 use crate::cache::request::Preparer;
 use crate::cache::store::MemoryStore;
+use crate::graphql::schema::RootFields;
+use crate::guard::{DEFAULT_MAX_NESTING, MAX_MAX_NESTING};
 use crate::jwt::TokenVerifier;
 use crate::jwt::token::TokenSource;
 use crate::layer::{Limits, Shared};
@@ -31,6 +33,9 @@ pub struct ScopedCacheLayerBuilder {
     max_bytes: u64,
     max_entry_bytes: usize,
     max_request_bytes: usize,
+    max_nesting: usize,
+    key_headers: Vec<String>,
+    schema_sdl: Option<String>,
     default_rule: Option<Rule>,
     rules: Vec<Rule>,
     routes: Vec<(String, RoutePolicy)>,
@@ -49,6 +54,12 @@ impl Default for ScopedCacheLayerBuilder {
             max_bytes: 64 * 1024 * 1024,
             max_entry_bytes: 1024 * 1024,
             max_request_bytes: 1024 * 1024,
+            max_nesting: DEFAULT_MAX_NESTING,
+            key_headers: DEFAULT_KEY_HEADERS
+                .iter()
+                .map(|h| (*h).to_owned())
+                .collect(),
+            schema_sdl: None,
             default_rule: None,
             rules: Vec::new(),
             routes: Vec::new(),
@@ -117,10 +128,53 @@ impl ScopedCacheLayerBuilder {
         self
     }
 
-    /// Largest request body read on a cached route, in bytes; larger ones get 413.
-    /// Default: 1 MiB.
+    /// Largest request body accepted on a verifying route, whatever its content type, in
+    /// bytes; larger ones get a GraphQL-shaped 413 (a declared `Content-Length` beyond it is
+    /// refused before reading). Default: 1 MiB.
     pub fn max_request_bytes(mut self, bytes: usize) -> Self {
         self.max_request_bytes = bytes;
+        self
+    }
+
+    /// Deepest nesting of `{`, `[` and `(` accepted in a GraphQL document on a verifying
+    /// route (selection sets, lists, input objects and argument lists all count); deeper
+    /// documents get a GraphQL-shaped 400 before anything parses them, because
+    /// async-graphql's parser recurses per level and overflows the stack (aborting the
+    /// process) at about 2,000. Default: 64; at most 256.
+    pub fn max_nesting(mut self, levels: usize) -> Self {
+        self.max_nesting = levels;
+        self
+    }
+
+    /// Request headers that are part of every cache key, besides `Host` and `Accept`
+    /// (always keyed). Replaces the default list, `x-forwarded-host`, `x-forwarded-proto`
+    /// and `forwarded`: headers applications commonly read to build absolute URLs. Add any
+    /// header your handlers or resolvers read (`accept-language`, say); a response whose
+    /// `Vary` names a header outside the key is never stored. Names are checked by `build()`.
+    pub fn key_headers<I, H>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = H>,
+        H: Into<String>,
+    {
+        self.key_headers = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The schema the layer stands in front of, so `build()` refuses rules that name a
+    /// root field or operation type it does not have (such a rule would never match, and
+    /// its field would be cached by the default rule). Strongly recommended.
+    pub fn schema<Q, M, S>(self, schema: &async_graphql::Schema<Q, M, S>) -> Self
+    where
+        Q: async_graphql::ObjectType + 'static,
+        M: async_graphql::ObjectType + 'static,
+        S: async_graphql::SubscriptionType + 'static,
+    {
+        self.schema_sdl(schema.sdl())
+    }
+
+    /// Like [`schema`](Self::schema), from the schema's SDL text.
+    pub fn schema_sdl(mut self, sdl: impl Into<String>) -> Self {
+        self.schema_sdl = Some(sdl.into());
         self
     }
 
@@ -156,8 +210,10 @@ impl ScopedCacheLayerBuilder {
     ///
     /// The first problem found: no verifier ([`BuildError::MissingVerifier`]), a key that
     /// does not parse, is too weak or does not fit its algorithms, an invalid claim path or
-    /// root field, a volatile claim (`exp`, `iat`, `nbf`, `jti`) in a scope, a route given
-    /// twice or not starting with `/`, a zero size limit, or an invalid cookie name.
+    /// root field, a rule naming a root field the [`schema`](Self::schema) does not have, a
+    /// volatile claim (`exp`, `iat`, `nbf`, `jti`) in a scope, a route given twice or not
+    /// starting with `/`, a zero size limit, a nesting limit over 256, an invalid key
+    /// header or cookie name, or SDL that does not parse.
     pub fn build(self) -> Result<ScopedCacheLayer, BuildError> {
         if self.verifiers.is_empty() {
             return Err(BuildError::MissingVerifier);
@@ -175,10 +231,32 @@ impl ScopedCacheLayerBuilder {
             ("max_bytes", self.max_bytes),
             ("max_entry_bytes", self.max_entry_bytes as u64),
             ("max_request_bytes", self.max_request_bytes as u64),
+            ("max_nesting", self.max_nesting as u64),
         ] {
             if value == 0 {
                 return Err(BuildError::Zero(name));
             }
+        }
+        if self.max_nesting > MAX_MAX_NESTING {
+            return Err(BuildError::NestingTooDeep(self.max_nesting));
+        }
+        let key_headers = self
+            .key_headers
+            .iter()
+            .map(|name| {
+                HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| BuildError::InvalidKeyHeader(name.clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let schema = self
+            .schema_sdl
+            .as_deref()
+            .map(RootFields::from_sdl)
+            .transpose()?;
+        if schema.is_none() && !self.rules.is_empty() {
+            tracing::warn!(
+                "scoped-cache: rules are not checked against a schema; call `.schema(&schema)` so a misspelt root field fails `build()`"
+            );
         }
         if let Some(name) = &self.token_cookie
             && (name.is_empty() || !name.bytes().all(is_cookie_name_byte))
@@ -195,11 +273,18 @@ impl ScopedCacheLayerBuilder {
             }
         }
         // Everything in a request's headers that is part of the cache key.
-        let vary = HeaderValue::from_static(if self.token_cookie.is_some() {
-            "authorization, cookie, accept"
-        } else {
-            "authorization, accept"
-        });
+        let mut vary = String::from("authorization, ");
+        if self.token_cookie.is_some() {
+            vary.push_str("cookie, ");
+        }
+        vary.push_str("accept");
+        for name in &key_headers {
+            vary.push_str(", ");
+            vary.push_str(name.as_str());
+        }
+        // Header names are tokens, so this is a valid header value.
+        let vary =
+            HeaderValue::from_str(&vary).map_err(|_| BuildError::InvalidKeyHeader(vary.clone()))?;
         Ok(ScopedCacheLayer {
             shared: Arc::new(Shared {
                 verifier,
@@ -208,20 +293,25 @@ impl ScopedCacheLayerBuilder {
                     max_bytes: self.max_token_bytes,
                 },
                 routes: Routes::new(routes, self.default_route),
-                rules: RuleSet::compile(self.default_rule, self.rules)?,
-                preparer: Preparer::new(self.max_bytes / 8 + 1),
+                rules: RuleSet::compile(self.default_rule, self.rules, schema.as_ref())?,
+                preparer: Preparer::new(self.max_bytes / 8 + 1, self.max_nesting),
                 store: MemoryStore::new(self.max_bytes),
                 in_flight: InFlight::default(),
                 coalesce: self.coalesce,
                 limits: Limits {
                     entry_bytes: self.max_entry_bytes,
                     request_bytes: self.max_request_bytes,
+                    nesting: self.max_nesting,
                 },
+                key_headers,
                 vary,
             }),
         })
     }
 }
+
+/// Request headers keyed by default: what applications read to build absolute URLs.
+const DEFAULT_KEY_HEADERS: [&str; 3] = ["x-forwarded-host", "x-forwarded-proto", "forwarded"];
 
 /// RFC 6265 cookie-name token characters.
 fn is_cookie_name_byte(b: u8) -> bool {
@@ -276,6 +366,25 @@ mod tests {
         assert!(matches!(
             base().token_cookie("a b").build(),
             Err(BuildError::InvalidCookieName(_))
+        ));
+        assert!(matches!(
+            base().max_nesting(0).build(),
+            Err(BuildError::Zero("max_nesting"))
+        ));
+        assert!(matches!(
+            base().max_nesting(10_000).build(),
+            Err(BuildError::NestingTooDeep(10_000))
+        ));
+        assert!(matches!(
+            base().key_headers(["bad header"]).build(),
+            Err(BuildError::InvalidKeyHeader(_))
+        ));
+        assert!(matches!(
+            base()
+                .schema_sdl("type Query { memberPosts: [String] }")
+                .rule(Rule::root_field("Query.member_posts"))
+                .build(),
+            Err(BuildError::UnknownRootField(_))
         ));
         assert!(matches!(
             ScopedCacheLayer::builder()

@@ -51,7 +51,43 @@ pub(crate) struct ReadLog {
     paths: Mutex<Vec<ClaimPath>>,
 }
 
+/// The read log of one request, in its extensions, shared by every layer that handles it.
+///
+/// Two layers on one route each verify the token; the inner one's [`Claims`] are the ones
+/// resolvers read. Both record into this one log, so the outer layer, which stores too,
+/// sees every read (and an inner layer's hit reports the scope its entry was stored under).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RequestReads(Arc<ReadLog>);
+
+impl RequestReads {
+    /// The request's shared log, created if no outer layer made one.
+    pub(crate) fn of(extensions: &mut http::Extensions) -> Self {
+        if let Some(reads) = extensions.get::<RequestReads>() {
+            return reads.clone();
+        }
+        let reads = Self::default();
+        extensions.insert(reads.clone());
+        reads
+    }
+
+    /// The shared log, if an outer layer made one.
+    pub(crate) fn existing(extensions: &http::Extensions) -> Option<&Self> {
+        extensions.get::<RequestReads>()
+    }
+
+    pub(crate) fn log(&self) -> &ReadLog {
+        &self.0
+    }
+}
+
 impl ReadLog {
+    /// Records every path of `scope`: an entry stored under it depends on those claims.
+    pub(crate) fn record_scope(&self, scope: &[ClaimPath]) {
+        for path in scope {
+            self.record(path.clone());
+        }
+    }
+
     fn record(&self, path: ClaimPath) {
         let mut paths = self.paths.lock().unwrap_or_else(PoisonError::into_inner);
         if !paths.contains(&path) {
@@ -86,6 +122,15 @@ impl Claims {
         }
     }
 
+    /// The same claims recording into the request's shared log.
+    pub(crate) fn with_reads(&self, reads: &RequestReads) -> Self {
+        Self {
+            map: Arc::clone(&self.map),
+            reads: Arc::clone(&reads.0),
+        }
+    }
+
+    #[cfg(test)]
     pub(crate) fn read_log(&self) -> &ReadLog {
         &self.reads
     }
@@ -121,20 +166,87 @@ impl Claims {
         self.claim_str("sub")
     }
 
-    /// Deserializes the whole claim set into `T`.
+    /// Deserializes the claims into `T`.
     ///
-    /// This reads every claim, so a response whose resolvers call it is cached only when
-    /// its scope covers each top-level claim present in the token. Prefer
+    /// Every top-level field `T` asks for counts as read, present in the token or not (a
+    /// response can depend on a claim being absent); a `T` that takes any field (a map,
+    /// `serde_json::Value`, `#[serde(flatten)]`) reads every claim. A response whose
+    /// resolvers call it is cached only when its scope covers what was read. Prefer
     /// [`get`](Self::get) for the values you need.
+    ///
+    /// ```
+    /// # fn demo(claims: &scoped_cache::Claims) -> Result<(), serde_json::Error> {
+    /// #[derive(serde::Deserialize)]
+    /// struct Who { sub: String, role: Option<String> }
+    /// let who: Who = claims.deserialize()?; // reads `sub` and `role`, nothing else
+    /// # let _ = who; Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
     /// The `serde_json` error if the claims do not fit `T`.
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(Recording {
+            map: &self.map,
+            reads: &self.reads,
+        })
+    }
+}
+
+/// A deserializer over the claim map that records which top-level claims are asked for:
+/// a struct's declared fields (present or not), or every claim for anything else.
+struct Recording<'a> {
+    map: &'a Map<String, Value>,
+    reads: &'a ReadLog,
+}
+
+impl Recording<'_> {
+    fn read_all(&self) {
         for name in self.map.keys() {
             self.reads.record(ClaimPath::top_level(name.clone()));
         }
-        T::deserialize(Value::Object(Map::clone(&self.map)))
+    }
+
+    fn value(&self) -> Value {
+        Value::Object(Map::clone(self.map))
+    }
+}
+
+impl<'de> serde::Deserializer<'de> for Recording<'_> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.read_all();
+        self.value().deserialize_any(visitor)
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        for field in fields {
+            self.reads.record(ClaimPath::top_level(*field));
+        }
+        // Only the asked-for claims are handed over, so unknown-field handling (and
+        // `deny_unknown_fields`) behave as with the full set, minus the unread values.
+        let asked: Map<String, Value> = self
+            .map
+            .iter()
+            .filter(|(key, _)| fields.contains(&key.as_str()))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        Value::Object(asked).deserialize_struct(name, fields, visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
     }
 }
 
@@ -205,6 +317,30 @@ mod tests {
             None
         );
         assert_eq!(second.read_log().first_uncovered(&[]), None);
+    }
+
+    #[test]
+    fn deserialize_reads_the_fields_asked_for_present_or_absent() {
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Who {
+            sub: String,
+            role: Option<String>,
+        }
+        let c = claims(json!({"sub": "u1", "name": "Ann", "iss": "i"}));
+        let who: Who = c.deserialize().unwrap();
+        assert_eq!(who.sub, "u1");
+        assert!(who.role.is_none());
+        // `role` is absent, and still read: the response depends on its absence.
+        assert_eq!(
+            c.read_log().first_uncovered(&[path("sub")]),
+            Some(path("role"))
+        );
+        assert!(
+            c.read_log()
+                .first_uncovered(&[path("sub"), path("role")])
+                .is_none()
+        );
     }
 
     #[test]

@@ -109,4 +109,17 @@ pub enum BuildError {
     /// A cookie name that is not a valid cookie token.
     #[error("invalid token cookie name `{0}`")]
     InvalidCookieName(String),
+    /// The schema given to the builder could not be read as SDL.
+    #[error("the schema's SDL could not be parsed: {0}")]
+    InvalidSchema(String),
+    /// A rule names a root field (or an operation type) the schema does not have; it would
+    /// never match, leaving the field to the default rule.
+    #[error("rule for `{0}`: the schema has no such root field")]
+    UnknownRootField(String),
+    /// A key header name that is not a valid HTTP header name.
+    #[error("invalid key header name `{0}`")]
+    InvalidKeyHeader(String),
+    /// `max_nesting` is beyond what the GraphQL parser is known to handle safely.
+    #[error("`max_nesting` is {0}; at most 256 is allowed")]
+    NestingTooDeep(usize),
 }

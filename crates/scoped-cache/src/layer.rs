@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use tower::Layer;
 
 use crate::builder::ScopedCacheLayerBuilder;
@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub(crate) in_flight: InFlight,
     pub(crate) coalesce: bool,
     pub(crate) limits: Limits,
+    /// Request headers in every key besides `Host` and `Accept`.
+    pub(crate) key_headers: Vec<HeaderName>,
     pub(crate) vary: HeaderValue,
 }
 
@@ -44,6 +46,7 @@ pub(crate) struct Shared {
 pub(crate) struct Limits {
     pub(crate) entry_bytes: usize,
     pub(crate) request_bytes: usize,
+    pub(crate) nesting: usize,
 }
 
 impl ScopedCacheLayer {

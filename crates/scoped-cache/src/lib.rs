@@ -108,8 +108,10 @@ mod claims;
 mod error;
 mod future;
 pub mod graphql;
+mod guard;
 mod jwt;
 mod layer;
+mod media;
 mod rejection;
 mod route;
 mod scope;
@@ -125,7 +127,8 @@ pub use self::future::ResponseFuture;
 pub use self::jwt::{JwksSource, JwksSourceBuilder, Key, KeyFetchError, Verifier};
 pub use self::layer::ScopedCacheLayer;
 pub use self::rejection::{
-    AUTH_UNAVAILABLE, AuthError, AuthErrorKind, BAD_REQUEST, METHOD_NOT_ALLOWED, UNAUTHENTICATED,
+    AUTH_UNAVAILABLE, AuthError, AuthErrorKind, BAD_REQUEST, FORBIDDEN, METHOD_NOT_ALLOWED,
+    PERSISTED_QUERY_NOT_FOUND, UNAUTHENTICATED,
 };
 pub use self::route::RoutePolicy;
 pub use self::scope::{ClaimPath, Rule, Scope};

@@ -15,6 +15,12 @@ pub const AUTH_UNAVAILABLE: &str = "AUTH_UNAVAILABLE";
 pub const BAD_REQUEST: &str = "BAD_REQUEST";
 /// Machine code of a mutation sent with `GET`.
 pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
+/// Machine code of a request refused for where it came from (a cross-site request that
+/// carries a cookie token).
+pub const FORBIDDEN: &str = "FORBIDDEN";
+/// Machine code of an automatic persisted query whose hash is not known: the client
+/// resends it with its document (the code Apollo clients and async-graphql use).
+pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
 
 /// Why a request's credentials were refused.
 ///
@@ -154,6 +160,16 @@ impl IntoResponse for AuthError {
         response.extensions_mut().insert(self);
         response
     }
+}
+
+/// Gives a response the layer made itself the media type the request accepts:
+/// `application/graphql-response+json` when it prefers that, else `application/json`.
+pub(crate) fn negotiated(mut response: Response, request: &http::HeaderMap) -> Response {
+    let media = crate::media::negotiate(request).unwrap_or(crate::media::ResponseMedia::Json);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, media.content_type());
+    response
 }
 
 /// A GraphQL-over-HTTP error response: `{"errors":[{"message":..,"extensions":{"code":..}}]}`.

@@ -1,8 +1,10 @@
 //! Per-route behaviour: cache, verify only, or pass through.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 
-use axum::extract::MatchedPath;
+use axum::extract::{MatchedPath, OriginalUri};
 use http::Request;
 
 /// What the layer does on one route.
@@ -67,21 +69,70 @@ impl RoutePolicy {
 pub(crate) struct Routes {
     exact: HashMap<String, RoutePolicy>,
     fallback: RoutePolicy,
+    /// Route patterns already warned about: a bounded set (an app has finitely many
+    /// routes, and raw request paths are never put here).
+    warned: Mutex<HashSet<String>>,
+    warned_unrouted: AtomicBool,
 }
+
+/// More distinct unmatched route patterns than this are not remembered (nor warned about).
+const MAX_WARNED: usize = 256;
 
 impl Routes {
     pub(crate) fn new(exact: HashMap<String, RoutePolicy>, fallback: RoutePolicy) -> Self {
-        Self { exact, fallback }
+        Self {
+            exact,
+            fallback,
+            warned: Mutex::default(),
+            warned_unrouted: AtomicBool::new(false),
+        }
     }
 
-    /// The policy for `req`. Only the policy comes from the route pattern: cache keys use
-    /// the request's own path, since `/t/{tenant}` serves different data per tenant.
+    /// The policy for `req`, found by any name the route goes by: axum's [`MatchedPath`]
+    /// (the full pattern, nest prefixes included), the URI the client sent (axum's
+    /// [`OriginalUri`], before a nested router stripped its prefix) or the URI the layer
+    /// sees. Only the policy comes from the route pattern: cache keys use the request's own
+    /// path, since `/t/{tenant}` serves different data per tenant.
     pub(crate) fn resolve<B>(&self, req: &Request<B>) -> RoutePolicy {
-        let path = req
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or_else(|| req.uri().path(), MatchedPath::as_str);
-        self.exact.get(path).copied().unwrap_or(self.fallback)
+        let matched = req.extensions().get::<MatchedPath>();
+        let original = req.extensions().get::<OriginalUri>();
+        let found = matched
+            .and_then(|m| self.exact.get(m.as_str()))
+            .or_else(|| original.and_then(|o| self.exact.get(o.0.path())))
+            .or_else(|| self.exact.get(req.uri().path()));
+        match found {
+            Some(policy) => *policy,
+            None => {
+                if !self.exact.is_empty() {
+                    self.warn_unmatched(matched);
+                }
+                self.fallback
+            }
+        }
+    }
+
+    /// Routes were configured, yet this request matched none of them: it gets the default
+    /// policy, which may not be what was meant (a nested prefix, a path parameter, a
+    /// service wrapped from outside). Said once per route pattern.
+    fn warn_unmatched(&self, matched: Option<&MatchedPath>) {
+        match matched {
+            Some(pattern) => {
+                let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
+                if warned.len() < MAX_WARNED && warned.insert(pattern.as_str().to_owned()) {
+                    tracing::warn!(
+                        route = pattern.as_str(),
+                        "no configured route policy matches this route; the default route policy applies"
+                    );
+                }
+            }
+            None => {
+                if !self.warned_unrouted.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "a request matched no configured route policy and carries no axum MatchedPath; the default route policy applies (further such requests are not reported)"
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -99,5 +150,24 @@ mod tests {
         assert_eq!(routes.resolve(&req), RoutePolicy::cached());
         let other = Request::get("/health").body(()).unwrap();
         assert_eq!(routes.resolve(&other), RoutePolicy::verify_only());
+    }
+
+    #[test]
+    fn a_nested_route_is_found_by_its_original_path() {
+        let routes = Routes::new(
+            HashMap::from([(
+                "/api/graphql".to_owned(),
+                RoutePolicy::cached().require_auth(true),
+            )]),
+            RoutePolicy::passthrough(),
+        );
+        // A router nested at `/api` sees `/graphql`; the client sent `/api/graphql`.
+        let mut req = Request::get("/graphql").body(()).unwrap();
+        req.extensions_mut()
+            .insert(OriginalUri("/api/graphql".parse().unwrap()));
+        assert_eq!(
+            routes.resolve(&req),
+            RoutePolicy::cached().require_auth(true)
+        );
     }
 }

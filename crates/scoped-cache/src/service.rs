@@ -6,22 +6,23 @@ use std::task::{Context, Poll};
 use async_graphql::parser::types::OperationType;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, StatusCode, request};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http::header::AUTHORIZATION;
+use http::{Method, Request, StatusCode, request};
+use http_body_util::{BodyExt, Limited};
 use tokio::time::Instant;
 use tower::Service;
 
-use crate::cache::inflight::{self, Role};
+use crate::RoutePolicy;
+use crate::cache::inflight::{self, LeaderGuard, Outcome, Role};
 use crate::cache::key::{CacheKey, Target};
 use crate::cache::request::{Prepared, Transport};
 use crate::cache::store::CachedResponse;
 use crate::cache::{self, CacheStatus, NotStored};
-use crate::claims::Claims;
+use crate::claims::{Claims, ReadLog, RequestReads};
 use crate::future::ResponseFuture;
+use crate::guard::{self, GetRequest, JsonBody, Refusal};
 use crate::layer::Shared;
-use crate::rejection::{AuthError, AuthErrorKind, BAD_REQUEST, METHOD_NOT_ALLOWED, graphql_error};
+use crate::rejection::{AuthError, AuthErrorKind, graphql_error, negotiated};
 use crate::scope::{Bucket, Decision};
 
 /// The service made by [`ScopedCacheLayer`](crate::ScopedCacheLayer). It always answers with
@@ -61,10 +62,22 @@ where
     }
 }
 
-/// The longest a request waits for another request executing the same key.
+/// The longest a request waits for another request executing the same key before it
+/// takes the key over.
 const COALESCE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// A request the guard let through, and what the cache may read of it.
+struct Checked {
+    /// The body to hand on (already read and bounded, or empty).
+    body: Body,
+    /// What the cache knows of the GraphQL request, on a cached route with a GET or a
+    /// JSON POST it could read.
+    prepared: Option<Arc<Prepared>>,
+}
+
 impl Shared {
+    /// The whole request, in order: route policy → token → (revocation) → checked and
+    /// prepared request → decision and bucket → lookup → execute → store.
     async fn handle<S>(&self, req: Request<Body>, mut inner: S) -> Result<Response, S::Error>
     where
         S: Service<Request<Body>, Response = Response>,
@@ -76,83 +89,189 @@ impl Shared {
         let (mut parts, body) = req.into_parts();
         let claims = match self.authenticate(&parts).await {
             Ok(claims) => claims,
-            Err(kind) => return Ok(AuthError::new(kind).into_response()),
+            Err(kind) => {
+                return Ok(negotiated(
+                    AuthError::new(kind).into_response(),
+                    &parts.headers,
+                ));
+            }
         };
         if claims.is_none() && policy.require_auth {
-            return Ok(AuthError::new(AuthErrorKind::MissingToken).into_response());
-        }
-        if let Some(claims) = &claims {
-            parts.extensions.insert(claims.clone());
+            let refusal = AuthError::new(AuthErrorKind::MissingToken).into_response();
+            return Ok(negotiated(refusal, &parts.headers));
         }
 
-        let transport = match (&parts.method, policy.cache) {
-            (&Method::GET, true) => Some(Transport::Get),
-            (&Method::POST, true) if is_json(&parts) => Some(Transport::PostJson),
-            _ => None,
+        let checked = match self.check(&parts, body, &claims, policy).await {
+            Ok(checked) => checked,
+            Err(refusal) => return Ok(negotiated(refusal.into_response(), &parts.headers)),
         };
-        let Some(transport) = transport else {
-            let response = inner.call(Request::from_parts(parts, body)).await?;
-            return Ok(self.labelled(response, CacheStatus::Bypass, None));
-        };
-        let (text, body) = match transport {
-            Transport::Get => (
-                Bytes::copy_from_slice(parts.uri.query().unwrap_or("").as_bytes()),
-                body,
-            ),
-            Transport::PostJson => match read_limited(body, self.limits.request_bytes).await {
-                Ok(bytes) => (bytes.clone(), Body::from(bytes)),
-                Err(response) => return Ok(response),
-            },
-        };
-        let prepared = self.preparer.prepare(transport, text, &self.rules);
-        let Prepared::Operation {
-            ty,
-            decision,
-            digest,
-        } = &*prepared
+        let Some(Prepared::Operation {
+            decision, digest, ..
+        }) = checked.prepared.as_deref()
         else {
-            let response = inner.call(Request::from_parts(parts, body)).await?;
-            return Ok(self.labelled(response, CacheStatus::Bypass, None));
+            let reads = hand_on(&mut parts, claims.as_ref());
+            drop(reads);
+            let response = inner.call(Request::from_parts(parts, checked.body)).await?;
+            return Ok(self.labelled(response, CacheStatus::Bypass, None, claims.is_some()));
         };
-        if transport == Transport::Get && *ty != OperationType::Query {
-            // GraphQL over HTTP: only queries may be sent with GET.
-            let mut response = graphql_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "only queries may be sent with GET",
-                METHOD_NOT_ALLOWED,
-            );
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("POST"));
-            return Ok(response);
-        }
         if decision.bypass || decision.max_age.is_zero() {
-            let response = inner.call(Request::from_parts(parts, body)).await?;
-            return Ok(self.labelled(response, CacheStatus::Bypass, Some(decision)));
+            hand_on(&mut parts, claims.as_ref());
+            let response = inner.call(Request::from_parts(parts, checked.body)).await?;
+            return Ok(self.labelled(
+                response,
+                CacheStatus::Bypass,
+                Some(decision),
+                claims.is_some(),
+            ));
         }
 
         let bucket = Bucket::derive(&decision.scope, claims.as_ref());
-        let key = CacheKey::new(&Target::of(&parts), digest, &bucket);
+        let target = Target::new(&parts, &self.key_headers, parts.method != Method::GET);
+        let key = CacheKey::new(&target, digest, &bucket);
         if let Some(hit) = self.store.get(&key, Instant::now()) {
-            return Ok(self.hit(&hit, decision));
+            return Ok(self.hit(&parts, &hit, decision, claims.is_some()));
         }
-        let _leader = match self.coalesce.then(|| self.in_flight.join(key)) {
-            Some(Role::Follow(waiting)) => {
-                inflight::follow(waiting, COALESCE_WAIT).await;
-                if let Some(hit) = self.store.get(&key, Instant::now()) {
-                    return Ok(self.hit(&hit, decision));
-                }
-                // The leader's response was not stored (or took too long): execute.
-                None
+        let leader = if self.coalesce {
+            match self.lead_or_wait(key).await {
+                Ok(leader) => leader,
+                Err(hit) => return Ok(self.hit(&parts, &hit, decision, claims.is_some())),
             }
-            Some(Role::Lead(guard)) => Some(guard),
-            None => None,
+        } else {
+            None
         };
 
-        let response = inner.call(Request::from_parts(parts, body)).await?;
-        Ok(self
-            .store_miss(response, key, decision, claims.as_ref())
-            .await)
+        let reads = hand_on(&mut parts, claims.as_ref());
+        let response = inner.call(Request::from_parts(parts, checked.body)).await?;
+        let response = self
+            .store_miss(response, key, decision, reads.log(), claims.is_some())
+            .await;
+        if let Some(leader) = leader {
+            leader.finish();
+        }
+        Ok(response)
+    }
+
+    /// The guard's checks (see [`crate::guard`]), then what the cache knows of the request.
+    /// Texts the preparer has seen were checked when first prepared: a repeat is one lookup.
+    async fn check(
+        &self,
+        parts: &request::Parts,
+        body: Body,
+        claims: &Option<Claims>,
+        policy: RoutePolicy,
+    ) -> Result<Checked, Refusal> {
+        // A token from the cookie (there is no `Authorization` header) rides along with
+        // any request a browser sends, from any site.
+        if claims.is_some() && !parts.headers.contains_key(AUTHORIZATION) {
+            guard::check_cookie_request(parts)?;
+        }
+        match parts.method {
+            Method::GET | Method::HEAD => {
+                // A HEAD body means nothing (RFC 9110), and async-graphql would execute it.
+                let forwarded = if parts.method == Method::HEAD {
+                    Body::empty()
+                } else {
+                    guard::read_body(&parts.headers, body, self.limits.request_bytes).await?;
+                    Body::empty()
+                };
+                let query = parts.uri.query().unwrap_or("");
+                let cacheable = policy.cache && parts.method == Method::GET;
+                if cacheable
+                    && let Some(prepared) = self.preparer.lookup(Transport::Get, query.as_bytes())
+                {
+                    if let Prepared::Operation { ty, .. } = &*prepared
+                        && *ty != OperationType::Query
+                    {
+                        return Err(Refusal::NotAQueryOverGet);
+                    }
+                    return Ok(Checked {
+                        body: forwarded,
+                        prepared: Some(prepared),
+                    });
+                }
+                let get = GetRequest::read(query, self.limits.nesting)?;
+                let persisted = match get.hash_only() {
+                    Some(hash) => match self.preparer.persisted(hash) {
+                        Some(document) => Some(document),
+                        None => return Err(Refusal::PersistedQueryNotFound),
+                    },
+                    None => None,
+                };
+                get.check_only_queries(persisted.as_deref())?;
+                Ok(Checked {
+                    body: forwarded,
+                    prepared: cacheable.then(|| {
+                        self.preparer
+                            .prepare(Transport::Get, query.as_bytes(), &self.rules)
+                    }),
+                })
+            }
+            _ => {
+                let bytes =
+                    guard::read_body(&parts.headers, body, self.limits.request_bytes).await?;
+                if let Some(content_type) = guard::multipart_type(&parts.headers) {
+                    guard::check_multipart(content_type, bytes.clone(), self.limits.nesting)
+                        .await?;
+                    return Ok(Checked {
+                        body: Body::from(bytes),
+                        prepared: None,
+                    });
+                }
+                let cacheable =
+                    policy.cache && parts.method == Method::POST && guard::is_json(&parts.headers);
+                if cacheable
+                    && let Some(prepared) = self.preparer.lookup(Transport::PostJson, &bytes)
+                {
+                    return Ok(Checked {
+                        body: Body::from(bytes),
+                        prepared: Some(prepared),
+                    });
+                }
+                // async-graphql reads every body but multipart as JSON, whatever its type.
+                if guard::check_json(&bytes, self.limits.nesting)? == JsonBody::NotGraphQl
+                    && cacheable
+                {
+                    return Err(Refusal::MalformedJson);
+                }
+                let prepared = cacheable.then(|| {
+                    self.preparer
+                        .prepare(Transport::PostJson, &bytes, &self.rules)
+                });
+                Ok(Checked {
+                    body: Body::from(bytes),
+                    prepared,
+                })
+            }
+        }
+    }
+
+    /// Joins the execution of `key`: `Ok(Some(guard))` to lead it, `Ok(None)` to execute
+    /// alone (the leader finished without storing), `Err(entry)` when a leader stored it.
+    async fn lead_or_wait(
+        &self,
+        key: CacheKey,
+    ) -> Result<Option<LeaderGuard<'_>>, Arc<CachedResponse>> {
+        let mut role = self.in_flight.join(key);
+        // Each round either leads, or waits for one leader; a leader that is stuck is taken
+        // over, a cancelled one is replaced. A few rounds bound a follower's total wait.
+        for _ in 0..3 {
+            let waiting = match role {
+                Role::Lead(guard) => return Ok(Some(guard)),
+                Role::Follow(waiting) => waiting,
+            };
+            let outcome = inflight::follow(waiting, COALESCE_WAIT).await;
+            if let Some(hit) = self.store.get(&key, Instant::now()) {
+                return Err(hit);
+            }
+            role = match outcome {
+                // Not stored (errors, `no-store`, a claim read outside the scope): each
+                // waiting request executes for itself.
+                Outcome::Finished => return Ok(None),
+                Outcome::Abandoned => self.in_flight.join(key),
+                Outcome::TimedOut(stuck) => self.in_flight.take_over(key, stuck),
+            };
+        }
+        Ok(None)
     }
 
     async fn authenticate(&self, parts: &request::Parts) -> Result<Option<Claims>, AuthErrorKind> {
@@ -162,14 +281,24 @@ impl Shared {
         }
     }
 
-    fn hit(&self, entry: &CachedResponse, decision: &Decision) -> Response {
+    fn hit(
+        &self,
+        request: &request::Parts,
+        entry: &CachedResponse,
+        decision: &Decision,
+        authenticated: bool,
+    ) -> Response {
+        // An outer layer that stores this answer must know which claims it depends on.
+        if let Some(reads) = RequestReads::existing(&request.extensions) {
+            reads.log().record_scope(&decision.scope);
+        }
         let mut response = Response::new(Body::from(entry.body.clone()));
         *response.headers_mut() = entry.headers.clone();
         cache::set_age(
             response.headers_mut(),
             Instant::now().saturating_duration_since(entry.stored_at),
         );
-        self.labelled(response, CacheStatus::Hit, Some(decision))
+        self.labelled(response, CacheStatus::Hit, Some(decision), authenticated)
     }
 
     async fn store_miss(
@@ -177,18 +306,24 @@ impl Shared {
         response: Response,
         key: CacheKey,
         decision: &Decision,
-        claims: Option<&Claims>,
+        reads: &ReadLog,
+        authenticated: bool,
     ) -> Response {
         let (parts, body) = response.into_parts();
         let size = http_body::Body::size_hint(&body).upper();
-        if let Err(reason) =
-            cache::check_head(parts.status, &parts.headers, size, self.limits.entry_bytes)
-        {
+        if let Err(reason) = cache::check_head(
+            parts.status,
+            &parts.headers,
+            size,
+            self.limits.entry_bytes,
+            &self.key_headers,
+        ) {
             tracing::debug!(?reason, "response not stored");
             return self.labelled(
                 Response::from_parts(parts, body),
                 CacheStatus::Miss,
                 Some(decision),
+                authenticated,
             );
         }
         // The size hint promised at most `entry_bytes`; a body that breaks that promise is
@@ -205,12 +340,12 @@ impl Shared {
             }
         };
         let now = Instant::now();
-        match cache::storable_ttl(&parts.headers, &bytes, decision, claims) {
+        match cache::storable_ttl(&parts.headers, &bytes, decision, reads) {
             Ok(ttl) => match now.checked_add(ttl) {
                 Some(expires_at) => self.store.insert(
                     key,
                     CachedResponse {
-                        headers: parts.headers.clone(),
+                        headers: cache::representation_headers(&parts.headers),
                         body: bytes.clone(),
                         stored_at: now,
                         expires_at,
@@ -228,6 +363,7 @@ impl Shared {
             Response::from_parts(parts, Body::from(bytes)),
             CacheStatus::Miss,
             Some(decision),
+            authenticated,
         )
     }
 
@@ -236,41 +372,25 @@ impl Shared {
         mut response: Response,
         status: CacheStatus,
         decision: Option<&Decision>,
+        authenticated: bool,
     ) -> Response {
-        cache::label(response.headers_mut(), status, decision, &self.vary);
+        cache::label(
+            response.headers_mut(),
+            status,
+            decision,
+            authenticated,
+            &self.vary,
+        );
         response
     }
 }
 
-/// Reads a request body of at most `limit` bytes; answers 413 beyond it, 400 if the client
-/// fails to send it.
-async fn read_limited(body: Body, limit: usize) -> Result<Bytes, Response> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(graphql_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body too large",
-            BAD_REQUEST,
-        )),
-        Err(_) => Err(graphql_error(
-            StatusCode::BAD_REQUEST,
-            "request body could not be read",
-            BAD_REQUEST,
-        )),
+/// Puts the claims (recording into the request's shared read log) into the request's
+/// extensions for the handler, just before it runs; returns the log to check afterwards.
+fn hand_on(parts: &mut request::Parts, claims: Option<&Claims>) -> RequestReads {
+    let reads = RequestReads::of(&mut parts.extensions);
+    if let Some(claims) = claims {
+        parts.extensions.insert(claims.with_reads(&reads));
     }
-}
-
-fn is_json(parts: &request::Parts) -> bool {
-    parts
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|essence| {
-            // `application/json` or `application/*+json`; never `multipart/*`, which
-            // async-graphql reads as an upload.
-            let essence = essence.trim().to_ascii_lowercase();
-            essence == "application/json"
-                || (essence.starts_with("application/") && essence.ends_with("+json"))
-        })
+    reads
 }

@@ -1,5 +1,8 @@
 //! Cache keys: a versioned SHA-256 over every input that can change a response.
 
+use axum::extract::OriginalUri;
+use http::header::{ACCEPT, HOST};
+use http::{HeaderMap, HeaderName, Uri};
 use sha2::{Digest, Sha256};
 
 use crate::canonical::{put_field, put_json};
@@ -7,7 +10,7 @@ use crate::scope::Bucket;
 
 /// Bumped whenever the key derivation changes, so old entries in a shared store are
 /// never read with a new meaning.
-const KEY_VERSION: &[u8] = b"scoped-cache/key/v1";
+const KEY_VERSION: &[u8] = b"scoped-cache/key/v2";
 
 /// The digest of one GraphQL request, independent of the caller: canonical document,
 /// operation name, canonical variables and canonical extensions (which carry an automatic
@@ -32,56 +35,92 @@ impl RequestDigest {
 }
 
 /// Where a request was sent and what it accepts: the parts of the HTTP request, besides
-/// the GraphQL request itself, that can change the response.
+/// the GraphQL request itself and the caller's claims, that a handler can read.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Target<'r> {
-    host: &'r [u8],
-    path: &'r str,
-    accept: &'r [u8],
+    parts: &'r http::request::Parts,
+    key_headers: &'r [HeaderName],
+    /// Whether the URI's query string is part of the key. A GET's query string is the
+    /// GraphQL request itself (its digest is keyed, unknown parameters are not cached);
+    /// a POST's query string is something else a handler may read (`?lang=fr`).
+    query: bool,
 }
 
 impl<'r> Target<'r> {
-    /// The request's own path (not the route pattern: `/t/{tenant}` serves each tenant its
-    /// own data), its host and its `Accept` header.
-    pub(crate) fn of(parts: &'r http::request::Parts) -> Self {
-        let header = |name| {
-            parts
-                .headers
-                .get(name)
-                .map_or(&b""[..], http::HeaderValue::as_bytes)
-        };
-        let host = match parts.uri.authority() {
-            Some(authority) => authority.as_str().as_bytes(),
-            None => header(http::header::HOST),
-        };
+    /// The target of `parts`, keyed on `key_headers` besides `Host` and `Accept`.
+    pub(crate) fn new(
+        parts: &'r http::request::Parts,
+        key_headers: &'r [HeaderName],
+        query: bool,
+    ) -> Self {
         Self {
-            host,
-            path: parts.uri.path(),
-            accept: header(http::header::ACCEPT),
+            parts,
+            key_headers,
+            query,
+        }
+    }
+
+    /// The URI the client sent: a router nested under `/t/{tenant}` strips that prefix
+    /// before the layer runs, and tenants must never share entries.
+    fn uri(&self) -> &'r Uri {
+        self.parts
+            .extensions
+            .get::<OriginalUri>()
+            .map_or(&self.parts.uri, |original| &original.0)
+    }
+
+    fn feed(&self, hasher: &mut Sha256) {
+        let uri = self.uri();
+        put(
+            hasher,
+            uri.authority().map_or("", |a| a.as_str()).as_bytes(),
+        );
+        put(hasher, uri.path().as_bytes());
+        put(
+            hasher,
+            if self.query {
+                uri.query().unwrap_or("").as_bytes()
+            } else {
+                b""
+            },
+        );
+        put_all(hasher, &self.parts.headers, &HOST);
+        put_all(hasher, &self.parts.headers, &ACCEPT);
+        for name in self.key_headers {
+            put_all(hasher, &self.parts.headers, name);
         }
     }
 }
 
-/// The key of one cache entry: the request digest seen from one host and path, one
-/// negotiated media type and one bucket. Never contains the token.
+/// The key of one cache entry: the request digest seen from one target (URI, host, keyed
+/// headers, `Accept`) and one bucket. Never contains the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct CacheKey([u8; 32]);
 
 impl CacheKey {
     pub(crate) fn new(target: &Target<'_>, request: &RequestDigest, bucket: &Bucket) -> Self {
-        let mut input = Vec::with_capacity(
-            128 + target.host.len()
-                + target.path.len()
-                + target.accept.len()
-                + bucket.as_bytes().len(),
-        );
-        put_field(&mut input, KEY_VERSION);
-        put_field(&mut input, target.host);
-        put_field(&mut input, target.path.as_bytes());
-        put_field(&mut input, &request.0);
-        put_field(&mut input, target.accept);
-        put_field(&mut input, bucket.as_bytes());
-        Self(Sha256::digest(&input).into())
+        let mut hasher = Sha256::new();
+        put(&mut hasher, KEY_VERSION);
+        target.feed(&mut hasher);
+        put(&mut hasher, &request.0);
+        put(&mut hasher, bucket.as_bytes());
+        Self(hasher.finalize().into())
+    }
+}
+
+/// Feeds `bytes` preceded by its length, so neighbouring fields can never run together.
+fn put(hasher: &mut Sha256, bytes: &[u8]) {
+    hasher.update((bytes.len() as u64).to_le_bytes());
+    hasher.update(bytes);
+}
+
+/// Feeds every value of header `name` (all of them: a second `Accept` line counts too),
+/// preceded by their count.
+fn put_all(hasher: &mut Sha256, headers: &HeaderMap, name: &HeaderName) {
+    let values = headers.get_all(name);
+    hasher.update((values.iter().count() as u64).to_le_bytes());
+    for value in values {
+        put(hasher, value.as_bytes());
     }
 }
 
@@ -124,47 +163,88 @@ mod tests {
         assert_ne!(base, RequestDigest::new("q", None, &vars, &apq));
     }
 
-    fn target<'a>(host: &'a str, path: &'a str, accept: &'a str) -> Target<'a> {
-        Target {
-            host: host.as_bytes(),
-            path,
-            accept: accept.as_bytes(),
-        }
+    fn key_of(request: http::Request<()>, key_headers: &[HeaderName], query: bool) -> CacheKey {
+        let (parts, _) = request.into_parts();
+        let d = digest(json!({}));
+        CacheKey::new(
+            &Target::new(&parts, key_headers, query),
+            &d,
+            &Bucket::derive(&[], None),
+        )
+    }
+
+    fn get(uri: &str) -> http::request::Builder {
+        http::Request::get(uri)
     }
 
     #[test]
-    fn host_path_accept_and_bucket_separate_keys() {
-        let d = digest(json!({}));
-        let bucket = Bucket::derive(&[], None);
-        let base = target("a.example", "/graphql", "application/json");
-        let key = CacheKey::new(&base, &d, &bucket);
-        assert_eq!(key, CacheKey::new(&base, &d, &bucket));
-        for other in [
-            target("b.example", "/graphql", "application/json"),
-            target("a.example", "/t/b/graphql", "application/json"),
-            target("a.example", "/graphql", "application/graphql-response+json"),
-        ] {
-            assert_ne!(key, CacheKey::new(&other, &d, &bucket));
-        }
-        let authed = Bucket::derive(&[], Some(&crate::Claims::new(Default::default())));
-        assert_ne!(key, CacheKey::new(&base, &d, &authed));
-    }
-
-    #[test]
-    fn key_uses_the_request_path_not_the_route_pattern() {
-        let (a, _) = http::Request::get("http://h/t/a/graphql")
-            .body(())
-            .unwrap()
-            .into_parts();
-        let (b, _) = http::Request::get("http://h/t/b/graphql")
-            .body(())
-            .unwrap()
-            .into_parts();
-        let d = digest(json!({}));
-        let bucket = Bucket::derive(&[], None);
-        assert_ne!(
-            CacheKey::new(&Target::of(&a), &d, &bucket),
-            CacheKey::new(&Target::of(&b), &d, &bucket)
+    fn every_input_a_handler_can_read_separates_keys() {
+        let forwarded = [
+            HeaderName::from_static("x-forwarded-host"),
+            HeaderName::from_static("forwarded"),
+        ];
+        let key = |b: http::request::Builder| key_of(b.body(()).unwrap(), &forwarded, true);
+        let base =
+            key(get("http://a.example/graphql?lang=en").header("accept", "application/json"));
+        assert_eq!(
+            base,
+            key(get("http://a.example/graphql?lang=en").header("accept", "application/json"))
         );
+        for other in [
+            get("http://b.example/graphql?lang=en").header("accept", "application/json"),
+            get("http://a.example/t/b/graphql?lang=en").header("accept", "application/json"),
+            get("http://a.example/graphql?lang=fr").header("accept", "application/json"),
+            get("http://a.example/graphql?lang=en")
+                .header("accept", "application/graphql-response+json"),
+            get("http://a.example/graphql?lang=en")
+                .header("accept", "application/json")
+                .header("accept", "text/html"),
+            get("http://a.example/graphql?lang=en")
+                .header("accept", "application/json")
+                .header("host", "evil.example"),
+            get("http://a.example/graphql?lang=en")
+                .header("accept", "application/json")
+                .header("x-forwarded-host", "evil.example"),
+            get("http://a.example/graphql?lang=en")
+                .header("accept", "application/json")
+                .header("forwarded", "host=evil.example"),
+        ] {
+            assert_ne!(base, key(other));
+        }
+        // Headers outside the list are not keyed (and a response varying on them is not stored).
+        assert_eq!(
+            base,
+            key(get("http://a.example/graphql?lang=en")
+                .header("accept", "application/json")
+                .header("x-request-id", "1"))
+        );
+    }
+
+    #[test]
+    fn a_gets_query_string_is_left_to_its_digest() {
+        let a = key_of(get("/graphql?query=a").body(()).unwrap(), &[], false);
+        let b = key_of(get("/graphql?query=b").body(()).unwrap(), &[], false);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_nested_routers_stripped_prefix_stays_in_the_key() {
+        let nested = |tenant: &str| {
+            let mut req = get("/graphql").body(()).unwrap();
+            let original: Uri = format!("/t/{tenant}/graphql").parse().unwrap();
+            req.extensions_mut().insert(OriginalUri(original));
+            key_of(req, &[], true)
+        };
+        assert_ne!(nested("acme"), nested("globex"));
+    }
+
+    #[test]
+    fn the_bucket_separates_keys() {
+        let (parts, _) = get("/graphql").body(()).unwrap().into_parts();
+        let d = digest(json!({}));
+        let target = Target::new(&parts, &[], true);
+        let anonymous = CacheKey::new(&target, &d, &Bucket::derive(&[], None));
+        let authed = Bucket::derive(&[], Some(&crate::Claims::new(Default::default())));
+        assert_ne!(anonymous, CacheKey::new(&target, &d, &authed));
     }
 }

@@ -13,12 +13,15 @@ pub(crate) mod store;
 
 use std::time::Duration;
 
-use http::header::{AGE, SET_COOKIE, VARY};
+use http::header::{
+    ACCEPT, AGE, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LANGUAGE, CONTENT_TYPE, ETAG, EXPIRES,
+    HOST, LAST_MODIFIED, SET_COOKIE, VARY,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::claims::Claims;
+use crate::claims::ReadLog;
 use crate::scope::Decision;
 
 /// `x-cache`: `HIT`, `MISS` or `BYPASS`.
@@ -64,6 +67,7 @@ pub(crate) fn check_head(
     headers: &HeaderMap,
     size_hint: Option<u64>,
     max_entry_bytes: usize,
+    key_headers: &[HeaderName],
 ) -> Result<(), NotStored> {
     if status != StatusCode::OK {
         return Err(NotStored::Status);
@@ -75,7 +79,7 @@ pub(crate) fn check_head(
     if directives.no_store || directives.no_cache {
         return Err(NotStored::NoStore);
     }
-    if !varies_only_on_keyed_headers(headers) {
+    if !varies_only_on_keyed_headers(headers, key_headers) {
         return Err(NotStored::VariesOnUnkeyedHeader);
     }
     match size_hint {
@@ -95,14 +99,14 @@ pub(crate) fn storable_ttl(
     headers: &HeaderMap,
     body: &[u8],
     decision: &Decision,
-    claims: Option<&Claims>,
+    reads: &ReadLog,
 ) -> Result<Duration, NotStored> {
     // A body that is not a JSON object (or has `errors`) is not a clean GraphQL result.
     match serde_json::from_slice::<ErrorsProbe>(body) {
         Ok(ErrorsProbe { errors: None }) => {}
         _ => return Err(NotStored::GraphqlErrors),
     }
-    if let Some(uncovered) = claims.and_then(|c| c.read_log().first_uncovered(&decision.scope)) {
+    if let Some(uncovered) = reads.first_uncovered(&decision.scope) {
         return Err(NotStored::UncoveredClaimRead(uncovered.to_string()));
     }
     let directives = control::parse(headers).map_err(|_| NotStored::MalformedCacheControl)?;
@@ -119,38 +123,70 @@ pub(crate) fn storable_ttl(
     Ok(ttl)
 }
 
-/// Whether every header the response varies on is part of the cache key. An inner layer
-/// that varies on, say, `Accept-Encoding` would otherwise have one encoding served to all.
-fn varies_only_on_keyed_headers(headers: &HeaderMap) -> bool {
+/// Whether every header the response varies on is part of the cache key: `Accept`,
+/// `Host` and the configured key headers. `Authorization` and `Cookie` are not: the key
+/// holds the bucket (claim values), not those headers, so a response that varies on them
+/// is not stored. An inner layer that varies on, say, `Accept-Encoding` would otherwise
+/// have one encoding served to all.
+fn varies_only_on_keyed_headers(headers: &HeaderMap, key_headers: &[HeaderName]) -> bool {
     headers.get_all(VARY).iter().all(|value| {
         value.to_str().is_ok_and(|text| {
             text.split(',')
                 .map(str::trim)
                 .filter(|name| !name.is_empty())
                 .all(|name| {
-                    ["accept", "authorization", "cookie"]
+                    [ACCEPT, HOST]
                         .iter()
-                        .any(|keyed| name.eq_ignore_ascii_case(keyed))
+                        .chain(key_headers)
+                        .any(|keyed| name.eq_ignore_ascii_case(keyed.as_str()))
                 })
         })
     })
 }
 
-/// Labels a response from a cached route: `x-cache`, `Vary`, and for claim-scoped
-/// operations `Cache-Control: private`, so a shared cache in front cannot undo the scoping.
+/// The headers a stored response keeps: those that describe the representation. Anything
+/// else (request ids, `Server-Timing`, trace headers, headers a resolver set) belonged to
+/// the one response that was stored and is not replayed on hits.
+pub(crate) fn representation_headers(headers: &HeaderMap) -> HeaderMap {
+    const KEPT: [HeaderName; 8] = [
+        CONTENT_TYPE,
+        CONTENT_LANGUAGE,
+        CONTENT_ENCODING,
+        CACHE_CONTROL,
+        EXPIRES,
+        LAST_MODIFIED,
+        ETAG,
+        VARY,
+    ];
+    let mut kept = HeaderMap::with_capacity(4);
+    for name in &KEPT {
+        for value in headers.get_all(name) {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
+}
+
+/// Labels a response from a verifying route: `x-cache`, `Vary` on every header that can
+/// change it, and `Cache-Control: private` for claim-scoped operations and for any
+/// uncached answer to an authenticated caller, so a shared cache in front cannot undo
+/// the scoping.
 pub(crate) fn label(
     headers: &mut HeaderMap,
     status: CacheStatus,
     decision: Option<&Decision>,
+    authenticated: bool,
     vary: &HeaderValue,
 ) {
     headers.insert(X_CACHE, status.header());
-    if decision.is_some_and(Decision::is_scoped) {
+    let private = match status {
+        CacheStatus::Bypass => authenticated,
+        CacheStatus::Hit | CacheStatus::Miss => decision.is_some_and(Decision::is_scoped),
+    };
+    if private {
         control::make_private(headers);
     }
-    if status != CacheStatus::Bypass {
-        headers.append(VARY, vary.clone());
-    }
+    headers.append(VARY, vary.clone());
 }
 
 pub(crate) fn set_age(headers: &mut HeaderMap, age: Duration) {
@@ -162,6 +198,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::claims::Claims;
     use crate::scope::ClaimPath;
 
     fn decision(scope: &[&str], max_age: u64) -> Decision {
@@ -191,11 +228,21 @@ mod tests {
 
     #[test]
     fn response_max_age_caps_the_rule() {
-        let ttl = storable_ttl(&headers(Some("max-age=10")), OK, &decision(&[], 60), None);
+        let ttl = storable_ttl(
+            &headers(Some("max-age=10")),
+            OK,
+            &decision(&[], 60),
+            &ReadLog::default(),
+        );
         assert_eq!(ttl, Ok(Duration::from_secs(10)));
-        let ttl = storable_ttl(&headers(Some("max-age=600")), OK, &decision(&[], 60), None);
+        let ttl = storable_ttl(
+            &headers(Some("max-age=600")),
+            OK,
+            &decision(&[], 60),
+            &ReadLog::default(),
+        );
         assert_eq!(ttl, Ok(Duration::from_secs(60)));
-        let ttl = storable_ttl(&headers(None), OK, &decision(&[], 60), None);
+        let ttl = storable_ttl(&headers(None), OK, &decision(&[], 60), &ReadLog::default());
         assert_eq!(ttl, Ok(Duration::from_secs(60)));
     }
 
@@ -203,11 +250,21 @@ mod tests {
     fn errors_and_non_json_are_not_stored() {
         let body = br#"{"data":null,"errors":[{"message":"boom"}]}"#;
         assert_eq!(
-            storable_ttl(&headers(None), body, &decision(&[], 60), None),
+            storable_ttl(
+                &headers(None),
+                body,
+                &decision(&[], 60),
+                &ReadLog::default()
+            ),
             Err(NotStored::GraphqlErrors)
         );
         assert_eq!(
-            storable_ttl(&headers(None), b"<html>", &decision(&[], 60), None),
+            storable_ttl(
+                &headers(None),
+                b"<html>",
+                &decision(&[], 60),
+                &ReadLog::default()
+            ),
             Err(NotStored::GraphqlErrors)
         );
     }
@@ -216,15 +273,15 @@ mod tests {
     fn private_needs_a_scope() {
         let upper = headers(Some("Private"));
         assert_eq!(
-            storable_ttl(&upper, OK, &decision(&[], 60), None),
+            storable_ttl(&upper, OK, &decision(&[], 60), &ReadLog::default()),
             Err(NotStored::PrivateWithoutScope)
         );
         let private = headers(Some("private"));
         assert_eq!(
-            storable_ttl(&private, OK, &decision(&[], 60), None),
+            storable_ttl(&private, OK, &decision(&[], 60), &ReadLog::default()),
             Err(NotStored::PrivateWithoutScope)
         );
-        assert!(storable_ttl(&private, OK, &decision(&["sub"], 60), None).is_ok());
+        assert!(storable_ttl(&private, OK, &decision(&["sub"], 60), &ReadLog::default()).is_ok());
     }
 
     #[test]
@@ -236,33 +293,58 @@ mod tests {
                 .clone(),
         );
         assert_eq!(claims.claim_str("role"), Some("admin"));
-        let err = storable_ttl(&headers(None), OK, &decision(&["sub"], 60), Some(&claims));
+        let err = storable_ttl(
+            &headers(None),
+            OK,
+            &decision(&["sub"], 60),
+            claims.read_log(),
+        );
         assert_eq!(err, Err(NotStored::UncoveredClaimRead("/role".into())));
-        assert!(storable_ttl(&headers(None), OK, &decision(&["role"], 60), Some(&claims)).is_ok());
+        assert!(
+            storable_ttl(
+                &headers(None),
+                OK,
+                &decision(&["role"], 60),
+                claims.read_log()
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn head_checks_refuse_what_must_never_be_stored() {
         let ok = headers(None);
-        assert_eq!(check_head(StatusCode::OK, &ok, Some(10), 100), Ok(()));
+        assert_eq!(check_head(StatusCode::OK, &ok, Some(10), 100, &[]), Ok(()));
         assert_eq!(
-            check_head(StatusCode::BAD_REQUEST, &ok, Some(10), 100),
+            check_head(StatusCode::BAD_REQUEST, &ok, Some(10), 100, &[]),
             Err(NotStored::Status)
         );
         assert_eq!(
-            check_head(StatusCode::OK, &ok, Some(101), 100),
+            check_head(StatusCode::OK, &ok, Some(101), 100, &[]),
             Err(NotStored::TooLarge)
         );
         assert_eq!(
-            check_head(StatusCode::OK, &ok, None, 100),
+            check_head(StatusCode::OK, &ok, None, 100, &[]),
             Err(NotStored::TooLarge)
         );
         assert_eq!(
-            check_head(StatusCode::OK, &headers(Some("no-store")), Some(1), 100),
+            check_head(
+                StatusCode::OK,
+                &headers(Some("no-store")),
+                Some(1),
+                100,
+                &[]
+            ),
             Err(NotStored::NoStore)
         );
         assert_eq!(
-            check_head(StatusCode::OK, &headers(Some("NO-STORE")), Some(1), 100),
+            check_head(
+                StatusCode::OK,
+                &headers(Some("NO-STORE")),
+                Some(1),
+                100,
+                &[]
+            ),
             Err(NotStored::NoStore)
         );
         assert_eq!(
@@ -270,22 +352,37 @@ mod tests {
                 StatusCode::OK,
                 &headers(Some("no-store, max-age=x")),
                 Some(1),
-                100
+                100,
+                &[]
             ),
             Err(NotStored::MalformedCacheControl)
         );
         let mut vary = HeaderMap::new();
         vary.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
         assert_eq!(
-            check_head(StatusCode::OK, &vary, Some(1), 100),
+            check_head(StatusCode::OK, &vary, Some(1), 100, &[]),
             Err(NotStored::VariesOnUnkeyedHeader)
         );
-        vary.insert(VARY, HeaderValue::from_static("accept, Authorization"));
-        assert_eq!(check_head(StatusCode::OK, &vary, Some(1), 100), Ok(()));
+        vary.insert(VARY, HeaderValue::from_static("accept, Host"));
+        assert_eq!(check_head(StatusCode::OK, &vary, Some(1), 100, &[]), Ok(()));
+        // Neither header's value is in the key: the bucket is built from claims.
+        for unkeyed in ["Authorization", "cookie", "*", "Origin"] {
+            vary.insert(VARY, HeaderValue::from_static(unkeyed));
+            assert_eq!(
+                check_head(StatusCode::OK, &vary, Some(1), 100, &[]),
+                Err(NotStored::VariesOnUnkeyedHeader),
+                "{unkeyed}"
+            );
+        }
+        let origin = [HeaderName::from_static("origin")];
+        assert_eq!(
+            check_head(StatusCode::OK, &vary, Some(1), 100, &origin),
+            Ok(())
+        );
         let mut cookie = HeaderMap::new();
         cookie.insert(SET_COOKIE, HeaderValue::from_static("a=b"));
         assert_eq!(
-            check_head(StatusCode::OK, &cookie, Some(1), 100),
+            check_head(StatusCode::OK, &cookie, Some(1), 100, &[]),
             Err(NotStored::SetCookie)
         );
     }
@@ -298,10 +395,36 @@ mod tests {
             &mut h,
             CacheStatus::Miss,
             Some(&decision(&["sub"], 60)),
+            true,
             &vary,
         );
         assert_eq!(h[X_CACHE], "MISS");
         assert_eq!(h[http::header::CACHE_CONTROL], "private, max-age=30");
         assert_eq!(h[VARY], "authorization");
+    }
+
+    #[test]
+    fn bypassed_answers_vary_and_are_private_when_authenticated() {
+        let vary = HeaderValue::from_static("authorization");
+        let mut authed = headers(None);
+        label(&mut authed, CacheStatus::Bypass, None, true, &vary);
+        assert_eq!(authed[VARY], "authorization");
+        assert_eq!(authed[http::header::CACHE_CONTROL], "private");
+        let mut anonymous = headers(None);
+        label(&mut anonymous, CacheStatus::Bypass, None, false, &vary);
+        assert_eq!(anonymous[VARY], "authorization");
+        assert!(!anonymous.contains_key(http::header::CACHE_CONTROL));
+    }
+
+    #[test]
+    fn only_representation_headers_are_stored() {
+        let mut h = headers(Some("max-age=30"));
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert("x-request-id", HeaderValue::from_static("42"));
+        h.insert("server-timing", HeaderValue::from_static("db;dur=3"));
+        let kept = representation_headers(&h);
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[CONTENT_TYPE], "application/json");
+        assert_eq!(kept[CACHE_CONTROL], "max-age=30");
     }
 }

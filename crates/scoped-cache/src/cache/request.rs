@@ -4,6 +4,10 @@
 //! than a cache hit should. The outcome depends only on the request text (the POST body
 //! or the GET query string), so it is remembered under that exact text: a repeated
 //! request is recognised by one hash-map lookup.
+//!
+//! Memory: each entry holds its own copy of the text (never a slice of the connection's
+//! read buffer, which would pin kilobytes per entry) and is weighed at that length plus a
+//! fixed overhead; prepared texts and persisted documents are bounded in bytes.
 
 use std::sync::Arc;
 
@@ -15,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::key::RequestDigest;
 use crate::graphql::document::analyze;
+use crate::guard::nesting;
 use crate::scope::{Decision, RuleSet};
 
 /// How a request is transported.
@@ -65,61 +70,95 @@ struct GetParams {
 
 /// Remembers prepared request texts and the documents of automatic persisted queries.
 pub(crate) struct Preparer {
-    prepared: moka::sync::Cache<(Transport, Bytes), Arc<Prepared>>,
+    /// GET query strings and POST bodies are different texts: one cache each, so a lookup
+    /// borrows the request's bytes without building a key.
+    get: moka::sync::Cache<Bytes, Arc<Prepared>>,
+    post: moka::sync::Cache<Bytes, Arc<Prepared>>,
     persisted: moka::sync::Cache<String, Arc<str>>,
+    nesting: usize,
 }
 
 /// Request texts carry callers' variables: show counts only (moka's `Debug` prints entries).
 impl std::fmt::Debug for Preparer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Preparer")
-            .field("prepared", &self.prepared.entry_count())
+            .field("get", &self.get.entry_count())
+            .field("post", &self.post.entry_count())
             .field("persisted", &self.persisted.entry_count())
             .finish()
     }
 }
 
 impl Preparer {
-    pub(crate) fn new(max_bytes: u64) -> Self {
-        Self {
-            prepared: moka::sync::Cache::builder()
+    /// A preparer holding at most `max_bytes` of prepared texts (GET and POST each) and of
+    /// persisted documents, refusing documents nested deeper than `nesting`.
+    pub(crate) fn new(max_bytes: u64, nesting: usize) -> Self {
+        let texts = || {
+            moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
-                .weigher(|key: &(Transport, Bytes), _| {
-                    u32::try_from(key.1.len() + 256).unwrap_or(u32::MAX)
+                .weigher(|text: &Bytes, prepared: &Arc<Prepared>| {
+                    u32::try_from(text.len() + prepared.weight()).unwrap_or(u32::MAX)
                 })
-                .build(),
+                .build()
+        };
+        Self {
+            get: texts(),
+            post: texts(),
             persisted: moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
                 .weigher(|hash: &String, query: &Arc<str>| {
-                    u32::try_from(hash.len() + query.len() + 64).unwrap_or(u32::MAX)
+                    u32::try_from(hash.len() + query.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
                 })
                 .build(),
+            nesting,
         }
     }
 
+    fn texts(&self, transport: Transport) -> &moka::sync::Cache<Bytes, Arc<Prepared>> {
+        match transport {
+            Transport::Get => &self.get,
+            Transport::PostJson => &self.post,
+        }
+    }
+
+    /// What the cache knows about `text`, if it was prepared before.
+    pub(crate) fn lookup(&self, transport: Transport, text: &[u8]) -> Option<Arc<Prepared>> {
+        self.texts(transport).get(text)
+    }
+
+    /// Prepares `text` (not found by [`lookup`](Self::lookup)) and remembers the outcome.
     pub(crate) fn prepare(
         &self,
         transport: Transport,
-        text: Bytes,
+        text: &[u8],
         rules: &RuleSet,
     ) -> Arc<Prepared> {
-        let key = (transport, text);
-        if let Some(hit) = self.prepared.get(&key) {
-            return hit;
-        }
-        let prepared = Arc::new(self.prepare_uncached(transport, &key.1, rules));
+        let prepared = Arc::new(self.prepare_uncached(transport, text, rules));
         // A persisted-query hash without its document is not remembered: once the document
         // arrives, the same text must be prepared again to become cacheable.
         if matches!(*prepared, Prepared::Operation { .. }) {
-            self.prepared.insert(key, Arc::clone(&prepared));
+            self.texts(transport)
+                .insert(Bytes::copy_from_slice(text), Arc::clone(&prepared));
         }
         prepared
+    }
+
+    /// The document of a persisted query the preparer has seen with its document.
+    pub(crate) fn persisted(&self, hash: &str) -> Option<Arc<str>> {
+        self.persisted.get(hash)
     }
 
     fn prepare_uncached(&self, transport: Transport, text: &[u8], rules: &RuleSet) -> Prepared {
         let Some(params) = parse_params(transport, text) else {
             return Prepared::Opaque;
         };
+        // The guard checked this already; checking here too keeps the parser below safe
+        // whoever calls it.
+        if let Some(query) = &params.query
+            && nesting::check(query.as_bytes(), self.nesting).is_err()
+        {
+            return Prepared::Opaque;
+        }
         let hash = persisted_query_hash(&params.extensions);
         let query: Arc<str> = match (params.query, hash) {
             (Some(query), Some(hash)) => {
@@ -166,6 +205,25 @@ impl Preparer {
     }
 }
 
+/// What an entry costs besides its text: the `Arc`, the decision, moka's bookkeeping.
+const ENTRY_OVERHEAD: usize = 256;
+
+impl Prepared {
+    fn weight(&self) -> usize {
+        match self {
+            Prepared::Operation { decision, .. } => {
+                ENTRY_OVERHEAD
+                    + decision
+                        .scope
+                        .iter()
+                        .map(|p| 64 + p.to_string().len())
+                        .sum::<usize>()
+            }
+            Prepared::Opaque => ENTRY_OVERHEAD,
+        }
+    }
+}
+
 fn parse_params(transport: Transport, text: &[u8]) -> Option<Params> {
     match transport {
         // A JSON array is a batch: not cached as a whole (and `Params` refuses it).
@@ -207,7 +265,7 @@ mod tests {
     use super::*;
 
     fn rules() -> RuleSet {
-        RuleSet::compile(None, vec![]).unwrap()
+        RuleSet::compile(None, vec![], None).unwrap()
     }
 
     fn digest_of(p: &Prepared) -> RequestDigest {
@@ -218,12 +276,16 @@ mod tests {
     }
 
     fn post(preparer: &Preparer, body: Value) -> Arc<Prepared> {
-        preparer.prepare(Transport::PostJson, Bytes::from(body.to_string()), &rules())
+        preparer.prepare(Transport::PostJson, body.to_string().as_bytes(), &rules())
+    }
+
+    fn preparer() -> Preparer {
+        Preparer::new(1 << 20, 64)
     }
 
     #[test]
     fn get_and_post_share_a_digest() {
-        let preparer = Preparer::new(1 << 20);
+        let preparer = preparer();
         let posted = post(
             &preparer,
             json!({"query": "query P($id: ID!) { post(id: $id) { id } }", "variables": {"id": "1"}}),
@@ -233,13 +295,13 @@ mod tests {
             ("variables", r#"{"id":"1"}"#),
         ])
         .unwrap();
-        let got = preparer.prepare(Transport::Get, Bytes::from(query), &rules());
+        let got = preparer.prepare(Transport::Get, query.as_bytes(), &rules());
         assert_eq!(digest_of(&posted), digest_of(&got));
     }
 
     #[test]
     fn null_and_missing_variables_are_the_same() {
-        let preparer = Preparer::new(1 << 20);
+        let preparer = preparer();
         let a = post(&preparer, json!({"query": "{ me { id } }"}));
         let b = post(
             &preparer,
@@ -250,7 +312,7 @@ mod tests {
 
     #[test]
     fn batches_and_garbage_are_opaque() {
-        let preparer = Preparer::new(1 << 20);
+        let preparer = preparer();
         for body in [
             json!([{"query": "{ me { id } }"}]),
             json!({"query": "{ me "}),
@@ -262,8 +324,66 @@ mod tests {
     }
 
     #[test]
+    fn prepared_texts_are_looked_up_by_transport() {
+        let preparer = preparer();
+        let body = json!({"query": "{ me { id } }"}).to_string();
+        post(&preparer, json!({"query": "{ me { id } }"}));
+        assert!(
+            preparer
+                .lookup(Transport::PostJson, body.as_bytes())
+                .is_some()
+        );
+        assert!(preparer.lookup(Transport::Get, body.as_bytes()).is_none());
+    }
+
+    #[test]
+    fn entries_own_their_text_and_never_pin_the_read_buffer() {
+        let preparer = preparer();
+        // A request body is often a slice of a much larger connection buffer.
+        let mut buffer = vec![b' '; 64 * 1024];
+        let body = json!({"query": "{ me { id } }"}).to_string();
+        buffer[..body.len()].copy_from_slice(body.as_bytes());
+        let buffer = Bytes::from(buffer);
+        let text = buffer.slice(..body.len());
+        preparer.prepare(Transport::PostJson, &text, &rules());
+        drop(text);
+        assert!(
+            buffer.is_unique(),
+            "the cache kept a reference to the read buffer"
+        );
+    }
+
+    #[test]
+    fn a_flood_of_distinct_texts_stays_within_the_byte_bound() {
+        let bound = 64 * 1024;
+        let preparer = Preparer::new(bound, 64);
+        for n in 0..5_000 {
+            post(
+                &preparer,
+                json!({"query": format!("{{ me {{ id }} }} # {n}")}),
+            );
+        }
+        preparer.post.run_pending_tasks();
+        assert!(
+            preparer.post.weighted_size() <= bound,
+            "{}",
+            preparer.post.weighted_size()
+        );
+        assert!(preparer.post.entry_count() > 10);
+    }
+
+    #[test]
+    fn too_deep_documents_are_never_parsed() {
+        let deep = format!("{{ a(x: {}1{}) }}", "[".repeat(5_000), "]".repeat(5_000));
+        assert!(matches!(
+            *post(&preparer(), json!({"query": deep})),
+            Prepared::Opaque
+        ));
+    }
+
+    #[test]
     fn persisted_query_hash_is_learned_only_when_it_matches() {
-        let preparer = Preparer::new(1 << 20);
+        let preparer = preparer();
         let query = "{ publicPosts { id } }";
         let hash = sha256_hex(query);
         let hash_only =

@@ -112,7 +112,7 @@ mod tests {
             .unwrap()
             .into_parts();
         CacheKey::new(
-            &crate::cache::key::Target::of(&parts),
+            &crate::cache::key::Target::new(&parts, &[], false),
             &digest,
             &Bucket::derive(&[], None),
         )

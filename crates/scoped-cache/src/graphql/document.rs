@@ -29,27 +29,39 @@ pub(crate) struct Operation {
 pub(crate) enum Unanalyzable {
     Syntax,
     NoSuchOperation,
+    /// The operation selects more distinct root fields than [`MAX_ROOT_FIELDS`].
+    TooManyRootFields,
 }
 
+/// The most distinct root fields an operation may select and still be cached. Real
+/// operations select a handful; past this, the request is passed on uncached, and no
+/// per-field work (rule lookup, bucket union) grows with a hostile document.
+pub(crate) const MAX_ROOT_FIELDS: usize = 256;
+
+/// Reads `query`. The caller has bounded its nesting, so the parser's recursion is bounded;
+/// everything here is linear in the document: each fragment is visited once, root fields are
+/// deduplicated through a hash set, and the walk uses an explicit stack.
 pub(crate) fn analyze(
     query: &str,
     operation_name: Option<&str>,
 ) -> Result<Operation, Unanalyzable> {
     let doc = parse_query(query).map_err(|_| Unanalyzable::Syntax)?;
     let (name, op) = select_operation(&doc, operation_name)?;
-    let mut root_fields = Vec::new();
-    collect_root_fields(
-        &doc,
-        &op.selection_set.node,
-        &mut HashSet::new(),
-        &mut root_fields,
-    );
+    let root_fields = collect_root_fields(&doc, &op.selection_set.node)?;
     Ok(Operation {
         ty: op.ty,
         name: name.map(ToString::to_string),
         root_fields,
         canonical: print_document(&doc),
     })
+}
+
+/// The kind of operation async-graphql would run for `name`, if it could pick one.
+pub(crate) fn select_operation_type(
+    doc: &ExecutableDocument,
+    name: Option<&str>,
+) -> Option<OperationType> {
+    select_operation(doc, name).ok().map(|(_, op)| op.ty)
 }
 
 /// The operation async-graphql would run (the named one, or the only one) and its name.
@@ -73,39 +85,44 @@ fn select_operation<'d>(
     }
 }
 
+/// Root field names in document order, through inline fragments and fragment spreads.
+/// Each fragment is expanded once, however often it is spread (and cycles end there), so
+/// fragments that spread each other twice per level cost linear, not exponential, work.
 fn collect_root_fields(
     doc: &ExecutableDocument,
-    set: &SelectionSet,
-    seen_fragments: &mut HashSet<Name>,
-    out: &mut Vec<String>,
-) {
-    for selection in &set.items {
+    root: &SelectionSet,
+) -> Result<Vec<String>, Unanalyzable> {
+    let mut seen_fields: HashSet<&str> = HashSet::new();
+    let mut seen_fragments: HashSet<&Name> = HashSet::new();
+    let mut out = Vec::new();
+    // Selections still to visit, last first, so the walk keeps document order.
+    let mut stack: Vec<&Positioned<Selection>> = root.items.iter().rev().collect();
+    while let Some(selection) = stack.pop() {
         match &selection.node {
             Selection::Field(field) => {
                 let name = field.node.name.node.as_str();
-                if name != "__typename" && !out.iter().any(|f| f == name) {
+                if name != "__typename" && seen_fields.insert(name) {
+                    if out.len() == MAX_ROOT_FIELDS {
+                        return Err(Unanalyzable::TooManyRootFields);
+                    }
                     out.push(name.to_owned());
                 }
             }
             Selection::InlineFragment(inline) => {
-                collect_root_fields(doc, &inline.node.selection_set.node, seen_fragments, out);
+                stack.extend(inline.node.selection_set.node.items.iter().rev());
             }
             Selection::FragmentSpread(spread) => {
                 let name = &spread.node.fragment_name.node;
                 // A fragment cycle is invalid GraphQL; the server will say so. Don't loop.
-                if seen_fragments.insert(name.clone())
+                if seen_fragments.insert(name)
                     && let Some(fragment) = doc.fragments.get(name)
                 {
-                    collect_root_fields(
-                        doc,
-                        &fragment.node.selection_set.node,
-                        seen_fragments,
-                        out,
-                    );
+                    stack.extend(fragment.node.selection_set.node.items.iter().rev());
                 }
             }
         }
     }
+    Ok(out)
 }
 
 fn print_document(doc: &ExecutableDocument) -> String {
@@ -293,6 +310,48 @@ mod tests {
     fn the_only_named_operation_is_selected_without_a_name() {
         let op = analyze("query Debug { renderId }", None).unwrap();
         assert_eq!(op.name.as_deref(), Some("Debug"));
+    }
+
+    #[test]
+    fn exponential_fragments_are_visited_once() {
+        // Each fragment spreads the next twice: expanding them would take 2^40 steps.
+        let mut doc = String::from("{ ...F0 }");
+        for i in 0..40 {
+            doc.push_str(&format!(
+                " fragment F{i} on Query {{ f{i}: publicPosts {{ id }} ...F{} ...F{} }}",
+                i + 1,
+                i + 1
+            ));
+        }
+        doc.push_str(" fragment F40 on Query { me { id } }");
+        let op = analyze(&doc, None).unwrap();
+        assert_eq!(op.root_fields, ["publicPosts", "me"]);
+    }
+
+    #[test]
+    fn too_many_root_fields_are_not_analysed() {
+        let fields: String = (0..=MAX_ROOT_FIELDS).map(|i| format!(" f{i}")).collect();
+        assert_eq!(
+            analyze(&format!("{{{fields} }}"), None).unwrap_err(),
+            Unanalyzable::TooManyRootFields
+        );
+        let repeated = " f".repeat(10 * MAX_ROOT_FIELDS);
+        assert_eq!(
+            analyze(&format!("{{{repeated} }}"), None)
+                .unwrap()
+                .root_fields,
+            ["f"]
+        );
+    }
+
+    #[test]
+    fn long_fragment_chains_do_not_recurse() {
+        let mut doc = String::from("{ ...F0 }");
+        for i in 0..20_000 {
+            doc.push_str(&format!(" fragment F{i} on Query {{ ...F{} }}", i + 1));
+        }
+        doc.push_str(" fragment F20000 on Query { me }");
+        assert_eq!(analyze(&doc, None).unwrap().root_fields, ["me"]);
     }
 
     #[test]

@@ -26,6 +26,7 @@
 //! ```
 
 pub(crate) mod document;
+pub(crate) mod schema;
 
 use crate::Claims;
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_graphql::parser::types::OperationType;
 
 use crate::BuildError;
+use crate::graphql::schema::RootFields;
 use crate::scope::{ClaimPath, Scope};
 
 /// How matching operations are cached: their [`Scope`], their max-age, or a bypass.
@@ -158,7 +159,13 @@ impl From<OperationType> for Kind {
 }
 
 impl RuleSet {
-    pub(crate) fn compile(default: Option<Rule>, rules: Vec<Rule>) -> Result<Self, BuildError> {
+    /// Compiles the rules; with `schema`, a root-field rule must name a root field the
+    /// schema has.
+    pub(crate) fn compile(
+        default: Option<Rule>,
+        rules: Vec<Rule>,
+        schema: Option<&RootFields>,
+    ) -> Result<Self, BuildError> {
         let default_rule = default.unwrap_or_default();
         for rule in std::iter::once(&default_rule).chain(&rules) {
             if rule.max_age.is_some_and(|age| age > MAX_MAX_AGE) {
@@ -189,6 +196,16 @@ impl RuleSet {
                 }
                 Matcher::RootField(field) => {
                     let (kind, name) = parse_root_field(&field)?;
+                    if let Some(schema) = schema {
+                        let fields = match kind {
+                            Kind::Query => &schema.query,
+                            Kind::Mutation => &schema.mutation,
+                            Kind::Subscription => &schema.subscription,
+                        };
+                        if !fields.as_ref().is_some_and(|f| f.contains(name)) {
+                            return Err(BuildError::UnknownRootField(field));
+                        }
+                    }
                     if fields.insert((kind, name.to_owned()), settled).is_some() {
                         return Err(BuildError::DuplicateRule(field));
                     }
@@ -272,6 +289,7 @@ mod tests {
                 Rule::root_field("Query.debug").bypass(),
                 Rule::operation("Everything").scope(Scope::claims(["org.id"])),
             ],
+            None,
         )
         .unwrap()
     }
@@ -327,8 +345,28 @@ mod tests {
     }
 
     #[test]
+    fn rules_must_name_root_fields_the_schema_has() {
+        let schema = RootFields::from_sdl(
+            "type Query { me: String memberPosts: [String] } type Mutation { createPost: String }",
+        )
+        .unwrap();
+        let compile = |rule| RuleSet::compile(None, vec![rule], Some(&schema));
+        assert!(compile(Rule::root_field("Query.memberPosts")).is_ok());
+        assert!(compile(Rule::root_field("Mutation.createPost")).is_ok());
+        for unknown in ["Query.member_posts", "Query.createPost", "Subscription.me"] {
+            assert!(
+                matches!(
+                    compile(Rule::root_field(unknown)),
+                    Err(BuildError::UnknownRootField(ref f)) if f == unknown
+                ),
+                "{unknown}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_rules_do_not_compile() {
-        let compile = |rule| RuleSet::compile(None, vec![rule]).unwrap_err();
+        let compile = |rule| RuleSet::compile(None, vec![rule], None).unwrap_err();
         assert!(matches!(
             compile(Rule::root_field("me")),
             BuildError::InvalidRootField(_)
@@ -347,12 +385,13 @@ mod tests {
         ));
         let forever = Rule::new().max_age(Duration::MAX);
         assert!(matches!(
-            RuleSet::compile(Some(forever), vec![]),
+            RuleSet::compile(Some(forever), vec![], None),
             Err(BuildError::MaxAgeTooLong)
         ));
         let twice = RuleSet::compile(
             None,
             vec![Rule::root_field("Query.me"), Rule::root_field("Query.me")],
+            None,
         );
         assert!(matches!(twice, Err(BuildError::DuplicateRule(_))));
     }

@@ -1,0 +1,510 @@
+//! Checks on every request of a verifying route, before anything parses it.
+//!
+//! The layer stands in front of the application's GraphQL parser, so it keeps from it what
+//! would crash it or run where it must not:
+//! - bodies beyond `max_request_bytes`, whatever their content type (413);
+//! - documents nested deeper than `max_nesting`, in a GET query string, a JSON body (one
+//!   request or a batch) or the `operations` of a multipart upload (400);
+//! - operations other than queries sent with GET or HEAD (405), and bodies on HEAD (dropped);
+//! - requests that ride a cookie token across sites: such a request must not be a
+//!   CORS-"simple" form post, and must not come from another origin (415 / 403).
+//!
+//! Every check is one linear pass over bounded input.
+
+pub(crate) mod nesting;
+
+use std::borrow::Cow;
+
+use async_graphql::parser::parse_query;
+use async_graphql::parser::types::OperationType;
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, request};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Deserialize;
+
+use crate::graphql::document::select_operation_type;
+use crate::rejection::{
+    BAD_REQUEST, FORBIDDEN, METHOD_NOT_ALLOWED, PERSISTED_QUERY_NOT_FOUND, graphql_error,
+};
+
+/// The default for [`max_nesting`](crate::ScopedCacheLayerBuilder::max_nesting).
+pub(crate) const DEFAULT_MAX_NESTING: usize = 64;
+/// The most [`max_nesting`](crate::ScopedCacheLayerBuilder::max_nesting) may be set to:
+/// async-graphql's parser is known to stay well within a 2 MiB thread stack there.
+pub(crate) const MAX_MAX_NESTING: usize = 256;
+
+const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+
+/// Why the layer answers a request itself instead of passing it on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    BodyTooLarge,
+    BodyUnreadable,
+    TooDeep,
+    MalformedJson,
+    NotAQueryOverGet,
+    CookieNeedsJson,
+    CrossSite,
+    PersistedQueryNotFound,
+}
+
+impl Refusal {
+    /// The GraphQL-shaped answer (its media type is set by the caller, from `Accept`).
+    pub(crate) fn into_response(self) -> Response {
+        let (status, message, code) = match self {
+            Refusal::BodyTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+                BAD_REQUEST,
+            ),
+            Refusal::BodyUnreadable => (
+                StatusCode::BAD_REQUEST,
+                "request body could not be read",
+                BAD_REQUEST,
+            ),
+            Refusal::TooDeep => (
+                StatusCode::BAD_REQUEST,
+                "document nests too deeply",
+                BAD_REQUEST,
+            ),
+            Refusal::MalformedJson => (
+                StatusCode::BAD_REQUEST,
+                "request body is not a valid GraphQL JSON request",
+                BAD_REQUEST,
+            ),
+            Refusal::NotAQueryOverGet => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only queries may be sent with GET",
+                METHOD_NOT_ALLOWED,
+            ),
+            Refusal::CookieNeedsJson => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "a request authenticated by cookie must be sent as application/json",
+                BAD_REQUEST,
+            ),
+            Refusal::CrossSite => (
+                StatusCode::FORBIDDEN,
+                "cross-site request refused",
+                FORBIDDEN,
+            ),
+            // What async-graphql and Apollo clients expect: the client resends the document.
+            Refusal::PersistedQueryNotFound => (
+                StatusCode::OK,
+                "PersistedQueryNotFound",
+                PERSISTED_QUERY_NOT_FOUND,
+            ),
+        };
+        let mut response = graphql_error(status, message, code);
+        if self == Refusal::NotAQueryOverGet {
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("POST"));
+        }
+        response
+    }
+}
+
+/// Reads a request body of at most `limit` bytes. A declared `Content-Length` beyond the
+/// limit is refused before reading anything.
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, Refusal> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(Refusal::BodyTooLarge);
+    }
+    if http_body::Body::is_end_stream(&body) {
+        return Ok(Bytes::new());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(Refusal::BodyTooLarge),
+        Err(_) => Err(Refusal::BodyUnreadable),
+    }
+}
+
+/// What a JSON body turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JsonBody {
+    /// One GraphQL request or a batch, every document within the nesting limit.
+    GraphQl,
+    /// Not JSON of that shape: async-graphql will refuse it without parsing a document.
+    NotGraphQl,
+}
+
+/// The one field of a GraphQL request whose text reaches the GraphQL parser. Other fields
+/// are skipped (serde_json bounds their nesting itself, at 128 levels).
+#[derive(Deserialize)]
+struct QueryOnly<'a> {
+    #[serde(borrow, default)]
+    query: Option<Cow<'a, str>>,
+}
+
+/// Checks a JSON body (one request or a batch) the way async-graphql will read it.
+pub(crate) fn check_json(body: &[u8], nesting: usize) -> Result<JsonBody, Refusal> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let queries: Vec<QueryOnly<'_>> = if first == Some(&b'[') {
+        match serde_json::from_slice(body) {
+            Ok(batch) => batch,
+            Err(_) => return Ok(JsonBody::NotGraphQl),
+        }
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(one) => vec![one],
+            Err(_) => return Ok(JsonBody::NotGraphQl),
+        }
+    };
+    for query in queries.iter().filter_map(|q| q.query.as_deref()) {
+        nesting::check(query.as_bytes(), nesting).map_err(|_| Refusal::TooDeep)?;
+    }
+    Ok(JsonBody::GraphQl)
+}
+
+/// Checks the `operations` of a GraphQL multipart request (the part async-graphql parses).
+pub(crate) async fn check_multipart(
+    content_type: &str,
+    body: Bytes,
+    nesting: usize,
+) -> Result<(), Refusal> {
+    let Ok(boundary) = multer::parse_boundary(content_type) else {
+        // async-graphql refuses a multipart request without a boundary.
+        return Ok(());
+    };
+    let stream = futures_util::stream::iter([Ok::<Bytes, std::convert::Infallible>(body)]);
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    // A malformed multipart body is refused by async-graphql as well.
+    while let Ok(Some(field)) = multipart.next_field().await {
+        if field.name() == Some("operations") {
+            let Ok(text) = field.bytes().await else {
+                return Ok(());
+            };
+            check_json(&text, nesting)?;
+        }
+    }
+    Ok(())
+}
+
+/// The parts of a GET (or HEAD) query string that name the operation to run.
+#[derive(Debug, Default)]
+pub(crate) struct GetRequest {
+    queries: Vec<String>,
+    operation_names: Vec<String>,
+    persisted_hash: Option<String>,
+}
+
+impl GetRequest {
+    /// Reads the query string (one linear pass) and checks every `query` for nesting.
+    pub(crate) fn read(query_string: &str, nesting: usize) -> Result<Self, Refusal> {
+        let mut out = Self::default();
+        for (name, value) in form_urlencoded::parse(query_string.as_bytes()) {
+            match &*name {
+                "query" => {
+                    nesting::check(value.as_bytes(), nesting).map_err(|_| Refusal::TooDeep)?;
+                    out.queries.push(value.into_owned());
+                }
+                "operationName" => out.operation_names.push(value.into_owned()),
+                "extensions" => {
+                    out.persisted_hash = persisted_hash(&value).or(out.persisted_hash);
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// The hash of an automatic persisted query sent without its document.
+    pub(crate) fn hash_only(&self) -> Option<&str> {
+        self.queries
+            .is_empty()
+            .then_some(self.persisted_hash.as_deref())
+            .flatten()
+    }
+
+    /// Refuses the request if any document it carries would run something other than a
+    /// query. Documents that do not parse, or name no operation the server could pick,
+    /// are left to the server, which refuses them without executing anything.
+    pub(crate) fn check_only_queries(&self, persisted: Option<&str>) -> Result<(), Refusal> {
+        let documents = self.queries.iter().map(String::as_str).chain(persisted);
+        for document in documents {
+            let Ok(doc) = parse_query(document) else {
+                continue;
+            };
+            let names: Vec<Option<&str>> = if self.operation_names.is_empty() {
+                vec![None]
+            } else {
+                self.operation_names
+                    .iter()
+                    .map(|n| Some(n.as_str()))
+                    .collect()
+            };
+            for name in names {
+                if select_operation_type(&doc, name).is_some_and(|ty| ty != OperationType::Query) {
+                    return Err(Refusal::NotAQueryOverGet);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn persisted_hash(extensions: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Extensions {
+        persisted_query: Option<Persisted>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Persisted {
+        sha256_hash: String,
+    }
+    serde_json::from_str::<Extensions>(extensions)
+        .ok()?
+        .persisted_query
+        .map(|p| p.sha256_hash)
+}
+
+/// Refuses a state-changing request authenticated by a cookie when a browser could have
+/// sent it from another site: it must be JSON (a cross-site form cannot send that without
+/// a CORS preflight), and `Origin` / `Sec-Fetch-Site`, when present, must say same origin.
+pub(crate) fn check_cookie_request(parts: &request::Parts) -> Result<(), Refusal> {
+    if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let headers = &parts.headers;
+    if headers
+        .get(SEC_FETCH_SITE)
+        .is_some_and(|site| site.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+    {
+        return Err(Refusal::CrossSite);
+    }
+    if let Some(origin) = headers.get(ORIGIN)
+        && !same_origin(origin.as_bytes(), parts)
+    {
+        return Err(Refusal::CrossSite);
+    }
+    if !is_json(headers) {
+        return Err(Refusal::CookieNeedsJson);
+    }
+    Ok(())
+}
+
+/// Whether `Origin` (`scheme://host[:port]`) names the host the request was sent to.
+fn same_origin(origin: &[u8], parts: &request::Parts) -> bool {
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().as_bytes())
+        .or_else(|| parts.headers.get(HOST).map(HeaderValue::as_bytes));
+    let Some(host) = host else {
+        return false;
+    };
+    let Some(rest) = origin
+        .strip_prefix(b"https://")
+        .or_else(|| origin.strip_prefix(b"http://"))
+    else {
+        // `null` and other opaque origins are never the same origin.
+        return false;
+    };
+    rest.eq_ignore_ascii_case(host)
+}
+
+/// `application/json` or `application/*+json`.
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| {
+            let essence = essence.trim();
+            essence.eq_ignore_ascii_case("application/json")
+                || essence
+                    .get(..12)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("application/"))
+                    && essence
+                        .get(essence.len().saturating_sub(5)..)
+                        .is_some_and(|s| s.eq_ignore_ascii_case("+json"))
+        })
+}
+
+/// The `multipart/*` content type of a request, if it is one.
+pub(crate) fn multipart_type(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            v.get(..10)
+                .is_some_and(|p| p.eq_ignore_ascii_case("multipart/"))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deep(n: usize) -> String {
+        format!("{{ f(x: {}1{}) }}", "[".repeat(n), "]".repeat(n))
+    }
+
+    #[test]
+    fn json_bodies_are_checked_one_or_batched() {
+        let one = serde_json::json!({"query": deep(100)}).to_string();
+        assert_eq!(check_json(one.as_bytes(), 64), Err(Refusal::TooDeep));
+        let batch = serde_json::json!([{"query": "{ a }"}, {"query": deep(100)}]).to_string();
+        assert_eq!(check_json(batch.as_bytes(), 64), Err(Refusal::TooDeep));
+        let fine = serde_json::json!({"query": deep(10), "variables": {"a": [[1]]}}).to_string();
+        assert_eq!(check_json(fine.as_bytes(), 64), Ok(JsonBody::GraphQl));
+        assert_eq!(check_json(b"{nope", 64), Ok(JsonBody::NotGraphQl));
+        assert_eq!(check_json(br#"{"query": 1}"#, 64), Ok(JsonBody::NotGraphQl));
+    }
+
+    #[test]
+    fn deep_variables_are_skipped_without_recursion() {
+        // serde_json skips ignored values with a loop, not recursion; async-graphql's own
+        // parse of `variables` stops at serde_json's 128-level limit.
+        let vars = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        let body = format!(r#"{{"query":"{{ a }}","variables":{vars}}}"#);
+        assert_eq!(check_json(body.as_bytes(), 64), Ok(JsonBody::GraphQl));
+    }
+
+    #[tokio::test]
+    async fn multipart_operations_are_checked() {
+        let ops = serde_json::json!({"query": deep(100)}).to_string();
+        let body = format!(
+            "--X\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n{ops}\r\n--X--\r\n"
+        );
+        let result = check_multipart("multipart/form-data; boundary=X", body.into(), 64).await;
+        assert_eq!(result, Err(Refusal::TooDeep));
+    }
+
+    fn get(query: &[(&str, &str)]) -> GetRequest {
+        let text = serde_urlencoded::to_string(query).unwrap();
+        GetRequest::read(&text, 64).unwrap()
+    }
+
+    #[test]
+    fn get_refuses_every_operation_but_a_query() {
+        let mutation = get(&[("query", "mutation { a }")]);
+        assert_eq!(
+            mutation.check_only_queries(None),
+            Err(Refusal::NotAQueryOverGet)
+        );
+        let named = get(&[
+            ("query", "query A { a } mutation B { b }"),
+            ("operationName", "B"),
+        ]);
+        assert_eq!(
+            named.check_only_queries(None),
+            Err(Refusal::NotAQueryOverGet)
+        );
+        let twice = get(&[("query", "{ a }"), ("query", "mutation { b }")]);
+        assert_eq!(
+            twice.check_only_queries(None),
+            Err(Refusal::NotAQueryOverGet)
+        );
+        let extra = get(&[("query", "subscription { a }"), ("x", "1")]);
+        assert_eq!(
+            extra.check_only_queries(None),
+            Err(Refusal::NotAQueryOverGet)
+        );
+        let query = get(&[
+            ("query", "query A { a } mutation B { b }"),
+            ("operationName", "A"),
+        ]);
+        assert_eq!(query.check_only_queries(None), Ok(()));
+        let persisted = get(&[]);
+        assert_eq!(
+            persisted.check_only_queries(Some("mutation { a }")),
+            Err(Refusal::NotAQueryOverGet)
+        );
+    }
+
+    #[test]
+    fn get_queries_are_checked_for_nesting() {
+        let text = serde_urlencoded::to_string([("query", deep(100))]).unwrap();
+        assert_eq!(GetRequest::read(&text, 64).unwrap_err(), Refusal::TooDeep);
+    }
+
+    #[test]
+    fn hash_only_get_is_recognised() {
+        let ext = r#"{"persistedQuery":{"version":1,"sha256Hash":"abc"}}"#;
+        assert_eq!(get(&[("extensions", ext)]).hash_only(), Some("abc"));
+        assert_eq!(
+            get(&[("extensions", ext), ("query", "{ a }")]).hash_only(),
+            None
+        );
+    }
+
+    fn parts(method: Method, headers: &[(&str, &str)]) -> request::Parts {
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri("http://forum.example/graphql");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn cookie_requests_must_be_same_site_json() {
+        let json = ("content-type", "application/json");
+        assert_eq!(check_cookie_request(&parts(Method::POST, &[json])), Ok(()));
+        assert_eq!(
+            check_cookie_request(&parts(Method::POST, &[("content-type", "text/plain")])),
+            Err(Refusal::CookieNeedsJson)
+        );
+        assert_eq!(
+            check_cookie_request(&parts(Method::POST, &[])),
+            Err(Refusal::CookieNeedsJson)
+        );
+        assert_eq!(
+            check_cookie_request(&parts(
+                Method::POST,
+                &[json, ("origin", "https://evil.example")]
+            )),
+            Err(Refusal::CrossSite)
+        );
+        assert_eq!(
+            check_cookie_request(&parts(Method::POST, &[json, ("origin", "null")])),
+            Err(Refusal::CrossSite)
+        );
+        assert_eq!(
+            check_cookie_request(&parts(
+                Method::POST,
+                &[json, ("origin", "https://forum.example")]
+            )),
+            Ok(())
+        );
+        assert_eq!(
+            check_cookie_request(&parts(
+                Method::POST,
+                &[json, ("sec-fetch-site", "cross-site")]
+            )),
+            Err(Refusal::CrossSite)
+        );
+        assert_eq!(check_cookie_request(&parts(Method::GET, &[])), Ok(()));
+    }
+
+    #[test]
+    fn json_content_types() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(CONTENT_TYPE, HeaderValue::from_str(v).unwrap());
+            m
+        };
+        assert!(is_json(&h("application/json")));
+        assert!(is_json(&h("Application/JSON; charset=utf-8")));
+        assert!(is_json(&h("application/graphql-response+json")));
+        assert!(!is_json(&h("text/plain")));
+        assert!(!is_json(&h("multipart/form-data; boundary=x")));
+        assert!(!is_json(&h("application/")));
+    }
+}

@@ -1,0 +1,125 @@
+//! How deeply a GraphQL document nests, found by one linear pass over its bytes.
+//!
+//! async-graphql's parser recurses once per nesting level of selection sets, lists, input
+//! objects and argument lists; about 2,000 levels overflow the stack and abort the whole
+//! process. Every way GraphQL nests goes through `{`, `[` or `(`, so counting those
+//! (outside strings and comments) bounds the parser's recursion before it runs.
+
+/// The document nests deeper than the limit allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TooDeep;
+
+/// Checks that `text` never nests `{`, `[` or `(` more than `limit` levels deep.
+///
+/// Strings (`"…"` with escapes, `"""…"""` block strings) and `#` comments are skipped, so
+/// brackets inside them do not count. Unbalanced closing brackets are ignored (the parser
+/// will refuse the document anyway). The pass stops at the first level past `limit`.
+pub(crate) fn check(text: &[u8], limit: usize) -> Result<(), TooDeep> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(&byte) = text.get(i) {
+        match byte {
+            b'{' | b'[' | b'(' => {
+                depth += 1;
+                if depth > limit {
+                    return Err(TooDeep);
+                }
+            }
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            b'#' => {
+                // A comment runs to the end of the line.
+                while text.get(i).is_some_and(|b| *b != b'\n' && *b != b'\r') {
+                    i += 1;
+                }
+            }
+            b'"' if text.get(i..i + 3) == Some(b"\"\"\"") => {
+                i = skip_block_string(text, i + 3);
+                continue;
+            }
+            b'"' => {
+                i = skip_string(text, i + 1);
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// The index just past the string that starts at `i` (after its opening quote).
+fn skip_string(text: &[u8], mut i: usize) -> usize {
+    while let Some(&byte) = text.get(i) {
+        match byte {
+            b'\\' => i += 2,
+            b'"' => return i + 1,
+            // A line break ends an unterminated string: the parser refuses it there.
+            b'\n' | b'\r' => return i,
+            _ => i += 1,
+        }
+    }
+    i
+}
+
+/// The index just past the block string that starts at `i` (after its opening `"""`).
+fn skip_block_string(text: &[u8], mut i: usize) -> usize {
+    while i < text.len() {
+        if text[i..].starts_with(b"\\\"\"\"") {
+            i += 4;
+        } else if text[i..].starts_with(b"\"\"\"") {
+            return i + 3;
+        } else {
+            i += 1;
+        }
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn depth_ok(text: &str, limit: usize) -> bool {
+        check(text.as_bytes(), limit).is_ok()
+    }
+
+    #[test]
+    fn counts_every_kind_of_bracket() {
+        let q = "{ a(x: [{y: 1}]) { b } }";
+        // `{` `(` `[` `{` nest four deep.
+        assert!(depth_ok(q, 4));
+        assert!(!depth_ok(q, 3));
+    }
+
+    #[test]
+    fn deep_lists_objects_and_selections_are_refused() {
+        for (open, close) in [("[", "]"), ("{a:", "}"), ("{ a ", "}")] {
+            let q = format!("{{ f(x: {}1{}) }}", open.repeat(2_000), close.repeat(2_000));
+            assert_eq!(check(q.as_bytes(), 64), Err(TooDeep), "{open}");
+        }
+    }
+
+    #[test]
+    fn brackets_in_strings_and_comments_do_not_count() {
+        let q = r#"{ a(x: "[[[[[[", y: """ {{{{{{ \""" ((((( """) # [[[[[[[
+            b }"#;
+        assert!(depth_ok(q, 2));
+        let escaped = r#"{ a(x: "\"[[[[[[") }"#;
+        assert!(depth_ok(escaped, 2));
+    }
+
+    #[test]
+    fn unterminated_strings_and_stray_closers_stay_linear_and_safe() {
+        assert!(depth_ok(r#"{ a(x: "abc"#, 2));
+        assert!(depth_ok(r#"{ a(x: """abc"#, 2));
+        assert!(depth_ok(")))]]]}}}", 0));
+        // A string cut by a line break does not hide the brackets after it.
+        assert!(!depth_ok("{ a(x: \"abc\n [[[[ ) }", 3));
+    }
+
+    #[test]
+    fn empty_and_flat_texts_pass() {
+        assert!(depth_ok("", 0));
+        assert!(depth_ok("query", 0));
+    }
+}
