@@ -5,14 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use scoped_cache::{
-    BuildError, Claims, JwksSource, RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier,
-};
+use scoped_cache::graphql::{GraphQLRequest, GraphQLResponse};
+use scoped_cache::{BuildError, JwksSource, RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier};
 
 use crate::schema::{self, Forum, ForumSchema};
 
@@ -42,6 +40,8 @@ pub(crate) fn layer(verifier: Verifier) -> Result<ScopedCacheLayer, BuildError> 
                 .audience([AUDIENCE])
                 .leeway(Duration::from_secs(30)),
         )
+        // Rules are checked against the schema: a misspelt root field fails here.
+        .schema(&schema::build(Arc::default()))
         .default_rule(Rule::new().max_age(Duration::from_secs(60)))
         .rule(Rule::root_field("Query.me").scope(Scope::claims(["sub", "name", "role"])))
         .rule(Rule::root_field("Query.memberPosts").scope(Scope::claims(["role"])))
@@ -72,14 +72,12 @@ pub(crate) fn router(forum: Arc<Forum>, layer: ScopedCacheLayer) -> Router {
         .layer(layer)
 }
 
-async fn graphql(
-    State(state): State<AppState>,
-    claims: Option<Claims>,
-    request: GraphQLRequest,
-) -> GraphQLResponse {
+/// GraphQL over HTTP with scoped-cache's extractor: the verified claims are already in the
+/// request's data, the response takes the media type the client accepts, and GET or HEAD
+/// never runs a mutation. Requests it refuses never get here, so only executions count.
+async fn graphql(State(state): State<AppState>, request: GraphQLRequest) -> GraphQLResponse {
     state.forum.executions.fetch_add(1, Ordering::Relaxed);
-    let request = scoped_cache::graphql::with_claims(request.into_inner(), claims);
-    state.schema.execute(request).await.into()
+    request.execute(&state.schema).await
 }
 
 /// Mints a forum token, as the forum's identity provider would.

@@ -224,6 +224,63 @@ async fn provider_outage_keeps_fetched_keys_until_max_stale_then_503() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_unknown_kid_during_an_outage_is_503_and_the_provider_is_not_hammered() {
+    let minted = mint(json!({
+        "keys": [{"id": "old", "alg": "ES256"}, {"id": "new", "alg": "ES256"}],
+        "tokens": [
+            {"id": "old", "key": "old", "claims": claims("user-old", app::ISSUER)},
+            {"id": "new", "key": "new", "claims": claims("user-new", app::ISSUER)},
+            {"id": "forged", "key": "new", "kid": "forged-kid", "claims": claims("mallory", app::ISSUER)},
+        ],
+    }));
+    let provider = Provider::start(vec![minted.jwk("old")]).await;
+    let keys = source(&provider)
+        .min_refresh_interval(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    keys.refresh_now().await.unwrap();
+    let addr = forum_with(keys).await;
+
+    // The provider goes down, and rotates to "new" while it is unreachable.
+    provider.set_down(true);
+    provider.publish(vec![minted.jwk("old"), minted.jwk("new")]);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    // The first request's refresh fails; the next ones are rate-limited while the last
+    // attempt is a failure. None of them can tell a new key from a forged one: 503.
+    for n in 0..10 {
+        let reply = me(addr, minted.token("new")).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request {n}: {}",
+            reply.body
+        );
+        assert_eq!(reply.code(), "AUTH_UNAVAILABLE");
+        assert!(reply.headers.contains_key("retry-after"));
+    }
+    assert_eq!(
+        provider.jwks_requests(),
+        2,
+        "the initial fetch and one failed refresh, not ten"
+    );
+    assert_eq!(
+        me(addr, minted.token("old")).await.status,
+        StatusCode::OK,
+        "known keys keep verifying"
+    );
+
+    // Back up: the next refresh finds the new key; a kid unknown after that is 401.
+    provider.set_down(false);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let reply = me(addr, minted.token("new")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["data"]["me"]["id"], "user-new");
+    let reply = me(addr, minted.token("forged")).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+    assert_eq!(reply.code(), "UNAUTHENTICATED");
+}
+
+#[tokio::test(start_paused = true)]
 async fn start_up_with_the_provider_down_answers_503_then_recovers() {
     let minted = keys_and_tokens(&[("k1", "RS256")], app::ISSUER);
     let provider = Provider::start(vec![minted.jwk("k1")]).await;

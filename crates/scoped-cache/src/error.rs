@@ -100,6 +100,26 @@ pub enum BuildError {
     /// `min_refresh_interval` is longer than `refresh_interval`, or `max_stale` shorter.
     #[error("intervals must satisfy `min_refresh_interval` <= `refresh_interval` <= `max_stale`")]
     InvalidInterval,
+    /// A duration setting is beyond its documented maximum.
+    #[error("`{field}` is longer than the maximum of {max:?}")]
+    DurationTooLong {
+        /// The setting, as named by its setter (`fetch_timeout`, `leeway`, ...).
+        field: &'static str,
+        /// The longest value accepted.
+        max: std::time::Duration,
+    },
+    /// A verifier with several key sources (more than one JWKS source, or static keys plus
+    /// a JWKS source) accepts several issuers, and not every source says which it vouches for.
+    #[error(
+        "a verifier with several key sources and several issuers needs `.issuer([..])` on every key and JWKS source"
+    )]
+    UnboundKeySource,
+    /// An issuer binding (`Key::issuer`, `JwksSourceBuilder::issuer`) that cannot be used.
+    #[error("invalid issuer binding: {reason}")]
+    InvalidIssuerBinding {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The HTTP client for key fetching could not be made.
     #[error("HTTP client for key fetching could not be made")]
     HttpClient(#[source] Box<dyn std::error::Error + Send + Sync>),

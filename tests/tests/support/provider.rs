@@ -19,6 +19,8 @@ struct ProviderState {
     cache_control: RwLock<Option<String>>,
     issuer: RwLock<String>,
     jwks_fetches: AtomicUsize,
+    /// Every JWKS request, answered or refused while down.
+    jwks_requests: AtomicUsize,
     discoveries: AtomicUsize,
     down: AtomicBool,
 }
@@ -70,12 +72,18 @@ impl Provider {
         self.state.jwks_fetches.load(Ordering::SeqCst)
     }
 
+    /// JWKS requests received, including those refused while down.
+    pub(crate) fn jwks_requests(&self) -> usize {
+        self.state.jwks_requests.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn discoveries(&self) -> usize {
         self.state.discoveries.load(Ordering::SeqCst)
     }
 }
 
 async fn jwks(State(state): State<Arc<ProviderState>>) -> Response {
+    state.jwks_requests.fetch_add(1, Ordering::SeqCst);
     if state.down.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }

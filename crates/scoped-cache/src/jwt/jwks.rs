@@ -19,6 +19,13 @@ use crate::cache::control;
 use crate::jwt::keyset::KeySet;
 use crate::rejection::AuthErrorKind;
 
+/// Longest [`fetch_timeout`](JwksSourceBuilder::fetch_timeout): a provider slower than this
+/// is down, and waiters wait a few timeouts at most.
+const MAX_FETCH_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Longest refresh interval or [`max_stale`](JwksSourceBuilder::max_stale): a year, far
+/// beyond any key rotation, and small enough that no deadline computed from it overflows.
+const MAX_INTERVAL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// Why keys could not be fetched. Messages name the step, never the response body.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -101,17 +108,29 @@ struct Config {
     fetch_timeout: Duration,
     max_response_bytes: usize,
     rsa_default_algorithms: Vec<Algorithm>,
+    /// Issuers set with [`JwksSourceBuilder::issuer`]; `None` if never called.
+    issuers: Option<Vec<String>>,
 }
 
 struct Inner {
     location: Location,
     config: Config,
+    /// The `iss` values these keys may vouch for; empty when the source is not bound.
+    issuers: Vec<String>,
     client: reqwest::Client,
     keys: RwLock<Arc<KeySet>>,
     state: Mutex<State>,
     /// The id of the last attempt that ended, sent while `state` is locked.
     finished: watch::Sender<u64>,
-    task: Mutex<Option<AbortHandle>>,
+    task: Mutex<Refresher>,
+}
+
+/// The background refresher. `Starting` marks a spawn decided under the lock and done
+/// outside it, so two callers never both spawn one.
+enum Refresher {
+    Idle,
+    Starting,
+    Running(AbortHandle),
 }
 
 struct State {
@@ -167,6 +186,12 @@ impl JwksSource {
         }
     }
 
+    /// The `iss` values this source's keys may vouch for: an OIDC source's issuer, or those
+    /// given to [`JwksSourceBuilder::issuer`]. Empty when the source is not bound.
+    pub(crate) fn bound_issuers(&self) -> &[String] {
+        &self.inner.issuers
+    }
+
     /// Fetches keys now, whatever the rate limit, and waits for the outcome. For a webhook
     /// that announces a rotation, or to warm the cache at start-up.
     ///
@@ -178,8 +203,9 @@ impl JwksSource {
         let Some(attempt) = self.inner.start_refresh(Cause::Forced) else {
             return Err(KeyFetchError::Closed);
         };
-        // At most the fetch already running plus the one started for this call.
-        let wait = self.inner.config.fetch_timeout * 5;
+        // At most the fetch already running plus the one started for this call. Saturating,
+        // though `build()` bounds the timeout: a wait must never panic.
+        let wait = self.inner.config.fetch_timeout.saturating_mul(5);
         let target = attempt.id;
         if !attempt.wait(wait).await {
             return Err(KeyFetchError::Closed);
@@ -191,24 +217,40 @@ impl JwksSource {
     }
 
     /// The keys to verify a token with `kid`, fetching them if needed and allowed.
-    pub(crate) async fn keys(&self, kid: Option<&str>) -> Result<Arc<KeySet>, AuthErrorKind> {
+    pub(crate) async fn keys(&self, kid: Option<&str>) -> Result<SourceKeys, AuthErrorKind> {
         self.inner.ensure_started();
         let now = Instant::now();
         let set = self.inner.current();
         if self.inner.usable(&set, now) && kid.is_none_or(|kid| set.has_kid(kid)) {
-            return Ok(set);
+            return Ok(SourceKeys {
+                set,
+                kid_unconfirmed: false,
+            });
         }
         // An unknown kid may be a rotation; no usable keys may be a provider that is back.
         // Either way ask for one refresh; the rate limit keeps floods off the provider.
-        if let Some(attempt) = self.inner.start_refresh(Cause::OnDemand) {
-            attempt.wait(self.inner.config.fetch_timeout * 2).await;
-        }
+        let settled = match self.inner.start_refresh(Cause::OnDemand) {
+            Some(attempt) => {
+                attempt
+                    .wait(self.inner.config.fetch_timeout.saturating_mul(2))
+                    .await
+            }
+            // Rate-limited: the last attempt's outcome is the latest word of the provider.
+            None => true,
+        };
         let set = self.inner.current();
-        if self.inner.usable(&set, Instant::now()) {
-            Ok(set)
-        } else {
-            Err(AuthErrorKind::KeysUnavailable)
+        if !self.inner.usable(&set, Instant::now()) {
+            return Err(AuthErrorKind::KeysUnavailable);
         }
+        // A kid is unknown for sure only if the provider was just heard from; during an
+        // outage it may name a key published since, and a 401 would make clients drop a
+        // good token. The rate limit above still bounds what a forged-kid flood costs.
+        let kid_unconfirmed = kid.is_some_and(|kid| !set.has_kid(kid))
+            && (!settled || self.inner.last_attempt_failed());
+        Ok(SourceKeys {
+            set,
+            kid_unconfirmed,
+        })
     }
 
     /// Whether the keys held now include `kid`, without fetching.
@@ -221,6 +263,14 @@ impl JwksSource {
         let set = self.inner.current();
         self.inner.usable(&set, Instant::now())
     }
+}
+
+/// The keys a source holds for one token.
+pub(crate) struct SourceKeys {
+    pub(crate) set: Arc<KeySet>,
+    /// The token's `kid` is not among the keys, and the provider could not be asked (its
+    /// last attempt failed, or did not end in time): the key may exist all the same.
+    pub(crate) kid_unconfirmed: bool,
 }
 
 impl std::fmt::Debug for JwksSource {
@@ -242,11 +292,12 @@ impl JwksSourceBuilder {
                 fetch_timeout: Duration::from_secs(5),
                 max_response_bytes: 256 * 1024,
                 rsa_default_algorithms: vec![Algorithm::RS256],
+                issuers: None,
             },
         }
     }
 
-    /// Time between background refreshes. Default: 10 minutes. A shorter
+    /// Time between background refreshes. Default: 10 minutes; at most a year. A shorter
     /// `Cache-Control: max-age` on the JWKS response shortens it, down to
     /// [`min_refresh_interval`](Self::min_refresh_interval).
     pub fn refresh_interval(mut self, interval: Duration) -> Self {
@@ -255,24 +306,35 @@ impl JwksSourceBuilder {
     }
 
     /// Least time between two refreshes caused by tokens (unknown `kid`, no usable keys).
-    /// Default: 30 seconds. Forged `kid` floods cost the provider at most one fetch per
-    /// interval.
+    /// Default: 30 seconds; at most a year. Forged `kid` floods cost the provider at most
+    /// one fetch per interval.
     pub fn min_refresh_interval(mut self, interval: Duration) -> Self {
         self.config.min_refresh_interval = interval;
         self
     }
 
     /// How long keys keep verifying after the last successful fetch while the provider is
-    /// unreachable. Default: 24 hours, and never less than `refresh_interval`. Beyond it,
-    /// requests with tokens get 503.
+    /// unreachable. Default: 24 hours; at least `refresh_interval` and at most a year.
+    /// Beyond it, requests with tokens get 503.
     pub fn max_stale(mut self, max_stale: Duration) -> Self {
         self.config.max_stale = max_stale;
         self
     }
 
-    /// Timeout of one HTTP request to the provider. Default: 5 seconds.
+    /// Timeout of one HTTP request to the provider. Default: 5 seconds; at most 5 minutes.
+    /// A request whose token needs a refresh waits up to twice this for it.
     pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
         self.config.fetch_timeout = timeout;
+        self
+    }
+
+    /// Issuers (`iss` values) this source's keys may vouch for: a token whose `iss` is not
+    /// listed is never checked against them. Default: any issuer the verifier accepts.
+    /// Required when a [`Verifier`](crate::Verifier) holds this source beside other key
+    /// sources and accepts several issuers. The verifier accepts these issuers too. An OIDC
+    /// source is always bound to its own issuer, and may not list another.
+    pub fn issuer<I: IntoIterator<Item = S>, S: Into<String>>(mut self, issuers: I) -> Self {
+        self.config.issuers = Some(issuers.into_iter().map(Into::into).collect());
         self
     }
 
@@ -298,9 +360,13 @@ impl JwksSourceBuilder {
     /// # Errors
     ///
     /// [`BuildError::InvalidUrl`] for a URL that does not parse or is not http(s);
-    /// [`BuildError::Zero`] for a zero interval, timeout or size; [`BuildError::InvalidInterval`]
-    /// when `min_refresh_interval` exceeds `refresh_interval` or `max_stale` is shorter than it; [`BuildError::HttpClient`] if
-    /// the HTTP client cannot be made.
+    /// [`BuildError::Zero`] for a zero interval, timeout or size;
+    /// [`BuildError::DurationTooLong`] for a duration beyond its maximum;
+    /// [`BuildError::InvalidInterval`] when `min_refresh_interval` exceeds
+    /// `refresh_interval` or `max_stale` is shorter than it;
+    /// [`BuildError::InvalidIssuerBinding`] for an empty `issuer` list, or one naming
+    /// another issuer than an OIDC source's; [`BuildError::HttpClient`] if the HTTP client
+    /// cannot be made.
     pub fn build(self) -> Result<JwksSource, BuildError> {
         let location = self.location?;
         let c = &self.config;
@@ -315,9 +381,33 @@ impl JwksSourceBuilder {
                 return Err(BuildError::Zero(name));
             }
         }
+        for (field, value, max) in [
+            ("fetch_timeout", c.fetch_timeout, MAX_FETCH_TIMEOUT),
+            ("refresh_interval", c.refresh_interval, MAX_INTERVAL),
+            ("min_refresh_interval", c.min_refresh_interval, MAX_INTERVAL),
+            ("max_stale", c.max_stale, MAX_INTERVAL),
+        ] {
+            if value > max {
+                return Err(BuildError::DurationTooLong { field, max });
+            }
+        }
         if c.min_refresh_interval > c.refresh_interval || c.max_stale < c.refresh_interval {
             return Err(BuildError::InvalidInterval);
         }
+        let issuers = match (&location, &c.issuers) {
+            (_, Some(given)) if given.is_empty() => {
+                return Err(BuildError::InvalidIssuerBinding {
+                    reason: "`issuer` needs at least one issuer",
+                });
+            }
+            (Location::Oidc { issuer, .. }, Some(given)) if given.iter().any(|g| g != issuer) => {
+                return Err(BuildError::InvalidIssuerBinding {
+                    reason: "an OIDC source vouches only for its own issuer",
+                });
+            }
+            (Location::Oidc { issuer, .. }, _) => vec![issuer.clone()],
+            (Location::Jwks(_), given) => given.clone().unwrap_or_default(),
+        };
         if c.rsa_default_algorithms.is_empty() {
             return Err(BuildError::NoAlgorithms);
         }
@@ -332,6 +422,7 @@ impl JwksSourceBuilder {
         let (finished, _) = watch::channel(0);
         let inner = Arc::new(Inner {
             location,
+            issuers,
             client,
             keys: RwLock::new(Arc::default()),
             state: Mutex::new(State {
@@ -347,7 +438,7 @@ impl JwksSourceBuilder {
             }),
             config: self.config,
             finished,
-            task: Mutex::new(None),
+            task: Mutex::new(Refresher::Idle),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
             inner.ensure_started();
@@ -391,75 +482,94 @@ impl Inner {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether the provider's last word is a failure: the last attempt ended without a
+    /// JWKS. An emptied JWKS is the provider's answer, not a failure.
+    fn last_attempt_failed(&self) -> bool {
+        matches!(
+            &self.lock_state().last_outcome,
+            Some((_, Err(err))) if !matches!(err, KeyFetchError::NoUsableKeys)
+        )
+    }
+
     /// Spawns the background refresher, if a runtime is available and it is not running
     /// (it ends with the runtime that ran it; a source that outlives one restarts it).
     fn ensure_started(self: &Arc<Self>) {
-        let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
-        if task.as_ref().is_some_and(|task| !task.is_finished()) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
+        let runtime = {
+            let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+            match &*task {
+                Refresher::Starting => return,
+                Refresher::Running(handle) if !handle.is_finished() => return,
+                Refresher::Running(_) | Refresher::Idle => {}
+            }
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            *task = Refresher::Starting;
+            runtime
         };
-        let weak = Arc::downgrade(self);
-        *task = Some(runtime.spawn(refresh_loop(weak)).abort_handle());
+        // Spawned without the lock: a runtime that is shutting down drops the task inside
+        // `spawn`, and whatever that drop runs must be free to take our locks.
+        let handle = runtime.spawn(refresh_loop(Arc::downgrade(self)));
+        *self.task.lock().unwrap_or_else(PoisonError::into_inner) =
+            Refresher::Running(handle.abort_handle());
     }
 
     /// Starts an attempt unless one is running (then joins it, or for a forced refresh
     /// queues one more after it) or the rate limit forbids it.
     fn start_refresh(self: &Arc<Self>, cause: Cause) -> Option<Attempt> {
-        let mut state = self.lock_state();
-        let finished = self.finished.subscribe();
-        if state.in_flight {
-            let id = if cause == Cause::Forced {
-                state.follow_up = true;
-                state.started + 1
-            } else {
-                state.started
-            };
-            return Some(Attempt { id, finished });
-        }
-        let now = Instant::now();
-        if cause == Cause::OnDemand
-            && state.last_attempt.is_some_and(|last| {
-                now.saturating_duration_since(last) < self.config.min_refresh_interval
-            })
-        {
-            return None;
-        }
-        let id = self.launch(&mut state);
-        Some(Attempt { id, finished })
+        let (attempt, launch) = {
+            let mut state = self.lock_state();
+            let finished = self.finished.subscribe();
+            if state.in_flight {
+                let id = if cause == Cause::Forced {
+                    state.follow_up = true;
+                    state.started + 1
+                } else {
+                    state.started
+                };
+                return Some(Attempt { id, finished });
+            }
+            let now = Instant::now();
+            if cause == Cause::OnDemand
+                && state.last_attempt.is_some_and(|last| {
+                    now.saturating_duration_since(last) < self.config.min_refresh_interval
+                })
+            {
+                return None;
+            }
+            let launch = Launch::begin(&mut state);
+            (
+                Attempt {
+                    id: launch.id,
+                    finished,
+                },
+                launch,
+            )
+        };
+        self.spawn_fetch(launch);
+        Some(attempt)
     }
 
-    /// Runs attempt `started + 1` in a task of its own, so a request that gives up waiting
-    /// does not cancel the fetch. If the task is dropped unfinished (runtime shutdown), its
-    /// guard still ends the attempt, so no one waits for it forever.
-    fn launch(self: &Arc<Self>, state: &mut State) -> u64 {
-        state.started += 1;
-        state.in_flight = true;
-        state.last_attempt = Some(Instant::now());
-        let id = state.started;
+    /// Runs an attempt begun under the state lock in a task of its own, so a request that
+    /// gives up waiting does not cancel the fetch. Must be called with the state lock
+    /// released: if the task is dropped unfinished (no runtime, or one shutting down, which
+    /// drops it inside `spawn`), its guard ends the attempt, taking the lock, so no one
+    /// waits for it forever.
+    fn spawn_fetch(self: &Arc<Self>, launch: Launch) {
+        let Launch { id, jwks_uri } = launch;
         let mut guard = FetchGuard {
             inner: Arc::clone(self),
             id,
             done: false,
         };
-        let jwks_uri = state.jwks_uri.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    let outcome = guard.inner.fetch(jwks_uri).await;
-                    guard.done = true;
-                    guard.inner.finish(id, outcome);
-                });
-            }
-            Err(_) => {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let outcome = guard.inner.fetch(jwks_uri).await;
                 guard.done = true;
-                // No runtime to fetch on: end the attempt at once.
-                self.end(state, id, Err(KeyFetchError::Closed), None);
-            }
+                guard.inner.finish(id, outcome);
+            });
         }
-        id
+        // Without a runtime, `guard` drops here and ends the attempt at once.
     }
 
     async fn fetch(&self, known_jwks_uri: Option<Url>) -> Result<Fetched, KeyFetchError> {
@@ -526,7 +636,7 @@ impl Inner {
         });
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
-            if body.len() + chunk.len() > limit {
+            if body.len().saturating_add(chunk.len()) > limit {
                 return Err(KeyFetchError::TooLarge(limit));
             }
             body.extend_from_slice(&chunk);
@@ -538,6 +648,15 @@ impl Inner {
     /// Records the outcome of attempt `id`: new keys, the next scheduled refresh, and the
     /// wake-up of everyone waiting for it.
     fn finish(self: &Arc<Self>, id: u64, outcome: Result<Fetched, KeyFetchError>) {
+        let follow_up = self.record(id, outcome);
+        if let Some(launch) = follow_up {
+            self.spawn_fetch(launch);
+        }
+    }
+
+    /// The state-locked part of [`finish`](Self::finish): returns the queued forced
+    /// refresh, begun, for the caller to spawn once the lock is released.
+    fn record(&self, id: u64, outcome: Result<Fetched, KeyFetchError>) -> Option<Launch> {
         let mut state = self.lock_state();
         let (result, max_age) = match outcome {
             Ok(fetched) => {
@@ -569,9 +688,7 @@ impl Inner {
             Err(err) => (Err(err), None),
         };
         self.end(&mut state, id, result, max_age);
-        if std::mem::take(&mut state.follow_up) {
-            self.launch(&mut state);
-        }
+        std::mem::take(&mut state.follow_up).then(|| Launch::begin(&mut state))
     }
 
     /// Ends attempt `id`. `fetched` is the JWKS's max-age when a document was read.
@@ -619,6 +736,26 @@ impl Inner {
     }
 }
 
+/// An attempt begun (numbered, marked in flight) under the state lock, to be spawned by
+/// [`Inner::spawn_fetch`] once the lock is released.
+#[must_use]
+struct Launch {
+    id: u64,
+    jwks_uri: Option<Url>,
+}
+
+impl Launch {
+    fn begin(state: &mut State) -> Self {
+        state.started += 1;
+        state.in_flight = true;
+        state.last_attempt = Some(Instant::now());
+        Launch {
+            id: state.started,
+            jwks_uri: state.jwks_uri.clone(),
+        }
+    }
+}
+
 /// Ends its attempt with `Closed` if the fetch task is dropped before finishing.
 struct FetchGuard {
     inner: Arc<Inner>,
@@ -662,12 +799,12 @@ impl Attempt {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(task) = self
-            .task
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
+        // `get_mut` takes no lock: nothing is held while aborting.
+        let task = std::mem::replace(
+            self.task.get_mut().unwrap_or_else(PoisonError::into_inner),
+            Refresher::Idle,
+        );
+        if let Refresher::Running(task) = task {
             task.abort();
         }
     }
@@ -706,7 +843,7 @@ async fn refresh_loop(source: Weak<Inner>) {
         let (attempt, limit) = match source.upgrade() {
             Some(inner) => (
                 inner.start_refresh(Cause::Scheduled),
-                inner.config.fetch_timeout * 3,
+                inner.config.fetch_timeout.saturating_mul(3),
             ),
             None => return,
         };
@@ -714,19 +851,23 @@ async fn refresh_loop(source: Weak<Inner>) {
             attempt.wait(limit).await;
         }
         loop {
+            // `None` if the deadline is beyond what `Instant` holds: wait for other attempts.
             let deadline = match source.upgrade() {
                 Some(inner) => {
                     let state = inner.lock_state();
-                    state.last_end + state.next_scheduled
+                    state.last_end.checked_add(state.next_scheduled)
                 }
                 None => return,
             };
             finished.borrow_and_update();
-            let now = Instant::now();
-            if deadline <= now {
+            if deadline.is_some_and(|deadline| deadline <= Instant::now()) {
                 break;
             }
-            match tokio::time::timeout(deadline - now, finished.changed()).await {
+            let changed = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, finished.changed()).await,
+                None => Ok(finished.changed().await),
+            };
+            match changed {
                 // Another attempt ended: its outcome sets a new deadline.
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return,
@@ -762,6 +903,71 @@ mod tests {
             JwksSource::url("ftp://idp.example/jwks.json").build(),
             Err(BuildError::InvalidUrl(_))
         ));
+    }
+
+    #[test]
+    fn durations_beyond_their_maximum_are_refused() {
+        let base = || JwksSource::url("https://idp.example/jwks.json");
+        let day = Duration::from_secs(24 * 60 * 60);
+        let cases = [
+            ("fetch_timeout", base().fetch_timeout(Duration::MAX)),
+            (
+                "fetch_timeout",
+                base().fetch_timeout(Duration::from_secs(5 * 60 + 1)),
+            ),
+            ("refresh_interval", base().refresh_interval(Duration::MAX)),
+            (
+                "min_refresh_interval",
+                base().min_refresh_interval(Duration::MAX),
+            ),
+            ("max_stale", base().max_stale(Duration::MAX)),
+            ("max_stale", base().max_stale(day * 366)),
+        ];
+        for (name, builder) in cases {
+            match builder.build() {
+                Err(BuildError::DurationTooLong { field, .. }) => assert_eq!(field, name),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        // The maximums themselves are accepted.
+        let longest = base()
+            .fetch_timeout(Duration::from_secs(5 * 60))
+            .min_refresh_interval(day * 365)
+            .refresh_interval(day * 365)
+            .max_stale(day * 365)
+            .build();
+        assert!(longest.is_ok(), "{longest:?}");
+    }
+
+    #[test]
+    fn spawning_a_refresh_on_a_shut_down_runtime_does_not_deadlock() {
+        // Built outside a runtime: no refresher yet.
+        let source = JwksSource::url("http://127.0.0.1:9/jwks.json")
+            .build()
+            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = runtime.handle().clone();
+        // A runtime that has shut down drops a task spawned on it at once, inside `spawn`;
+        // the fetch's guard then takes the state lock.
+        drop(runtime);
+        let (done, outcome) = std::sync::mpsc::channel();
+        let inner = Arc::clone(&source.inner);
+        std::thread::spawn(move || {
+            let _entered = handle.enter();
+            inner.ensure_started();
+            let attempt = inner.start_refresh(Cause::Forced).map(|attempt| attempt.id);
+            let ended = inner.lock_state().last_outcome.clone();
+            let _ = done.send((attempt, ended.map(|(id, _)| id)));
+        });
+        let (attempt, ended) = outcome
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a spawn under the state lock deadlocked");
+        // The attempt was started and, its task dropped, ended at once.
+        assert_eq!(attempt, Some(1));
+        assert_eq!(ended, Some(1));
     }
 
     #[test]

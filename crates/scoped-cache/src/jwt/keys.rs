@@ -13,7 +13,8 @@ use crate::BuildError;
 /// A key carries the algorithms it may verify (by default only the one it was created
 /// with), and optionally a key id: a token naming a `kid` is checked only against keys with
 /// that id or without one. The token's own `alg` header is used only to pick among the
-/// allowed algorithms; it never widens them, and `none` is never allowed.
+/// allowed algorithms; it never widens them, and `none` is never allowed. A key can also be
+/// bound to the issuers it may vouch for with [`issuer`](Self::issuer).
 ///
 /// ```
 /// use jsonwebtoken::Algorithm;
@@ -27,6 +28,7 @@ pub struct Key {
     material: Material,
     kid: Option<String>,
     algorithms: Option<Vec<Algorithm>>,
+    issuers: Option<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -45,6 +47,8 @@ pub(crate) struct ResolvedKey {
     pub(crate) decoding: DecodingKey,
     pub(crate) kid: Option<String>,
     pub(crate) algorithms: Vec<Algorithm>,
+    /// The `iss` values this key may vouch for; empty when it is not bound.
+    pub(crate) issuers: Vec<String>,
 }
 
 impl Key {
@@ -53,6 +57,7 @@ impl Key {
             material,
             kid: None,
             algorithms: alg.map(|alg| vec![alg]),
+            issuers: None,
         }
     }
 
@@ -108,12 +113,29 @@ impl Key {
         self
     }
 
+    /// Issuers (`iss` values) this key may vouch for: a token whose `iss` is not listed is
+    /// never checked against it. Default: any issuer the verifier accepts. Required on every
+    /// key when the [`Verifier`](crate::Verifier) also holds a
+    /// [`JwksSource`](crate::JwksSource) and accepts several issuers. The verifier accepts
+    /// these issuers too.
+    #[must_use]
+    pub fn issuer<I: IntoIterator<Item = S>, S: Into<String>>(mut self, issuers: I) -> Self {
+        self.issuers = Some(issuers.into_iter().map(Into::into).collect());
+        self
+    }
+
     pub(crate) fn resolve(self) -> Result<ResolvedKey, BuildError> {
         let Key {
             material,
             kid,
             algorithms,
+            issuers,
         } = self;
+        if issuers.as_ref().is_some_and(Vec::is_empty) {
+            return Err(BuildError::InvalidIssuerBinding {
+                reason: "`issuer` needs at least one issuer",
+            });
+        }
         let (decoding, kind, jwk_kid, jwk_alg) = match material {
             Material::Secret(secret) => (
                 DecodingKey::from_secret(&secret),
@@ -146,6 +168,7 @@ impl Key {
                     material: Material::Jwk(Box::new(jwk)),
                     kid,
                     algorithms,
+                    issuers,
                 }
                 .resolve();
             }
@@ -177,6 +200,7 @@ impl Key {
             decoding,
             kid: kid.or(jwk_kid),
             algorithms,
+            issuers: issuers.unwrap_or_default(),
         })
     }
 }
@@ -365,6 +389,7 @@ impl std::fmt::Debug for Key {
             .field("material", &material)
             .field("kid", &self.kid)
             .field("algorithms", &self.algorithms)
+            .field("issuers", &self.issuers)
             .finish()
     }
 }
@@ -374,6 +399,7 @@ impl std::fmt::Debug for ResolvedKey {
         f.debug_struct("ResolvedKey")
             .field("kid", &self.kid)
             .field("algorithms", &self.algorithms)
+            .field("issuers", &self.issuers)
             .finish_non_exhaustive()
     }
 }

@@ -16,9 +16,14 @@ use jsonwebtoken::Algorithm;
 
 pub use self::jwks::{JwksSource, JwksSourceBuilder, KeyFetchError};
 pub use self::keys::Key;
+use self::keys::ResolvedKey;
 use self::validation::ClaimRules;
 pub(crate) use self::verify::{IssuerKeys, TokenVerifier};
 use crate::BuildError;
+
+/// Longest [`Verifier::leeway`]: clock skew is seconds; a day already accepts tokens long
+/// expired, and keeps `exp` + leeway far from any overflow.
+const MAX_LEEWAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How tokens are verified: the keys that may sign them and the claims they must carry.
 ///
@@ -33,6 +38,11 @@ use crate::BuildError;
 ///
 /// Defaults: `exp` required, no leeway, any issuer. An audience must be configured (or
 /// explicitly waived with [`any_audience`](Self::any_audience)).
+///
+/// With several key sources (more than one [`JwksSource`], or static keys plus one) and
+/// several accepted issuers, each key and source must say which issuers it vouches for
+/// ([`Key::issuer`], [`JwksSourceBuilder::issuer`]; an OIDC source is bound to its own
+/// issuer), so that no provider's key can sign for another's `iss`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -101,13 +111,15 @@ impl Verifier {
         Self::new().key(Key::jwk_json(json))
     }
 
-    /// A verifier whose keys come from a [`JwksSource`]. For an OIDC source, `iss` must be
-    /// its issuer.
+    /// A verifier whose keys come from a [`JwksSource`]. For an OIDC source, or one bound
+    /// with [`JwksSourceBuilder::issuer`], `iss` must be one of its issuers.
     pub fn jwks(source: JwksSource) -> Self {
         Self::new().key_source(source)
     }
 
-    /// Adds a [`JwksSource`]; its keys are used beside any static keys.
+    /// Adds a [`JwksSource`]; its keys are used beside any static keys. Beside other key
+    /// sources, with several issuers accepted, every source must be bound to its issuers
+    /// (see [`Verifier`]).
     #[must_use]
     pub fn key_source(mut self, source: JwksSource) -> Self {
         self.sources.push(source);
@@ -122,7 +134,9 @@ impl Verifier {
         self
     }
 
-    /// Accepted `iss` values. Default: any. When set, `iss` is required.
+    /// Accepted `iss` values. Default: any. When set, `iss` is required. Issuers bound to
+    /// keys and sources ([`Key::issuer`], [`JwksSourceBuilder::issuer`], OIDC) are accepted
+    /// too.
     #[must_use]
     pub fn issuer<I: IntoIterator<Item = S>, S: Into<String>>(mut self, issuers: I) -> Self {
         self.rules.issuers = issuers.into_iter().map(Into::into).collect();
@@ -146,7 +160,9 @@ impl Verifier {
         self
     }
 
-    /// Clock skew tolerated on `exp` and `nbf`. Default: zero.
+    /// Clock skew tolerated on `exp` and `nbf`, in whole or fractional seconds. Default:
+    /// zero; at most a day. A token past `exp` but within the leeway is valid, and stays in
+    /// the verified-token cache until `exp` + leeway.
     #[must_use]
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.rules.leeway = leeway;
@@ -173,7 +189,7 @@ impl Verifier {
         if self.keys.is_empty() && self.sources.is_empty() {
             return Err(BuildError::NoKeys);
         }
-        let static_keys = self
+        let static_keys: Vec<Arc<ResolvedKey>> = self
             .keys
             .into_iter()
             .map(|key| key.resolve().map(Arc::new))
@@ -181,12 +197,34 @@ impl Verifier {
         if self.rules.audiences.is_empty() && !self.any_audience {
             return Err(BuildError::AudienceNotConfigured);
         }
+        if self.rules.leeway > MAX_LEEWAY {
+            return Err(BuildError::DurationTooLong {
+                field: "leeway",
+                max: MAX_LEEWAY,
+            });
+        }
         let mut rules = self.rules;
-        // OIDC: `iss` must be the issuer the keys were discovered from.
-        for issuer in self.sources.iter().filter_map(JwksSource::issuer) {
-            if !rules.issuers.iter().any(|known| known == issuer) {
-                rules.issuers.push(issuer.to_owned());
+        // A bound key or source vouches for its issuers (OIDC: the issuer the keys were
+        // discovered from), so the verifier accepts them.
+        let bound = static_keys
+            .iter()
+            .flat_map(|key| &key.issuers)
+            .chain(self.sources.iter().flat_map(JwksSource::bound_issuers));
+        for issuer in bound {
+            if !rules.issuers.contains(issuer) {
+                rules.issuers.push(issuer.clone());
             }
+        }
+        // Several sources under several issuers (or any): unless each is bound, any
+        // provider's key would vouch for every other provider's `iss`.
+        let source_count = usize::from(!static_keys.is_empty()) + self.sources.len();
+        let all_bound = static_keys.iter().all(|key| !key.issuers.is_empty())
+            && self
+                .sources
+                .iter()
+                .all(|source| !source.bound_issuers().is_empty());
+        if source_count > 1 && rules.issuers.len() != 1 && !all_bound {
+            return Err(BuildError::UnboundKeySource);
         }
         Ok(IssuerKeys {
             static_keys,

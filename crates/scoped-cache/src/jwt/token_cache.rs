@@ -22,6 +22,9 @@ pub(crate) struct Verified {
     pub(crate) issuer: usize,
     pub(crate) source: Option<usize>,
     pub(crate) key: Weak<ResolvedKey>,
+    /// The leeway of the verifier that verified it: a token past `exp` but within it is
+    /// still valid, and is kept (and re-checked on each hit) rather than verified anew.
+    pub(crate) leeway: Duration,
 }
 
 /// Keyed by the whole token, never by anything weaker: two tokens share an entry only if
@@ -49,18 +52,24 @@ impl Expiry<Arc<str>, Arc<Verified>> for UntilExp {
         verified: &Arc<Verified>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(time_to_exp(&verified.claims).unwrap_or(NO_EXP_TTL))
+        Some(time_to_expiry(&verified.claims, verified.leeway, now_seconds()).unwrap_or(NO_EXP_TTL))
     }
 }
 
-/// Time until the token's `exp` (zero if past), by the wall clock `exp` is written in.
-fn time_to_exp(claims: &Claims) -> Option<Duration> {
+/// Time until the token stops being valid, `exp` + `leeway` (zero if past), by the wall
+/// clock `exp` is written in; `None` without a numeric `exp`.
+fn time_to_expiry(claims: &Claims, leeway: Duration, now: f64) -> Option<Duration> {
     let exp = claims.raw().get("exp")?.as_f64()?;
-    let now = SystemTime::now()
+    let left = exp + leeway.as_secs_f64() - now;
+    // Not a number or beyond `Duration`: not worth keeping.
+    Some(Duration::try_from_secs_f64(left.max(0.0)).unwrap_or(Duration::ZERO))
+}
+
+fn now_seconds() -> f64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
-        .as_secs_f64();
-    Some(Duration::try_from_secs_f64((exp - now).max(0.0)).unwrap_or(Duration::ZERO))
+        .as_secs_f64()
 }
 
 impl TokenCache {
@@ -88,5 +97,46 @@ impl TokenCache {
 
     pub(crate) fn remove(&self, token: &str) {
         self.entries.invalidate(token);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const NOW: f64 = 1_000_000.0;
+
+    fn exp(exp: f64) -> Claims {
+        Claims::new(json!({ "exp": exp }).as_object().unwrap().clone())
+    }
+
+    #[test]
+    fn an_entry_lives_until_exp_plus_leeway() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(
+            time_to_expiry(&exp(NOW + 30.0), Duration::ZERO, NOW),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            time_to_expiry(&exp(NOW + 30.0), minute, NOW),
+            Some(Duration::from_secs(90))
+        );
+        // Past `exp` but within the leeway: kept for what is left of it.
+        assert_eq!(
+            time_to_expiry(&exp(NOW - 10.0), minute, NOW),
+            Some(Duration::from_secs(50))
+        );
+        assert_eq!(
+            time_to_expiry(&exp(NOW - 61.0), minute, NOW),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            time_to_expiry(&exp(f64::MAX), minute, NOW),
+            Some(Duration::ZERO)
+        );
+        let no_exp = Claims::new(serde_json::Map::new());
+        assert_eq!(time_to_expiry(&no_exp, minute, NOW), None);
     }
 }

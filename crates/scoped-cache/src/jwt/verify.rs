@@ -113,6 +113,7 @@ impl TokenVerifier {
                     issuer: issuer_index,
                     source,
                     key: Arc::downgrade(&key),
+                    leeway: issuer.rules.leeway,
                 },
             );
         }
@@ -154,22 +155,31 @@ impl TokenVerifier {
     ) -> Result<(Arc<ResolvedKey>, Option<usize>), AuthErrorKind> {
         let kid = token.kid.as_deref();
         let mut outcome = Outcome::default();
+        // A bound key or source vouches only for its own issuers (an OIDC source's is the
+        // one it was discovered from); an unbound one for any the rules accept.
+        let iss = token.claims.get("iss").and_then(Value::as_str);
+        let vouches_for = |bound: &[String]| {
+            bound.is_empty() || iss.is_some_and(|iss| bound.iter().any(|b| b == iss))
+        };
         let by_kid = |key: &&Arc<ResolvedKey>| match (kid, &key.kid) {
             (Some(wanted), Some(kid)) => wanted == kid,
             _ => true,
         };
-        for key in issuer.static_keys.iter().filter(by_kid) {
+        for key in issuer
+            .static_keys
+            .iter()
+            .filter(by_kid)
+            .filter(|key| vouches_for(&key.issuers))
+        {
             if self.try_key(key, token, &mut outcome) {
                 return Ok((Arc::clone(key), None));
             }
         }
-        // An OIDC source's keys vouch only for its own issuer.
-        let iss = token.claims.get("iss").and_then(Value::as_str);
         let eligible: Vec<(usize, &JwksSource)> = issuer
             .sources
             .iter()
             .enumerate()
-            .filter(|(_, source)| source.issuer().is_none_or(|own| Some(own) == iss))
+            .filter(|(_, source)| vouches_for(source.bound_issuers()))
             .collect();
         // With several sources, ask only those that hold the kid, so a token of one source
         // never makes another refresh; if none holds it, each may refresh (rate-limited).
@@ -188,11 +198,17 @@ impl TokenVerifier {
         };
         for (index, source) in asked {
             match source.keys(kid).await {
-                Ok(set) => {
-                    for key in set.candidates(kid) {
+                Ok(found) => {
+                    let mut candidates = 0;
+                    for key in found.set.candidates(kid) {
+                        candidates += 1;
                         if self.try_key(key, token, &mut outcome) {
                             return Ok((Arc::clone(key), Some(index)));
                         }
+                    }
+                    // No key for this kid, and the provider could not say it has none.
+                    if candidates == 0 && found.kid_unconfirmed {
+                        outcome.unavailable = true;
                     }
                 }
                 Err(_) => outcome.unavailable = true,
@@ -540,6 +556,7 @@ mod cache_tests {
             issuer: 0,
             source: None,
             key: entry.key.clone(),
+            leeway: entry.leeway,
         };
         assert!(!verifier.still_valid(&stale));
         assert!(verifier.still_valid(&entry));
@@ -556,6 +573,7 @@ mod cache_tests {
             issuer: 0,
             source: None,
             key: std::sync::Weak::new(),
+            leeway: entry.leeway,
         };
         assert!(!verifier.still_valid(&orphan));
     }
@@ -586,6 +604,28 @@ mod cache_tests {
         assert_eq!(
             verifier.verify(&forged).await.err(),
             Some(AuthErrorKind::BadSignature)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_valid_only_by_leeway_stays_cached() {
+        let v = Verifier::hmac(Algorithm::HS256, SECRET)
+            .issuer(["forum-demo"])
+            .audience(["forum-api"])
+            .leeway(std::time::Duration::from_secs(60));
+        let verifier = TokenVerifier::new(vec![v.build().unwrap()], Some(1 << 20)).unwrap();
+        // Expired ten seconds ago: valid only thanks to the leeway.
+        let exp = jsonwebtoken::get_current_timestamp() - 10;
+        let token = hs256_token(json!({"sub": "u1", "exp": exp}));
+        for _ in 0..3 {
+            assert_eq!(verifier.verify(&token).await.unwrap().subject(), Some("u1"));
+        }
+        assert_eq!(verifier.signature_checks.load(Ordering::Relaxed), 1);
+        // Past exp + leeway the hit is refused, as a full verification would refuse it.
+        let past = hs256_token(json!({"sub": "u1", "exp": exp - 60}));
+        assert_eq!(
+            verifier.verify(&past).await.err(),
+            Some(AuthErrorKind::Expired)
         );
     }
 
