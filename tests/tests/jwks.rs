@@ -471,6 +471,58 @@ async fn an_oidc_source_vouches_only_for_its_own_issuer() {
 }
 
 #[tokio::test]
+async fn jwks_sources_bound_to_their_issuers_vouch_only_for_them() {
+    const IDP_A: &str = "https://idp-a.example";
+    const IDP_B: &str = "https://idp-b.example";
+    let minted = mint(json!({
+        "keys": [{"id": "a1", "alg": "ES256"}, {"id": "b1", "alg": "ES256"}],
+        "tokens": [
+            {"id": "alice", "key": "a1", "claims": claims("alice", IDP_A)},
+            {"id": "bob", "key": "b1", "claims": claims("bob", IDP_B)},
+            {"id": "impostor", "key": "b1", "claims": claims("mallory", IDP_A)},
+        ],
+    }));
+    let provider_a = Provider::start(vec![minted.jwk("a1")]).await;
+    let provider_b = Provider::start(vec![minted.jwk("b1")]).await;
+
+    // Unbound, either provider's keys would vouch for both issuers: refused at build.
+    let unbound = Verifier::jwks(source(&provider_a).build().unwrap())
+        .key_source(source(&provider_b).build().unwrap())
+        .issuer([IDP_A, IDP_B])
+        .audience([app::AUDIENCE]);
+    assert!(matches!(
+        ScopedCacheLayer::builder().verifier(unbound).build(),
+        Err(scoped_cache::BuildError::UnboundKeySource)
+    ));
+
+    let verifier = Verifier::jwks(source(&provider_a).issuer([IDP_A]).build().unwrap())
+        .key_source(source(&provider_b).issuer([IDP_B]).build().unwrap())
+        .audience([app::AUDIENCE]);
+    let layer = ScopedCacheLayer::builder()
+        .verifier(verifier)
+        .build()
+        .unwrap();
+    let addr = serve(app::router(schema::Forum::seeded(), layer)).await;
+    for (token, sub) in [("alice", "alice"), ("bob", "bob")] {
+        let reply = me(addr, minted.token(token)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.body["data"]["me"]["id"], sub);
+    }
+    let reply = me(addr, minted.token("impostor")).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNAUTHORIZED,
+        "B's key must not vouch for A's issuer: {}",
+        reply.body
+    );
+    assert_eq!(
+        provider_b.jwks_fetches(),
+        1,
+        "the impostor never made B's source refresh"
+    );
+}
+
+#[tokio::test]
 async fn an_emptied_jwks_withdraws_every_key_at_once() {
     let minted = keys_and_tokens(&[("k1", "RS256")], app::ISSUER);
     let provider = Provider::start(vec![minted.jwk("k1")]).await;

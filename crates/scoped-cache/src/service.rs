@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 use async_graphql::parser::types::OperationType;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http::{Method, Request, StatusCode, request};
 use http_body_util::{BodyExt, Limited};
@@ -109,8 +110,7 @@ impl Shared {
             decision, digest, ..
         }) = checked.prepared.as_deref()
         else {
-            let reads = hand_on(&mut parts, claims.as_ref());
-            drop(reads);
+            hand_on(&mut parts, claims.as_ref());
             let response = inner.call(Request::from_parts(parts, checked.body)).await?;
             return Ok(self.labelled(response, CacheStatus::Bypass, None, claims.is_some()));
         };
@@ -346,7 +346,10 @@ impl Shared {
                     key,
                     CachedResponse {
                         headers: cache::representation_headers(&parts.headers),
-                        body: bytes.clone(),
+                        // An exact-size copy: the collected body may be a slice of a larger
+                        // buffer (or a `Vec` with spare capacity), which the byte bound
+                        // would not see.
+                        body: Bytes::copy_from_slice(&bytes),
                         stored_at: now,
                         expires_at,
                     },

@@ -11,6 +11,13 @@ use tokio::time::Instant;
 
 use crate::cache::key::CacheKey;
 
+/// Per-entry memory besides the body and headers, in bytes (measured order of magnitude:
+/// moka's entry and deque nodes, the 32-byte key, the `Arc`, an empty `HeaderMap` with
+/// room for four headers).
+const ENTRY_OVERHEAD: usize = 384;
+/// Per stored header besides its name and value (the map's entry and index).
+const HEADER_OVERHEAD: usize = 48;
+
 /// One stored response. Only 200 responses are stored, so the status is implied.
 #[derive(Debug)]
 pub(crate) struct CachedResponse {
@@ -21,14 +28,16 @@ pub(crate) struct CachedResponse {
 }
 
 impl CachedResponse {
+    /// What the entry holds in memory: the body (an exact-size copy), each stored header,
+    /// and a fixed overhead for the key, the `Arc`, the `HeaderMap`'s tables and moka's
+    /// bookkeeping.
     fn weight(&self) -> u32 {
         let headers: usize = self
             .headers
             .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 32)
+            .map(|(name, value)| name.as_str().len() + value.len() + HEADER_OVERHEAD)
             .sum();
-        // Key, Arc, instants and map overhead, roughly.
-        let total = self.body.len() + headers + 160;
+        let total = self.body.len() + headers + ENTRY_OVERHEAD;
         u32::try_from(total).unwrap_or(u32::MAX)
     }
 

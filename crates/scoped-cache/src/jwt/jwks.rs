@@ -66,7 +66,9 @@ pub enum KeyFetchError {
 /// with an unknown `kid` triggers at most one refresh per
 /// [`min_refresh_interval`](JwksSourceBuilder::min_refresh_interval). If the provider is
 /// down, keys already fetched keep verifying for [`max_stale`](JwksSourceBuilder::max_stale);
-/// after that (or before any fetch succeeded) requests with tokens get 503.
+/// after that (or before any fetch succeeded) requests with tokens get 503. A token whose
+/// `kid` is unknown while the provider's latest fetch failed gets 503 too, not 401: its key
+/// may have been published during the outage.
 ///
 /// `build()` does no I/O, so start-up never fails because the provider is down.
 ///
@@ -963,7 +965,7 @@ mod tests {
             let _ = done.send((attempt, ended.map(|(id, _)| id)));
         });
         let (attempt, ended) = outcome
-            .recv_timeout(Duration::from_secs(30))
+            .recv_timeout(Duration::from_secs(10))
             .expect("a spawn under the state lock deadlocked");
         // The attempt was started and, its task dropped, ended at once.
         assert_eq!(attempt, Some(1));

@@ -473,6 +473,151 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_key_bound_to_one_issuer_never_verifies_another() {
+        let other = [7u8; 32];
+        let verifier = verifier_of(
+            Verifier::new()
+                .key(Key::hmac(Algorithm::HS256, SECRET).issuer(["forum-demo"]))
+                .key(Key::hmac(Algorithm::HS256, other).issuer(["other"]))
+                .audience(["forum-api"]),
+        );
+        let own = hs256_token(json!({"sub": "u1"}));
+        assert_eq!(verifier.verify(&own).await.unwrap().subject(), Some("u1"));
+        let theirs = encode(
+            &Header::new(Algorithm::HS256),
+            &standard_claims(json!({"sub": "u2", "iss": "other"})),
+            &EncodingKey::from_secret(&other),
+        )
+        .unwrap();
+        assert_eq!(
+            verifier.verify(&theirs).await.unwrap().subject(),
+            Some("u2")
+        );
+        // Signed with forum-demo's key but claiming `other`: that key is never asked.
+        let impostor = hs256_token(json!({"sub": "admin", "iss": "other"}));
+        assert_eq!(
+            verifier.verify(&impostor).await.err(),
+            Some(AuthErrorKind::BadSignature)
+        );
+        assert_eq!(verifier.signature_checks.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn several_key_sources_under_several_issuers_must_each_be_bound() {
+        let jwks = || JwksSource::url("https://idp.example/jwks.json");
+        let key = || Key::hmac(Algorithm::HS256, SECRET);
+        let build = |v: Verifier| v.any_audience().build();
+        let unbound = [
+            // Static keys plus a JWKS source, two issuers.
+            Verifier::new()
+                .key(key())
+                .key_source(jwks().build().unwrap())
+                .issuer(["a", "b"]),
+            // The same accepting any issuer.
+            Verifier::new()
+                .key(key())
+                .key_source(jwks().build().unwrap()),
+            // Two JWKS sources accepting any issuer.
+            Verifier::jwks(jwks().build().unwrap()).key_source(jwks().build().unwrap()),
+            // Two JWKS sources, one bound, two issuers.
+            Verifier::jwks(jwks().issuer(["a"]).build().unwrap())
+                .key_source(jwks().build().unwrap())
+                .issuer(["b"]),
+            // A bound static key beside an unbound source: `a` and `b` are accepted.
+            Verifier::new()
+                .key(key().issuer(["a"]))
+                .key_source(jwks().build().unwrap())
+                .issuer(["b"]),
+        ];
+        for (n, verifier) in unbound.into_iter().enumerate() {
+            assert!(
+                matches!(build(verifier), Err(BuildError::UnboundKeySource)),
+                "case {n}"
+            );
+        }
+        let valid = [
+            // Every source bound.
+            Verifier::new()
+                .key(key().issuer(["a"]))
+                .key_source(jwks().issuer(["b"]).build().unwrap()),
+            // Several sources, one issuer.
+            Verifier::new()
+                .key(key())
+                .key_source(jwks().build().unwrap())
+                .issuer(["a"]),
+            // One source (the static keys), several issuers.
+            Verifier::new()
+                .key(key())
+                .key(Key::hmac(Algorithm::HS256, [7u8; 32]))
+                .issuer(["a", "b"]),
+            Verifier::jwks(jwks().build().unwrap()).issuer(["a", "b"]),
+        ];
+        for (n, verifier) in valid.into_iter().enumerate() {
+            let built = build(verifier);
+            assert!(built.is_ok(), "case {n}: {built:?}");
+        }
+        let bound = build(
+            Verifier::new()
+                .key(key().issuer(["a"]))
+                .key_source(jwks().issuer(["b"]).build().unwrap()),
+        )
+        .unwrap();
+        assert_eq!(
+            bound.rules.issuers,
+            ["a", "b"],
+            "bound issuers are accepted"
+        );
+    }
+
+    #[test]
+    fn unusable_issuer_bindings_are_refused() {
+        let no_issuer: [&str; 0] = [];
+        assert!(matches!(
+            Verifier::new()
+                .key(Key::hmac(Algorithm::HS256, SECRET).issuer(no_issuer))
+                .any_audience()
+                .build(),
+            Err(BuildError::InvalidIssuerBinding { .. })
+        ));
+        assert!(matches!(
+            JwksSource::url("https://idp.example/jwks.json")
+                .issuer(no_issuer)
+                .build(),
+            Err(BuildError::InvalidIssuerBinding { .. })
+        ));
+        let oidc = || JwksSource::oidc("https://idp.example");
+        assert!(matches!(
+            oidc().issuer(["https://other.example"]).build(),
+            Err(BuildError::InvalidIssuerBinding { .. })
+        ));
+        let own = oidc().issuer(["https://idp.example"]).build().unwrap();
+        assert_eq!(own.bound_issuers(), ["https://idp.example"]);
+    }
+
+    #[test]
+    fn a_leeway_beyond_a_day_is_refused() {
+        let with = |leeway| {
+            Verifier::hmac(Algorithm::HS256, SECRET)
+                .any_audience()
+                .leeway(leeway)
+                .build()
+        };
+        let day = std::time::Duration::from_secs(24 * 60 * 60);
+        assert!(with(day).is_ok());
+        for leeway in [
+            day + std::time::Duration::from_secs(1),
+            std::time::Duration::MAX,
+        ] {
+            match with(leeway) {
+                Err(BuildError::DurationTooLong { field, max }) => {
+                    assert_eq!((field, max), ("leeway", day));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn garbage_is_malformed_not_a_panic() {
         for token in ["", "a", "a.b", "a.b.c.d", "!!!.???.###", "e30.e30.e30"] {
             assert!(hs256().verify(token).await.is_err(), "{token}");
