@@ -9,7 +9,7 @@ use crate::cache::inflight::InFlight;
 use crate::cache::request::Preparer;
 use crate::cache::store::MemoryStore;
 use crate::graphql::schema::RootFields;
-use crate::guard::{DEFAULT_MAX_NESTING, MAX_MAX_NESTING};
+use crate::guard::{DEFAULT_MAX_NESTING, DEFAULT_MAX_SELECTIONS, DocumentLimits, MAX_MAX_NESTING};
 use crate::jwt::TokenVerifier;
 use crate::jwt::token::TokenSource;
 use crate::layer::{Limits, Shared};
@@ -29,11 +29,13 @@ pub struct ScopedCacheLayerBuilder {
     token_cache: bool,
     token_cache_bytes: u64,
     token_cookie: Option<String>,
+    ignore_other_schemes: bool,
     max_token_bytes: usize,
     max_bytes: u64,
     max_entry_bytes: usize,
     max_request_bytes: usize,
     max_nesting: usize,
+    max_selections: u64,
     key_headers: Vec<String>,
     schema_sdl: Option<String>,
     default_rule: Option<Rule>,
@@ -50,11 +52,13 @@ impl Default for ScopedCacheLayerBuilder {
             token_cache: true,
             token_cache_bytes: 16 * 1024 * 1024,
             token_cookie: None,
+            ignore_other_schemes: false,
             max_token_bytes: 8 * 1024,
             max_bytes: 64 * 1024 * 1024,
             max_entry_bytes: 1024 * 1024,
             max_request_bytes: 1024 * 1024,
             max_nesting: DEFAULT_MAX_NESTING,
+            max_selections: DEFAULT_MAX_SELECTIONS,
             key_headers: DEFAULT_KEY_HEADERS
                 .iter()
                 .map(|h| (*h).to_owned())
@@ -107,6 +111,16 @@ impl ScopedCacheLayerBuilder {
         self
     }
 
+    /// Whether an `Authorization` header with a scheme other than `Bearer` (`Basic …`,
+    /// `Token …`) leaves the request anonymous. Default: `false`: it is refused with 401 and
+    /// `WWW-Authenticate: Bearer error="invalid_request"`, so a client that sends its JWT
+    /// under the wrong scheme is told instead of silently getting public data. Turn it on
+    /// where a proxy in front adds its own credentials.
+    pub fn ignore_other_schemes(mut self, ignore: bool) -> Self {
+        self.ignore_other_schemes = ignore;
+        self
+    }
+
     /// Largest `Authorization` header (or token cookie) accepted, in bytes; larger ones get
     /// 431 before any work. Default: 8 KiB.
     pub fn max_token_bytes(mut self, bytes: usize) -> Self {
@@ -143,6 +157,16 @@ impl ScopedCacheLayerBuilder {
     /// process) at about 2,000. Default: 64; at most 256.
     pub fn max_nesting(mut self, levels: usize) -> Self {
         self.max_nesting = levels;
+        self
+    }
+
+    /// Most field selections a GraphQL document on a verifying route may expand to, with
+    /// every fragment counted each time it is spread; larger documents get a
+    /// GraphQL-shaped 400. A few hundred bytes of fragments that each spread the next twice
+    /// expand to millions of fields, which the schema would validate and execute one by
+    /// one; this is counted in linear time, before anything runs. Default: 10,000.
+    pub fn max_selections(mut self, fields: u64) -> Self {
+        self.max_selections = fields;
         self
     }
 
@@ -232,6 +256,7 @@ impl ScopedCacheLayerBuilder {
             ("max_entry_bytes", self.max_entry_bytes as u64),
             ("max_request_bytes", self.max_request_bytes as u64),
             ("max_nesting", self.max_nesting as u64),
+            ("max_selections", self.max_selections),
         ] {
             if value == 0 {
                 return Err(BuildError::Zero(name));
@@ -291,6 +316,7 @@ impl ScopedCacheLayerBuilder {
                 tokens: TokenSource {
                     cookie: self.token_cookie,
                     max_bytes: self.max_token_bytes,
+                    ignore_other_schemes: self.ignore_other_schemes,
                 },
                 routes: Routes::new(routes, self.default_route),
                 rules: RuleSet::compile(self.default_rule, self.rules, schema.as_ref())?,
@@ -301,7 +327,10 @@ impl ScopedCacheLayerBuilder {
                 limits: Limits {
                     entry_bytes: self.max_entry_bytes,
                     request_bytes: self.max_request_bytes,
-                    nesting: self.max_nesting,
+                    document: DocumentLimits {
+                        nesting: self.max_nesting,
+                        selections: self.max_selections,
+                    },
                 },
                 key_headers,
                 vary,

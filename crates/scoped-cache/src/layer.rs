@@ -9,6 +9,7 @@ use crate::builder::ScopedCacheLayerBuilder;
 use crate::cache::inflight::InFlight;
 use crate::cache::request::Preparer;
 use crate::cache::store::MemoryStore;
+use crate::guard::DocumentLimits;
 use crate::jwt::TokenVerifier;
 use crate::jwt::token::TokenSource;
 use crate::route::Routes;
@@ -46,7 +47,7 @@ pub(crate) struct Shared {
 pub(crate) struct Limits {
     pub(crate) entry_bytes: usize,
     pub(crate) request_bytes: usize,
-    pub(crate) nesting: usize,
+    pub(crate) document: DocumentLimits,
 }
 
 impl ScopedCacheLayer {

@@ -54,6 +54,9 @@ pub enum AuthErrorKind {
     MissingToken,
     /// The `Authorization` header or token is not a well-formed bearer JWT.
     Malformed,
+    /// The `Authorization` header uses a scheme other than `Bearer` (see
+    /// [`ignore_other_schemes`](crate::ScopedCacheLayerBuilder::ignore_other_schemes)).
+    UnsupportedScheme,
     /// More than one `Authorization` header.
     DuplicateHeader,
     /// The `Authorization` header (or token cookie) exceeds the configured size.
@@ -116,6 +119,7 @@ impl fmt::Display for AuthError {
         f.write_str(match self.kind {
             AuthErrorKind::MissingToken => "authentication required",
             AuthErrorKind::Malformed => "malformed bearer token",
+            AuthErrorKind::UnsupportedScheme => "authorization scheme must be Bearer",
             AuthErrorKind::DuplicateHeader => "more than one authorization header",
             AuthErrorKind::HeaderTooLarge => "authorization header too large",
             AuthErrorKind::BadSignature => "invalid token signature",
@@ -143,6 +147,11 @@ impl IntoResponse for AuthError {
             StatusCode::UNAUTHORIZED => {
                 let challenge = if self.kind == AuthErrorKind::MissingToken {
                     HeaderValue::from_static("Bearer")
+                } else if self.kind == AuthErrorKind::UnsupportedScheme {
+                    // RFC 6750 §3.1: the request is not a bearer request at all.
+                    HeaderValue::from_static(
+                        "Bearer error=\"invalid_request\", error_description=\"authorization scheme must be Bearer\"",
+                    )
                 } else {
                     // RFC 6750 §3: the description is a fixed string, never request data.
                     HeaderValue::from_str(&format!(

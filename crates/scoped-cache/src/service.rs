@@ -189,7 +189,7 @@ impl Shared {
                         prepared: Some(prepared),
                     });
                 }
-                let get = GetRequest::read(query, self.limits.nesting)?;
+                let get = GetRequest::read(query, &self.limits.document)?;
                 let persisted = match get.hash_only() {
                     Some(hash) => match self.preparer.persisted(hash) {
                         Some(document) => Some(document),
@@ -210,7 +210,7 @@ impl Shared {
                 let bytes =
                     guard::read_body(&parts.headers, body, self.limits.request_bytes).await?;
                 if let Some(content_type) = guard::multipart_type(&parts.headers) {
-                    guard::check_multipart(content_type, bytes.clone(), self.limits.nesting)
+                    guard::check_multipart(content_type, bytes.clone(), &self.limits.document)
                         .await?;
                     return Ok(Checked {
                         body: Body::from(bytes),
@@ -228,7 +228,7 @@ impl Shared {
                     });
                 }
                 // async-graphql reads every body but multipart as JSON, whatever its type.
-                if guard::check_json(&bytes, self.limits.nesting)? == JsonBody::NotGraphQl
+                if guard::check_json(&bytes, &self.limits.document)? == JsonBody::NotGraphQl
                     && cacheable
                 {
                     return Err(Refusal::MalformedJson);

@@ -482,3 +482,30 @@ async fn a_long_chain_of_fragments_crashes_nothing() {
         assert!(reply.status.is_client_error() || reply.status.is_success());
     }
 }
+
+#[tokio::test]
+async fn a_fragment_bomb_is_refused_before_the_schema_expands_it() {
+    // 20 levels of fragments that each spread the next twice: about 800 bytes that the
+    // schema would validate and execute as a million fields.
+    let (app, counters) = app();
+    let mut bomb = String::from("query Bomb { ...F0 }");
+    for i in 0..20 {
+        bomb.push_str(&format!(
+            " fragment F{i} on Query {{ ...F{} ...F{} }}",
+            i + 1,
+            i + 1
+        ));
+    }
+    bomb.push_str(" fragment F20 on Query { renderId }");
+    for path in ["/graphql", "/graphql/nocache"] {
+        let reply = send(&app, query(path, None, &bomb)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(reply.code(), "BAD_REQUEST");
+        let reply = send(&app, get(path, None, &[("query", &bomb)])).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "GET {path}");
+    }
+    assert_eq!(counters.executions(), 0);
+    // Fragments used the ordinary way still work.
+    let fine = "{ ...P ...P } fragment P on Query { publicPosts renderId }";
+    assert_eq!(send(&app, query("/graphql", None, fine)).await.status, StatusCode::OK);
+}

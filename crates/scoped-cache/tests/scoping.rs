@@ -178,15 +178,32 @@ async fn same_sub_from_another_issuer_gets_its_own_bucket() {
     assert_eq!(reply.body["data"]["me"]["name"], "SECOND");
 }
 
-#[tokio::test]
-async fn other_authorization_schemes_are_anonymous() {
-    let (app, _) = app();
-    let req = http::Request::post("/graphql")
+fn with_scheme(value: &str) -> http::Request<axum::body::Body> {
+    http::Request::post("/graphql")
         .header("content-type", "application/json")
-        .header("authorization", "Basic dXNlcjpwYXNz")
+        .header("authorization", value)
         .body(axum::body::Body::from(r#"{"query":"{ me { sub } }"}"#))
-        .unwrap();
-    let reply = send(&app, req).await;
+        .unwrap()
+}
+
+#[tokio::test]
+async fn other_authorization_schemes_are_refused() {
+    let (app, counters) = app();
+    let jwt = member("alice");
+    for value in ["Basic dXNlcjpwYXNz".to_owned(), format!("Token {jwt}"), jwt] {
+        let reply = send(&app, with_scheme(&value)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(reply.code(), "UNAUTHENTICATED");
+        let challenge = reply.headers["www-authenticate"].to_str().unwrap();
+        assert!(challenge.starts_with("Bearer error=\"invalid_request\""), "{challenge}");
+    }
+    assert_eq!(counters.executions(), 0);
+}
+
+#[tokio::test]
+async fn other_authorization_schemes_are_anonymous_when_ignored() {
+    let (app, _) = app_with(builder().ignore_other_schemes(true).build().unwrap());
+    let reply = send(&app, with_scheme("Basic dXNlcjpwYXNz")).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body["data"]["me"], serde_json::Value::Null);
 }

@@ -1,7 +1,7 @@
 //! Reading a GraphQL document before execution: which operation runs, its kind, its root
 //! fields (through fragments), and a canonical text that ignores formatting.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 
 use async_graphql::Name;
@@ -123,6 +123,87 @@ fn collect_root_fields(
         }
     }
     Ok(out)
+}
+
+/// How many field selections the whole document comes to with every fragment spread
+/// expanded where it is spread: what validating and executing it costs. A few hundred bytes
+/// of fragments that spread the next one twice expand to millions; this counts them in
+/// linear time (each fragment's own size once, then a memoised sum over the spread graph,
+/// saturating), without recursion.
+pub(crate) fn expanded_selections(doc: &ExecutableDocument) -> u64 {
+    /// A selection set's own fields, and the fragments it spreads (once per spread).
+    fn own<'d>(set: &'d SelectionSet) -> (u64, Vec<&'d Name>) {
+        let mut fields = 0u64;
+        let mut spreads = Vec::new();
+        let mut sets = vec![set];
+        while let Some(set) = sets.pop() {
+            for item in &set.items {
+                match &item.node {
+                    Selection::Field(field) => {
+                        fields = fields.saturating_add(1);
+                        sets.push(&field.node.selection_set.node);
+                    }
+                    Selection::InlineFragment(inline) => sets.push(&inline.node.selection_set.node),
+                    Selection::FragmentSpread(spread) => spreads.push(&spread.node.fragment_name.node),
+                }
+            }
+        }
+        (fields, spreads)
+    }
+
+    let fragments: HashMap<&Name, (u64, Vec<&Name>)> = doc
+        .fragments
+        .iter()
+        .map(|(name, fragment)| (name, own(&fragment.node.selection_set.node)))
+        .collect();
+    // Expanded size per fragment, computed in post-order; a fragment on a cycle counts
+    // its own fields only (the server refuses cycles before executing).
+    let mut expanded: HashMap<&Name, u64> = HashMap::with_capacity(fragments.len());
+    let mut on_path: HashSet<&Name> = HashSet::new();
+    let mut size_of = |root: &Name| -> u64 {
+        // (fragment, index of the next spread to visit)
+        let mut stack: Vec<(&Name, usize)> = Vec::new();
+        if let Some((name, _)) = fragments.get_key_value(root)
+            && !expanded.contains_key(*name)
+        {
+            stack.push((name, 0));
+            on_path.insert(name);
+        }
+        while let Some(&(name, next)) = stack.last() {
+            let Some((own_fields, spreads)) = fragments.get(name) else {
+                stack.pop();
+                continue;
+            };
+            if let Some(spread) = spreads.get(next) {
+                if let Some(top) = stack.last_mut() {
+                    top.1 += 1;
+                }
+                if let Some((key, _)) = fragments.get_key_value(*spread)
+                    && !expanded.contains_key(*key)
+                    && on_path.insert(key)
+                {
+                    stack.push((key, 0));
+                }
+                continue;
+            }
+            let total = spreads.iter().fold(*own_fields, |sum, spread| {
+                sum.saturating_add(expanded.get(*spread).copied().unwrap_or(0))
+            });
+            stack.pop();
+            on_path.remove(name);
+            expanded.insert(name, total);
+        }
+        expanded.get(root).copied().unwrap_or(0)
+    };
+    let mut total = 0u64;
+    for (_, operation) in doc.operations.iter() {
+        let (fields, spreads) = own(&operation.node.selection_set.node);
+        total = total.saturating_add(fields);
+        for spread in spreads {
+            total = total.saturating_add(size_of(spread));
+        }
+    }
+    total
 }
 
 fn print_document(doc: &ExecutableDocument) -> String {
@@ -352,6 +433,45 @@ mod tests {
         }
         doc.push_str(" fragment F20000 on Query { me }");
         assert_eq!(analyze(&doc, None).unwrap().root_fields, ["me"]);
+    }
+
+    fn expanded(query: &str) -> u64 {
+        expanded_selections(&parse_query(query).unwrap())
+    }
+
+    #[test]
+    fn expansion_counts_each_spread_where_it_is_spread() {
+        assert_eq!(expanded("{ a { b c } d }"), 4);
+        assert_eq!(expanded("{ ...F ...F x } fragment F on Q { a { b } }"), 5);
+        assert_eq!(expanded("{ ... on Q { a ...F } } fragment F on Q { b }"), 2);
+        // Unused fragments cost nothing; operations add up.
+        assert_eq!(expanded("query A { a } query B { b } fragment F on Q { c }"), 2);
+    }
+
+    #[test]
+    fn exponential_expansion_is_counted_in_linear_time_and_saturates() {
+        let bomb = |levels: usize| {
+            let mut doc = String::from("{ ...F0 }");
+            for i in 0..levels {
+                doc.push_str(&format!(" fragment F{i} on Q {{ ...F{} ...F{} }}", i + 1, i + 1));
+            }
+            doc.push_str(&format!(" fragment F{levels} on Q {{ a }}"));
+            doc
+        };
+        assert_eq!(expanded(&bomb(10)), 1024);
+        assert_eq!(expanded(&bomb(20)), 1 << 20);
+        assert_eq!(expanded(&bomb(200)), u64::MAX);
+    }
+
+    #[test]
+    fn expansion_survives_cycles_and_long_chains() {
+        assert_eq!(expanded("{ ...A } fragment A on Q { a ...B } fragment B on Q { b ...A }"), 2);
+        let mut chain = String::from("{ ...F0 }");
+        for i in 0..20_000 {
+            chain.push_str(&format!(" fragment F{i} on Q {{ f ...F{} }}", i + 1));
+        }
+        chain.push_str(" fragment F20000 on Q { f }");
+        assert_eq!(expanded(&chain), 20_001);
     }
 
     #[test]

@@ -4,16 +4,16 @@
 //! See the [module docs](crate::graphql) for examples and the status codes.
 
 use std::any::Any;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::fmt;
 use std::task::{Context, Poll};
 
 use async_graphql::parser::parse_query;
-use async_graphql::parser::types::{ExecutableDocument, OperationType};
+use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
 use async_graphql::{
-    BatchRequest, BatchResponse, ErrorExtensionValues, Executor, Extensions, ServerError, Value,
-    Variables,
+    BatchRequest, BatchResponse, ErrorExtensionValues, Executor, Extensions, Name, ServerError,
+    Value, Variables,
 };
 use axum::RequestExt;
 use axum::body::Body;
@@ -48,6 +48,16 @@ pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
 /// quote is cut, so a one-line megabyte document does not come back whole.
 const MAX_MESSAGE_BYTES: usize = 512;
 
+/// The default for [`GraphQL::max_fields`] and [`GraphQLRequest::max_fields`].
+///
+/// async-graphql's validation (its depth, complexity and directive checks included) walks
+/// every fragment spread anew, so a document of a few hundred bytes whose fragments each
+/// spread the next twice costs seconds before any limit of the schema refuses it. Counting
+/// the fields with each fragment counted once is linear; refusing past this count keeps
+/// what reaches async-graphql to milliseconds. Real operations, introspection included,
+/// select a few hundred.
+pub const DEFAULT_MAX_FIELDS: usize = 10_000;
+
 /// A tower [`Service`] that answers GraphQL over HTTP with any async-graphql
 /// [`Executor`] (a `Schema`, a dynamic schema, ...).
 ///
@@ -63,18 +73,34 @@ const MAX_MESSAGE_BYTES: usize = 512;
 #[derive(Clone)]
 pub struct GraphQL<E> {
     executor: E,
+    max_fields: usize,
 }
 
 impl<E> GraphQL<E> {
     /// A service executing requests with `executor`.
     pub fn new(executor: E) -> Self {
-        Self { executor }
+        Self {
+            executor,
+            max_fields: DEFAULT_MAX_FIELDS,
+        }
+    }
+
+    /// The most fields a request's document may select, counting each fragment spread as
+    /// the fields it expands to. Default: [`DEFAULT_MAX_FIELDS`]. A document over it is
+    /// refused before execution as a validation failure (400 as
+    /// `application/graphql-response+json`, 200 as `application/json`).
+    #[must_use]
+    pub fn max_fields(mut self, fields: usize) -> Self {
+        self.max_fields = fields;
+        self
     }
 }
 
 impl<E> fmt::Debug for GraphQL<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GraphQL").finish_non_exhaustive()
+        f.debug_struct("GraphQL")
+            .field("max_fields", &self.max_fields)
+            .finish_non_exhaustive()
     }
 }
 
@@ -94,10 +120,15 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let executor = self.executor.clone();
+        let max_fields = self.max_fields;
         let req = req.map(Body::new);
         ResponseFuture::new(async move {
             Ok(match GraphQLRequest::read(req).await {
-                Ok(request) => request.execute(&executor).await.into_response(),
+                Ok(request) => request
+                    .max_fields(max_fields)
+                    .execute(&executor)
+                    .await
+                    .into_response(),
                 Err(rejection) => rejection.into_response(),
             })
         })
@@ -109,8 +140,8 @@ where
 /// accepts.
 ///
 /// The request's verified [`Claims`], if any, are already in every GraphQL request's data.
-/// A `GET` or `HEAD` that would run anything but a query is refused with 405 before any
-/// execution. The body limit is axum's
+/// Each document is parsed here, once. A `GET` or `HEAD` that would run anything but a
+/// query is refused with 405. The body limit is axum's
 /// [`DefaultBodyLimit`](axum::extract::DefaultBodyLimit): 2 MiB unless the router sets
 /// another. Refusals are [`GraphQLRejection`]s.
 ///
@@ -118,15 +149,54 @@ where
 #[derive(Debug)]
 pub struct GraphQLRequest {
     batch: BatchRequest,
+    /// Per request of the batch, the fields its document selects with fragments expanded.
+    fields: Vec<usize>,
+    max_fields: usize,
     media: ResponseMedia,
 }
 
 impl GraphQLRequest {
     /// Executes the request (or each request of a batch) with `executor`, answering in
-    /// the media type the request accepts.
+    /// the media type the request accepts. A request whose document selects more than
+    /// [`max_fields`](Self::max_fields) is answered with an error instead.
     pub async fn execute<E: Executor>(self, executor: &E) -> GraphQLResponse {
+        let max = self.max_fields;
+        let batch = if self.fields.iter().all(|fields| *fields <= max) {
+            executor.execute_batch(self.batch).await
+        } else {
+            match self.batch {
+                BatchRequest::Single(_) => BatchResponse::Single(too_many_fields(max)),
+                BatchRequest::Batch(requests) => {
+                    let mut within = Vec::with_capacity(requests.len());
+                    let mut over = Vec::with_capacity(requests.len());
+                    for (request, fields) in requests.into_iter().zip(&self.fields) {
+                        over.push(*fields > max);
+                        if *fields <= max {
+                            within.push(request);
+                        }
+                    }
+                    let mut executed = if within.is_empty() {
+                        Vec::new()
+                    } else {
+                        match executor.execute_batch(BatchRequest::Batch(within)).await {
+                            BatchResponse::Batch(responses) => responses,
+                            BatchResponse::Single(response) => vec![response],
+                        }
+                    }
+                    .into_iter();
+                    BatchResponse::Batch(
+                        over.into_iter()
+                            .map(|over| match over {
+                                true => too_many_fields(max),
+                                false => executed.next().unwrap_or_default(),
+                            })
+                            .collect(),
+                    )
+                }
+            }
+        };
         GraphQLResponse {
-            batch: executor.execute_batch(self.batch).await,
+            batch,
             media: self.media,
         }
     }
@@ -134,22 +204,18 @@ impl GraphQLRequest {
     /// Adds `data` to every request of the batch, for resolvers to read with
     /// `ctx.data::<D>()`.
     #[must_use]
-    pub fn data<D: Any + Clone + Send + Sync>(self, data: D) -> Self {
-        Self {
-            batch: self.batch.data(data),
-            media: self.media,
-        }
+    pub fn data<D: Any + Clone + Send + Sync>(mut self, data: D) -> Self {
+        self.batch = self.batch.data(data);
+        self
     }
 
-    /// The GraphQL requests (one, or each of a batch), to change before execution.
-    pub fn requests_mut(&mut self) -> impl Iterator<Item = &mut async_graphql::Request> {
-        self.batch.iter_mut()
-    }
-
-    /// The GraphQL request(s) and the negotiated response format, for executing them by
-    /// other means and answering with [`ResponseFormat::respond`].
-    pub fn into_parts(self) -> (BatchRequest, ResponseFormat) {
-        (self.batch, ResponseFormat(self.media))
+    /// The most fields a document may select, counting each fragment spread as the fields
+    /// it expands to; checked by [`execute`](Self::execute). Default:
+    /// [`DEFAULT_MAX_FIELDS`].
+    #[must_use]
+    pub fn max_fields(mut self, fields: usize) -> Self {
+        self.max_fields = fields;
+        self
     }
 
     async fn read(req: http::Request<Body>) -> Result<Self, GraphQLRejection> {
@@ -160,17 +226,22 @@ impl GraphQLRequest {
             ));
         };
         let claims = req.extensions().get::<Claims>().cloned();
-        let batch = match *req.method() {
+        let read = match *req.method() {
             Method::GET | Method::HEAD => read_get(req.uri().query().unwrap_or_default()),
             Method::POST => read_post(req).await,
             _ => Err(Refused::from(RejectionKind::MethodNotAllowed)),
         }
         .map_err(|refused| refused.with(media))?;
         let batch = match claims {
-            Some(claims) => batch.data(claims),
-            None => batch,
+            Some(claims) => read.batch.data(claims),
+            None => read.batch,
         };
-        Ok(Self { batch, media })
+        Ok(Self {
+            batch,
+            fields: read.fields,
+            max_fields: DEFAULT_MAX_FIELDS,
+            media,
+        })
     }
 }
 
@@ -185,25 +256,13 @@ impl<S: Send + Sync> FromRequest<S> for GraphQLRequest {
     }
 }
 
-/// The response media type a [`GraphQLRequest`] negotiated, from
-/// [`GraphQLRequest::into_parts`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResponseFormat(ResponseMedia);
-
-impl ResponseFormat {
-    /// Answers with `response` in this format.
-    pub fn respond(self, response: impl Into<BatchResponse>) -> GraphQLResponse {
-        GraphQLResponse {
-            batch: response.into(),
-            media: self.0,
-        }
-    }
-
-    /// The response's `Content-Type`: `application/graphql-response+json; charset=utf-8`
-    /// or `application/json; charset=utf-8`.
-    pub fn content_type(&self) -> HeaderValue {
-        self.0.content_type()
-    }
+fn too_many_fields(max: usize) -> async_graphql::Response {
+    let mut error = ServerError::new(
+        format!("the document selects more than {max} fields once its fragments are expanded"),
+        None,
+    );
+    set_code(&mut error, GRAPHQL_VALIDATION_FAILED);
+    async_graphql::Response::from_errors(vec![error])
 }
 
 /// An executed GraphQL response (or batch), answered in the media type the request
@@ -573,7 +632,13 @@ struct QueryParams {
     extensions: Option<String>,
 }
 
-fn read_get(query_string: &str) -> Result<BatchRequest, Refused> {
+/// The GraphQL request(s) of an HTTP request, with the fields each document selects.
+struct Read {
+    batch: BatchRequest,
+    fields: Vec<usize>,
+}
+
+fn read_get(query_string: &str) -> Result<Read, Refused> {
     let params: QueryParams = serde_urlencoded::from_str(query_string)
         .map_err(|_| Refused::from(RejectionKind::InvalidParameters))?;
     let present = |value: Option<String>| value.filter(|v| !v.is_empty());
@@ -605,13 +670,11 @@ fn read_get(query_string: &str) -> Result<BatchRequest, Refused> {
             });
         }
     }
-    Ok(BatchRequest::Single(request(
-        query,
-        Some(document),
-        operation_name,
-        variables,
-        extensions,
-    )))
+    let (request, fields) = request(query, Some(document), operation_name, variables, extensions);
+    Ok(Read {
+        batch: BatchRequest::Single(request),
+        fields: vec![fields],
+    })
 }
 
 /// A JSON-text query parameter; empty means absent, and so does `null`.
@@ -623,7 +686,7 @@ fn json_param<T: serde::de::DeserializeOwned>(text: Option<String>) -> Result<Op
     }
 }
 
-async fn read_post(req: http::Request<Body>) -> Result<BatchRequest, Refused> {
+async fn read_post(req: http::Request<Body>) -> Result<Read, Refused> {
     if !is_utf8_json(req.headers()) {
         return Err(RejectionKind::UnsupportedMediaType.into());
     }
@@ -646,21 +709,34 @@ async fn read_post(req: http::Request<Body>) -> Result<BatchRequest, Refused> {
         if batch.is_empty() {
             return Err(RejectionKind::InvalidParameters.into());
         }
-        let requests = batch
-            .into_iter()
-            .map(|params| post_request(params, true))
-            .collect::<Result<Vec<_>, Refused>>()?;
-        Ok(BatchRequest::Batch(requests))
+        let mut requests = Vec::with_capacity(batch.len());
+        let mut fields = Vec::with_capacity(batch.len());
+        for params in batch {
+            let (request, count) = post_request(params, true)?;
+            requests.push(request);
+            fields.push(count);
+        }
+        Ok(Read {
+            batch: BatchRequest::Batch(requests),
+            fields,
+        })
     } else {
         let params: JsonParams = serde_json::from_slice(&body).map_err(json_refusal)?;
-        Ok(BatchRequest::Single(post_request(params, false)?))
+        let (request, fields) = post_request(params, false)?;
+        Ok(Read {
+            batch: BatchRequest::Single(request),
+            fields: vec![fields],
+        })
     }
 }
 
 /// One request of a `POST`, its document parsed here (async-graphql then does not parse
 /// it again). In a batch, an entry whose document does not parse is left to the executor,
 /// which answers that entry alone with the parse error.
-fn post_request(params: JsonParams, in_batch: bool) -> Result<async_graphql::Request, Refused> {
+fn post_request(
+    params: JsonParams,
+    in_batch: bool,
+) -> Result<(async_graphql::Request, usize), Refused> {
     let JsonParams {
         query,
         operation_name,
@@ -688,21 +764,101 @@ fn post_request(params: JsonParams, in_batch: bool) -> Result<async_graphql::Req
     ))
 }
 
+/// The request for async-graphql, with the document already parsed, and the fields the
+/// document selects (0 without a document: it comes from a persisted query, or does not
+/// parse and is never executed).
 fn request(
     query: String,
     document: Option<ExecutableDocument>,
     operation_name: Option<String>,
     variables: Option<Variables>,
     extensions: Option<Extensions>,
-) -> async_graphql::Request {
+) -> (async_graphql::Request, usize) {
     let mut request = async_graphql::Request::new(query);
     request.operation_name = operation_name;
     request.variables = variables.unwrap_or_default();
     request.extensions = extensions.unwrap_or_default();
+    let mut fields = 0;
     if let Some(document) = document {
+        fields = expanded_fields(&document);
         request.set_parsed_query(document);
     }
-    request
+    (request, fields)
+}
+
+/// The fields `doc` selects with every fragment spread expanded, summed over its
+/// operations (saturating): what async-graphql's validation walks. Linear in the document:
+/// each fragment is counted once, chains of spreads are followed with an explicit stack,
+/// and a spread that closes a cycle counts nothing (async-graphql refuses cycles).
+fn expanded_fields(doc: &ExecutableDocument) -> usize {
+    // Each fragment's own fields, and the fragments it spreads (as often as it does).
+    let mut direct: HashMap<&Name, (usize, Vec<&Name>)> =
+        HashMap::with_capacity(doc.fragments.len());
+    for (name, fragment) in &doc.fragments {
+        let mut spreads = Vec::new();
+        let fields = scan_fields(&fragment.node.selection_set.node, &mut spreads);
+        direct.insert(name, (fields, spreads));
+    }
+    let mut sizes: HashMap<&Name, usize> = HashMap::with_capacity(direct.len());
+    let mut open: HashSet<&Name> = HashSet::new();
+    let mut stack: Vec<(&Name, usize)> = Vec::new();
+    for root in direct.keys() {
+        if sizes.contains_key(root) {
+            continue;
+        }
+        open.insert(root);
+        stack.push((root, 0));
+        while let Some(&(name, next)) = stack.last() {
+            let Some((fields, spreads)) = direct.get(name) else {
+                stack.pop();
+                continue;
+            };
+            if let Some(&child) = spreads.get(next) {
+                if let Some(top) = stack.last_mut() {
+                    top.1 += 1;
+                }
+                if direct.contains_key(child) && !sizes.contains_key(child) && open.insert(child) {
+                    stack.push((child, 0));
+                }
+                continue;
+            }
+            let size = spreads.iter().fold(*fields, |total, spread| {
+                total.saturating_add(sizes.get(spread).copied().unwrap_or(0))
+            });
+            sizes.insert(name, size);
+            open.remove(name);
+            stack.pop();
+        }
+    }
+    doc.operations.iter().fold(0, |total, (_, operation)| {
+        let mut spreads = Vec::new();
+        let fields = scan_fields(&operation.node.selection_set.node, &mut spreads);
+        spreads
+            .iter()
+            .fold(total.saturating_add(fields), |total, spread| {
+                total.saturating_add(sizes.get(spread).copied().unwrap_or(0))
+            })
+    })
+}
+
+/// The fields of `set` and of the selection sets within it (fragment spreads not
+/// followed, but pushed onto `spreads`).
+fn scan_fields<'d>(set: &'d SelectionSet, spreads: &mut Vec<&'d Name>) -> usize {
+    let mut fields = 0usize;
+    let mut sets = vec![set];
+    while let Some(set) = sets.pop() {
+        for selection in &set.items {
+            match &selection.node {
+                Selection::Field(field) => {
+                    fields += 1;
+                    sets.push(&field.node.selection_set.node);
+                }
+                Selection::InlineFragment(inline) => sets.push(&inline.node.selection_set.node),
+                Selection::FragmentSpread(spread) => spreads.push(&spread.node.fragment_name.node),
+            }
+        }
+    }
+    fields
 }
 
 /// Parses `query`, after checking that its nesting stays where async-graphql's recursive
@@ -1136,6 +1292,83 @@ mod tests {
             response.headers()[CONTENT_TYPE],
             "application/graphql-response+json; charset=utf-8"
         );
+    }
+
+    fn fields(doc: &str) -> usize {
+        expanded_fields(&parse_query(doc).unwrap())
+    }
+
+    #[test]
+    fn fields_are_counted_with_fragments_expanded() {
+        assert_eq!(fields("{ a { b c } d }"), 4);
+        assert_eq!(fields("{ ...F ...F } fragment F on Query { a { b } }"), 4);
+        assert_eq!(fields("{ ... on Query { a } ...Missing }"), 1);
+        assert_eq!(
+            fields("query A { a } query B { b c }"),
+            3,
+            "every operation counts"
+        );
+        let cycle =
+            fields("{ ...A } fragment A on Query { ...B x } fragment B on Query { ...A y }");
+        assert!(
+            (1..=2).contains(&cycle),
+            "a cycle ends where it closes: {cycle}"
+        );
+    }
+
+    #[test]
+    fn fragment_bombs_are_counted_in_linear_time() {
+        let mut doc = String::from("query Main { ...F0 }");
+        for i in 0..60 {
+            doc.push_str(&format!(
+                " fragment F{i} on Query {{ ...F{n} ...F{n} }}",
+                n = i + 1
+            ));
+        }
+        doc.push_str(" fragment F60 on Query { a }");
+        assert_eq!(fields(&doc), 1 << 60);
+        doc.push_str(&format!(" query Other {{ {} }}", "...F0 ".repeat(20)));
+        assert_eq!(fields(&doc), usize::MAX, "saturates");
+
+        let mut chain = String::from("{ ...F0 }");
+        for i in 0..20_000 {
+            chain.push_str(&format!(" fragment F{i} on Query {{ ...F{} }}", i + 1));
+        }
+        chain.push_str(" fragment F20000 on Query { a }");
+        assert_eq!(fields(&chain), 1, "long chains do not recurse");
+    }
+
+    #[tokio::test]
+    async fn documents_over_the_field_limit_are_refused_before_execution() {
+        let limited = || service().max_fields(3);
+        let body = r#"{"query":"{ a: hello b: hello c: hello d: hello }"}"#;
+        for (accept, status) in [(GRJ, StatusCode::BAD_REQUEST), (JSON, StatusCode::OK)] {
+            let response = limited()
+                .oneshot(post_json(Some(accept), body))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), status);
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert!(json.get("data").is_none());
+            assert_eq!(
+                json["errors"][0]["extensions"]["code"],
+                GRAPHQL_VALIDATION_FAILED
+            );
+        }
+        let batch = r#"[{"query":"{ hello }"},{"query":"{ a: hello b: hello c: hello d: hello }"},{"query":"{ item(id: 1) { id } }"}]"#;
+        let response = limited()
+            .oneshot(post_json(Some(GRJ), batch))
+            .await
+            .unwrap();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json[0]["data"]["hello"], "world");
+        assert_eq!(
+            json[1]["errors"][0]["extensions"]["code"],
+            GRAPHQL_VALIDATION_FAILED
+        );
+        assert_eq!(json[2]["data"]["item"]["id"], 1);
     }
 
     #[test]

@@ -121,9 +121,8 @@ mod http;
 pub(crate) mod schema;
 
 pub use self::http::{
-    GRAPHQL_PARSE_FAILED, GRAPHQL_VALIDATION_FAILED, GraphQL, GraphQLRejection,
-    GraphQLRejectionKind, GraphQLRequest, GraphQLResponse, NOT_ACCEPTABLE, ResponseFormat,
-    UNSUPPORTED_MEDIA_TYPE,
+    DEFAULT_MAX_FIELDS, GRAPHQL_PARSE_FAILED, GRAPHQL_VALIDATION_FAILED, GraphQL, GraphQLRejection,
+    GraphQLRejectionKind, GraphQLRequest, GraphQLResponse, NOT_ACCEPTABLE, UNSUPPORTED_MEDIA_TYPE,
 };
 
 use crate::Claims;

@@ -3,8 +3,9 @@
 //! The layer stands in front of the application's GraphQL parser, so it keeps from it what
 //! would crash it or run where it must not:
 //! - bodies beyond `max_request_bytes`, whatever their content type (413);
-//! - documents nested deeper than `max_nesting`, in a GET query string, a JSON body (one
-//!   request or a batch) or the `operations` of a multipart upload (400);
+//! - documents nested deeper than `max_nesting`, or expanding (fragments spread where they
+//!   are spread) to more than `max_selections` fields, in a GET query string, a JSON body
+//!   (one request or a batch) or the `operations` of a multipart upload (400);
 //! - operations other than queries sent with GET or HEAD (405), and bodies on HEAD (dropped);
 //! - requests that ride a cookie token across sites: such a request must not be a
 //!   CORS-"simple" form post, and must not come from another origin (415 / 403).
@@ -25,7 +26,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, request};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 
-use crate::graphql::document::select_operation_type;
+use crate::graphql::document::{expanded_selections, select_operation_type};
 use crate::rejection::{
     BAD_REQUEST, FORBIDDEN, METHOD_NOT_ALLOWED, PERSISTED_QUERY_NOT_FOUND, graphql_error,
 };
@@ -35,6 +36,31 @@ pub(crate) const DEFAULT_MAX_NESTING: usize = 64;
 /// The most [`max_nesting`](crate::ScopedCacheLayerBuilder::max_nesting) may be set to:
 /// async-graphql's parser is known to stay well within a 2 MiB thread stack there.
 pub(crate) const MAX_MAX_NESTING: usize = 256;
+/// The default for [`max_selections`](crate::ScopedCacheLayerBuilder::max_selections).
+pub(crate) const DEFAULT_MAX_SELECTIONS: u64 = 10_000;
+
+/// What a GraphQL document may cost before anything parses or runs it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DocumentLimits {
+    /// Deepest nesting of `{`, `[`, `(`.
+    pub(crate) nesting: usize,
+    /// Most field selections once every fragment spread is expanded.
+    pub(crate) selections: u64,
+}
+
+/// Checks one GraphQL document: its nesting by a linear scan, then, only if it has
+/// fragments (the one way a document's executed size can exceed its text), its expanded
+/// size by a linear count over the parsed document.
+pub(crate) fn check_document(query: &str, limits: &DocumentLimits) -> Result<(), Refusal> {
+    let shape = nesting::check(query.as_bytes(), limits.nesting).map_err(|_| Refusal::TooDeep)?;
+    if shape.spreads
+        && let Ok(doc) = parse_query(query)
+        && expanded_selections(&doc) > limits.selections
+    {
+        return Err(Refusal::TooManySelections);
+    }
+    Ok(())
+}
 
 const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
@@ -44,6 +70,7 @@ pub(crate) enum Refusal {
     BodyTooLarge,
     BodyUnreadable,
     TooDeep,
+    TooManySelections,
     MalformedJson,
     NotAQueryOverGet,
     CookieNeedsJson,
@@ -68,6 +95,11 @@ impl Refusal {
             Refusal::TooDeep => (
                 StatusCode::BAD_REQUEST,
                 "document nests too deeply",
+                BAD_REQUEST,
+            ),
+            Refusal::TooManySelections => (
+                StatusCode::BAD_REQUEST,
+                "document expands to too many field selections",
                 BAD_REQUEST,
             ),
             Refusal::MalformedJson => (
@@ -149,7 +181,7 @@ struct QueryOnly<'a> {
 }
 
 /// Checks a JSON body (one request or a batch) the way async-graphql will read it.
-pub(crate) fn check_json(body: &[u8], nesting: usize) -> Result<JsonBody, Refusal> {
+pub(crate) fn check_json(body: &[u8], limits: &DocumentLimits) -> Result<JsonBody, Refusal> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     let queries: Vec<QueryOnly<'_>> = if first == Some(&b'[') {
         match serde_json::from_slice(body) {
@@ -163,7 +195,7 @@ pub(crate) fn check_json(body: &[u8], nesting: usize) -> Result<JsonBody, Refusa
         }
     };
     for query in queries.iter().filter_map(|q| q.query.as_deref()) {
-        nesting::check(query.as_bytes(), nesting).map_err(|_| Refusal::TooDeep)?;
+        check_document(query, limits)?;
     }
     Ok(JsonBody::GraphQl)
 }
@@ -172,7 +204,7 @@ pub(crate) fn check_json(body: &[u8], nesting: usize) -> Result<JsonBody, Refusa
 pub(crate) async fn check_multipart(
     content_type: &str,
     body: Bytes,
-    nesting: usize,
+    limits: &DocumentLimits,
 ) -> Result<(), Refusal> {
     let Ok(boundary) = multer::parse_boundary(content_type) else {
         // async-graphql refuses a multipart request without a boundary.
@@ -186,7 +218,7 @@ pub(crate) async fn check_multipart(
             let Ok(text) = field.bytes().await else {
                 return Ok(());
             };
-            check_json(&text, nesting)?;
+            check_json(&text, limits)?;
         }
     }
     Ok(())
@@ -202,12 +234,12 @@ pub(crate) struct GetRequest {
 
 impl GetRequest {
     /// Reads the query string (one linear pass) and checks every `query` for nesting.
-    pub(crate) fn read(query_string: &str, nesting: usize) -> Result<Self, Refusal> {
+    pub(crate) fn read(query_string: &str, limits: &DocumentLimits) -> Result<Self, Refusal> {
         let mut out = Self::default();
         for (name, value) in form_urlencoded::parse(query_string.as_bytes()) {
             match &*name {
                 "query" => {
-                    nesting::check(value.as_bytes(), nesting).map_err(|_| Refusal::TooDeep)?;
+                    check_document(&value, limits)?;
                     out.queries.push(value.into_owned());
                 }
                 "operationName" => out.operation_names.push(value.into_owned()),
@@ -350,6 +382,11 @@ pub(crate) fn multipart_type(headers: &HeaderMap) -> Option<&str> {
 mod tests {
     use super::*;
 
+    const LIMITS: DocumentLimits = DocumentLimits {
+        nesting: 64,
+        selections: 10_000,
+    };
+
     fn deep(n: usize) -> String {
         format!("{{ f(x: {}1{}) }}", "[".repeat(n), "]".repeat(n))
     }
@@ -357,13 +394,13 @@ mod tests {
     #[test]
     fn json_bodies_are_checked_one_or_batched() {
         let one = serde_json::json!({"query": deep(100)}).to_string();
-        assert_eq!(check_json(one.as_bytes(), 64), Err(Refusal::TooDeep));
+        assert_eq!(check_json(one.as_bytes(), &LIMITS), Err(Refusal::TooDeep));
         let batch = serde_json::json!([{"query": "{ a }"}, {"query": deep(100)}]).to_string();
-        assert_eq!(check_json(batch.as_bytes(), 64), Err(Refusal::TooDeep));
+        assert_eq!(check_json(batch.as_bytes(), &LIMITS), Err(Refusal::TooDeep));
         let fine = serde_json::json!({"query": deep(10), "variables": {"a": [[1]]}}).to_string();
-        assert_eq!(check_json(fine.as_bytes(), 64), Ok(JsonBody::GraphQl));
-        assert_eq!(check_json(b"{nope", 64), Ok(JsonBody::NotGraphQl));
-        assert_eq!(check_json(br#"{"query": 1}"#, 64), Ok(JsonBody::NotGraphQl));
+        assert_eq!(check_json(fine.as_bytes(), &LIMITS), Ok(JsonBody::GraphQl));
+        assert_eq!(check_json(b"{nope", &LIMITS), Ok(JsonBody::NotGraphQl));
+        assert_eq!(check_json(br#"{"query": 1}"#, &LIMITS), Ok(JsonBody::NotGraphQl));
     }
 
     #[test]
@@ -372,7 +409,7 @@ mod tests {
         // parse of `variables` stops at serde_json's 128-level limit.
         let vars = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
         let body = format!(r#"{{"query":"{{ a }}","variables":{vars}}}"#);
-        assert_eq!(check_json(body.as_bytes(), 64), Ok(JsonBody::GraphQl));
+        assert_eq!(check_json(body.as_bytes(), &LIMITS), Ok(JsonBody::GraphQl));
     }
 
     #[tokio::test]
@@ -381,13 +418,13 @@ mod tests {
         let body = format!(
             "--X\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n{ops}\r\n--X--\r\n"
         );
-        let result = check_multipart("multipart/form-data; boundary=X", body.into(), 64).await;
+        let result = check_multipart("multipart/form-data; boundary=X", body.into(), &LIMITS).await;
         assert_eq!(result, Err(Refusal::TooDeep));
     }
 
     fn get(query: &[(&str, &str)]) -> GetRequest {
         let text = serde_urlencoded::to_string(query).unwrap();
-        GetRequest::read(&text, 64).unwrap()
+        GetRequest::read(&text, &LIMITS).unwrap()
     }
 
     #[test]
@@ -428,9 +465,24 @@ mod tests {
     }
 
     #[test]
+    fn fragment_bombs_are_refused_and_ordinary_fragments_pass() {
+        let mut bomb = String::from("{ ...F0 }");
+        for i in 0..20 {
+            bomb.push_str(&format!(" fragment F{i} on Query {{ ...F{} ...F{} }}", i + 1, i + 1));
+        }
+        bomb.push_str(" fragment F20 on Query { renderId }");
+        assert_eq!(check_document(&bomb, &LIMITS), Err(Refusal::TooManySelections));
+        let fine = "{ ...F ...F } fragment F on Query { a b c }";
+        assert_eq!(check_document(fine, &LIMITS), Ok(()));
+        // Without fragments nothing is parsed: a big flat document is linear for everyone.
+        let flat = format!("{{{} }}", " a".repeat(20_000));
+        assert_eq!(check_document(&flat, &LIMITS), Ok(()));
+    }
+
+    #[test]
     fn get_queries_are_checked_for_nesting() {
         let text = serde_urlencoded::to_string([("query", deep(100))]).unwrap();
-        assert_eq!(GetRequest::read(&text, 64).unwrap_err(), Refusal::TooDeep);
+        assert_eq!(GetRequest::read(&text, &LIMITS).unwrap_err(), Refusal::TooDeep);
     }
 
     #[test]

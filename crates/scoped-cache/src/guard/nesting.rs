@@ -9,16 +9,26 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TooDeep;
 
+/// What the scan saw besides the depth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Shape {
+    /// The document has a `...` (a fragment spread or an inline fragment) outside strings
+    /// and comments: only then can its executed size exceed its text.
+    pub(crate) spreads: bool,
+}
+
 /// Checks that `text` never nests `{`, `[` or `(` more than `limit` levels deep.
 ///
 /// Strings (`"…"` with escapes, `"""…"""` block strings) and `#` comments are skipped, so
 /// brackets inside them do not count. Unbalanced closing brackets are ignored (the parser
 /// will refuse the document anyway). The pass stops at the first level past `limit`.
-pub(crate) fn check(text: &[u8], limit: usize) -> Result<(), TooDeep> {
+pub(crate) fn check(text: &[u8], limit: usize) -> Result<Shape, TooDeep> {
     let mut depth = 0usize;
+    let mut shape = Shape::default();
     let mut i = 0;
     while let Some(&byte) = text.get(i) {
         match byte {
+            b'.' if text.get(i..i + 3) == Some(b"...") => shape.spreads = true,
             b'{' | b'[' | b'(' => {
                 depth += 1;
                 if depth > limit {
@@ -44,7 +54,7 @@ pub(crate) fn check(text: &[u8], limit: usize) -> Result<(), TooDeep> {
         }
         i += 1;
     }
-    Ok(())
+    Ok(shape)
 }
 
 /// The index just past the string that starts at `i` (after its opening quote).
@@ -115,6 +125,13 @@ mod tests {
         assert!(depth_ok(")))]]]}}}", 0));
         // A string cut by a line break does not hide the brackets after it.
         assert!(!depth_ok("{ a(x: \"abc\n [[[[ ) }", 3));
+    }
+
+    #[test]
+    fn spreads_are_noticed_outside_strings_only() {
+        assert!(check(b"{ ...F }", 4).unwrap().spreads);
+        assert!(check(b"{ ... on Q { a } }", 4).unwrap().spreads);
+        assert!(!check(br#"{ a(x: "...") } # ..."#, 4).unwrap().spreads);
     }
 
     #[test]

@@ -11,6 +11,9 @@ use crate::rejection::AuthErrorKind;
 pub(crate) struct TokenSource {
     pub(crate) cookie: Option<String>,
     pub(crate) max_bytes: usize,
+    /// Whether an `Authorization` header with another scheme leaves the request anonymous
+    /// (a proxy adds `Basic`) instead of being refused.
+    pub(crate) ignore_other_schemes: bool,
 }
 
 impl TokenSource {
@@ -30,8 +33,6 @@ impl TokenSource {
             if value.len() > self.max_bytes {
                 return Err(AuthErrorKind::HeaderTooLarge);
             }
-            // RFC 6750 concerns `Bearer` only: another scheme (Basic auth added by a proxy,
-            // say) is not ours to judge, and the request stays anonymous.
             let is_bearer = value
                 .as_bytes()
                 .get(..7)
@@ -39,8 +40,13 @@ impl TokenSource {
             if !is_bearer {
                 return if value.as_bytes().eq_ignore_ascii_case(b"bearer") {
                     Err(AuthErrorKind::Malformed)
-                } else {
+                } else if self.ignore_other_schemes {
+                    // A proxy's `Basic` credentials are not ours to judge.
                     Ok(None)
+                } else {
+                    // A client that sends its JWT under the wrong scheme must be told, not
+                    // silently served public data.
+                    Err(AuthErrorKind::UnsupportedScheme)
                 };
             }
             // The scheme is checked above, so what follows is the credential, borrowed from
@@ -92,6 +98,7 @@ mod tests {
         TokenSource {
             cookie: cookie.map(str::to_owned),
             max_bytes: 64,
+            ignore_other_schemes: false,
         }
     }
 
@@ -138,10 +145,19 @@ mod tests {
     }
 
     #[test]
-    fn other_schemes_leave_the_request_anonymous() {
-        for value in ["Basic dXNlcjpwYXNz", "Token a.b.c", "Bearerx a.b.c"] {
+    fn other_schemes_are_refused_unless_ignored() {
+        let ignoring = TokenSource {
+            ignore_other_schemes: true,
+            ..source(None)
+        };
+        for value in ["Basic dXNlcjpwYXNz", "Token a.b.c", "Bearerx a.b.c", "eyJ.a.b"] {
             let h = headers(&[("authorization", value)]);
-            assert_eq!(source(None).extract(&h), Ok(None), "{value}");
+            assert_eq!(
+                source(None).extract(&h),
+                Err(AuthErrorKind::UnsupportedScheme),
+                "{value}"
+            );
+            assert_eq!(ignoring.extract(&h), Ok(None), "{value}");
         }
     }
 
