@@ -64,9 +64,34 @@ impl Forum {
     }
 }
 
+/// The schema, with the limits a production schema sets. Each was measured against the
+/// deepest real client query, GraphiQL's introspection query (forum queries themselves
+/// nest two fields deep and select fewer than 15 fields); a request over a limit is refused
+/// before execution.
+///
+/// These limits do not bound the work async-graphql does *before* it refuses: its
+/// validation expands every fragment spread anew. Fragments that each spread the next four
+/// times, 12 deep (653 bytes), stay under `limit_recursive_depth` and cost about 6 s of CPU
+/// (release build) before `limit_complexity` refuses them. scoped-cache's handler stops
+/// those first: it counts fields with each fragment once and refuses documents over
+/// `max_selections` (10,000 by default) before async-graphql sees them.
 pub(crate) fn build(forum: Arc<Forum>) -> ForumSchema {
     Schema::build(Query, Mutation, EmptySubscription)
         .data(forum)
+        // Field nesting: forum data is 2 deep (`memberPosts { title }`); GraphiQL's
+        // introspection query is 13 (its `ofType` chain), and GraphiQL and code generators
+        // need it. Nothing deeper exists here except by recursing through introspection.
+        .limit_depth(16)
+        // Fields selected, each counting 1 plus its children (lists are not multiplied):
+        // the welcome query is 8, introspection 185. A few hundred bounds what a request
+        // can make the resolvers do.
+        .limit_complexity(300)
+        // Nesting of selection sets and fragment spreads, checked right after parsing:
+        // introspection reaches 15 (each spread counts as a level); the default is 32.
+        // Chains of fragments deeper than this are refused before validation.
+        .limit_recursive_depth(20)
+        // Directives on one field: real queries put one `@include`/`@skip` on a field.
+        .limit_directives(4)
         .finish()
 }
 

@@ -1,4 +1,5 @@
-//! The response future of [`ScopedCache`](crate::ScopedCache).
+//! The response future of [`ScopedCache`](crate::ScopedCache) and of the
+//! [`GraphQL`](crate::graphql::GraphQL) handler.
 
 use std::fmt;
 use std::future::Future;
@@ -7,7 +8,8 @@ use std::task::{Context, Poll};
 
 use axum::response::Response;
 
-/// Response future of [`ScopedCache`](crate::ScopedCache).
+/// Response future of [`ScopedCache`](crate::ScopedCache) and of the
+/// [`GraphQL`](crate::graphql::GraphQL) handler.
 ///
 /// Opaque, so the boxed future inside can become a hand-written state machine later
 /// without an API change.

@@ -9,8 +9,8 @@
 //! use std::time::Duration;
 //!
 //! use async_graphql::{Context, EmptyMutation, EmptySubscription, Object, Schema};
-//! use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
-//! use axum::{Router, extract::State, routing::post};
+//! use axum::Router;
+//! use scoped_cache::graphql::GraphQL;
 //! use jsonwebtoken::Algorithm;
 //! use scoped_cache::{Claims, RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier};
 //!
@@ -23,27 +23,23 @@
 //!     }
 //! }
 //!
-//! type AppSchema = Schema<Query, EmptyMutation, EmptySubscription>;
-//!
-//! async fn graphql(State(schema): State<AppSchema>, claims: Option<Claims>, req: GraphQLRequest) -> GraphQLResponse {
-//!     schema.execute(scoped_cache::graphql::with_claims(req.into_inner(), claims)).await.into()
-//! }
-//!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let schema = Schema::new(Query, EmptyMutation, EmptySubscription);
 //! let layer = ScopedCacheLayer::builder()
 //!     .verifier(
 //!         Verifier::hmac(Algorithm::HS256, std::env::var("JWT_SECRET")?)
 //!             .issuer(["forum-demo"])
 //!             .audience(["forum-api"]),
 //!     )
+//!     .schema(&schema) // a rule naming a root field the schema lacks fails build()
 //!     .default_rule(Rule::new().max_age(Duration::from_secs(60)))
 //!     .rule(Rule::root_field("Query.me").scope(Scope::claims(["sub"])))
 //!     .route("/graphql", RoutePolicy::cached())
 //!     .build()?;
 //!
-//! let schema = Schema::new(Query, EmptyMutation, EmptySubscription);
-//! let app = Router::new().route("/graphql", post(graphql)).with_state(schema).layer(layer);
+//! // GraphQL over HTTP; verified `Claims` reach resolvers as `ctx.data_opt::<Claims>()`.
+//! let app = Router::new().route_service("/graphql", GraphQL::new(schema)).layer(layer);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
 //! axum::serve(listener, app).await?;
 //! # Ok(())
@@ -52,16 +48,21 @@
 //!
 //! # What happens to a request
 //!
-//! 1. The route's [`RoutePolicy`] is found (axum's `MatchedPath`, else the URI path).
+//! 1. The route's [`RoutePolicy`] is found (axum's `MatchedPath`, the URI the client sent,
+//!    or the URI the layer sees).
 //! 2. The bearer token (`Authorization`, or a cookie) is verified; failures are a
-//!    GraphQL-shaped 401 (see [`AuthError`]). Verified [`Claims`] go into the request's
-//!    extensions.
-//! 3. On a cached route, the GraphQL request (POST JSON or GET) is read once per distinct
+//!    GraphQL-shaped 401 (see [`AuthError`]). Verified [`Claims`] go to the handler.
+//! 3. The request is checked before anything parses it: bodies of any type are bounded,
+//!    documents are bounded in nesting and in fields once fragments are expanded, GET and
+//!    HEAD never carry a mutation, a cookie token never carries a cross-site request. Every
+//!    check is linear; refusals are GraphQL-shaped 4xx in the media type the client accepts.
+//! 4. On a cached route, the GraphQL request (POST JSON or GET) is read once per distinct
 //!    text: its operation, root fields and [`Rule`]s give a decision and a key.
-//! 4. The key combines the host and path, the canonical document, operation name,
-//!    canonical variables and extensions, `Accept`, and the **bucket**: the values of the
-//!    scoped claims (and `iss`). A fresh entry is served with `x-cache: HIT` without running anything.
-//! 5. On a miss the schema runs once, however many requests for the key arrive meanwhile
+//! 5. The key combines the URI the client sent, `Host`, every `Accept` line, the key
+//!    headers, the canonical document, operation name, canonical variables and extensions,
+//!    and the **bucket**: the values of the scoped claims (and `iss`). A fresh entry is
+//!    served with `x-cache: HIT` without running anything.
+//! 6. On a miss the schema runs once, however many requests for the key arrive meanwhile
 //!    (they wait for its stored response); a clean `200` result is stored for
 //!    `min(rule max-age, response max-age)`.
 //!
@@ -75,9 +76,11 @@
 //!   claim the operation's scope does not cover, it is served but **not stored**, and a
 //!   warning names the claim path. A too-narrow scope costs hits, never privacy.
 //! - Responses async-graphql marks `private` are stored only under a claim scope.
-//! - Scoped responses leave with `Cache-Control: private` and `Vary: Authorization`, so a
-//!   CDN in front cannot share them.
-//! - Mutations, subscriptions, errors, non-200s, `Set-Cookie` and `no-store` are never stored.
+//! - Scoped responses, and uncached answers to authenticated callers, leave with
+//!   `Cache-Control: private` and `Vary: Authorization`, so a CDN in front cannot share them.
+//! - Mutations, subscriptions, errors, non-200s, `Set-Cookie`, `no-store`, and responses
+//!   that vary on a header outside the key are never stored; a hit replays only
+//!   representation headers (`Content-Type`, `Cache-Control`, ...).
 //!
 //! The limit: reads that bypass [`Claims`] (a resolver that looks at raw headers, or a
 //! database keyed by something the token does not carry) are invisible to the check. Keep

@@ -104,7 +104,7 @@ impl Shared {
 
         let checked = match self.check(&parts, body, &claims, policy).await {
             Ok(checked) => checked,
-            Err(refusal) => return Ok(negotiated(refusal.into_response(), &parts.headers)),
+            Err(refusal) => return Ok(refusal.into_response(&parts.headers)),
         };
         let Some(Prepared::Operation {
             decision, digest, ..

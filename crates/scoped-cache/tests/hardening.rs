@@ -498,11 +498,19 @@ async fn a_fragment_bomb_is_refused_before_the_schema_expands_it() {
     }
     bomb.push_str(" fragment F20 on Query { renderId }");
     for path in ["/graphql", "/graphql/nocache"] {
+        // Answered like a validation failure: 200 for legacy `application/json` clients.
         let reply = send(&app, query(path, None, &bomb)).await;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}");
-        assert_eq!(reply.code(), "BAD_REQUEST");
-        let reply = send(&app, get(path, None, &[("query", &bomb)])).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert_eq!(reply.code(), "GRAPHQL_VALIDATION_FAILED");
+        assert!(reply.body.get("data").is_none());
+        let mut req = get(path, None, &[("query", &bomb)]);
+        req.headers_mut().insert(
+            "accept",
+            "application/graphql-response+json".parse().unwrap(),
+        );
+        let reply = send(&app, req).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "GET {path}");
+        assert_eq!(reply.code(), "GRAPHQL_VALIDATION_FAILED");
     }
     assert_eq!(counters.executions(), 0);
     // Fragments used the ordinary way still work.

@@ -132,7 +132,7 @@ fn collect_root_fields(
 /// saturating), without recursion.
 pub(crate) fn expanded_selections(doc: &ExecutableDocument) -> u64 {
     /// A selection set's own fields, and the fragments it spreads (once per spread).
-    fn own<'d>(set: &'d SelectionSet) -> (u64, Vec<&'d Name>) {
+    fn own(set: &SelectionSet) -> (u64, Vec<&Name>) {
         let mut fields = 0u64;
         let mut spreads = Vec::new();
         let mut sets = vec![set];
@@ -144,7 +144,9 @@ pub(crate) fn expanded_selections(doc: &ExecutableDocument) -> u64 {
                         sets.push(&field.node.selection_set.node);
                     }
                     Selection::InlineFragment(inline) => sets.push(&inline.node.selection_set.node),
-                    Selection::FragmentSpread(spread) => spreads.push(&spread.node.fragment_name.node),
+                    Selection::FragmentSpread(spread) => {
+                        spreads.push(&spread.node.fragment_name.node)
+                    }
                 }
             }
         }
@@ -445,7 +447,10 @@ mod tests {
         assert_eq!(expanded("{ ...F ...F x } fragment F on Q { a { b } }"), 5);
         assert_eq!(expanded("{ ... on Q { a ...F } } fragment F on Q { b }"), 2);
         // Unused fragments cost nothing; operations add up.
-        assert_eq!(expanded("query A { a } query B { b } fragment F on Q { c }"), 2);
+        assert_eq!(
+            expanded("query A { a } query B { b } fragment F on Q { c }"),
+            2
+        );
     }
 
     #[test]
@@ -453,7 +458,11 @@ mod tests {
         let bomb = |levels: usize| {
             let mut doc = String::from("{ ...F0 }");
             for i in 0..levels {
-                doc.push_str(&format!(" fragment F{i} on Q {{ ...F{} ...F{} }}", i + 1, i + 1));
+                doc.push_str(&format!(
+                    " fragment F{i} on Q {{ ...F{} ...F{} }}",
+                    i + 1,
+                    i + 1
+                ));
             }
             doc.push_str(&format!(" fragment F{levels} on Q {{ a }}"));
             doc
@@ -465,7 +474,10 @@ mod tests {
 
     #[test]
     fn expansion_survives_cycles_and_long_chains() {
-        assert_eq!(expanded("{ ...A } fragment A on Q { a ...B } fragment B on Q { b ...A }"), 2);
+        assert_eq!(
+            expanded("{ ...A } fragment A on Q { a ...B } fragment B on Q { b ...A }"),
+            2
+        );
         let mut chain = String::from("{ ...F0 }");
         for i in 0..20_000 {
             chain.push_str(&format!(" fragment F{i} on Q {{ f ...F{} }}", i + 1));

@@ -4,16 +4,16 @@
 //! See the [module docs](crate::graphql) for examples and the status codes.
 
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::task::{Context, Poll};
 
 use async_graphql::parser::parse_query;
-use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
+use async_graphql::parser::types::{ExecutableDocument, OperationType};
 use async_graphql::{
-    BatchRequest, BatchResponse, ErrorExtensionValues, Executor, Extensions, Name, ServerError,
-    Value, Variables,
+    BatchRequest, BatchResponse, ErrorExtensionValues, Executor, Extensions, ServerError, Value,
+    Variables,
 };
 use axum::RequestExt;
 use axum::body::Body;
@@ -28,7 +28,7 @@ use tower::Service;
 
 use crate::claims::Claims;
 use crate::future::ResponseFuture;
-use crate::graphql::document::select_operation_type;
+use crate::graphql::document::{expanded_selections, select_operation_type};
 use crate::guard::{MAX_MAX_NESTING, nesting};
 use crate::media::{self, ResponseMedia};
 use crate::rejection::{BAD_REQUEST, METHOD_NOT_ALLOWED, PERSISTED_QUERY_NOT_FOUND};
@@ -48,15 +48,16 @@ pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
 /// quote is cut, so a one-line megabyte document does not come back whole.
 const MAX_MESSAGE_BYTES: usize = 512;
 
-/// The default for [`GraphQL::max_fields`] and [`GraphQLRequest::max_fields`].
+/// The default for [`GraphQL::max_selections`] and [`GraphQLRequest::max_selections`],
+/// the same as the layer's [`max_selections`](crate::ScopedCacheLayerBuilder::max_selections).
 ///
 /// async-graphql's validation (its depth, complexity and directive checks included) walks
 /// every fragment spread anew, so a document of a few hundred bytes whose fragments each
-/// spread the next twice costs seconds before any limit of the schema refuses it. Counting
-/// the fields with each fragment counted once is linear; refusing past this count keeps
-/// what reaches async-graphql to milliseconds. Real operations, introspection included,
-/// select a few hundred.
-pub const DEFAULT_MAX_FIELDS: usize = 10_000;
+/// spread the next four times costs seconds before any limit of the schema refuses it.
+/// Counting the fields with each fragment counted once is linear; refusing past this count
+/// keeps what reaches async-graphql to milliseconds. Real operations, introspection
+/// included, select a few hundred.
+pub const DEFAULT_MAX_SELECTIONS: u64 = crate::guard::DEFAULT_MAX_SELECTIONS;
 
 /// A tower [`Service`] that answers GraphQL over HTTP with any async-graphql
 /// [`Executor`] (a `Schema`, a dynamic schema, ...).
@@ -73,7 +74,7 @@ pub const DEFAULT_MAX_FIELDS: usize = 10_000;
 #[derive(Clone)]
 pub struct GraphQL<E> {
     executor: E,
-    max_fields: usize,
+    max_selections: u64,
 }
 
 impl<E> GraphQL<E> {
@@ -81,17 +82,17 @@ impl<E> GraphQL<E> {
     pub fn new(executor: E) -> Self {
         Self {
             executor,
-            max_fields: DEFAULT_MAX_FIELDS,
+            max_selections: DEFAULT_MAX_SELECTIONS,
         }
     }
 
     /// The most fields a request's document may select, counting each fragment spread as
-    /// the fields it expands to. Default: [`DEFAULT_MAX_FIELDS`]. A document over it is
+    /// the fields it expands to. Default: [`DEFAULT_MAX_SELECTIONS`]. A document over it is
     /// refused before execution as a validation failure (400 as
     /// `application/graphql-response+json`, 200 as `application/json`).
     #[must_use]
-    pub fn max_fields(mut self, fields: usize) -> Self {
-        self.max_fields = fields;
+    pub fn max_selections(mut self, selections: u64) -> Self {
+        self.max_selections = selections;
         self
     }
 }
@@ -99,7 +100,7 @@ impl<E> GraphQL<E> {
 impl<E> fmt::Debug for GraphQL<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GraphQL")
-            .field("max_fields", &self.max_fields)
+            .field("max_selections", &self.max_selections)
             .finish_non_exhaustive()
     }
 }
@@ -120,12 +121,12 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let executor = self.executor.clone();
-        let max_fields = self.max_fields;
+        let max_selections = self.max_selections;
         let req = req.map(Body::new);
         ResponseFuture::new(async move {
             Ok(match GraphQLRequest::read(req).await {
                 Ok(request) => request
-                    .max_fields(max_fields)
+                    .max_selections(max_selections)
                     .execute(&executor)
                     .await
                     .into_response(),
@@ -150,28 +151,28 @@ where
 pub struct GraphQLRequest {
     batch: BatchRequest,
     /// Per request of the batch, the fields its document selects with fragments expanded.
-    fields: Vec<usize>,
-    max_fields: usize,
+    selections: Vec<u64>,
+    max_selections: u64,
     media: ResponseMedia,
 }
 
 impl GraphQLRequest {
     /// Executes the request (or each request of a batch) with `executor`, answering in
     /// the media type the request accepts. A request whose document selects more than
-    /// [`max_fields`](Self::max_fields) is answered with an error instead.
+    /// [`max_selections`](Self::max_selections) is answered with an error instead.
     pub async fn execute<E: Executor>(self, executor: &E) -> GraphQLResponse {
-        let max = self.max_fields;
-        let batch = if self.fields.iter().all(|fields| *fields <= max) {
+        let max = self.max_selections;
+        let batch = if self.selections.iter().all(|n| *n <= max) {
             executor.execute_batch(self.batch).await
         } else {
             match self.batch {
-                BatchRequest::Single(_) => BatchResponse::Single(too_many_fields(max)),
+                BatchRequest::Single(_) => BatchResponse::Single(too_many_selections(max)),
                 BatchRequest::Batch(requests) => {
                     let mut within = Vec::with_capacity(requests.len());
                     let mut over = Vec::with_capacity(requests.len());
-                    for (request, fields) in requests.into_iter().zip(&self.fields) {
-                        over.push(*fields > max);
-                        if *fields <= max {
+                    for (request, n) in requests.into_iter().zip(&self.selections) {
+                        over.push(*n > max);
+                        if *n <= max {
                             within.push(request);
                         }
                     }
@@ -186,9 +187,12 @@ impl GraphQLRequest {
                     .into_iter();
                     BatchResponse::Batch(
                         over.into_iter()
-                            .map(|over| match over {
-                                true => too_many_fields(max),
-                                false => executed.next().unwrap_or_default(),
+                            .map(|over| {
+                                if over {
+                                    too_many_selections(max)
+                                } else {
+                                    executed.next().unwrap_or_default()
+                                }
                             })
                             .collect(),
                     )
@@ -211,10 +215,10 @@ impl GraphQLRequest {
 
     /// The most fields a document may select, counting each fragment spread as the fields
     /// it expands to; checked by [`execute`](Self::execute). Default:
-    /// [`DEFAULT_MAX_FIELDS`].
+    /// [`DEFAULT_MAX_SELECTIONS`].
     #[must_use]
-    pub fn max_fields(mut self, fields: usize) -> Self {
-        self.max_fields = fields;
+    pub fn max_selections(mut self, selections: u64) -> Self {
+        self.max_selections = selections;
         self
     }
 
@@ -238,8 +242,8 @@ impl GraphQLRequest {
         };
         Ok(Self {
             batch,
-            fields: read.fields,
-            max_fields: DEFAULT_MAX_FIELDS,
+            selections: read.selections,
+            max_selections: DEFAULT_MAX_SELECTIONS,
             media,
         })
     }
@@ -256,7 +260,7 @@ impl<S: Send + Sync> FromRequest<S> for GraphQLRequest {
     }
 }
 
-fn too_many_fields(max: usize) -> async_graphql::Response {
+fn too_many_selections(max: u64) -> async_graphql::Response {
     let mut error = ServerError::new(
         format!("the document selects more than {max} fields once its fragments are expanded"),
         None,
@@ -635,7 +639,7 @@ struct QueryParams {
 /// The GraphQL request(s) of an HTTP request, with the fields each document selects.
 struct Read {
     batch: BatchRequest,
-    fields: Vec<usize>,
+    selections: Vec<u64>,
 }
 
 fn read_get(query_string: &str) -> Result<Read, Refused> {
@@ -670,10 +674,11 @@ fn read_get(query_string: &str) -> Result<Read, Refused> {
             });
         }
     }
-    let (request, fields) = request(query, Some(document), operation_name, variables, extensions);
+    let (request, selections) =
+        request(query, Some(document), operation_name, variables, extensions);
     Ok(Read {
         batch: BatchRequest::Single(request),
-        fields: vec![fields],
+        selections: vec![selections],
     })
 }
 
@@ -710,22 +715,22 @@ async fn read_post(req: http::Request<Body>) -> Result<Read, Refused> {
             return Err(RejectionKind::InvalidParameters.into());
         }
         let mut requests = Vec::with_capacity(batch.len());
-        let mut fields = Vec::with_capacity(batch.len());
+        let mut selections = Vec::with_capacity(batch.len());
         for params in batch {
             let (request, count) = post_request(params, true)?;
             requests.push(request);
-            fields.push(count);
+            selections.push(count);
         }
         Ok(Read {
             batch: BatchRequest::Batch(requests),
-            fields,
+            selections,
         })
     } else {
         let params: JsonParams = serde_json::from_slice(&body).map_err(json_refusal)?;
-        let (request, fields) = post_request(params, false)?;
+        let (request, selections) = post_request(params, false)?;
         Ok(Read {
             batch: BatchRequest::Single(request),
-            fields: vec![fields],
+            selections: vec![selections],
         })
     }
 }
@@ -736,7 +741,7 @@ async fn read_post(req: http::Request<Body>) -> Result<Read, Refused> {
 fn post_request(
     params: JsonParams,
     in_batch: bool,
-) -> Result<(async_graphql::Request, usize), Refused> {
+) -> Result<(async_graphql::Request, u64), Refused> {
     let JsonParams {
         query,
         operation_name,
@@ -773,92 +778,17 @@ fn request(
     operation_name: Option<String>,
     variables: Option<Variables>,
     extensions: Option<Extensions>,
-) -> (async_graphql::Request, usize) {
+) -> (async_graphql::Request, u64) {
     let mut request = async_graphql::Request::new(query);
     request.operation_name = operation_name;
     request.variables = variables.unwrap_or_default();
     request.extensions = extensions.unwrap_or_default();
-    let mut fields = 0;
+    let mut selections = 0;
     if let Some(document) = document {
-        fields = expanded_fields(&document);
+        selections = expanded_selections(&document);
         request.set_parsed_query(document);
     }
-    (request, fields)
-}
-
-/// The fields `doc` selects with every fragment spread expanded, summed over its
-/// operations (saturating): what async-graphql's validation walks. Linear in the document:
-/// each fragment is counted once, chains of spreads are followed with an explicit stack,
-/// and a spread that closes a cycle counts nothing (async-graphql refuses cycles).
-fn expanded_fields(doc: &ExecutableDocument) -> usize {
-    // Each fragment's own fields, and the fragments it spreads (as often as it does).
-    let mut direct: HashMap<&Name, (usize, Vec<&Name>)> =
-        HashMap::with_capacity(doc.fragments.len());
-    for (name, fragment) in &doc.fragments {
-        let mut spreads = Vec::new();
-        let fields = scan_fields(&fragment.node.selection_set.node, &mut spreads);
-        direct.insert(name, (fields, spreads));
-    }
-    let mut sizes: HashMap<&Name, usize> = HashMap::with_capacity(direct.len());
-    let mut open: HashSet<&Name> = HashSet::new();
-    let mut stack: Vec<(&Name, usize)> = Vec::new();
-    for root in direct.keys() {
-        if sizes.contains_key(root) {
-            continue;
-        }
-        open.insert(root);
-        stack.push((root, 0));
-        while let Some(&(name, next)) = stack.last() {
-            let Some((fields, spreads)) = direct.get(name) else {
-                stack.pop();
-                continue;
-            };
-            if let Some(&child) = spreads.get(next) {
-                if let Some(top) = stack.last_mut() {
-                    top.1 += 1;
-                }
-                if direct.contains_key(child) && !sizes.contains_key(child) && open.insert(child) {
-                    stack.push((child, 0));
-                }
-                continue;
-            }
-            let size = spreads.iter().fold(*fields, |total, spread| {
-                total.saturating_add(sizes.get(spread).copied().unwrap_or(0))
-            });
-            sizes.insert(name, size);
-            open.remove(name);
-            stack.pop();
-        }
-    }
-    doc.operations.iter().fold(0, |total, (_, operation)| {
-        let mut spreads = Vec::new();
-        let fields = scan_fields(&operation.node.selection_set.node, &mut spreads);
-        spreads
-            .iter()
-            .fold(total.saturating_add(fields), |total, spread| {
-                total.saturating_add(sizes.get(spread).copied().unwrap_or(0))
-            })
-    })
-}
-
-/// The fields of `set` and of the selection sets within it (fragment spreads not
-/// followed, but pushed onto `spreads`).
-fn scan_fields<'d>(set: &'d SelectionSet, spreads: &mut Vec<&'d Name>) -> usize {
-    let mut fields = 0usize;
-    let mut sets = vec![set];
-    while let Some(set) = sets.pop() {
-        for selection in &set.items {
-            match &selection.node {
-                Selection::Field(field) => {
-                    fields += 1;
-                    sets.push(&field.node.selection_set.node);
-                }
-                Selection::InlineFragment(inline) => sets.push(&inline.node.selection_set.node),
-                Selection::FragmentSpread(spread) => spreads.push(&spread.node.fragment_name.node),
-            }
-        }
-    }
-    fields
+    (request, selections)
 }
 
 /// Parses `query`, after checking that its nesting stays where async-graphql's recursive
@@ -1294,53 +1224,9 @@ mod tests {
         );
     }
 
-    fn fields(doc: &str) -> usize {
-        expanded_fields(&parse_query(doc).unwrap())
-    }
-
-    #[test]
-    fn fields_are_counted_with_fragments_expanded() {
-        assert_eq!(fields("{ a { b c } d }"), 4);
-        assert_eq!(fields("{ ...F ...F } fragment F on Query { a { b } }"), 4);
-        assert_eq!(fields("{ ... on Query { a } ...Missing }"), 1);
-        assert_eq!(
-            fields("query A { a } query B { b c }"),
-            3,
-            "every operation counts"
-        );
-        let cycle =
-            fields("{ ...A } fragment A on Query { ...B x } fragment B on Query { ...A y }");
-        assert!(
-            (1..=2).contains(&cycle),
-            "a cycle ends where it closes: {cycle}"
-        );
-    }
-
-    #[test]
-    fn fragment_bombs_are_counted_in_linear_time() {
-        let mut doc = String::from("query Main { ...F0 }");
-        for i in 0..60 {
-            doc.push_str(&format!(
-                " fragment F{i} on Query {{ ...F{n} ...F{n} }}",
-                n = i + 1
-            ));
-        }
-        doc.push_str(" fragment F60 on Query { a }");
-        assert_eq!(fields(&doc), 1 << 60);
-        doc.push_str(&format!(" query Other {{ {} }}", "...F0 ".repeat(20)));
-        assert_eq!(fields(&doc), usize::MAX, "saturates");
-
-        let mut chain = String::from("{ ...F0 }");
-        for i in 0..20_000 {
-            chain.push_str(&format!(" fragment F{i} on Query {{ ...F{} }}", i + 1));
-        }
-        chain.push_str(" fragment F20000 on Query { a }");
-        assert_eq!(fields(&chain), 1, "long chains do not recurse");
-    }
-
     #[tokio::test]
-    async fn documents_over_the_field_limit_are_refused_before_execution() {
-        let limited = || service().max_fields(3);
+    async fn documents_over_the_selection_limit_are_refused_before_execution() {
+        let limited = || service().max_selections(3);
         let body = r#"{"query":"{ a: hello b: hello c: hello d: hello }"}"#;
         for (accept, status) in [(GRJ, StatusCode::BAD_REQUEST), (JSON, StatusCode::OK)] {
             let response = limited()

@@ -67,7 +67,7 @@
 //! | --- | --- | --- |
 //! | executed (with or without field errors, even `data: null`) | 200 | 200 |
 //! | document does not parse | 400 | 200 |
-//! | validation, unknown or ambiguous operation, variable coercion, schema limits | 400 | 200 |
+//! | validation, unknown or ambiguous operation, variable coercion, schema limits, over `max_selections` | 400 | 200 |
 //! | body is not JSON, or empty | 400 | 400 |
 //! | no `query`; `query`/`operationName` not strings; `variables`/`extensions` not objects; empty batch | 400 | 400 |
 //! | document nests brackets more than 256 deep (the parser recurses) | 400 | 400 |
@@ -86,7 +86,11 @@
 //! The body limit is axum's [`DefaultBodyLimit`](axum::extract::DefaultBodyLimit): 2 MiB
 //! unless the router sets another (`.layer(DefaultBodyLimit::max(bytes))`). Documents
 //! are parsed once, by the handler, and handed to async-graphql parsed; a response is
-//! serialised once.
+//! serialised once. A document that selects more than
+//! [`max_selections`](GraphQL::max_selections) fields ([`DEFAULT_MAX_SELECTIONS`]) once
+//! each fragment is counted where it is spread is refused before async-graphql sees it:
+//! async-graphql's own validation walks every spread anew, so a few hundred bytes of
+//! fragments would otherwise cost seconds before the schema's limits refuse them.
 //!
 //! # Claims without the handler
 //!
@@ -121,8 +125,9 @@ mod http;
 pub(crate) mod schema;
 
 pub use self::http::{
-    DEFAULT_MAX_FIELDS, GRAPHQL_PARSE_FAILED, GRAPHQL_VALIDATION_FAILED, GraphQL, GraphQLRejection,
-    GraphQLRejectionKind, GraphQLRequest, GraphQLResponse, NOT_ACCEPTABLE, UNSUPPORTED_MEDIA_TYPE,
+    DEFAULT_MAX_SELECTIONS, GRAPHQL_PARSE_FAILED, GRAPHQL_VALIDATION_FAILED, GraphQL,
+    GraphQLRejection, GraphQLRejectionKind, GraphQLRequest, GraphQLResponse, NOT_ACCEPTABLE,
+    UNSUPPORTED_MEDIA_TYPE,
 };
 
 use crate::Claims;

@@ -27,8 +27,11 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 
 use crate::graphql::document::{expanded_selections, select_operation_type};
+use crate::graphql::GRAPHQL_VALIDATION_FAILED;
+use crate::media::{ResponseMedia, negotiate};
 use crate::rejection::{
     BAD_REQUEST, FORBIDDEN, METHOD_NOT_ALLOWED, PERSISTED_QUERY_NOT_FOUND, graphql_error,
+    negotiated,
 };
 
 /// The default for [`max_nesting`](crate::ScopedCacheLayerBuilder::max_nesting).
@@ -79,8 +82,13 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    /// The GraphQL-shaped answer (its media type is set by the caller, from `Accept`).
-    pub(crate) fn into_response(self) -> Response {
+    /// The GraphQL-shaped answer, in the media type the request accepts.
+    ///
+    /// A document that is too large to validate is answered like a validation failure, as
+    /// the handler does: 400 for `application/graphql-response+json`, 200 for legacy
+    /// `application/json` clients (the GraphQL-over-HTTP rule for well-formed requests).
+    pub(crate) fn into_response(self, request: &HeaderMap) -> Response {
+        let media = negotiate(request).unwrap_or(ResponseMedia::Json);
         let (status, message, code) = match self {
             Refusal::BodyTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -98,9 +106,12 @@ impl Refusal {
                 BAD_REQUEST,
             ),
             Refusal::TooManySelections => (
-                StatusCode::BAD_REQUEST,
+                match media {
+                    ResponseMedia::GraphqlResponseJson => StatusCode::BAD_REQUEST,
+                    ResponseMedia::Json => StatusCode::OK,
+                },
                 "document expands to too many field selections",
-                BAD_REQUEST,
+                GRAPHQL_VALIDATION_FAILED,
             ),
             Refusal::MalformedJson => (
                 StatusCode::BAD_REQUEST,
@@ -129,7 +140,7 @@ impl Refusal {
                 PERSISTED_QUERY_NOT_FOUND,
             ),
         };
-        let mut response = graphql_error(status, message, code);
+        let mut response = negotiated(graphql_error(status, message, code), request);
         if self == Refusal::NotAQueryOverGet {
             response
                 .headers_mut()

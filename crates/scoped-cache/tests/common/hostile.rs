@@ -32,8 +32,8 @@ pub(crate) const MAX_NESTING: usize = 64;
 /// breaks, NUL, BOM, a line separator, multi-byte letters and an emoji.
 const TRICKY: &[char] = &[
     '[', ']', '{', '}', '(', ')', '"', '"', '\\', '#', '\n', '\r', '\t', ' ', 'a', 'Z', '0', '$',
-    '@', '.', ':', ',', '!', '=', '\'', '`', 'é', 'ß', '中', '😀', '\u{0}', '\u{7f}',
-    '\u{feff}', '\u{2028}', '\u{fffd}',
+    '@', '.', ':', ',', '!', '=', '\'', '`', 'é', 'ß', '中', '😀', '\u{0}', '\u{7f}', '\u{feff}',
+    '\u{2028}', '\u{fffd}',
 ];
 
 /// Up to `max` [`TRICKY`] characters.
@@ -244,7 +244,7 @@ pub(crate) fn selection_set() -> BoxedStrategy<String> {
             (
                 select(&["", "on Query", "on Me", "on Mutation", "on Nope"][..]),
                 directives(),
-                inner.clone(),
+                inner,
             )
                 .prop_map(|(cond, d, set)| format!("... {cond} {d} {set}")),
             select(QUERY_FIELDS).prop_map(str::to_owned),
@@ -260,7 +260,17 @@ fn variable_definitions() -> BoxedStrategy<String> {
         vec(
             (
                 select(&["$a", "$b", "$limit", "a"][..]),
-                select(&["Int", "String", "[Int]", "Int!", "[[String!]!]", "Boolean", "Nope"][..]),
+                select(
+                    &[
+                        "Int",
+                        "String",
+                        "[Int]",
+                        "Int!",
+                        "[[String!]!]",
+                        "Boolean",
+                        "Nope",
+                    ][..],
+                ),
                 option::of(graphql_value()),
             )
                 .prop_map(|(name, ty, default)| match default {
@@ -340,10 +350,33 @@ pub(crate) fn damaged_document() -> BoxedStrategy<String> {
             match (a + b) % 3 {
                 0 => chars[..a].iter().collect(),
                 1 => chars[..a].iter().chain([&c]).chain(&chars[a..]).collect(),
-                _ => chars[..a.max(b)]
-                    .iter()
-                    .chain(&chars[a.min(b)..])
-                    .collect(),
+                _ => chars[..a.max(b)].iter().chain(&chars[a.min(b)..]).collect(),
+            }
+        })
+        .boxed()
+}
+
+/// Wide documents: up to 2,000 root fields (distinct names, or aliases of one field), or
+/// as many fragments each spread once.
+pub(crate) fn wide_document() -> BoxedStrategy<String> {
+    (0..2_000usize, 0..3u8)
+        .prop_map(|(n, shape)| match shape {
+            0 => format!(
+                "{{{} }}",
+                (0..n).map(|i| format!(" f{i}")).collect::<String>()
+            ),
+            1 => format!(
+                "{{{} }}",
+                (0..n)
+                    .map(|i| format!(" a{i}: renderId"))
+                    .collect::<String>()
+            ),
+            _ => {
+                let spreads: String = (0..n).map(|i| format!(" ...W{i}")).collect();
+                let fragments: String = (0..n)
+                    .map(|i| format!(" fragment W{i} on Query {{ f{i} }}"))
+                    .collect();
+                format!("{{ renderId{spreads} }}{fragments}")
             }
         })
         .boxed()
@@ -403,7 +436,7 @@ impl fmt::Debug for DeepDocument {
             self.kind,
             self.depth,
             self.text.len(),
-            abbreviate(self.text.as_bytes())
+            Shown(self.text.as_bytes())
         )
     }
 }
@@ -493,7 +526,8 @@ impl DeepDocument {
                 n + 3,
             ),
             Nesting::BracketsInStrings => {
-                let brackets = "[{(".repeat(n);
+                // At most 9,000 brackets, so a GET of it stays a valid URI.
+                let brackets = "[{(".repeat(n.min(1_000));
                 (
                     format!(
                         "# {brackets}\n{{ echo(b: \"{brackets}\") other: echo(b: \"\"\"{brackets}\"\"\") }}"
@@ -521,21 +555,23 @@ pub(crate) fn nesting_levels() -> BoxedStrategy<usize> {
 /// Deeply nested documents of every [`Nesting`] kind, shallow to about 3,000 levels.
 pub(crate) fn deep_document() -> BoxedStrategy<DeepDocument> {
     (
-        select(&[
-            Nesting::ListArgument,
-            Nesting::ObjectArgument,
-            Nesting::MixedArgument,
-            Nesting::SelectionSets,
-            Nesting::InlineFragments,
-            Nesting::DirectiveArgument,
-            Nesting::VariableType,
-            Nesting::VariableDefault,
-            Nesting::UnusedFragment,
-            Nesting::Unclosed,
-            Nesting::AfterQuadrupleQuote,
-            Nesting::AfterTripleQuoteString,
-            Nesting::BracketsInStrings,
-        ][..]),
+        select(
+            &[
+                Nesting::ListArgument,
+                Nesting::ObjectArgument,
+                Nesting::MixedArgument,
+                Nesting::SelectionSets,
+                Nesting::InlineFragments,
+                Nesting::DirectiveArgument,
+                Nesting::VariableType,
+                Nesting::VariableDefault,
+                Nesting::UnusedFragment,
+                Nesting::Unclosed,
+                Nesting::AfterQuadrupleQuote,
+                Nesting::AfterTripleQuoteString,
+                Nesting::BracketsInStrings,
+            ][..],
+        ),
         nesting_levels(),
         any::<u64>(),
     )
@@ -613,7 +649,7 @@ impl FragmentWeb {
 pub(crate) fn fragment_web() -> BoxedStrategy<FragmentWeb> {
     (1..=3usize)
         .prop_flat_map(|width| {
-            let max_levels = match width {
+            let max_levels: usize = match width {
                 1 => 40,
                 2 => 12,
                 _ => 7,
@@ -665,6 +701,7 @@ pub(crate) fn any_document() -> BoxedStrategy<String> {
         2 => damaged_document(),
         2 => deep_document().prop_map(|d| d.text),
         1 => fragment_web().prop_map(|w| w.text),
+        1 => wide_document(),
         1 => mutation_document().prop_map(|(d, _)| d),
         1 => random_text(),
         1 => select(QUERY_FIELDS).prop_map(|f| format!("{{ {f} }}")),
@@ -692,7 +729,9 @@ fn variables_json() -> BoxedStrategy<Option<Value>> {
 fn request_object(query: BoxedStrategy<String>) -> BoxedStrategy<Value> {
     (
         query,
-        option::of(select(&["A", "B", "Q", "M", "Debug", "Web", "Nope", ""][..])),
+        option::of(select(
+            &["A", "B", "Q", "M", "Debug", "Web", "Nope", ""][..],
+        )),
         variables_json(),
         option::of(prop_oneof![
             Just(json!({})),
@@ -741,40 +780,42 @@ fn nest(open: &str, leaf: &str, close: &str, levels: usize) -> String {
 pub(crate) fn odd_json_body() -> BoxedStrategy<Vec<u8>> {
     let deep = 1..=5_000usize;
     prop_oneof![
-        select(&[
-            r#"{"query": 1}"#,
-            r#"{"query": null}"#,
-            r#"{"query": ["{ renderId }"]}"#,
-            r#"{"query": {"query": "{ renderId }"}}"#,
-            r#"{"query": true}"#,
-            r#"{"query": "{ renderId }", "variables": "{}"}"#,
-            r#"{"query": "{ renderId }", "variables": [1]}"#,
-            r#"{"query": "{ renderId }", "operationName": 1}"#,
-            r#"{"query": "{ renderId }", "operationName": {}}"#,
-            r#"{"query": "{ renderId }", "extensions": []}"#,
-            r#"{"query": "{ renderId }", "query": "mutation { touch }"}"#,
-            r#"{"query": "mutation { touch }", "query": "{ renderId }"}"#,
-            r#"{"query": "{ renderId }", "operationName": "A", "operationName": "B"}"#,
-            r#"{"\u0071uery": "{ renderId }"}"#,
-            r#"{"query": "{ echo(b: \"\ud800\") }"}"#,
-            r#"{"query": "{ renderId }", "variables": {"a": 1e999999}}"#,
-            r#"{"query": "{ renderId }", "variables": {"a": 123456789012345678901234567890}}"#,
-            r#"{"query": "{ renderId }", "variables": {"a": -1e-400}}"#,
-            r#"{"Query": "{ renderId }"}"#,
-            r#"{"query ": "{ renderId }"}"#,
-            "\u{feff}{\"query\": \"{ renderId }\"}",
-            "{\"query\": \"{ renderId }\"}\u{0}",
-            "{\"query\": \"{ renderId }\"} {\"query\": \"{ renderId }\"}",
-            "\u{c}{\"query\": \"{ renderId }\"}",
-            "[]",
-            "[[]]",
-            "[1, {\"query\": \"{ renderId }\"}]",
-            "{}",
-            "null",
-            "\"{ renderId }\"",
-            "",
-            " ",
-        ][..])
+        select(
+            &[
+                r#"{"query": 1}"#,
+                r#"{"query": null}"#,
+                r#"{"query": ["{ renderId }"]}"#,
+                r#"{"query": {"query": "{ renderId }"}}"#,
+                r#"{"query": true}"#,
+                r#"{"query": "{ renderId }", "variables": "{}"}"#,
+                r#"{"query": "{ renderId }", "variables": [1]}"#,
+                r#"{"query": "{ renderId }", "operationName": 1}"#,
+                r#"{"query": "{ renderId }", "operationName": {}}"#,
+                r#"{"query": "{ renderId }", "extensions": []}"#,
+                r#"{"query": "{ renderId }", "query": "mutation { touch }"}"#,
+                r#"{"query": "mutation { touch }", "query": "{ renderId }"}"#,
+                r#"{"query": "{ renderId }", "operationName": "A", "operationName": "B"}"#,
+                r#"{"\u0071uery": "{ renderId }"}"#,
+                r#"{"query": "{ echo(b: \"\ud800\") }"}"#,
+                r#"{"query": "{ renderId }", "variables": {"a": 1e999999}}"#,
+                r#"{"query": "{ renderId }", "variables": {"a": 123456789012345678901234567890}}"#,
+                r#"{"query": "{ renderId }", "variables": {"a": -1e-400}}"#,
+                r#"{"Query": "{ renderId }"}"#,
+                r#"{"query ": "{ renderId }"}"#,
+                "\u{feff}{\"query\": \"{ renderId }\"}",
+                "{\"query\": \"{ renderId }\"}\u{0}",
+                "{\"query\": \"{ renderId }\"} {\"query\": \"{ renderId }\"}",
+                "\u{c}{\"query\": \"{ renderId }\"}",
+                "[]",
+                "[[]]",
+                "[1, {\"query\": \"{ renderId }\"}]",
+                "{}",
+                "null",
+                "\"{ renderId }\"",
+                "",
+                " ",
+            ][..]
+        )
         .prop_map(|s| s.as_bytes().to_vec()),
         deep.clone().prop_map(|n| format!(
             r#"{{"query":"query($a: Int) {{ echo(a: $a) }}","variables":{{"a":{}}}}}"#,
@@ -796,20 +837,35 @@ pub(crate) fn odd_json_body() -> BoxedStrategy<Vec<u8>> {
             nest("[", "1", "]", n)
         )
         .into_bytes()),
-        deep.prop_map(|n| nest("[", "", "]", n).into_bytes()),
+        deep.clone()
+            .prop_map(|n| nest("[", "", "]", n).into_bytes()),
+        // A deep document behind a duplicate or an escaped key.
+        deep.clone().prop_map(|n| format!(
+            r#"{{"query":"{{ renderId }}","query":"{{ echo(b: {}) }}"}}"#,
+            nest("[", "1", "]", n)
+        )
+        .into_bytes()),
+        deep.prop_map(|n| format!(
+            r#"{{"\u0071uery":"{{ echo(b: {}) }}"}}"#,
+            nest("[", "1", "]", n)
+        )
+        .into_bytes()),
         // Truncated JSON.
         (json_body(), any::<Index>()).prop_map(|(body, at)| {
             let cut = at.index(body.len().max(1));
             body[..cut.min(body.len())].to_vec()
         }),
         // A byte that is not UTF-8, inside a string or outside.
-        (json_body(), any::<Index>(), select(&[0xff_u8, 0xc0, 0x80, 0xed, 0xfe][..])).prop_map(
-            |(mut body, at, byte)| {
+        (
+            json_body(),
+            any::<Index>(),
+            select(&[0xff_u8, 0xc0, 0x80, 0xed, 0xfe][..])
+        )
+            .prop_map(|(mut body, at, byte)| {
                 let at = at.index(body.len().max(1));
                 body.insert(at.min(body.len()), byte);
                 body
-            }
-        ),
+            }),
     ]
     .boxed()
 }
@@ -975,25 +1031,36 @@ fn encode_param(key: &str, value: &str, how: u8) -> String {
             percent_encode_minimal(key),
             percent_encode_minimal(value)
         ),
-        _ => format!("{key}={}", percent_encode_minimal(value).replace("%20", "+")),
+        _ => format!(
+            "{key}={}",
+            percent_encode_minimal(value).replace("%20", "+")
+        ),
     }
 }
 
-/// Makes `query` a valid URI query, percent-encoding what the URI grammar refuses.
+/// The longest query string generated: `http` refuses URIs of 64 KiB and more.
+pub(crate) const MAX_QUERY_STRING: usize = 60_000;
+
+/// Makes `query` a valid URI query, percent-encoding what the URI grammar refuses, and cuts
+/// it to [`MAX_QUERY_STRING`] bytes.
 pub(crate) fn uri_safe(query: String) -> String {
-    if format!("/graphql?{query}").parse::<Uri>().is_ok() {
-        return query;
-    }
+    let mut query = if format!("/graphql?{query}").parse::<Uri>().is_ok() {
+        query
+    } else {
+        query
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_graphic() && !b"\"<>\\^`{|}#".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    // Only ASCII is left, so any length is a character boundary.
+    query.truncate(MAX_QUERY_STRING);
     query
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_graphic() && !b"\"<>\\^`{|}#".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// Query-string parameter names: the four GraphQL ones, look-alikes, and unknown ones.
@@ -1018,7 +1085,11 @@ pub(crate) fn get_query_string() -> BoxedStrategy<String> {
         1 => (1..=3_000usize).prop_map(|n| format!(r#"{{"a":{}}}"#, nest("[", "1", "]", n))),
         1 => random_text(),
     ];
-    let junk = select(&["", "&", "&&", "=", "&=&", "%", "%G1", "%FF%FE", "+", ";", "#frag"][..]);
+    let junk = select(
+        &[
+            "", "&", "&&", "=", "&=&", "%", "%G1", "%FF%FE", "+", ";", "#frag",
+        ][..],
+    );
     (
         vec((param_name(), value, any::<u8>()), 0..5),
         junk,
@@ -1075,7 +1146,13 @@ pub(crate) fn mutation_query_string() -> BoxedStrategy<String> {
 fn header_bytes(bytes: &[u8]) -> HeaderValue {
     let cleaned: Vec<u8> = bytes
         .iter()
-        .map(|&b| if (b < 0x20 && b != b'\t') || b == 0x7f { b'?' } else { b })
+        .map(|&b| {
+            if (b < 0x20 && b != b'\t') || b == 0x7f {
+                b'?'
+            } else {
+                b
+            }
+        })
         .collect();
     HeaderValue::from_bytes(&cleaned).unwrap_or(HeaderValue::from_static("?"))
 }
@@ -1208,17 +1285,19 @@ pub(crate) fn hostile_headers() -> BoxedStrategy<Vec<(HeaderName, HeaderValue)>>
     let name = |n: &'static str| HeaderName::from_static(n);
     let content_length = prop_oneof![
         (0..100_000u64).prop_map(|n| n.to_string()),
-        select(&[
-            "0",
-            "-1",
-            "abc",
-            " 5 ",
-            "18446744073709551616",
-            "99999999999999999999999",
-            "1073741824",
-            "1, 2",
-            "",
-        ][..])
+        select(
+            &[
+                "0",
+                "-1",
+                "abc",
+                " 5 ",
+                "18446744073709551616",
+                "99999999999999999999999",
+                "1073741824",
+                "1, 2",
+                "",
+            ][..]
+        )
         .prop_map(str::to_owned),
     ];
     let single = prop_oneof![
@@ -1316,7 +1395,7 @@ impl HostileRequest {
             .expect("generated requests are valid")
     }
 
-    /// Whether the query string or the body holds a document for a `GraphQL` server.
+    /// The first value of the header `name`, if it has one.
     pub(crate) fn header(&self, name: &str) -> Option<&HeaderValue> {
         self.headers
             .iter()
@@ -1325,15 +1404,15 @@ impl HostileRequest {
     }
 }
 
-/// Bytes shown in failure reports: printable ASCII as is, the rest escaped, long runs of
-/// the same byte shortened, and at most 2,000 shown.
+/// Bytes shown in failure reports: printable ASCII as is, the rest escaped, runs of more
+/// than eight equal bytes as `⟨[×2000⟩`, and at most 2,000 characters shown.
 pub(crate) fn abbreviate(bytes: &[u8]) -> String {
     let mut out = String::new();
     let mut i = 0;
     while i < bytes.len() && out.len() < 2_000 {
         let run = bytes[i..].iter().take_while(|b| **b == bytes[i]).count();
         if run > 8 {
-            out.push_str(&format!("{}×{run}", [bytes[i]].escape_ascii()));
+            out.push_str(&format!("⟨{}×{run}⟩", [bytes[i]].escape_ascii()));
             i += run;
         } else {
             out.push_str(&[bytes[i]].escape_ascii().to_string());
@@ -1346,21 +1425,30 @@ pub(crate) fn abbreviate(bytes: &[u8]) -> String {
     out
 }
 
+/// Shows bytes [`abbreviate`]d, in quotes.
+pub(crate) struct Shown<'a>(pub(crate) &'a [u8]);
+
+impl fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\"", abbreviate(self.0))
+    }
+}
+
 impl fmt::Debug for HostileRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HostileRequest")
             .field("method", &self.method)
             .field("path", &self.path)
-            .field("query", &self.query.as_deref().map(|q| abbreviate(q.as_bytes())))
+            .field("query", &self.query.as_deref().map(|q| Shown(q.as_bytes())))
             .field("headers", &self.headers)
-            .field("body", &abbreviate(&self.body))
+            .field("body", &Shown(&self.body))
             .finish()
     }
 }
 
-/// Whole requests to the fixture's routes: any method, path, query string, headers and body,
-/// with the body's `Content-Type` first (so headers may add a second one).
-pub(crate) fn hostile_request() -> BoxedStrategy<HostileRequest> {
+/// Every part of a request hostile at once: any method, path, query string, headers and
+/// body, with the body's `Content-Type` first (so headers may add a second one).
+pub(crate) fn wild_request() -> BoxedStrategy<HostileRequest> {
     (
         method(),
         path(),
@@ -1386,4 +1474,321 @@ pub(crate) fn hostile_request() -> BoxedStrategy<HostileRequest> {
             }
         })
         .boxed()
+}
+
+/// Queries the fixture answers without errors (mostly): one to three root fields, maybe
+/// named (`Debug` is a bypassed operation), so repeated ones are stored and hit.
+pub(crate) fn plain_query() -> BoxedStrategy<String> {
+    (
+        vec(select(QUERY_FIELDS), 1..4),
+        option::weighted(0.3, select(&["A", "Debug"][..])),
+    )
+        .prop_map(|(fields, name)| match name {
+            Some(name) => format!("query {name} {{ {} }}", fields.join(" ")),
+            None => format!("{{ {} }}", fields.join(" ")),
+        })
+        .boxed()
+}
+
+/// One hostile change to an otherwise well-formed request.
+#[derive(Debug, Clone)]
+pub(crate) enum Change {
+    /// None: the request stays well-formed.
+    Nothing,
+    /// Any document in place of the plain query.
+    Document(String),
+    /// Any body (and its `Content-Type`) in place of the JSON one.
+    Body(Option<String>, Vec<u8>),
+    /// Odd headers added.
+    Headers(Vec<(HeaderName, HeaderValue)>),
+    /// Another method.
+    Method(Method),
+    /// Another query string.
+    Query(String),
+}
+
+/// The changes [`plausible_request`] applies, one at a time.
+pub(crate) fn change() -> BoxedStrategy<Change> {
+    prop_oneof![
+        2 => Just(Change::Nothing),
+        3 => any_document().prop_map(Change::Document),
+        2 => request_body().prop_map(|(t, b)| Change::Body(t, b)),
+        2 => hostile_headers().prop_map(Change::Headers),
+        1 => method().prop_map(Change::Method),
+        1 => get_query_string().prop_map(Change::Query),
+    ]
+    .boxed()
+}
+
+/// A well-formed request (a JSON POST or a GET of a [`plain_query`], anonymous or with a
+/// valid member's or admin's token) with one [`Change`]: the hostile part reaches the code
+/// behind token checks and parsing, and the cache stores and hits.
+pub(crate) fn plausible_request() -> BoxedStrategy<HostileRequest> {
+    let tokens = Tokens::mint();
+    let auth = option::of(select(vec![tokens.member, tokens.admin]));
+    let route = select(&["/graphql", "/graphql", "/graphql/nocache", "/members"][..]);
+    (any::<bool>(), route, plain_query(), auth, change())
+        .prop_map(|(use_get, path, query, auth, change)| {
+            let document = match &change {
+                Change::Document(document) => document.clone(),
+                _ => query,
+            };
+            let mut request = HostileRequest {
+                method: Method::POST,
+                path,
+                query: None,
+                headers: Vec::new(),
+                body: Vec::new(),
+            };
+            if use_get {
+                request.method = Method::GET;
+                request.query = Some(uri_safe(
+                    form_urlencoded::Serializer::new(String::new())
+                        .append_pair("query", &document)
+                        .finish(),
+                ));
+            } else {
+                request.headers.push((
+                    HeaderName::from_static("content-type"),
+                    HeaderValue::from_static("application/json"),
+                ));
+                request.body = json!({ "query": document }).to_string().into_bytes();
+            }
+            if let Some(token) = auth {
+                request.headers.push((
+                    HeaderName::from_static("authorization"),
+                    value_of(&format!("Bearer {token}")),
+                ));
+            }
+            match change {
+                Change::Nothing | Change::Document(_) => {}
+                Change::Body(content_type, body) => {
+                    request.headers.retain(|(n, _)| n != "content-type");
+                    if let Some(content_type) = content_type {
+                        request.headers.push((
+                            HeaderName::from_static("content-type"),
+                            value_of(&content_type),
+                        ));
+                    }
+                    request.body = body;
+                }
+                Change::Headers(headers) => request.headers.extend(headers),
+                Change::Method(method) => request.method = method,
+                Change::Query(query) => request.query = Some(query),
+            }
+            request
+        })
+        .boxed()
+}
+
+/// Fields whose answer depends only on the request and its claims (no counters, no sleeps),
+/// each in a few spellings of the same or nearly the same arguments.
+const SIBLING_FIELDS: &[&str] = &[
+    "echo(a: 1, b: \"x\")",
+    "echo(b: \"x\", a: 1)",
+    "echo(a: 1, b: \"\"\"x\"\"\")",
+    "echo(a: 1, b: \"\\u0078\")",
+    "echo(a: 1, b: \"X\")",
+    "echo(a: 2, b: \"x\")",
+    "echo(a: null)",
+    "echo",
+    "echo(a: $a, b: $b)",
+    "e: echo(a: 1)",
+    "echo: echo(a: 2)",
+    "publicPosts",
+    "publicPosts(limit: 1)",
+    "publicPosts(limit: 2)",
+    "publicPosts(limit: $n)",
+    "me { sub name }",
+    "me { sub }",
+    "sub: me { name: sub }",
+    "memberPosts",
+    "org",
+    "leaky",
+    "privateUnscoped",
+    "shortLived",
+    "neverCached",
+];
+
+/// The parts of a [`sibling_requests`] request, each drawn from a small set.
+#[derive(Debug, Clone)]
+struct Sibling {
+    fields: Vec<&'static str>,
+    name: Option<&'static str>,
+    variables: &'static str,
+    caller: Option<String>,
+    accept: Option<&'static str>,
+    use_get: bool,
+    separator: String,
+}
+
+impl Sibling {
+    /// Takes the parts whose bit is set in `mask` from `other`.
+    fn mix(&self, other: &Self, mask: u8) -> Self {
+        let pick = |bit: u8| mask & (1 << bit) != 0;
+        Self {
+            fields: if pick(0) {
+                other.fields.clone()
+            } else {
+                self.fields.clone()
+            },
+            name: if pick(1) { other.name } else { self.name },
+            variables: if pick(2) {
+                other.variables
+            } else {
+                self.variables
+            },
+            caller: if pick(3) {
+                other.caller.clone()
+            } else {
+                self.caller.clone()
+            },
+            accept: if pick(4) { other.accept } else { self.accept },
+            use_get: if pick(5) { other.use_get } else { self.use_get },
+            separator: if pick(6) {
+                other.separator.clone()
+            } else {
+                self.separator.clone()
+            },
+        }
+    }
+
+    fn request(&self) -> HostileRequest {
+        let body = self.fields.join(&self.separator);
+        // Only variables the fields use: an unused one fails validation.
+        let definitions: Vec<&str> = [("$a", "$a: Int"), ("$b", "$b: String"), ("$n", "$n: Int")]
+            .into_iter()
+            .filter(|(used, _)| body.contains(used))
+            .map(|(_, definition)| definition)
+            .collect();
+        let definitions = if definitions.is_empty() {
+            String::new()
+        } else {
+            format!("({})", definitions.join(", "))
+        };
+        let document = format!(
+            "query {}{definitions} {{ {body} }}",
+            self.name.unwrap_or("")
+        );
+        let mut request = HostileRequest {
+            method: Method::POST,
+            path: "/graphql",
+            query: None,
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        if self.use_get {
+            request.method = Method::GET;
+            request.query = Some(uri_safe(
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair("query", &document)
+                    .append_pair("variables", self.variables)
+                    .finish(),
+            ));
+        } else {
+            // Spliced in as text, so the key order of the variables is kept.
+            request.headers.push((
+                HeaderName::from_static("content-type"),
+                HeaderValue::from_static("application/json"),
+            ));
+            request.body = format!(
+                r#"{{"query":{},"variables":{}}}"#,
+                Value::String(document),
+                self.variables
+            )
+            .into_bytes();
+        }
+        if let Some(token) = &self.caller {
+            request.headers.push((
+                HeaderName::from_static("authorization"),
+                value_of(&format!("Bearer {token}")),
+            ));
+        }
+        if let Some(accept) = self.accept {
+            request
+                .headers
+                .push((HeaderName::from_static("accept"), value_of(accept)));
+        }
+        request
+    }
+}
+
+fn sibling() -> BoxedStrategy<Sibling> {
+    let tokens = Tokens::mint();
+    let callers = vec![
+        None,
+        Some(tokens.member),
+        Some(member("bob")),
+        Some(tokens.admin),
+        Some(token(json!({"sub": "gina", "role": "guest"}))),
+        Some(token(
+            json!({"sub": "alice", "role": "member", "org": {"id": "acme"}}),
+        )),
+        Some(token(
+            json!({"sub": "alice", "role": "member", "org": {"id": "globex"}}),
+        )),
+    ];
+    (
+        vec(select(SIBLING_FIELDS), 1..3),
+        select(&[None, Some("A"), Some("B")][..]),
+        select(
+            &[
+                "{}",
+                r#"{"a": 1, "b": "x", "n": 2}"#,
+                r#"{"b": "x", "n": 2, "a": 1}"#,
+                r#"{"a": 2, "b": "x", "n": 1}"#,
+                r#"{"a": 1.0, "b": "x", "n": 2}"#,
+            ][..],
+        ),
+        select(callers),
+        select(
+            &[
+                None,
+                Some("application/json"),
+                Some("application/graphql-response+json"),
+            ][..],
+        ),
+        any::<bool>(),
+        ignored(),
+    )
+        .prop_map(
+            |(fields, name, variables, caller, accept, use_get, separator)| Sibling {
+                fields,
+                name,
+                variables,
+                caller,
+                accept,
+                use_get,
+                separator,
+            },
+        )
+        .boxed()
+}
+
+/// Sequences of requests from a small space (a few fields in a few spellings, variables
+/// in any order, seven callers, two media types, GET or POST), each a copy of an earlier
+/// one with at most a part or two changed: many share a cache key, rightly or not, and a
+/// HIT must answer exactly what executing the request would.
+pub(crate) fn sibling_requests() -> BoxedStrategy<Vec<HostileRequest>> {
+    let masks = select(&[0u8, 0, 1, 2, 4, 8, 8, 8, 16, 16, 32, 32, 64, 64, 40, 24][..]);
+    (sibling(), vec((sibling(), any::<Index>(), masks), 1..5))
+        .prop_map(|(first, steps)| {
+            let mut sent = vec![first];
+            for (other, earlier, mask) in steps {
+                let base = sent[earlier.index(sent.len())].clone();
+                sent.push(base.mix(&other, mask));
+            }
+            sent.iter().map(Sibling::request).collect()
+        })
+        .boxed()
+}
+
+/// Whole requests to the fixture's routes: well-formed ones, well-formed ones with one
+/// hostile change, and wholly hostile ones.
+pub(crate) fn hostile_request() -> BoxedStrategy<HostileRequest> {
+    prop_oneof![
+        1 => plausible_request(),
+        1 => wild_request(),
+    ]
+    .boxed()
 }

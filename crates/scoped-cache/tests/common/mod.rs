@@ -290,3 +290,4 @@ pub(crate) fn get(path: &str, token: Option<&str>, params: &[(&str, &str)]) -> R
     }
     req.body(Body::empty()).unwrap()
 }
+pub(crate) mod hostile;
