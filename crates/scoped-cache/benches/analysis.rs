@@ -20,7 +20,9 @@ use tower::ServiceExt;
 
 fn app() -> Router {
     let layer = ScopedCacheLayer::builder()
-        .verifier(Verifier::hmac(Algorithm::HS256, b"benchmark-secret-that-is-32-bytes").any_audience())
+        .verifier(
+            Verifier::hmac(Algorithm::HS256, b"benchmark-secret-that-is-32-bytes").any_audience(),
+        )
         .max_request_bytes(16 * 1024 * 1024)
         .route("/graphql", RoutePolicy::cached())
         .route("/nocache", RoutePolicy::verify_only())
@@ -37,14 +39,24 @@ fn app() -> Router {
 fn document(shape: &str, n: usize) -> String {
     match shape {
         // Distinct root fields: the quadratic case of old.
-        "root_fields" => format!("{{{} }}", (0..n).map(|i| format!(" f{i}")).collect::<String>()),
+        "root_fields" => format!(
+            "{{{} }}",
+            (0..n).map(|i| format!(" f{i}")).collect::<String>()
+        ),
         // One root field under many aliases: stays cacheable, every selection analysed.
-        "aliases" => format!("{{{} }}", (0..n).map(|i| format!(" a{i}: f")).collect::<String>()),
+        "aliases" => format!(
+            "{{{} }}",
+            (0..n).map(|i| format!(" a{i}: f")).collect::<String>()
+        ),
         // A chain of fragments, each spreading the next twice.
         _ => {
             let mut doc = String::from("{ ...F0 }");
             for i in 0..n {
-                doc.push_str(&format!(" fragment F{i} on Query {{ f ...F{} ...F{} }}", i + 1, i + 1));
+                doc.push_str(&format!(
+                    " fragment F{i} on Query {{ f ...F{} ...F{} }}",
+                    i + 1,
+                    i + 1
+                ));
             }
             doc.push_str(&format!(" fragment F{n} on Query {{ f }}"));
             doc
@@ -80,7 +92,13 @@ fn bench(c: &mut Criterion) {
                         |req| async {
                             let response = app.clone().oneshot(req).await.unwrap();
                             assert_eq!(response.status(), 200);
-                            response.into_body().collect().await.unwrap().to_bytes().len()
+                            response
+                                .into_body()
+                                .collect()
+                                .await
+                                .unwrap()
+                                .to_bytes()
+                                .len()
                         },
                         BatchSize::PerIteration,
                     )

@@ -132,14 +132,20 @@ async fn no_mutation_runs_over_get_or_head_on_any_verifying_route() {
             &[("query", "{ renderId }"), ("query", "mutation { touch }")],
         ] {
             let reply = send(&app, get(path, None, params)).await;
-            assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{path} {params:?}");
+            assert_eq!(
+                reply.status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{path} {params:?}"
+            );
             assert_eq!(reply.headers["allow"], "POST");
             assert_eq!(reply.code(), "METHOD_NOT_ALLOWED");
         }
         // HEAD is routed to the GET handler, which would read a mutation from the body.
         let head = Request::head(path)
             .header("content-type", "application/json")
-            .body(Body::from(json!({"query": "mutation { touch }"}).to_string()))
+            .body(Body::from(
+                json!({"query": "mutation { touch }"}).to_string(),
+            ))
             .unwrap();
         assert_ne!(send(&app, head).await.status, StatusCode::OK);
         let head = Request::head(format!("{path}?query=mutation%7Btouch%7D"))
@@ -152,7 +158,11 @@ async fn no_mutation_runs_over_get_or_head_on_any_verifying_route() {
     }
     assert_eq!(counters.executions(), 0);
     // A query over GET still works on both.
-    let reply = send(&app, get("/graphql/nocache", None, &[("query", "{ renderId }")])).await;
+    let reply = send(
+        &app,
+        get("/graphql/nocache", None, &[("query", "{ renderId }")]),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK);
 }
 
@@ -258,9 +268,18 @@ async fn malformed_json_gets_a_graphql_shaped_400_in_the_accepted_media_type() {
 async fn bypassed_answers_vary_and_are_private_when_authenticated() {
     let (app, _) = app();
     let alice = member("alice");
-    let reply = send(&app, query("/graphql/nocache", Some(&alice), "{ renderId }")).await;
+    let reply = send(
+        &app,
+        query("/graphql/nocache", Some(&alice), "{ renderId }"),
+    )
+    .await;
     assert_eq!(reply.x_cache(), "BYPASS");
-    assert!(reply.headers["cache-control"].to_str().unwrap().contains("private"));
+    assert!(
+        reply.headers["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("private")
+    );
     assert!(reply.headers.contains_key("vary"));
     let anonymous = send(&app, query("/graphql/nocache", None, "{ renderId }")).await;
     assert!(anonymous.headers.contains_key("vary"));
@@ -443,7 +462,11 @@ async fn an_outer_layer_sees_the_claims_an_inner_layer_handed_to_resolvers() {
         assert_eq!(guest_reply.code(), "FORBIDDEN", "{:?}", guest_reply.body);
     }
     // An inner hit reports its scope to the outer layer as well.
-    let again = send(&app, query("/graphql", Some(&member("bob")), "{ memberPosts }")).await;
+    let again = send(
+        &app,
+        query("/graphql", Some(&member("bob")), "{ memberPosts }"),
+    )
+    .await;
     assert!(again.body["data"]["memberPosts"].is_array());
     let guest_reply = send(&app, query("/graphql", Some(&guest), "{ memberPosts }")).await;
     assert_eq!(guest_reply.code(), "FORBIDDEN");
@@ -455,7 +478,12 @@ async fn the_deepest_nesting_allowed_is_safe_for_the_layer_and_the_schema() {
     // parser's recursion. 256 is the most `max_nesting` accepts.
     let (app, _) = app_with(builder().max_nesting(256).build().unwrap());
     let selections = format!("{}renderId{}", "{ me ".repeat(255), "}".repeat(255));
-    for document in [deep_list(255), deep_object(255), deep_directive(254), selections] {
+    for document in [
+        deep_list(255),
+        deep_object(255),
+        deep_directive(254),
+        selections,
+    ] {
         for path in ["/graphql", "/graphql/nocache"] {
             let reply = send(&app, query(path, None, &document)).await;
             assert!(
@@ -474,7 +502,10 @@ async fn a_long_chain_of_fragments_crashes_nothing() {
     let (app, _) = app();
     let mut doc = String::from("{ ...F0 }");
     for i in 0..20_000 {
-        doc.push_str(&format!(" fragment F{i} on Query {{ renderId ...F{} }}", i + 1));
+        doc.push_str(&format!(
+            " fragment F{i} on Query {{ renderId ...F{} }}",
+            i + 1
+        ));
     }
     doc.push_str(" fragment F20000 on Query { renderId }");
     for path in ["/graphql", "/graphql/nocache"] {
@@ -515,5 +546,44 @@ async fn a_fragment_bomb_is_refused_before_the_schema_expands_it() {
     assert_eq!(counters.executions(), 0);
     // Fragments used the ordinary way still work.
     let fine = "{ ...P ...P } fragment P on Query { publicPosts renderId }";
-    assert_eq!(send(&app, query("/graphql", None, fine)).await.status, StatusCode::OK);
+    assert_eq!(
+        send(&app, query("/graphql", None, fine)).await.status,
+        StatusCode::OK
+    );
+}
+
+#[test]
+fn the_schema_survives_the_layers_last_resort_bound() {
+    // However the guard's lexer could be fooled, no document reaching the schema nests
+    // deeper than 512 brackets in its raw text. Run the schema there, on a 2 MiB stack
+    // (tokio's worker default), unoptimised.
+    let n = 510;
+    let documents = [
+        format!("{{ echo(b: {}\"x\"{}) }}", "[".repeat(n), "]".repeat(n)),
+        format!("{{ echo(b: {}1{}) }}", "{a:".repeat(n), "}".repeat(n)),
+        format!("{{{}renderId{} }}", " me {".repeat(n), "}".repeat(n)),
+    ];
+    let ran = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let (app, _) = app();
+            for document in &documents {
+                let req = Request::post("/graphql/nocache")
+                    .header("content-type", "application/json")
+                    .body(Body::from(json!({ "query": document }).to_string()))
+                    .unwrap();
+                // Through the layer (it refuses: 510 > 64) and straight to the handler.
+                let reply = runtime.block_on(send(&app, req));
+                assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+                let schema =
+                    async_graphql::Schema::new(Query, Mutation, async_graphql::EmptySubscription);
+                let _ = runtime.block_on(schema.execute(document.as_str()));
+            }
+        })
+        .unwrap()
+        .join();
+    assert!(ran.is_ok());
 }

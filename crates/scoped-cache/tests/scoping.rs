@@ -195,7 +195,10 @@ async fn other_authorization_schemes_are_refused() {
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
         assert_eq!(reply.code(), "UNAUTHENTICATED");
         let challenge = reply.headers["www-authenticate"].to_str().unwrap();
-        assert!(challenge.starts_with("Bearer error=\"invalid_request\""), "{challenge}");
+        assert!(
+            challenge.starts_with("Bearer error=\"invalid_request\""),
+            "{challenge}"
+        );
     }
     assert_eq!(counters.executions(), 0);
 }

@@ -26,8 +26,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, request};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 
-use crate::graphql::document::{expanded_selections, select_operation_type};
 use crate::graphql::GRAPHQL_VALIDATION_FAILED;
+use crate::graphql::document::{expanded_selections, select_operation_type};
 use crate::media::{ResponseMedia, negotiate};
 use crate::rejection::{
     BAD_REQUEST, FORBIDDEN, METHOD_NOT_ALLOWED, PERSISTED_QUERY_NOT_FOUND, graphql_error,
@@ -217,7 +217,14 @@ pub(crate) async fn check_multipart(
     body: Bytes,
     limits: &DocumentLimits,
 ) -> Result<(), Refusal> {
-    let Ok(boundary) = multer::parse_boundary(content_type) else {
+    // Read the boundary as async-graphql does (any `multipart/*` type, `mime`'s parser):
+    // `multer::parse_boundary` accepts `multipart/form-data` only, and a request it cannot
+    // read must not be one async-graphql reads unchecked.
+    let boundary = content_type
+        .parse::<mime::Mime>()
+        .ok()
+        .and_then(|mime| mime.get_param(mime::BOUNDARY).map(|b| b.to_string()));
+    let Some(boundary) = boundary else {
         // async-graphql refuses a multipart request without a boundary.
         return Ok(());
     };
@@ -226,6 +233,14 @@ pub(crate) async fn check_multipart(
     // A malformed multipart body is refused by async-graphql as well.
     while let Ok(Some(field)) = multipart.next_field().await {
         if field.name() == Some("operations") {
+            // async-graphql asserts (panics) on an `operations` part that is itself
+            // multipart; nothing legitimate sends one.
+            if field
+                .content_type()
+                .is_some_and(|mime| mime.type_() == "multipart")
+            {
+                return Err(Refusal::MalformedJson);
+            }
             let Ok(text) = field.bytes().await else {
                 return Ok(());
             };
@@ -411,7 +426,10 @@ mod tests {
         let fine = serde_json::json!({"query": deep(10), "variables": {"a": [[1]]}}).to_string();
         assert_eq!(check_json(fine.as_bytes(), &LIMITS), Ok(JsonBody::GraphQl));
         assert_eq!(check_json(b"{nope", &LIMITS), Ok(JsonBody::NotGraphQl));
-        assert_eq!(check_json(br#"{"query": 1}"#, &LIMITS), Ok(JsonBody::NotGraphQl));
+        assert_eq!(
+            check_json(br#"{"query": 1}"#, &LIMITS),
+            Ok(JsonBody::NotGraphQl)
+        );
     }
 
     #[test]
@@ -421,6 +439,24 @@ mod tests {
         let vars = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
         let body = format!(r#"{{"query":"{{ a }}","variables":{vars}}}"#);
         assert_eq!(check_json(body.as_bytes(), &LIMITS), Ok(JsonBody::GraphQl));
+    }
+
+    #[tokio::test]
+    async fn any_multipart_type_is_checked() {
+        let ops = serde_json::json!({"query": deep(100)}).to_string();
+        let body = format!(
+            "--X\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n{ops}\r\n--X--\r\n"
+        );
+        let result = check_multipart("multipart/mixed; boundary=X", body.into(), &LIMITS).await;
+        assert_eq!(result, Err(Refusal::TooDeep));
+    }
+
+    #[tokio::test]
+    async fn a_multipart_operations_part_is_refused() {
+        let body = "--B\r\nContent-Disposition: form-data; name=\"operations\"\r\n\
+                    Content-Type: multipart/mixed\r\n\r\n{\"query\":\"\"}\r\n--B--\r\n";
+        let result = check_multipart("multipart/form-data; boundary=B", body.into(), &LIMITS).await;
+        assert_eq!(result, Err(Refusal::MalformedJson));
     }
 
     #[tokio::test]
@@ -479,10 +515,17 @@ mod tests {
     fn fragment_bombs_are_refused_and_ordinary_fragments_pass() {
         let mut bomb = String::from("{ ...F0 }");
         for i in 0..20 {
-            bomb.push_str(&format!(" fragment F{i} on Query {{ ...F{} ...F{} }}", i + 1, i + 1));
+            bomb.push_str(&format!(
+                " fragment F{i} on Query {{ ...F{} ...F{} }}",
+                i + 1,
+                i + 1
+            ));
         }
         bomb.push_str(" fragment F20 on Query { renderId }");
-        assert_eq!(check_document(&bomb, &LIMITS), Err(Refusal::TooManySelections));
+        assert_eq!(
+            check_document(&bomb, &LIMITS),
+            Err(Refusal::TooManySelections)
+        );
         let fine = "{ ...F ...F } fragment F on Query { a b c }";
         assert_eq!(check_document(fine, &LIMITS), Ok(()));
         // Without fragments nothing is parsed: a big flat document is linear for everyone.
@@ -493,7 +536,10 @@ mod tests {
     #[test]
     fn get_queries_are_checked_for_nesting() {
         let text = serde_urlencoded::to_string([("query", deep(100))]).unwrap();
-        assert_eq!(GetRequest::read(&text, &LIMITS).unwrap_err(), Refusal::TooDeep);
+        assert_eq!(
+            GetRequest::read(&text, &LIMITS).unwrap_err(),
+            Refusal::TooDeep
+        );
     }
 
     #[test]

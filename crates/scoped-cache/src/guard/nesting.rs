@@ -23,8 +23,16 @@ pub(crate) struct Shape {
 /// brackets inside them do not count. Unbalanced closing brackets are ignored (the parser
 /// will refuse the document anyway). The pass stops at the first level past `limit`.
 pub(crate) fn check(text: &[u8], limit: usize) -> Result<Shape, TooDeep> {
+    // A second, cruder bound that does not depend on reading strings the way the parser
+    // does: every bracket counts, inside strings and comments too. Whatever this lexer and
+    // the parser's disagree on, the parser never recurses deeper than this.
+    if raw_depth_exceeds(text, RAW_LIMIT) {
+        return Err(TooDeep);
+    }
     let mut depth = 0usize;
     let mut shape = Shape::default();
+    // Where a search for a closing `"""` failed: no later search can succeed, so none runs.
+    let mut unclosed_after = usize::MAX;
     let mut i = 0;
     while let Some(&byte) = text.get(i) {
         match byte {
@@ -43,7 +51,17 @@ pub(crate) fn check(text: &[u8], limit: usize) -> Result<Shape, TooDeep> {
                 }
             }
             b'"' if text.get(i..i + 3) == Some(b"\"\"\"") => {
-                i = skip_block_string(text, i + 3);
+                // Like the parser: a `"""` with no closing `"""` is not a block string but
+                // the empty string `""`, and scanning goes on at the third quote.
+                let end = if i >= unclosed_after {
+                    None
+                } else {
+                    skip_block_string(text, i + 3)
+                };
+                if end.is_none() {
+                    unclosed_after = unclosed_after.min(i);
+                }
+                i = end.unwrap_or(i + 2);
                 continue;
             }
             b'"' => {
@@ -55,6 +73,27 @@ pub(crate) fn check(text: &[u8], limit: usize) -> Result<Shape, TooDeep> {
         i += 1;
     }
     Ok(shape)
+}
+
+/// The bound on raw bracket nesting (strings and comments included). Documents never come
+/// near it; async-graphql's parser is known to be safe well past it on a 2 MiB stack.
+pub(crate) const RAW_LIMIT: usize = 512;
+
+fn raw_depth_exceeds(text: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    for byte in text {
+        match byte {
+            b'{' | b'[' | b'(' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// The index just past the string that starts at `i` (after its opening quote).
@@ -71,18 +110,21 @@ fn skip_string(text: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The index just past the block string that starts at `i` (after its opening `"""`).
-fn skip_block_string(text: &[u8], mut i: usize) -> usize {
-    while i < text.len() {
-        if text[i..].starts_with(b"\\\"\"\"") {
+/// The index just past the block string that starts at `i` (after its opening `"""`), or
+/// `None` if it is never closed.
+fn skip_block_string(text: &[u8], mut i: usize) -> Option<usize> {
+    while let Some(rest) = text.get(i..) {
+        if rest.starts_with(b"\\\"\"\"") {
             i += 4;
-        } else if text[i..].starts_with(b"\"\"\"") {
-            return i + 3;
+        } else if rest.starts_with(b"\"\"\"") {
+            return Some(i + 3);
+        } else if rest.is_empty() {
+            return None;
         } else {
             i += 1;
         }
     }
-    i
+    None
 }
 
 #[cfg(test)]
@@ -119,6 +161,29 @@ mod tests {
     }
 
     #[test]
+    fn an_unclosed_block_string_quote_is_read_as_the_parser_reads_it() {
+        // `""""` is `""` and `""` to the parser when no `"""` closes it: the brackets after
+        // it are real nesting and must be counted.
+        let deep = format!(
+            r#"{{ echo(b: [""""{}1{}) }}"#,
+            "[".repeat(62),
+            "]".repeat(63)
+        );
+        assert_eq!(check(deep.as_bytes(), 64), Err(TooDeep));
+        let deep = format!(
+            r#"{{ echo(b: ["""x" {}1{}) }}"#,
+            "[".repeat(62),
+            "]".repeat(63)
+        );
+        assert_eq!(check(deep.as_bytes(), 64), Err(TooDeep));
+        assert!(
+            check(br#"query($v: [String] = [""""]) { ...F0 }"#, 8)
+                .unwrap()
+                .spreads
+        );
+    }
+
+    #[test]
     fn unterminated_strings_and_stray_closers_stay_linear_and_safe() {
         assert!(depth_ok(r#"{ a(x: "abc"#, 2));
         assert!(depth_ok(r#"{ a(x: """abc"#, 2));
@@ -132,6 +197,22 @@ mod tests {
         assert!(check(b"{ ...F }", 4).unwrap().spreads);
         assert!(check(b"{ ... on Q { a } }", 4).unwrap().spreads);
         assert!(!check(br#"{ a(x: "...") } # ..."#, 4).unwrap().spreads);
+    }
+
+    #[test]
+    fn brackets_hidden_in_strings_still_have_a_hard_bound() {
+        let hidden = format!(r#"{{ a(x: "{}") }}"#, "[".repeat(RAW_LIMIT + 1));
+        assert_eq!(check(hidden.as_bytes(), 64), Err(TooDeep));
+        let many_strings = format!("{{ a(x: [{}]) }}", r#""[[[[","#.repeat(100));
+        assert!(depth_ok(&many_strings, 64));
+    }
+
+    #[test]
+    fn many_unclosed_block_quotes_stay_linear() {
+        // Every `"""` here lacks a closing one (escapes shift the alignment); a search per
+        // opener would be quadratic.
+        let text = format!(r#"{{ a(x: """ {} ) }}"#, r#"""""#.repeat(50_000));
+        let _ = check(text.as_bytes(), 64);
     }
 
     #[test]

@@ -150,7 +150,12 @@ mod tests {
             ignore_other_schemes: true,
             ..source(None)
         };
-        for value in ["Basic dXNlcjpwYXNz", "Token a.b.c", "Bearerx a.b.c", "eyJ.a.b"] {
+        for value in [
+            "Basic dXNlcjpwYXNz",
+            "Token a.b.c",
+            "Bearerx a.b.c",
+            "eyJ.a.b",
+        ] {
             let h = headers(&[("authorization", value)]);
             assert_eq!(
                 source(None).extract(&h),

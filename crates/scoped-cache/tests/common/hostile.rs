@@ -1,7 +1,9 @@
 //! Hostile-input generators: [proptest] strategies for everything a client controls in a
 //! GraphQL-over-HTTP request (documents, JSON bodies, multipart bodies, GET query strings,
-//! headers) and [`hostile_request`], which combines them into whole requests for the
-//! routes of [`super::app`].
+//! headers), and whole requests for the routes of [`super::app`] built from them:
+//! [`wild_request`] (every part hostile), [`plausible_request`] (well-formed but for one
+//! [`Change`], so the hostile part gets past token checks and parsing), [`hostile_request`]
+//! (either), and [`sibling_requests`] (sequences that often share a cache key).
 //!
 //! Sizes are bounded so one case builds and runs in milliseconds, except the deep
 //! documents, which reach a few thousand levels on purpose: async-graphql's parser recurses
@@ -589,14 +591,16 @@ pub(crate) struct FragmentWeb {
     pub(crate) levels: usize,
     pub(crate) width: usize,
     pub(crate) cyclic: bool,
+    /// Whether [`hidden`](Self::hidden) put `""""` before the spreads.
+    pub(crate) hidden: bool,
 }
 
 impl fmt::Debug for FragmentWeb {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "FragmentWeb {{ levels: {}, width: {}, cyclic: {}, text: {:?} }}",
-            self.levels, self.width, self.cyclic, self.text
+            "FragmentWeb {{ levels: {}, width: {}, cyclic: {}, hidden: {}, text: {:?} }}",
+            self.levels, self.width, self.cyclic, self.hidden, self.text
         )
     }
 }
@@ -631,7 +635,21 @@ impl FragmentWeb {
             levels,
             width,
             cyclic,
+            hidden: false,
         }
+    }
+
+    /// The same web behind a variable whose default is `[""""]` (two empty strings): a
+    /// scanner that reads `"""` as an opening block string sees no spread after it. The
+    /// variable is unused, so the document parses but fails validation; async-graphql
+    /// still walks every spread path (its recursion-depth check) before validating.
+    #[must_use]
+    pub(crate) fn hidden(mut self) -> Self {
+        self.text = self
+            .text
+            .replacen("query Web {", "query Web($v: [String] = [\"\"\"\"]) {", 1);
+        self.hidden = true;
+        self
     }
 
     /// How many times executing it in full would resolve `renderId`.
@@ -644,8 +662,8 @@ impl FragmentWeb {
 }
 
 /// [`FragmentWeb`]s: chains up to 40 long (past async-graphql's recursion limit of 32),
-/// cycles, and exponential trees of at most 2^12 leaves, so that a server expanding every
-/// spread still answers within a second.
+/// cycles, and exponential trees of at most 2^12 leaves (so that a server expanding every
+/// spread still answers within a second), some [`hidden`](FragmentWeb::hidden).
 pub(crate) fn fragment_web() -> BoxedStrategy<FragmentWeb> {
     (1..=3usize)
         .prop_flat_map(|width| {
@@ -659,9 +677,13 @@ pub(crate) fn fragment_web() -> BoxedStrategy<FragmentWeb> {
                 1..=max_levels,
                 prop::bool::weighted(0.2),
                 any::<bool>(),
+                prop::bool::weighted(0.25),
             )
         })
-        .prop_map(|(width, levels, cyclic, inline)| FragmentWeb::new(levels, width, cyclic, inline))
+        .prop_map(|(width, levels, cyclic, inline, hidden)| {
+            let web = FragmentWeb::new(levels, width, cyclic, inline);
+            if hidden { web.hidden() } else { web }
+        })
         .boxed()
 }
 
@@ -1393,14 +1415,6 @@ impl HostileRequest {
         builder
             .body(Body::from(self.body.clone()))
             .expect("generated requests are valid")
-    }
-
-    /// The first value of the header `name`, if it has one.
-    pub(crate) fn header(&self, name: &str) -> Option<&HeaderValue> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.as_str() == name)
-            .map(|(_, v)| v)
     }
 }
 
