@@ -7,7 +7,7 @@ use async_graphql::parser::types::OperationType;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, VARY};
 use http::{Method, Request, StatusCode, request};
 use http_body_util::{BodyExt, Limited};
 use tokio::time::Instant;
@@ -99,12 +99,12 @@ impl Shared {
         };
         if claims.is_none() && policy.require_auth {
             let refusal = AuthError::new(AuthErrorKind::MissingToken).into_response();
-            return Ok(negotiated(refusal, &parts.headers));
+            return Ok(self.refused(negotiated(refusal, &parts.headers)));
         }
 
         let checked = match self.check(&parts, body, &claims, policy).await {
             Ok(checked) => checked,
-            Err(refusal) => return Ok(refusal.into_response(&parts.headers)),
+            Err(refusal) => return Ok(self.refused(refusal.into_response(&parts.headers))),
         };
         let Some(Prepared::Operation {
             decision, digest, ..
@@ -368,6 +368,13 @@ impl Shared {
             Some(decision),
             authenticated,
         )
+    }
+
+    /// An answer the layer made itself depends on the same request headers as any other
+    /// (the token, `Accept`): say so, for caches in front.
+    fn refused(&self, mut response: Response) -> Response {
+        response.headers_mut().append(VARY, self.vary.clone());
+        response
     }
 
     fn labelled(

@@ -129,7 +129,6 @@ async fn no_mutation_runs_over_get_or_head_on_any_verifying_route() {
             &[("query", "mutation { touch }")][..],
             &[("query", "mutation { touch }"), ("x", "1")],
             &[("query", "mutation M { touch }"), ("operationName", "M")],
-            &[("query", "{ renderId }"), ("query", "mutation { touch }")],
         ] {
             let reply = send(&app, get(path, None, params)).await;
             assert_eq!(
@@ -140,6 +139,17 @@ async fn no_mutation_runs_over_get_or_head_on_any_verifying_route() {
             assert_eq!(reply.headers["allow"], "POST");
             assert_eq!(reply.code(), "METHOD_NOT_ALLOWED");
         }
+        // A second `query` (or `operationName`) is refused outright.
+        let reply = send(
+            &app,
+            get(
+                path,
+                None,
+                &[("query", "{ renderId }"), ("query", "mutation { touch }")],
+            ),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
         // HEAD is routed to the GET handler, which would read a mutation from the body.
         let head = Request::head(path)
             .header("content-type", "application/json")
@@ -586,4 +596,85 @@ fn the_schema_survives_the_layers_last_resort_bound() {
         .unwrap()
         .join();
     assert!(ran.is_ok());
+}
+
+#[tokio::test]
+async fn a_persisted_mutation_never_runs_over_get() {
+    use async_graphql::extensions::apollo_persisted_queries::{
+        ApolloPersistedQueries, LruCacheStorage,
+    };
+    use sha2::{Digest, Sha256};
+
+    let schema = async_graphql::Schema::build(Query, Mutation, async_graphql::EmptySubscription)
+        .extension(ApolloPersistedQueries::new(LruCacheStorage::new(64)))
+        .finish();
+    let handler = move |req: async_graphql_axum::GraphQLRequest| {
+        let schema = schema.clone();
+        async move { async_graphql_axum::GraphQLResponse::from(schema.execute(req.into_inner()).await) }
+    };
+    let app = Router::new()
+        .route(
+            "/graphql",
+            axum::routing::get(handler.clone()).post(handler.clone()),
+        )
+        .route(
+            "/graphql/nocache",
+            axum::routing::get(handler.clone()).post(handler),
+        )
+        .layer(builder().build().unwrap());
+    let mutation = "mutation { touch }";
+    let hash: String = Sha256::digest(mutation.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let persisted = json!({"persistedQuery": {"version": 1, "sha256Hash": hash}}).to_string();
+    for path in ["/graphql", "/graphql/nocache"] {
+        // The app learns the document the ordinary way, by POST.
+        let register = common::post(
+            path,
+            None,
+            json!({"query": mutation, "extensions": persisted.parse::<Value>().unwrap()}),
+        );
+        assert_eq!(send(&app, register).await.body["data"]["touch"], true);
+        let repeated = format!(
+            r#"{{"persistedQuery":{{"sha256Hash":"x"}},"persistedQuery":{{"version":1,"sha256Hash":"{hash}"}}}}"#
+        );
+        for params in [
+            vec![("extensions", persisted.as_str())],
+            vec![("query", ""), ("extensions", persisted.as_str())],
+            vec![("extensions", repeated.as_str())],
+        ] {
+            let reply = send(&app, get(path, None, &params)).await;
+            assert!(
+                reply.body["data"]["touch"].is_null(),
+                "{path} {params:?}: {}",
+                reply.body
+            );
+            assert!(
+                reply.status == StatusCode::METHOD_NOT_ALLOWED
+                    || reply.code() == "PERSISTED_QUERY_NOT_FOUND",
+                "{path} {params:?}: {} {}",
+                reply.status,
+                reply.body
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_request_in_array_form_is_checked_too() {
+    // serde reads `["{ doc }"]` as a request whose `query` is the array's first element.
+    let (app, counters) = app();
+    for path in ["/graphql", "/graphql/nocache"] {
+        let req = Request::post(path)
+            .header("content-type", "application/json")
+            .body(Body::from(json!([deep_list(2_000)]).to_string()))
+            .unwrap();
+        assert_eq!(
+            send(&app, req).await.status,
+            StatusCode::BAD_REQUEST,
+            "{path}"
+        );
+    }
+    assert_eq!(counters.executions(), 0);
 }

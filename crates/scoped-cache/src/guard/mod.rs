@@ -66,6 +66,7 @@ pub(crate) fn check_document(query: &str, limits: &DocumentLimits) -> Result<(),
 }
 
 const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Why the layer answers a request itself instead of passing it on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +75,7 @@ pub(crate) enum Refusal {
     BodyUnreadable,
     TooDeep,
     TooManySelections,
+    RepeatedParameter,
     MalformedJson,
     NotAQueryOverGet,
     CookieNeedsJson,
@@ -112,6 +114,11 @@ impl Refusal {
                 },
                 "document expands to too many field selections",
                 GRAPHQL_VALIDATION_FAILED,
+            ),
+            Refusal::RepeatedParameter => (
+                StatusCode::BAD_REQUEST,
+                "a request parameter is given more than once",
+                BAD_REQUEST,
             ),
             Refusal::MalformedJson => (
                 StatusCode::BAD_REQUEST,
@@ -192,23 +199,40 @@ struct QueryOnly<'a> {
 }
 
 /// Checks a JSON body (one request or a batch) the way async-graphql will read it.
+///
+/// The usual shapes (an object with `query`, or an array of them) are read without
+/// building a tree. Any other JSON is read in full and **every** string in it is checked
+/// as a document: serde builds a request from an array too (`["{ doc }"]` is a request
+/// whose `query` is its first element), and a shape the layer cannot classify must never
+/// reach the parser unchecked.
 pub(crate) fn check_json(body: &[u8], limits: &DocumentLimits) -> Result<JsonBody, Refusal> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    let queries: Vec<QueryOnly<'_>> = if first == Some(&b'[') {
-        match serde_json::from_slice(body) {
-            Ok(batch) => batch,
-            Err(_) => return Ok(JsonBody::NotGraphQl),
-        }
+    let usual: Option<Vec<QueryOnly<'_>>> = if first == Some(&b'[') {
+        serde_json::from_slice(body).ok()
     } else {
-        match serde_json::from_slice(body) {
-            Ok(one) => vec![one],
-            Err(_) => return Ok(JsonBody::NotGraphQl),
-        }
+        serde_json::from_slice(body).ok().map(|one| vec![one])
     };
-    for query in queries.iter().filter_map(|q| q.query.as_deref()) {
-        check_document(query, limits)?;
+    if let Some(queries) = usual {
+        for query in queries.iter().filter_map(|q| q.query.as_deref()) {
+            check_document(query, limits)?;
+        }
+        return Ok(JsonBody::GraphQl);
     }
-    Ok(JsonBody::GraphQl)
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        // Not JSON at all: async-graphql reads it with serde_json too and refuses it.
+        return Ok(JsonBody::NotGraphQl);
+    };
+    // serde_json bounds the tree at 128 levels; walk it without recursion anyway.
+    let mut pending = vec![&value];
+    while let Some(value) = pending.pop() {
+        match value {
+            serde_json::Value::String(text) => check_document(text, limits)?,
+            serde_json::Value::Array(items) => pending.extend(items),
+            serde_json::Value::Object(map) => pending.extend(map.values()),
+            _ => {}
+        }
+    }
+    Ok(JsonBody::NotGraphQl)
 }
 
 /// Checks the `operations` of a GraphQL multipart request (the part async-graphql parses).
@@ -262,18 +286,28 @@ impl GetRequest {
     /// Reads the query string (one linear pass) and checks every `query` for nesting.
     pub(crate) fn read(query_string: &str, limits: &DocumentLimits) -> Result<Self, Refusal> {
         let mut out = Self::default();
+        let mut extensions = 0;
         for (name, value) in form_urlencoded::parse(query_string.as_bytes()) {
             match &*name {
+                // async-graphql takes an empty `query` as none (then a persisted query's
+                // hash supplies the document).
+                "query" if value.is_empty() => {}
                 "query" => {
                     check_document(&value, limits)?;
                     out.queries.push(value.into_owned());
                 }
                 "operationName" => out.operation_names.push(value.into_owned()),
                 "extensions" => {
-                    out.persisted_hash = persisted_hash(&value).or(out.persisted_hash);
+                    extensions += 1;
+                    out.persisted_hash = persisted_hash(&value);
                 }
                 _ => {}
             }
+        }
+        // async-graphql refuses repeated parameters; refusing them here keeps the checks
+        // below linear (each document against one operation name).
+        if out.queries.len() > 1 || out.operation_names.len() > 1 || extensions > 1 {
+            return Err(Refusal::RepeatedParameter);
         }
         Ok(out)
     }
@@ -313,21 +347,19 @@ impl GetRequest {
     }
 }
 
+/// The persisted query's hash, read as async-graphql reads `extensions`: a map, where a
+/// repeated key's last value wins. Any `persistedQuery` entry counts, hash or not, so a
+/// request the layer cannot read fully is treated as naming a document it has not seen.
 fn persisted_hash(extensions: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Extensions {
-        persisted_query: Option<Persisted>,
-    }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Persisted {
-        sha256_hash: String,
-    }
-    serde_json::from_str::<Extensions>(extensions)
-        .ok()?
-        .persisted_query
-        .map(|p| p.sha256_hash)
+    let value: serde_json::Value = serde_json::from_str(extensions).ok()?;
+    let persisted = value.get("persistedQuery")?;
+    Some(
+        persisted
+            .get("sha256Hash")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+    )
 }
 
 /// Refuses a state-changing request authenticated by a cookie when a browser could have
@@ -355,16 +387,10 @@ pub(crate) fn check_cookie_request(parts: &request::Parts) -> Result<(), Refusal
     Ok(())
 }
 
-/// Whether `Origin` (`scheme://host[:port]`) names the host the request was sent to.
+/// Whether `Origin` (`scheme://host[:port]`) names the host the request was sent to: the
+/// URI's authority, `Host`, or the first `X-Forwarded-Host` (a proxy in front may rewrite
+/// `Host`; a cross-site page cannot add that header without a CORS preflight).
 fn same_origin(origin: &[u8], parts: &request::Parts) -> bool {
-    let host = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().as_bytes())
-        .or_else(|| parts.headers.get(HOST).map(HeaderValue::as_bytes));
-    let Some(host) = host else {
-        return false;
-    };
     let Some(rest) = origin
         .strip_prefix(b"https://")
         .or_else(|| origin.strip_prefix(b"http://"))
@@ -372,7 +398,20 @@ fn same_origin(origin: &[u8], parts: &request::Parts) -> bool {
         // `null` and other opaque origins are never the same origin.
         return false;
     };
-    rest.eq_ignore_ascii_case(host)
+    let forwarded = parts.headers.get(X_FORWARDED_HOST).and_then(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .next()
+            .map(<[u8]>::trim_ascii)
+    });
+    [
+        parts.uri.authority().map(|a| a.as_str().as_bytes()),
+        parts.headers.get(HOST).map(HeaderValue::as_bytes),
+        forwarded,
+    ]
+    .into_iter()
+    .flatten()
+    .any(|host| rest.eq_ignore_ascii_case(host))
 }
 
 /// `application/json` or `application/*+json`.
@@ -489,11 +528,6 @@ mod tests {
             named.check_only_queries(None),
             Err(Refusal::NotAQueryOverGet)
         );
-        let twice = get(&[("query", "{ a }"), ("query", "mutation { b }")]);
-        assert_eq!(
-            twice.check_only_queries(None),
-            Err(Refusal::NotAQueryOverGet)
-        );
         let extra = get(&[("query", "subscription { a }"), ("x", "1")]);
         assert_eq!(
             extra.check_only_queries(None),
@@ -531,6 +565,59 @@ mod tests {
         // Without fragments nothing is parsed: a big flat document is linear for everyone.
         let flat = format!("{{{} }}", " a".repeat(20_000));
         assert_eq!(check_document(&flat, &LIMITS), Ok(()));
+    }
+
+    #[test]
+    fn json_of_any_other_shape_has_every_string_checked() {
+        // serde reads `["{ doc }"]` as a request whose `query` is the first element.
+        let sequence = serde_json::json!([deep(100)]).to_string();
+        assert_eq!(
+            check_json(sequence.as_bytes(), &LIMITS),
+            Err(Refusal::TooDeep)
+        );
+        let mixed = serde_json::json!([{"query": "{ a }"}, [deep(100), "Op"]]).to_string();
+        assert_eq!(check_json(mixed.as_bytes(), &LIMITS), Err(Refusal::TooDeep));
+        let fine = serde_json::json!(["{ a }", "Op"]).to_string();
+        assert_eq!(
+            check_json(fine.as_bytes(), &LIMITS),
+            Ok(JsonBody::NotGraphQl)
+        );
+    }
+
+    #[test]
+    fn persisted_queries_over_get_are_read_like_async_graphql() {
+        let ext = r#"{"persistedQuery":{"version":1,"sha256Hash":"abc"}}"#;
+        // An empty `query` is no query.
+        assert_eq!(
+            get(&[("query", ""), ("extensions", ext)]).hash_only(),
+            Some("abc")
+        );
+        // A repeated key: the last one wins, as in a map.
+        let twice =
+            r#"{"persistedQuery":{"sha256Hash":"x"},"persistedQuery":{"sha256Hash":"abc"}}"#;
+        assert_eq!(get(&[("extensions", twice)]).hash_only(), Some("abc"));
+        // A persisted query without a readable hash names no document the layer knows.
+        let odd = r#"{"persistedQuery":{"sha256Hash":1}}"#;
+        assert_eq!(get(&[("extensions", odd)]).hash_only(), Some(""));
+    }
+
+    #[test]
+    fn repeated_get_parameters_are_refused() {
+        for params in [
+            &[("query", "{ a }"), ("query", "{ b }")][..],
+            &[
+                ("query", "{ a }"),
+                ("operationName", "A"),
+                ("operationName", "B"),
+            ],
+            &[("extensions", "{}"), ("extensions", "{}")],
+        ] {
+            let text = serde_urlencoded::to_string(params).unwrap();
+            assert_eq!(
+                GetRequest::read(&text, &LIMITS).unwrap_err(),
+                Refusal::RepeatedParameter
+            );
+        }
     }
 
     #[test]
