@@ -82,7 +82,11 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if !args.is_empty() {
-        eprintln!("usage: forum [token SUB NAME ROLE]");
+        eprintln!(
+            "usage: forum [token SUB NAME ROLE]\n\
+             environment: ADDR (default 127.0.0.1:8000), JWT_SECRET (HS256, at least 32 bytes), \
+             JWKS_URL or OIDC_ISSUER, JWKS_REFRESH_SECS, JWKS_MIN_REFRESH_SECS, RUST_LOG"
+        );
         return ExitCode::from(2);
     }
 
@@ -163,13 +167,15 @@ fn print_welcome(addr: &str, secret: &[u8]) {
         "\nforum listening on http://{addr}\n\
          \n  POST/GET /graphql          cached (x-cache: MISS, then HIT)\
          \n  POST/GET /graphql/nocache  verified, never cached (x-cache: BYPASS)\
+         \n  GET      /health           passes through\
          \n\nmember token (alice, valid 24 h):\n{alice}\n\
          \nsame claims, refreshed token (alice):\n{alice_refreshed}\n\
          \nanother member (bob):\n{bob}\n\
          \na non-member (gina, role guest):\n{guest}\n\
          \ntry it (run twice: the second answer is a HIT with the same renderId):\n\
          \ncurl -si http://{addr}/graphql -H 'content-type: application/json' -H 'authorization: Bearer {alice}' -d '{WELCOME_QUERY}'\n\
-         \nmint more: cargo run --release --example forum -- token SUB NAME ROLE\n"
+         \nmint more (with the same JWT_SECRET as this server): cargo run --release --example forum -- token SUB NAME ROLE\
+         \nenvironment: ADDR (listen address), JWT_SECRET (HS256, at least 32 bytes), or JWKS_URL / OIDC_ISSUER\n"
     );
 }
 
@@ -177,7 +183,8 @@ fn print_jwks_welcome(addr: &str, described: &str) {
     println!(
         "\nforum listening on http://{addr}, verifying tokens with {described}; aud must be forum-api.\n\
          \n  POST/GET /graphql          cached (x-cache: MISS, then HIT)\
-         \n  POST/GET /graphql/nocache  verified, never cached (x-cache: BYPASS)\n\
+         \n  POST/GET /graphql/nocache  verified, never cached (x-cache: BYPASS)\
+         \n  GET      /health           passes through\n\
          \nwith a token from your identity provider in $TOKEN (claims sub, name, role):\n\
          \ncurl -si http://{addr}/graphql -H 'content-type: application/json' -H \"authorization: Bearer $TOKEN\" -d '{WELCOME_QUERY}'\n"
     );
