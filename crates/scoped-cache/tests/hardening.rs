@@ -76,12 +76,16 @@ async fn a_multipart_request_is_checked_like_json() {
 #[tokio::test]
 async fn a_document_with_too_many_root_fields_is_passed_on_uncached() {
     let (app, _) = app();
-    let fields: String = (0..20_000).map(|i| format!(" f{i}: renderId")).collect();
+    let fields: String = (0..2_000).map(|i| format!(" f{i}: renderId")).collect();
     // Aliases of one field are one root field: still cached.
     let aliased = send(&app, query("/graphql", None, &format!("{{{fields} }}"))).await;
     assert_eq!(aliased.x_cache(), "MISS");
-    let distinct: String = (0..20_000).map(|i| format!(" f{i}")).collect();
+    let distinct: String = (0..2_000).map(|i| format!(" f{i}")).collect();
     let reply = send(&app, query("/graphql", None, &format!("{{{distinct} }}"))).await;
+    assert_eq!(reply.x_cache(), "BYPASS");
+    // Past 128 KiB the layer does not analyse the document at all.
+    let long = format!("{{ renderId }} #{}", "x".repeat(200 * 1024));
+    let reply = send(&app, query("/graphql", None, &long)).await;
     assert_eq!(reply.x_cache(), "BYPASS");
 }
 

@@ -153,9 +153,11 @@ impl Preparer {
             return Prepared::Opaque;
         };
         // The guard checked this already; checking here too keeps the parser below safe
-        // whoever calls it.
+        // whoever calls it. Documents past `MAX_ANALYSED_BYTES` are not parsed here at all:
+        // async-graphql's parser reads about 3 MiB/s, and the application parses them anyway.
         if let Some(query) = &params.query
-            && nesting::check(query.as_bytes(), self.nesting).is_err()
+            && (query.len() > MAX_ANALYSED_BYTES
+                || nesting::check(query.as_bytes(), self.nesting).is_err())
         {
             return Prepared::Opaque;
         }
@@ -204,6 +206,10 @@ impl Preparer {
         }
     }
 }
+
+/// Longest document the cache analyses; longer ones are passed on uncached. Real operations,
+/// even large generated ones, stay well below it.
+pub(crate) const MAX_ANALYSED_BYTES: usize = 128 * 1024;
 
 /// What an entry costs besides its text: the `Arc`, the decision, moka's bookkeeping.
 const ENTRY_OVERHEAD: usize = 256;
@@ -370,6 +376,15 @@ mod tests {
             preparer.post.weighted_size()
         );
         assert!(preparer.post.entry_count() > 10);
+    }
+
+    #[test]
+    fn very_long_documents_are_not_analysed() {
+        let long = format!("{{ me {{ id }} }} #{}", "x".repeat(MAX_ANALYSED_BYTES));
+        assert!(matches!(
+            *post(&preparer(), json!({"query": long})),
+            Prepared::Opaque
+        ));
     }
 
     #[test]
