@@ -36,11 +36,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http::{HeaderMap, Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 
 const SECRET: &[u8] = b"end-to-end-test-secret-of-32-bytes";
 const GRJ: &str = "application/graphql-response+json";
@@ -92,29 +89,14 @@ async fn send(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Reply {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(path_and_query)
-        .header("host", addr.to_string());
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let response = sender
-        .send_request(
-            builder
-                .body(Full::new(Bytes::from(body.to_owned())))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let (status, headers, bytes) = support::exchange(
+        addr,
+        method,
+        path_and_query,
+        headers,
+        Bytes::from(body.to_owned()),
+    )
+    .await;
     Reply {
         status,
         headers,

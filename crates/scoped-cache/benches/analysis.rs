@@ -8,15 +8,15 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+mod common;
+
 use axum::Router;
 use axum::body::Body;
 use axum::routing::post;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::Request;
-use http_body_util::BodyExt;
 use jsonwebtoken::Algorithm;
 use scoped_cache::{RoutePolicy, ScopedCacheLayer, Verifier};
-use tower::ServiceExt;
 
 fn app() -> Router {
     let layer = ScopedCacheLayer::builder()
@@ -89,17 +89,7 @@ fn bench(c: &mut Criterion) {
                                 .body(Body::from(serde_json::json!({ "query": text }).to_string()))
                                 .unwrap()
                         },
-                        |req| async {
-                            let response = app.clone().oneshot(req).await.unwrap();
-                            assert_eq!(response.status(), 200);
-                            response
-                                .into_body()
-                                .collect()
-                                .await
-                                .unwrap()
-                                .to_bytes()
-                                .len()
-                        },
+                        |req| common::call(&app, req),
                         BatchSize::PerIteration,
                     )
                 });

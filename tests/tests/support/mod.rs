@@ -40,14 +40,15 @@ impl Reply {
     }
 }
 
-/// One request over a fresh TCP connection.
-pub(crate) async fn request(
+/// One request over a fresh TCP connection, with exactly the given headers (and `Host`):
+/// the status, headers and raw body of the answer.
+pub(crate) async fn exchange(
     addr: SocketAddr,
     method: Method,
     path_and_query: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> Reply {
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> (StatusCode, HeaderMap, Bytes) {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -57,23 +58,40 @@ pub(crate) async fn request(
         .method(method)
         .uri(path_and_query)
         .header("host", addr.to_string());
-    if let Some(token) = token {
-        builder = builder.header("authorization", format!("Bearer {token}"));
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
     }
-    let payload = match body {
-        Some(json) => {
-            builder = builder.header("content-type", "application/json");
-            Bytes::from(json.to_string())
-        }
-        None => Bytes::new(),
-    };
     let response = sender
-        .send_request(builder.body(Full::new(payload)).unwrap())
+        .send_request(builder.body(Full::new(body)).unwrap())
         .await
         .unwrap();
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, bytes)
+}
+
+/// One request over a fresh TCP connection, with a bearer token and a JSON body if given.
+pub(crate) async fn request(
+    addr: SocketAddr,
+    method: Method,
+    path_and_query: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Reply {
+    let authorization = token.map(|token| format!("Bearer {token}"));
+    let mut headers = Vec::new();
+    if let Some(authorization) = &authorization {
+        headers.push(("authorization", authorization.as_str()));
+    }
+    let payload = match body {
+        Some(json) => {
+            headers.push(("content-type", "application/json"));
+            Bytes::from(json.to_string())
+        }
+        None => Bytes::new(),
+    };
+    let (status, headers, bytes) = exchange(addr, method, path_and_query, &headers, payload).await;
     let body = serde_json::from_slice(&bytes)
         .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
     Reply {
