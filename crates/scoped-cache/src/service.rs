@@ -91,10 +91,8 @@ impl Shared {
         let claims = match self.authenticate(&parts).await {
             Ok(claims) => claims,
             Err(kind) => {
-                return Ok(negotiated(
-                    AuthError::new(kind).into_response(),
-                    &parts.headers,
-                ));
+                let refusal = AuthError::new(kind).into_response();
+                return Ok(self.refused(negotiated(refusal, &parts.headers)));
             }
         };
         if claims.is_none() && policy.require_auth {

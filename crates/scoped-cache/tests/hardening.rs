@@ -257,6 +257,7 @@ async fn malformed_json_gets_a_graphql_shaped_400_in_the_accepted_media_type() {
         let reply = send(&app, req.body(Body::from("{\"query\": 1")).unwrap()).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST);
         assert_eq!(reply.code(), "BAD_REQUEST");
+        assert!(reply.headers.contains_key("vary"));
         let content_type = reply.headers["content-type"].to_str().unwrap();
         assert!(content_type.starts_with(expected), "{content_type}");
     }
@@ -269,6 +270,12 @@ async fn malformed_json_gets_a_graphql_shaped_400_in_the_accepted_media_type() {
         .unwrap();
     let reply = send(&app, req).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    // Like every answer on a verifying route, a refusal says what it depends on.
+    let vary = reply.headers["vary"].to_str().unwrap();
+    assert!(
+        vary.contains("authorization") && vary.contains("accept"),
+        "{vary}"
+    );
     assert!(
         reply.headers["content-type"]
             .to_str()
