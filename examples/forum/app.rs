@@ -9,6 +9,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use scoped_cache::admin::AdminToken;
 use scoped_cache::graphql::{GraphQLRequest, GraphQLResponse};
 use scoped_cache::{BuildError, JwksSource, RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier};
 
@@ -41,11 +42,19 @@ pub(crate) fn layer(verifier: Verifier) -> Result<ScopedCacheLayer, BuildError> 
                 .leeway(Duration::from_secs(30)),
         )
         // Rules are checked against the schema: a misspelt root field fails here.
-        .schema(&schema::build(Arc::default()))
+        .schema(&schema::build(Arc::default(), None))
         .default_rule(Rule::new().max_age(Duration::from_secs(60)))
         .rule(Rule::root_field("Query.me").scope(Scope::claims(["sub", "name", "role"])))
         .rule(Rule::root_field("Query.memberPosts").scope(Scope::claims(["role"])))
         .rule(Rule::root_field("Query.post").scope(Scope::claims(["role"])))
+        .rule(
+            Rule::root_field("Query.ticker")
+                .max_age(Duration::from_secs(2))
+                .stale_while_revalidate(Duration::from_secs(30)),
+        )
+        // A new post belongs at the top of every list of posts. (Entries holding a post
+        // that a mutation returns are purged anyway: the schema tags them.)
+        .invalidate("Mutation.createPost", ["Post"])
         .route("/graphql", RoutePolicy::cached())
         .route("/graphql/nocache", RoutePolicy::verify_only())
         .default_route(RoutePolicy::passthrough())
@@ -58,18 +67,33 @@ struct AppState {
     forum: Arc<Forum>,
 }
 
-/// The whole app, with the layer applied to every route.
+/// The whole app, with the layer applied to every route, without the admin routes.
+#[allow(dead_code)] // The end-to-end tests serve it.
 pub(crate) fn router(forum: Arc<Forum>, layer: ScopedCacheLayer) -> Router {
+    router_with_admin(forum, layer, None)
+}
+
+/// The whole app; with an admin token, the operators' routes are mounted at `/admin`
+/// (`POST /admin/purge`), outside the layer: their credential is not a JWT.
+pub(crate) fn router_with_admin(
+    forum: Arc<Forum>,
+    layer: ScopedCacheLayer,
+    admin: Option<AdminToken>,
+) -> Router {
     let state = AppState {
-        schema: schema::build(Arc::clone(&forum)),
+        schema: schema::build(Arc::clone(&forum), Some(layer.entity_tags())),
         forum,
     };
-    Router::new()
+    let app = Router::new()
         .route("/graphql", get(graphql).post(graphql))
         .route("/graphql/nocache", get(graphql).post(graphql))
         .route("/health", get(|| async { "ok" }))
         .with_state(state)
-        .layer(layer)
+        .layer(layer.clone());
+    match admin {
+        Some(token) => app.nest("/admin", scoped_cache::admin::router(&layer, token)),
+        None => app,
+    }
 }
 
 /// GraphQL over HTTP with scoped-cache's extractor: the verified claims are already in the

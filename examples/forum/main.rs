@@ -14,6 +14,8 @@
 //!   that issuer).
 //! - `JWKS_REFRESH_SECS`, `JWKS_MIN_REFRESH_SECS`: background refresh interval (default
 //!   600) and least time between refreshes caused by unknown `kid`s (default 30).
+//! - `ADMIN_TOKEN`: mounts the operators' routes at `/admin` (`POST /admin/purge`), with
+//!   this bearer credential (at least 16 characters); without it they are not mounted.
 //! - `RUST_LOG`: log filter, default `info`.
 
 mod app;
@@ -22,6 +24,7 @@ mod schema;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use scoped_cache::admin::AdminToken;
 use scoped_cache::{BuildError, JwksSource};
 use tracing_subscriber::EnvFilter;
 
@@ -68,6 +71,17 @@ async fn main() -> ExitCode {
         }
     };
 
+    let admin = match std::env::var("ADMIN_TOKEN").ok().filter(|t| !t.is_empty()) {
+        None => None,
+        Some(token) => match AdminToken::new(token.clone()) {
+            Ok(admin) => Some((admin, token)),
+            Err(err) => {
+                eprintln!("error: ADMIN_TOKEN cannot be used: {err}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let [command, sub, name, role] = args.as_slice()
         && command == "token"
@@ -85,7 +99,7 @@ async fn main() -> ExitCode {
         eprintln!(
             "usage: forum [token SUB NAME ROLE]\n\
              environment: ADDR (default 127.0.0.1:8000), JWT_SECRET (HS256, at least 32 bytes), \
-             JWKS_URL or OIDC_ISSUER, JWKS_REFRESH_SECS, JWKS_MIN_REFRESH_SECS, RUST_LOG"
+             JWKS_URL or OIDC_ISSUER, JWKS_REFRESH_SECS, JWKS_MIN_REFRESH_SECS, ADMIN_TOKEN, RUST_LOG"
         );
         return ExitCode::from(2);
     }
@@ -102,7 +116,12 @@ async fn main() -> ExitCode {
         Keys::Secret(secret) => print_welcome(&addr, secret.as_bytes()),
         Keys::Jwks { described, .. } => print_jwks_welcome(&addr, described),
     }
-    let app = app::router(schema::Forum::seeded(), layer);
+    print_freshness(&addr, admin.as_ref().map(|(_, token)| token.as_str()));
+    let app = app::router_with_admin(
+        schema::Forum::seeded(),
+        layer,
+        admin.map(|(admin, _)| admin),
+    );
     if let Err(err) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await
@@ -168,6 +187,7 @@ fn print_welcome(addr: &str, secret: &[u8]) {
          \n  POST/GET /graphql          cached (x-cache: MISS, then HIT)\
          \n  POST/GET /graphql/nocache  verified, never cached (x-cache: BYPASS)\
          \n  GET      /health           passes through\
+         \n  POST     /admin/purge      operators only, with ADMIN_TOKEN\
          \n\nmember token (alice, valid 24 h):\n{alice}\n\
          \nsame claims, refreshed token (alice):\n{alice_refreshed}\n\
          \nanother member (bob):\n{bob}\n\
@@ -184,10 +204,34 @@ fn print_jwks_welcome(addr: &str, described: &str) {
         "\nforum listening on http://{addr}, verifying tokens with {described}; aud must be forum-api.\n\
          \n  POST/GET /graphql          cached (x-cache: MISS, then HIT)\
          \n  POST/GET /graphql/nocache  verified, never cached (x-cache: BYPASS)\
-         \n  GET      /health           passes through\n\
+         \n  GET      /health           passes through\
+         \n  POST     /admin/purge      operators only, with ADMIN_TOKEN\n\
          \nwith a token from your identity provider in $TOKEN (claims sub, name, role):\n\
          \ncurl -si http://{addr}/graphql -H 'content-type: application/json' -H \"authorization: Bearer $TOKEN\" -d '{WELCOME_QUERY}'\n"
     );
+}
+
+/// How answers stay fresh, and the one purge command (with the real credential, so it
+/// works as printed; this is the operator's own console).
+fn print_freshness(addr: &str, admin_token: Option<&str>) {
+    println!(
+        "keeping answers fresh:\n\
+         \n  a member's createPost purges every cached list of posts (the next publicPosts is a MISS with the new post first)\
+         \n  ticker is fresh for 2 s, then served STALE for 30 s while one background run refreshes it:\
+         \n  curl -si 'http://{addr}/graphql?query=%7Bticker%7D'\
+         \n  slow(ms) sleeps, so concurrent misses share one execution (the same id):\
+         \n  curl -si 'http://{addr}/graphql?query=%7Bslow(ms:2000)%7D' & curl -si 'http://{addr}/graphql?query=%7Bslow(ms:2000)%7D'\n"
+    );
+    match admin_token {
+        Some(token) => println!(
+            "purge every cached answer holding a post (answers {{\"purged\":N}}):\n\
+             \ncurl -si -X POST http://{addr}/admin/purge -H 'authorization: Bearer {token}' -H 'content-type: application/json' -d '{{\"types\":[\"Post\"]}}'\n\
+             \nother bodies: {{\"tags\":[\"Post:1\"]}}, {{\"operation\":\"Feed\"}}, {{\"scope\":{{\"sub\":\"alice\"}}}}, {{\"all\":true}}\n"
+        ),
+        None => println!(
+            "the admin routes (POST /admin/purge) are not mounted: set ADMIN_TOKEN (at least 16 characters) to mount them\n"
+        ),
+    }
 }
 
 async fn shutdown() {

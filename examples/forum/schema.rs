@@ -1,4 +1,5 @@
-//! The forum's GraphQL schema: public posts, members-only posts, and the caller's profile.
+//! The forum's GraphQL schema: public posts, members-only posts, the caller's profile, and
+//! two fields that show the cache at work (`slow` for coalescing, `ticker` for STALE).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -7,6 +8,7 @@ use async_graphql::{
     Context, EmptySubscription, Error, ErrorExtensions, ID, Object, Result, Schema, SimpleObject,
 };
 use scoped_cache::Claims;
+use scoped_cache::graphql::EntityTags;
 
 pub(crate) type ForumSchema = Schema<Query, Mutation, EmptySubscription>;
 
@@ -28,12 +30,14 @@ pub(crate) struct User {
 }
 
 /// Shared state: the posts, how many operations actually executed (a HIT never does),
-/// and the counter behind `renderId`.
+/// and the counters behind `renderId`, `slow` and `ticker`.
 #[derive(Default)]
 pub(crate) struct Forum {
     posts: RwLock<Vec<Post>>,
     pub(crate) executions: AtomicU64,
     renders: AtomicU64,
+    pub(crate) slow_runs: AtomicU64,
+    pub(crate) ticks: AtomicU64,
 }
 
 impl Forum {
@@ -75,9 +79,16 @@ impl Forum {
 /// (release build) before `limit_complexity` refuses them. scoped-cache's handler stops
 /// those first: it counts fields with each fragment once and refuses documents over
 /// `max_selections` (10,000 by default) before async-graphql sees them.
-pub(crate) fn build(forum: Arc<Forum>) -> ForumSchema {
-    Schema::build(Query, Mutation, EmptySubscription)
-        .data(forum)
+///
+/// With `tags` (the layer's [`EntityTags`]), every cached answer is tagged with the posts
+/// and users in it, so `createPost`, and purges by entity, reach exactly those answers.
+pub(crate) fn build(forum: Arc<Forum>, tags: Option<EntityTags>) -> ForumSchema {
+    let builder = Schema::build(Query, Mutation, EmptySubscription).data(forum);
+    let builder = match tags {
+        Some(tags) => builder.extension(tags),
+        None => builder,
+    };
+    builder
         // Field nesting: forum data is 2 deep (`memberPosts { title }`); GraphiQL's
         // introspection query is 13 (its `ofType` chain), and GraphiQL and code generators
         // need it. Nothing deeper exists here except by recursing through introspection.
@@ -164,6 +175,22 @@ impl Query {
     async fn render_id(&self, ctx: &Context<'_>) -> ID {
         let n = forum(ctx).renders.fetch_add(1, Ordering::Relaxed) + 1;
         ID(format!("render-{}-{n}", std::process::id()))
+    }
+
+    /// Sleeps `ms` milliseconds (at most 5,000) and returns a fresh id: concurrent misses
+    /// of one key wait for a single execution, so they all get the same id.
+    async fn slow(&self, ctx: &Context<'_>, ms: i32) -> ID {
+        let ms = u64::try_from(ms.clamp(0, 5_000)).unwrap_or(0);
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        let n = forum(ctx).slow_runs.fetch_add(1, Ordering::Relaxed) + 1;
+        ID(format!("slow-{}-{n}", std::process::id()))
+    }
+
+    /// A fresh id per execution, cached for 2 s and then served STALE for up to 30 s while
+    /// one background execution refreshes it.
+    async fn ticker(&self, ctx: &Context<'_>) -> ID {
+        let n = forum(ctx).ticks.fetch_add(1, Ordering::Relaxed) + 1;
+        ID(format!("tick-{}-{n}", std::process::id()))
     }
 }
 

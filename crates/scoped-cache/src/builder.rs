@@ -6,15 +6,19 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue};
 
 use crate::cache::inflight::InFlight;
+use crate::cache::invalidate::Invalidations;
+use crate::cache::purge::Tag;
 use crate::cache::request::Preparer;
-use crate::cache::store::MemoryStore;
+use crate::cache::store::{MemoryStore, Store};
+use crate::graphql::DEFAULT_MAX_ENTITY_TAGS;
 use crate::graphql::schema::RootFields;
 use crate::guard::{DEFAULT_MAX_NESTING, DEFAULT_MAX_SELECTIONS, DocumentLimits, MAX_MAX_NESTING};
 use crate::jwt::TokenVerifier;
 use crate::jwt::token::TokenSource;
 use crate::layer::{Limits, Shared};
 use crate::route::Routes;
-use crate::scope::RuleSet;
+use crate::scope::learned::LearnedScopes;
+use crate::scope::{Kind, RuleSet, parse_root_field};
 use crate::{BuildError, RoutePolicy, Rule, ScopedCacheLayer, Verifier};
 
 /// Configures a [`ScopedCacheLayer`]. Setters never fail; [`build`](Self::build) checks
@@ -40,6 +44,9 @@ pub struct ScopedCacheLayerBuilder {
     schema_sdl: Option<String>,
     default_rule: Option<Rule>,
     rules: Vec<Rule>,
+    invalidations: Vec<(String, Vec<String>)>,
+    entity_ids: Vec<(String, String)>,
+    max_entity_tags: usize,
     routes: Vec<(String, RoutePolicy)>,
     default_route: RoutePolicy,
 }
@@ -66,6 +73,9 @@ impl Default for ScopedCacheLayerBuilder {
             schema_sdl: None,
             default_rule: None,
             rules: Vec::new(),
+            invalidations: Vec::new(),
+            entity_ids: Vec::new(),
+            max_entity_tags: DEFAULT_MAX_ENTITY_TAGS,
             routes: Vec::new(),
             default_route: RoutePolicy::verify_only(),
         }
@@ -215,6 +225,55 @@ impl ScopedCacheLayerBuilder {
         self
     }
 
+    /// What a mutation field invalidates, besides the entities it returns (those are
+    /// purged anyway when the schema has [`entity_tags`](ScopedCacheLayer::entity_tags)).
+    /// After every executed request that runs `field` (written `Mutation.createPost`),
+    /// before its response is returned, the entries tagged with any of `targets` are
+    /// purged: a type (`Post`: every entry holding a post, so lists of posts are
+    /// refreshed when one is created), an entity (`Post:7`), or a root field
+    /// (`Query.publicPosts`: its entries, tagged or not). Purges run whatever the
+    /// mutation's outcome: a failed mutation may have committed part of its work.
+    ///
+    /// `build()` checks that `field` is a mutation field (of the [`schema`](Self::schema),
+    /// when given) and that there is at least one target. Calling it again for the same
+    /// field adds targets.
+    ///
+    /// ```
+    /// # use scoped_cache::{ScopedCacheLayer, Verifier, Algorithm};
+    /// let layer = ScopedCacheLayer::builder()
+    ///     # .verifier(Verifier::hmac(Algorithm::HS256, "0123456789abcdef0123456789abcdef").any_audience())
+    ///     .invalidate("Mutation.createPost", ["Post"])
+    ///     .build()?;
+    /// # Ok::<(), scoped_cache::BuildError>(())
+    /// ```
+    pub fn invalidate<I, T>(mut self, field: impl Into<String>, targets: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.invalidations
+            .push((field.into(), targets.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// The field that identifies objects of `type_name` for entity tags (`User` →
+    /// `login` tags `User:alice`). Default: `id`, for every type that has it; types without
+    /// their id field are tagged by type only. Used by
+    /// [`entity_tags`](ScopedCacheLayer::entity_tags).
+    pub fn entity_id(mut self, type_name: impl Into<String>, field: impl Into<String>) -> Self {
+        self.entity_ids.push((type_name.into(), field.into()));
+        self
+    }
+
+    /// Most entities one cache entry is tagged with. A response holding more (a list of
+    /// 10,000 posts) is tagged with the types of the rest instead, and a purge of *any*
+    /// entity of such a type removes it. Each tag costs memory in the entry and in the
+    /// purge index, counted against [`max_bytes`](Self::max_bytes). Default: 1,000.
+    pub fn max_entity_tags(mut self, tags: usize) -> Self {
+        self.max_entity_tags = tags;
+        self
+    }
+
     /// Sets the policy of one route, by its axum path pattern (`/graphql`, `/posts/{id}`).
     pub fn route(mut self, path: impl Into<String>, policy: RoutePolicy) -> Self {
         self.routes.push((path.into(), policy));
@@ -257,6 +316,7 @@ impl ScopedCacheLayerBuilder {
             ("max_request_bytes", self.max_request_bytes as u64),
             ("max_nesting", self.max_nesting as u64),
             ("max_selections", self.max_selections),
+            ("max_entity_tags", self.max_entity_tags as u64),
         ] {
             if value == 0 {
                 return Err(BuildError::Zero(name));
@@ -287,6 +347,12 @@ impl ScopedCacheLayerBuilder {
             && (name.is_empty() || !name.bytes().all(is_cookie_name_byte))
         {
             return Err(BuildError::InvalidCookieName(name.clone()));
+        }
+        let invalidations = compile_invalidations(self.invalidations, schema.as_ref())?;
+        for (ty, field) in &self.entity_ids {
+            if !is_graphql_name(ty) || !is_graphql_name(field) {
+                return Err(BuildError::InvalidEntityId(format!("{ty}.{field}")));
+            }
         }
         let mut routes = HashMap::new();
         for (path, policy) in self.routes {
@@ -321,8 +387,12 @@ impl ScopedCacheLayerBuilder {
                 routes: Routes::new(routes, self.default_route),
                 rules: RuleSet::compile(self.default_rule, self.rules, schema.as_ref())?,
                 preparer: Preparer::new(self.max_bytes / 8 + 1, self.max_nesting),
-                store: MemoryStore::new(self.max_bytes),
-                in_flight: InFlight::default(),
+                store: Store::Memory(MemoryStore::new(self.max_bytes)),
+                in_flight: Arc::new(InFlight::default()),
+                learned: LearnedScopes::default(),
+                invalidations,
+                entity_ids: self.entity_ids,
+                max_entity_tags: self.max_entity_tags,
                 coalesce: self.coalesce,
                 limits: Limits {
                     entry_bytes: self.max_entry_bytes,
@@ -337,6 +407,71 @@ impl ScopedCacheLayerBuilder {
             }),
         })
     }
+}
+
+/// Checks and compiles the [`invalidate`](ScopedCacheLayerBuilder::invalidate) declarations.
+fn compile_invalidations(
+    declared: Vec<(String, Vec<String>)>,
+    schema: Option<&RootFields>,
+) -> Result<Invalidations, BuildError> {
+    let mut compiled = Invalidations::default();
+    for (field, targets) in declared {
+        let invalid = |reason| BuildError::InvalidInvalidation {
+            field: field.clone(),
+            reason,
+        };
+        let name = match parse_root_field(&field) {
+            Ok((Kind::Mutation, name)) => name,
+            Ok(_) => return Err(invalid("only mutation fields invalidate")),
+            Err(_) => return Err(invalid("write the field as `Mutation.field`")),
+        };
+        if let Some(schema) = schema
+            && !schema.mutation.as_ref().is_some_and(|m| m.contains(name))
+        {
+            return Err(invalid("the schema has no such mutation field"));
+        }
+        if targets.is_empty() {
+            return Err(invalid(
+                "name at least one target: a type, a `Type:id` entity or a `Query.field`",
+            ));
+        }
+        let declared = compiled.by_field.entry(name.into()).or_default();
+        for target in targets {
+            if target.contains('.') {
+                let (kind, root) = parse_root_field(&target)
+                    .map_err(|_| invalid("a root-field target is written `Query.field`"))?;
+                if let Some(schema) = schema {
+                    let fields = match kind {
+                        Kind::Query => &schema.query,
+                        Kind::Mutation => &schema.mutation,
+                        Kind::Subscription => &schema.subscription,
+                    };
+                    if !fields.as_ref().is_some_and(|f| f.contains(root)) {
+                        return Err(invalid(
+                            "a target names a root field the schema does not have",
+                        ));
+                    }
+                }
+                declared.fields.push(target.as_str().into());
+            } else {
+                let ty = target.split(':').next().unwrap_or_default();
+                if !is_graphql_name(ty) {
+                    return Err(invalid("a target's type is not a GraphQL name"));
+                }
+                declared.tags.push(Tag::parse(&target));
+            }
+        }
+    }
+    Ok(compiled)
+}
+
+/// `[_A-Za-z][_0-9A-Za-z]*`
+fn is_graphql_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b == b'_' || b.is_ascii_alphabetic())
+        && bytes.all(|b| b == b'_' || b.is_ascii_alphanumeric())
 }
 
 /// Request headers keyed by default: what applications read to build absolute URLs.

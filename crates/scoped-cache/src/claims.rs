@@ -95,6 +95,14 @@ impl ReadLog {
         }
     }
 
+    /// Every path read so far.
+    pub(crate) fn snapshot(&self) -> Vec<ClaimPath> {
+        self.paths
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// The first read that none of `scope` covers, if any.
     pub(crate) fn first_uncovered(&self, scope: &[ClaimPath]) -> Option<ClaimPath> {
         let paths = self.paths.lock().unwrap_or_else(PoisonError::into_inner);

@@ -142,4 +142,33 @@ pub enum BuildError {
     /// `max_nesting` is beyond what the GraphQL parser is known to handle safely.
     #[error("`max_nesting` is {0}; at most 256 is allowed")]
     NestingTooDeep(usize),
+    /// An [`invalidate`](crate::ScopedCacheLayerBuilder::invalidate) declaration that
+    /// cannot be used.
+    #[error("invalidation for `{field}`: {reason}")]
+    InvalidInvalidation {
+        /// The mutation field as written.
+        field: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An [`entity_id`](crate::ScopedCacheLayerBuilder::entity_id) type or field that is
+    /// not a GraphQL name.
+    #[error("invalid entity id field `{0}`: type and field must be GraphQL names")]
+    InvalidEntityId(String),
+    /// An [`AdminToken`](crate::admin::AdminToken) shorter than
+    /// [`MIN_TOKEN_BYTES`](crate::admin::MIN_TOKEN_BYTES).
+    #[error("admin token is {len} bytes; at least {min} are required")]
+    WeakAdminToken {
+        /// Length of the token given.
+        len: usize,
+        /// The least length accepted.
+        min: usize,
+    },
+    /// An [`AdminToken`](crate::admin::AdminToken) a client could not send in an
+    /// `Authorization` header as written.
+    #[error("invalid admin token: {reason}")]
+    InvalidAdminToken {
+        /// What is wrong with it (never the token itself).
+        reason: &'static str,
+    },
 }

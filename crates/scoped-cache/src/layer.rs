@@ -7,13 +7,17 @@ use tower::Layer;
 
 use crate::builder::ScopedCacheLayerBuilder;
 use crate::cache::inflight::InFlight;
+use crate::cache::invalidate::Invalidations;
+use crate::cache::purge::{Purge, PurgeError};
 use crate::cache::request::Preparer;
-use crate::cache::store::MemoryStore;
+use crate::cache::store::{CacheStats, ResponseStore, Store};
+use crate::graphql::EntityTags;
 use crate::guard::DocumentLimits;
 use crate::jwt::TokenVerifier;
 use crate::jwt::token::TokenSource;
 use crate::route::Routes;
 use crate::scope::RuleSet;
+use crate::scope::learned::LearnedScopes;
 use crate::service::ScopedCache;
 
 /// Verifies bearer JWTs, puts [`Claims`](crate::Claims) into request extensions, and caches
@@ -34,8 +38,13 @@ pub(crate) struct Shared {
     pub(crate) routes: Routes,
     pub(crate) rules: RuleSet,
     pub(crate) preparer: Preparer,
-    pub(crate) store: MemoryStore,
-    pub(crate) in_flight: InFlight,
+    pub(crate) store: Store,
+    pub(crate) in_flight: Arc<InFlight>,
+    pub(crate) learned: LearnedScopes,
+    pub(crate) invalidations: Invalidations,
+    /// For [`ScopedCacheLayer::entity_tags`].
+    pub(crate) entity_ids: Vec<(String, String)>,
+    pub(crate) max_entity_tags: usize,
     pub(crate) coalesce: bool,
     pub(crate) limits: Limits,
     /// Request headers in every key besides `Host` and `Accept`.
@@ -54,6 +63,54 @@ impl ScopedCacheLayer {
     /// Starts configuring a layer.
     pub fn builder() -> ScopedCacheLayerBuilder {
         ScopedCacheLayerBuilder::default()
+    }
+
+    /// Removes every cached entry `purge` selects, from every clone of this layer; returns
+    /// how many were removed. An execution that was running when the purge happened does
+    /// not store what it read if the purge would have removed it.
+    ///
+    /// ```
+    /// # async fn demo(layer: scoped_cache::ScopedCacheLayer) -> Result<(), scoped_cache::PurgeError> {
+    /// use scoped_cache::Purge;
+    ///
+    /// let removed = layer.purge(&Purge::entity("Post", "42")).await?;
+    /// let alices = layer.purge(&Purge::scope([("sub", "alice")])?).await?;
+    /// # let _ = (removed, alices); Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`PurgeError`] when the purge selects nothing by construction (an empty list).
+    pub async fn purge(&self, purge: &Purge) -> Result<u64, PurgeError> {
+        self.shared.store.purge(purge).await
+    }
+
+    /// How many entries the response cache holds, and their weight against
+    /// [`max_bytes`](crate::ScopedCacheLayerBuilder::max_bytes).
+    pub fn stats(&self) -> CacheStats {
+        self.shared.store.stats()
+    }
+
+    /// The async-graphql extension that tags cached entries with the entities they hold,
+    /// configured like this layer ([`entity_id`](crate::ScopedCacheLayerBuilder::entity_id),
+    /// [`max_entity_tags`](crate::ScopedCacheLayerBuilder::max_entity_tags)). Add it to the
+    /// schema with one line:
+    ///
+    /// ```
+    /// # use async_graphql::{EmptyMutation, EmptySubscription, Schema};
+    /// # #[derive(Default)] struct Query;
+    /// # #[async_graphql::Object] impl Query { async fn ok(&self) -> bool { true } }
+    /// # fn demo(layer: scoped_cache::ScopedCacheLayer) {
+    /// let schema = Schema::build(Query, EmptyMutation, EmptySubscription)
+    ///     .extension(layer.entity_tags())
+    ///     .finish();
+    /// # }
+    /// ```
+    pub fn entity_tags(&self) -> EntityTags {
+        self.shared.entity_ids.iter().fold(
+            EntityTags::new().max_tags(self.shared.max_entity_tags),
+            |tags, (ty, field)| tags.id_field(ty, field),
+        )
     }
 }
 

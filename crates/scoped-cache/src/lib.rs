@@ -104,6 +104,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod admin;
 mod builder;
 mod cache;
 mod canonical;
@@ -116,6 +117,7 @@ mod jwt;
 mod layer;
 mod media;
 mod rejection;
+mod report;
 mod route;
 mod scope;
 mod service;
@@ -124,6 +126,8 @@ pub(crate) mod test_helpers;
 
 pub use self::builder::ScopedCacheLayerBuilder;
 pub use self::cache::X_CACHE;
+pub use self::cache::purge::{Purge, PurgeError};
+pub use self::cache::store::CacheStats;
 pub use self::claims::Claims;
 pub use self::error::BuildError;
 pub use self::future::ResponseFuture;

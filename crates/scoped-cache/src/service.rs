@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use async_graphql::parser::types::OperationType;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, VARY};
+use http::header::{AUTHORIZATION, ETAG, VARY};
 use http::{Method, Request, StatusCode, request};
 use http_body_util::{BodyExt, Limited};
 use tokio::time::Instant;
@@ -16,15 +17,18 @@ use tower::Service;
 use crate::RoutePolicy;
 use crate::cache::inflight::{self, LeaderGuard, Outcome, Role};
 use crate::cache::key::{CacheKey, Target};
+use crate::cache::purge::{EntryMeta, Purge, Tag, claim_tag};
 use crate::cache::request::{Prepared, Transport};
-use crate::cache::store::CachedResponse;
-use crate::cache::{self, CacheStatus, NotStored};
+use crate::cache::store::{CachedResponse, Epoch, Freshness, ResponseStore};
+use crate::cache::{self, CacheStatus, NotStored, validator};
 use crate::claims::{Claims, ReadLog, RequestReads};
 use crate::future::ResponseFuture;
 use crate::guard::{self, GetRequest, JsonBody, Refusal};
 use crate::layer::Shared;
 use crate::rejection::{AuthError, AuthErrorKind, graphql_error, negotiated};
-use crate::scope::{Bucket, Decision};
+use crate::report::ExecutionReport;
+use crate::scope::learned::Resolved;
+use crate::scope::{Bucket, ClaimPath, Decision};
 
 /// The service made by [`ScopedCacheLayer`](crate::ScopedCacheLayer). It always answers with
 /// a response: rejections are responses, and cache failures fall back to the inner service.
@@ -65,27 +69,68 @@ where
 
 /// The longest a request waits for another request executing the same key before it
 /// takes the key over.
-const COALESCE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const COALESCE_WAIT: Duration = Duration::from_secs(10);
+/// The longest a revalidation (in the background, or in the foreground with a stale
+/// entry to fall back on) may take before it counts as failed.
+const REVALIDATE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A request the guard let through, and what the cache may read of it.
 struct Checked {
     /// The body to hand on (already read and bounded, or empty).
-    body: Body,
+    body: Bytes,
     /// What the cache knows of the GraphQL request, on a cached route with a GET or a
     /// JSON POST it could read.
     prepared: Option<Arc<Prepared>>,
 }
 
+/// A cacheable operation, looked up under one key.
+struct Lookup<'a> {
+    key: CacheKey,
+    bucket: Bucket,
+    /// The rules' decision with learned scopes added.
+    decision: &'a Decision,
+    /// The operation's own name and root fields, for the entry's tags.
+    name: Option<&'a Arc<str>>,
+    root_fields: &'a [Arc<str>],
+    claims: Option<&'a Claims>,
+}
+
+/// What becomes of a miss's response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Store it if it may be stored (an execution that started at this epoch).
+    Store(Epoch),
+    /// Never store it: only learn the scope of its fields from what it read.
+    LearnOnly,
+}
+
+/// Why an execution that had a stale entry to fall back on failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    TimedOut,
+    Panicked,
+    ServiceError,
+}
+
 impl Shared {
     /// The whole request, in order: route policy → token → (revocation) → checked and
     /// prepared request → decision and bucket → lookup → execute → store.
-    async fn handle<S>(&self, req: Request<Body>, mut inner: S) -> Result<Response, S::Error>
+    async fn handle<S>(
+        self: &Arc<Self>,
+        req: Request<Body>,
+        mut inner: S,
+    ) -> Result<Response, S::Error>
     where
-        S: Service<Request<Body>, Response = Response>,
+        S: Service<Request<Body>, Response = Response> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
     {
         let policy = self.routes.resolve(&req);
         if !policy.verify {
-            return inner.call(req).await;
+            let mut response = inner.call(req).await?;
+            // The entity-tags report is for this layer only, never for clients.
+            ExecutionReport::take(response.headers_mut());
+            return Ok(response);
         }
         let (mut parts, body) = req.into_parts();
         let claims = match self.authenticate(&parts).await {
@@ -104,45 +149,111 @@ impl Shared {
             Ok(checked) => checked,
             Err(refusal) => return Ok(self.refused(refusal.into_response(&parts.headers))),
         };
+        let prepared = checked.prepared.as_deref();
         let Some(Prepared::Operation {
-            decision, digest, ..
-        }) = checked.prepared.as_deref()
+            decision,
+            digest,
+            name,
+            root_fields,
+            ..
+        }) = prepared
         else {
-            hand_on(&mut parts, claims.as_ref());
-            let response = inner.call(Request::from_parts(parts, checked.body)).await?;
-            return Ok(self.labelled(response, CacheStatus::Bypass, None, claims.is_some()));
+            return self
+                .uncached(parts, checked.body, claims.as_ref(), inner, prepared)
+                .await;
         };
         if decision.bypass || decision.max_age.is_zero() {
-            hand_on(&mut parts, claims.as_ref());
-            let response = inner.call(Request::from_parts(parts, checked.body)).await?;
-            return Ok(self.labelled(
-                response,
-                CacheStatus::Bypass,
-                Some(decision),
-                claims.is_some(),
-            ));
+            return self
+                .uncached(parts, checked.body, claims.as_ref(), inner, prepared)
+                .await;
         }
-
+        let (decision, keep) = match self.learned.resolve(decision) {
+            Resolved::Known(decision) => (decision, None),
+            Resolved::Learning => (std::borrow::Cow::Borrowed(decision), Some(Keep::LearnOnly)),
+        };
         let bucket = Bucket::derive(&decision.scope, claims.as_ref());
         let target = Target::new(&parts, &self.key_headers, parts.method != Method::GET);
-        let key = CacheKey::new(&target, digest, &bucket);
-        if let Some(hit) = self.store.get(&key, Instant::now()) {
-            return Ok(self.hit(&parts, &hit, decision, claims.is_some()));
+        let lookup = Lookup {
+            key: CacheKey::new(&target, digest, &bucket),
+            bucket,
+            decision: &decision,
+            name: name.as_ref(),
+            root_fields,
+            claims: claims.as_ref(),
+        };
+        if keep == Some(Keep::LearnOnly) {
+            let reads = hand_on(&mut parts, lookup.claims);
+            let response = inner
+                .call(Request::from_parts(parts, Body::from(checked.body)))
+                .await?;
+            let (response, _) = self
+                .finish_miss(response, &lookup, reads.log(), Keep::LearnOnly)
+                .await;
+            return Ok(response);
+        }
+
+        let asked = Asked::of(&parts);
+        let now = Instant::now();
+        let mut fallback = None;
+        if let Some(entry) = self.store.get(&lookup.key, now).await {
+            match entry.freshness(now) {
+                Some(Freshness::Fresh) => {
+                    return Ok(self.hit(&asked, &entry, &lookup, CacheStatus::Hit));
+                }
+                Some(Freshness::Stale) => {
+                    let response = self.hit(&asked, &entry, &lookup, CacheStatus::Stale);
+                    self.revalidate(&lookup, parts, checked.body, inner);
+                    return Ok(response);
+                }
+                Some(Freshness::IfError) => fallback = Some(entry),
+                None => {}
+            }
         }
         let leader = if self.coalesce {
-            match self.lead_or_wait(key).await {
+            match self.lead_or_wait(lookup.key).await {
                 Ok(leader) => leader,
-                Err(hit) => return Ok(self.hit(&parts, &hit, decision, claims.is_some())),
+                Err(hit) => return Ok(self.hit(&asked, &hit, &lookup, CacheStatus::Hit)),
             }
         } else {
             None
         };
 
-        let reads = hand_on(&mut parts, claims.as_ref());
-        let response = inner.call(Request::from_parts(parts, checked.body)).await?;
-        let response = self
-            .store_miss(response, key, decision, reads.log(), claims.is_some())
-            .await;
+        let epoch = self.store.epoch();
+        let reads = hand_on(&mut parts, lookup.claims);
+        let request = Request::from_parts(parts, Body::from(checked.body));
+        let response = match fallback {
+            None => {
+                let response = inner.call(request).await?;
+                let (response, stored) = self
+                    .finish_miss(response, &lookup, reads.log(), Keep::Store(epoch))
+                    .await;
+                if stored.is_ok() {
+                    not_modified_if_matching(&asked, response)
+                } else {
+                    response
+                }
+            }
+            // Within stale-if-error: a failed execution is answered with the stale entry.
+            Some(stale) => {
+                let fresh = match execute_guarded(inner, request).await {
+                    Ok(response) => Some(
+                        self.finish_miss(response, &lookup, reads.log(), Keep::Store(epoch))
+                            .await,
+                    ),
+                    Err(failure) => {
+                        tracing::warn!(?failure, "execution failed; serving the stale entry");
+                        None
+                    }
+                };
+                match fresh {
+                    Some((response, Ok(()))) => not_modified_if_matching(&asked, response),
+                    Some((response, outcome)) if !is_failure(response.status(), &outcome) => {
+                        response
+                    }
+                    _ => self.hit(&asked, &stale, &lookup, CacheStatus::Stale),
+                }
+            }
+        };
         if let Some(leader) = leader {
             leader.finish();
         }
@@ -166,12 +277,10 @@ impl Shared {
         match parts.method {
             Method::GET | Method::HEAD => {
                 // A HEAD body means nothing (RFC 9110), and async-graphql would execute it.
-                let forwarded = if parts.method == Method::HEAD {
-                    Body::empty()
-                } else {
+                let forwarded = Bytes::new();
+                if parts.method != Method::HEAD {
                     guard::read_body(&parts.headers, body, self.limits.request_bytes).await?;
-                    Body::empty()
-                };
+                }
                 let query = parts.uri.query().unwrap_or("");
                 let cacheable = policy.cache && parts.method == Method::GET;
                 if cacheable
@@ -211,7 +320,7 @@ impl Shared {
                     guard::check_multipart(content_type, bytes.clone(), &self.limits.document)
                         .await?;
                     return Ok(Checked {
-                        body: Body::from(bytes),
+                        body: bytes,
                         prepared: None,
                     });
                 }
@@ -221,7 +330,7 @@ impl Shared {
                     && let Some(prepared) = self.preparer.lookup(Transport::PostJson, &bytes)
                 {
                     return Ok(Checked {
-                        body: Body::from(bytes),
+                        body: bytes,
                         prepared: Some(prepared),
                     });
                 }
@@ -236,11 +345,57 @@ impl Shared {
                         .prepare(Transport::PostJson, &bytes, &self.rules)
                 });
                 Ok(Checked {
-                    body: Body::from(bytes),
+                    body: bytes,
                     prepared,
                 })
             }
         }
+    }
+
+    /// Passes a request the cache does not store to the handler; a mutation's response
+    /// purges what it invalidates before it is returned.
+    async fn uncached<S>(
+        &self,
+        mut parts: request::Parts,
+        body: Bytes,
+        claims: Option<&Claims>,
+        mut inner: S,
+        prepared: Option<&Prepared>,
+    ) -> Result<Response, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response>,
+    {
+        hand_on(&mut parts, claims);
+        let mut response = inner
+            .call(Request::from_parts(parts, Body::from(body)))
+            .await?;
+        let report = ExecutionReport::take(response.headers_mut());
+        let (mutation_fields, decision): (&[Arc<str>], _) = match prepared {
+            Some(Prepared::Operation {
+                ty,
+                root_fields,
+                decision,
+                ..
+            }) => (
+                if *ty == OperationType::Mutation {
+                    root_fields
+                } else {
+                    &[]
+                },
+                Some(decision),
+            ),
+            _ => (&[], None),
+        };
+        let purges = self
+            .invalidations
+            .purges(mutation_fields.iter().map(|f| &**f), report.as_ref());
+        for purge in purges {
+            match self.store.purge(&purge).await {
+                Ok(removed) => tracing::debug!(removed, "a mutation purged entries"),
+                Err(err) => tracing::warn!(%err, "a mutation's purge failed"),
+            }
+        }
+        Ok(self.labelled(response, CacheStatus::Bypass, decision, claims.is_some()))
     }
 
     /// Joins the execution of `key`: `Ok(Some(guard))` to lead it, `Ok(None)` to execute
@@ -248,7 +403,7 @@ impl Shared {
     async fn lead_or_wait(
         &self,
         key: CacheKey,
-    ) -> Result<Option<LeaderGuard<'_>>, Arc<CachedResponse>> {
+    ) -> Result<Option<LeaderGuard>, Arc<CachedResponse>> {
         let mut role = self.in_flight.join(key);
         // Each round either leads, or waits for one leader; a leader that is stuck is taken
         // over, a cancelled one is replaced. A few rounds bound a follower's total wait.
@@ -258,7 +413,10 @@ impl Shared {
                 Role::Follow(waiting) => waiting,
             };
             let outcome = inflight::follow(waiting, COALESCE_WAIT).await;
-            if let Some(hit) = self.store.get(&key, Instant::now()) {
+            let now = Instant::now();
+            if let Some(hit) = self.store.get(&key, now).await
+                && hit.freshness(now) == Some(Freshness::Fresh)
+            {
                 return Err(hit);
             }
             role = match outcome {
@@ -279,35 +437,107 @@ impl Shared {
         }
     }
 
+    /// Serves `entry`: the body, or `304` when the request already holds it.
     fn hit(
         &self,
-        request: &request::Parts,
+        asked: &Asked,
         entry: &CachedResponse,
-        decision: &Decision,
-        authenticated: bool,
+        lookup: &Lookup<'_>,
+        status: CacheStatus,
     ) -> Response {
         // An outer layer that stores this answer must know which claims it depends on.
-        if let Some(reads) = RequestReads::existing(&request.extensions) {
-            reads.log().record_scope(&decision.scope);
+        if let Some(reads) = &asked.outer_reads {
+            reads.log().record_scope(&lookup.decision.scope);
         }
-        let mut response = Response::new(Body::from(entry.body.clone()));
-        *response.headers_mut() = entry.headers.clone();
+        let mut response = if validator::none_match_hits(&asked.none_match, &entry.etag) {
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            *response.headers_mut() = validator::not_modified_headers(&entry.headers, &entry.etag);
+            response
+        } else {
+            let mut response = Response::new(Body::from(entry.body.clone()));
+            *response.headers_mut() = entry.headers.clone();
+            response.headers_mut().insert(ETAG, entry.etag.clone());
+            response
+        };
         cache::set_age(
             response.headers_mut(),
             Instant::now().saturating_duration_since(entry.stored_at),
         );
-        self.labelled(response, CacheStatus::Hit, Some(decision), authenticated)
+        self.labelled(
+            response,
+            status,
+            Some(lookup.decision),
+            lookup.claims.is_some(),
+        )
     }
 
-    async fn store_miss(
+    /// Revalidates a stale entry in the background, with the claims of the request that
+    /// found it stale (so it lands in the same bucket), once per key: if anyone executes
+    /// the key already (a miss, or another revalidation), nothing more is started.
+    fn revalidate<S>(
+        self: &Arc<Self>,
+        lookup: &Lookup<'_>,
+        mut parts: request::Parts,
+        body: Bytes,
+        inner: S,
+    ) where
+        S: Service<Request<Body>, Response = Response> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
+        let Role::Lead(leader) = self.in_flight.join(lookup.key) else {
+            return;
+        };
+        let shared = Arc::clone(self);
+        let owned = OwnedLookup::from(lookup);
+        // The background request reads into a log of its own.
+        parts.extensions.remove::<RequestReads>();
+        tokio::spawn(async move {
+            let lookup = owned.as_lookup();
+            let epoch = shared.store.epoch();
+            let reads = hand_on(&mut parts, lookup.claims);
+            let request = Request::from_parts(parts, Body::from(body));
+            let revalidated = tokio::time::timeout(REVALIDATE_TIMEOUT, async {
+                match execute_guarded(inner, request).await {
+                    Ok(response) => {
+                        let (response, outcome) = shared
+                            .finish_miss(response, &lookup, reads.log(), Keep::Store(epoch))
+                            .await;
+                        if is_failure(response.status(), &outcome) {
+                            tracing::warn!(
+                                status = %response.status(),
+                                ?outcome,
+                                "background revalidation failed; the stale entry keeps serving"
+                            );
+                        }
+                    }
+                    Err(failure) => tracing::warn!(
+                        ?failure,
+                        "background revalidation failed; the stale entry keeps serving"
+                    ),
+                }
+            })
+            .await;
+            if revalidated.is_err() {
+                tracing::warn!("background revalidation timed out; the stale entry keeps serving");
+            }
+            leader.finish();
+        });
+    }
+
+    /// Stores a miss's response if it may be stored (`keep`), learns the scope of learned
+    /// fields from what it read, and labels it. Returns the response and whether it was
+    /// stored.
+    async fn finish_miss(
         &self,
         response: Response,
-        key: CacheKey,
-        decision: &Decision,
+        lookup: &Lookup<'_>,
         reads: &ReadLog,
-        authenticated: bool,
-    ) -> Response {
-        let (parts, body) = response.into_parts();
+        keep: Keep,
+    ) -> (Response, Result<(), NotStored>) {
+        let (mut parts, body) = response.into_parts();
+        let report = ExecutionReport::take(&mut parts.headers);
         let size = http_body::Body::size_hint(&body).upper();
         if let Err(reason) = cache::check_head(
             parts.status,
@@ -317,12 +547,8 @@ impl Shared {
             &self.key_headers,
         ) {
             tracing::debug!(?reason, "response not stored");
-            return self.labelled(
-                Response::from_parts(parts, body),
-                CacheStatus::Miss,
-                Some(decision),
-                authenticated,
-            );
+            let response = Response::from_parts(parts, body);
+            return (self.labelled_miss(response, lookup), Err(reason));
         }
         // The size hint promised at most `entry_bytes`; a body that breaks that promise is
         // cut off rather than buffered without bound.
@@ -330,41 +556,147 @@ impl Shared {
             Ok(collected) => collected.to_bytes(),
             Err(_) => {
                 tracing::warn!("inner service failed while sending its response body");
-                return graphql_error(
+                let failed = graphql_error(
                     StatusCode::BAD_GATEWAY,
                     "response body failed",
                     "INTERNAL_SERVER_ERROR",
                 );
+                return (failed, Err(NotStored::Status));
             }
         };
-        let now = Instant::now();
-        match cache::storable_ttl(&parts.headers, &bytes, decision, reads) {
-            Ok(ttl) => match now.checked_add(ttl) {
-                Some(expires_at) => self.store.insert(
-                    key,
-                    CachedResponse {
-                        headers: cache::representation_headers(&parts.headers),
-                        // An exact-size copy: the collected body may be a slice of a larger
-                        // buffer (or a `Vec` with spare capacity), which the byte bound
-                        // would not see.
-                        body: Bytes::copy_from_slice(&bytes),
-                        stored_at: now,
-                        expires_at,
-                    },
-                ),
-                None => tracing::debug!("max-age beyond the clock's range; response not stored"),
-            },
-            Err(NotStored::UncoveredClaimRead(path)) => {
+        let lifetimes = cache::lifetimes(&parts.headers, &bytes, lookup.decision, reads);
+        if !lookup.decision.learned.is_empty()
+            && matches!(lifetimes, Ok(_) | Err(NotStored::UncoveredClaimRead(_)))
+        {
+            self.learn(lookup.decision, reads).await;
+        }
+        let outcome = match (lifetimes, keep) {
+            (Ok(_), Keep::LearnOnly) => Err(NotStored::Learning),
+            (Ok(_), Keep::Store(_)) if report.as_ref().is_some_and(|r| r.unreliable) => {
+                Err(NotStored::UnreliableTags)
+            }
+            (Ok(lifetimes), Keep::Store(epoch)) => {
+                let etag = validator::etag(&lookup.bucket, &bytes);
+                match self.entry(&parts.headers, &bytes, &etag, lifetimes, lookup, report) {
+                    Some(entry) => {
+                        if self.store.insert(lookup.key, entry, epoch).await {
+                            parts.headers.insert(ETAG, etag);
+                            Ok(())
+                        } else {
+                            Err(NotStored::PurgedMeanwhile)
+                        }
+                    }
+                    None => Err(NotStored::ZeroTtl),
+                }
+            }
+            (Err(NotStored::UncoveredClaimRead(path)), _)
+                if !lookup.decision.learned.is_empty() =>
+            {
+                tracing::debug!(claim = %path, "a learned scope widened; response not cached");
+                Err(NotStored::UncoveredClaimRead(path))
+            }
+            (Err(NotStored::UncoveredClaimRead(path)), _) => {
                 // Configuration bug, not an attack: say which claim (its path, never its value).
                 tracing::warn!(claim = %path, "a resolver read a claim outside the rule's scope; response not cached");
+                Err(NotStored::UncoveredClaimRead(path))
             }
-            Err(reason) => tracing::debug!(?reason, "response not stored"),
+            (Err(reason), _) => Err(reason),
+        };
+        if let Err(reason) = &outcome {
+            tracing::debug!(?reason, "response not stored");
         }
+        let response = Response::from_parts(parts, Body::from(bytes));
+        (self.labelled_miss(response, lookup), outcome)
+    }
+
+    /// The entry to store for a response; `None` when its lifetime is beyond the clock.
+    fn entry(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        etag: &http::HeaderValue,
+        lifetimes: cache::Lifetimes,
+        lookup: &Lookup<'_>,
+        report: Option<ExecutionReport>,
+    ) -> Option<CachedResponse> {
+        let now = Instant::now();
+        let expires_at = now.checked_add(lifetimes.ttl)?;
+        Some(CachedResponse {
+            headers: cache::representation_headers(headers),
+            // An exact-size copy: the collected body may be a slice of a larger buffer (or
+            // a `Vec` with spare capacity), which the byte bound would not see.
+            body: Bytes::copy_from_slice(body),
+            etag: etag.clone(),
+            stored_at: now,
+            expires_at,
+            stale_until: expires_at
+                .checked_add(lifetimes.stale_while_revalidate)
+                .unwrap_or(expires_at),
+            error_until: expires_at
+                .checked_add(lifetimes.stale_if_error)
+                .unwrap_or(expires_at),
+            meta: self.entry_meta(lookup, report),
+        })
+    }
+
+    /// What an entry is tagged with: the entities and types in it (at most
+    /// `max_entity_tags` entities, past which their types match any entity), its
+    /// operation, its bucket's claim values and its root fields.
+    fn entry_meta(&self, lookup: &Lookup<'_>, report: Option<ExecutionReport>) -> EntryMeta {
+        let mut tags = Vec::new();
+        if let Some(report) = report {
+            tags.extend(report.types.into_iter().map(|t| Tag::Type(t.into())));
+            let mut overflowed = report.overflowed;
+            for (index, (ty, id)) in report.entities.into_iter().enumerate() {
+                if index < self.max_entity_tags {
+                    tags.push(Tag::Entity(ty.into(), id.into()));
+                } else if !overflowed.contains(&ty) {
+                    overflowed.push(ty);
+                }
+            }
+            tags.extend(overflowed.into_iter().map(|t| Tag::AnyOf(t.into())));
+        }
+        let mut claims = Vec::new();
+        if let Some(raw) = lookup.claims.map(Claims::raw)
+            && lookup.decision.is_scoped()
+        {
+            // `iss` is in every claim-scoped bucket, so a purge can name it too.
+            let iss = ClaimPath::top_level("iss");
+            for path in std::iter::once(&iss).chain(lookup.decision.scope.iter()) {
+                if let Some(value) = path.lookup(raw) {
+                    claims.push(claim_tag(path, value));
+                }
+            }
+            claims.sort();
+            claims.dedup();
+        }
+        EntryMeta {
+            tags,
+            operation: lookup.name.cloned(),
+            claims,
+            fields: lookup.root_fields.to_vec(),
+        }
+    }
+
+    /// Records what a learned field's execution read; a scope that widened has its
+    /// narrower entries purged.
+    async fn learn(&self, decision: &Decision, reads: &ReadLog) {
+        let widened = self.learned.learn(decision, &reads.snapshot());
+        if widened.is_empty() {
+            return;
+        }
+        tracing::info!(fields = ?widened, "a learned scope widened; its narrower entries are purged");
+        if let Err(err) = self.store.purge(&Purge::fields(widened)).await {
+            tracing::warn!(%err, "purging a widened scope's entries failed");
+        }
+    }
+
+    fn labelled_miss(&self, response: Response, lookup: &Lookup<'_>) -> Response {
         self.labelled(
-            Response::from_parts(parts, Body::from(bytes)),
+            response,
             CacheStatus::Miss,
-            Some(decision),
-            authenticated,
+            Some(lookup.decision),
+            lookup.claims.is_some(),
         )
     }
 
@@ -401,4 +733,114 @@ fn hand_on(parts: &mut request::Parts, claims: Option<&Claims>) -> RequestReads 
         parts.extensions.insert(claims.with_reads(&reads));
     }
     reads
+}
+
+/// What a cached answer needs from the request, taken before the request moves on.
+struct Asked {
+    /// `If-None-Match` of a GET (the only cached method a `304` answers).
+    none_match: Vec<http::HeaderValue>,
+    /// An outer layer's read log.
+    outer_reads: Option<RequestReads>,
+}
+
+impl Asked {
+    fn of(parts: &request::Parts) -> Self {
+        let none_match = if parts.method == Method::GET {
+            parts
+                .headers
+                .get_all(http::header::IF_NONE_MATCH)
+                .iter()
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Self {
+            none_match,
+            outer_reads: RequestReads::existing(&parts.extensions).cloned(),
+        }
+    }
+}
+
+/// A [`Lookup`] that a background task owns.
+struct OwnedLookup {
+    key: CacheKey,
+    bucket: Bucket,
+    decision: Decision,
+    name: Option<Arc<str>>,
+    root_fields: Vec<Arc<str>>,
+    claims: Option<Claims>,
+}
+
+impl From<&Lookup<'_>> for OwnedLookup {
+    fn from(lookup: &Lookup<'_>) -> Self {
+        Self {
+            key: lookup.key,
+            bucket: lookup.bucket.clone(),
+            decision: lookup.decision.clone(),
+            name: lookup.name.cloned(),
+            root_fields: lookup.root_fields.to_vec(),
+            claims: lookup.claims.map(Claims::for_request),
+        }
+    }
+}
+
+impl OwnedLookup {
+    fn as_lookup(&self) -> Lookup<'_> {
+        Lookup {
+            key: self.key,
+            bucket: self.bucket.clone(),
+            decision: &self.decision,
+            name: self.name.as_ref(),
+            root_fields: &self.root_fields,
+            claims: self.claims.as_ref(),
+        }
+    }
+}
+
+/// Runs the (ready) inner service in a task of its own, so a panic or a hang is a
+/// [`Failure`] rather than the end of the request.
+async fn execute_guarded<S>(mut inner: S, request: Request<Body>) -> Result<Response, Failure>
+where
+    S: Service<Request<Body>, Response = Response>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    let mut task = tokio::spawn(inner.call(request));
+    match tokio::time::timeout(REVALIDATE_TIMEOUT, &mut task).await {
+        Err(_) => {
+            task.abort();
+            Err(Failure::TimedOut)
+        }
+        Ok(Err(_)) => Err(Failure::Panicked),
+        Ok(Ok(Err(_))) => Err(Failure::ServiceError),
+        Ok(Ok(Ok(response))) => Ok(response),
+    }
+}
+
+/// Whether an execution failed, for stale-if-error: anything but a clean `200` result.
+fn is_failure(status: StatusCode, outcome: &Result<(), NotStored>) -> bool {
+    status != StatusCode::OK
+        || matches!(
+            outcome,
+            Err(NotStored::Status | NotStored::GraphqlErrors | NotStored::TooLarge)
+        )
+}
+
+/// A stored miss answers `304` when the request already holds what was stored.
+fn not_modified_if_matching(asked: &Asked, response: Response) -> Response {
+    let Some(etag) = response.headers().get(ETAG) else {
+        return response;
+    };
+    if !validator::none_match_hits(&asked.none_match, etag) {
+        return response;
+    }
+    let mut headers = validator::not_modified_headers(response.headers(), etag);
+    if let Some(status) = response.headers().get(cache::X_CACHE) {
+        headers.insert(cache::X_CACHE, status.clone());
+    }
+    let mut not_modified = Response::new(Body::empty());
+    *not_modified.status_mut() = StatusCode::NOT_MODIFIED;
+    *not_modified.headers_mut() = headers;
+    not_modified
 }

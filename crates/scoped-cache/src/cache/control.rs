@@ -17,6 +17,11 @@ pub(crate) struct Directives {
     pub(crate) no_cache: bool,
     pub(crate) private: bool,
     pub(crate) max_age: Option<Duration>,
+    /// RFC 5861: how long past `max-age` the response may be served while it is
+    /// revalidated in the background.
+    pub(crate) stale_while_revalidate: Option<Duration>,
+    /// RFC 5861: how long past `max-age` the response may be served when revalidating fails.
+    pub(crate) stale_if_error: Option<Duration>,
 }
 
 /// The header could not be read with certainty.
@@ -37,18 +42,13 @@ pub(crate) fn parse(headers: &HeaderMap) -> Result<Directives, Malformed> {
                 "no-store" => out.no_store = true,
                 "no-cache" => out.no_cache = true,
                 "private" => out.private = true,
-                "max-age" => {
-                    let seconds = argument
-                        .map(|a| a.trim_matches('"'))
-                        .and_then(|a| a.parse::<u64>().ok())
-                        .ok_or(Malformed)?;
-                    let age = Duration::from_secs(seconds);
-                    out.max_age = Some(out.max_age.map_or(age, |m| m.min(age)));
+                "max-age" => strictest(&mut out.max_age, seconds(argument)?),
+                "stale-while-revalidate" => {
+                    strictest(&mut out.stale_while_revalidate, seconds(argument)?);
                 }
+                "stale-if-error" => strictest(&mut out.stale_if_error, seconds(argument)?),
                 "s-maxage" => {
-                    argument
-                        .and_then(|a| a.trim_matches('"').parse::<u64>().ok())
-                        .ok_or(Malformed)?;
+                    seconds(argument)?;
                 }
                 "" => return Err(Malformed),
                 _ => {}
@@ -56,6 +56,20 @@ pub(crate) fn parse(headers: &HeaderMap) -> Result<Directives, Malformed> {
         }
     }
     Ok(out)
+}
+
+/// A delta-seconds argument (quotes tolerated).
+fn seconds(argument: Option<&str>) -> Result<Duration, Malformed> {
+    argument
+        .map(|a| a.trim_matches('"'))
+        .and_then(|a| a.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .ok_or(Malformed)
+}
+
+/// Several values of one directive: the shortest wins.
+fn strictest(slot: &mut Option<Duration>, value: Duration) {
+    *slot = Some(slot.map_or(value, |current| current.min(value)));
 }
 
 /// Splits on commas outside quoted strings; trims; drops empty elements (RFC 9110 lists).
@@ -153,6 +167,20 @@ mod tests {
         let d = parse(&h).unwrap();
         assert_eq!(d.max_age, Some(Duration::from_secs(10)));
         assert!(d.no_cache);
+    }
+
+    #[test]
+    fn reads_rfc_5861_directives() {
+        let d = parse(&headers(
+            "max-age=2, stale-while-revalidate=30, Stale-If-Error=600",
+        ))
+        .unwrap();
+        assert_eq!(d.stale_while_revalidate, Some(Duration::from_secs(30)));
+        assert_eq!(d.stale_if_error, Some(Duration::from_secs(600)));
+        assert_eq!(
+            parse(&headers("stale-while-revalidate=soon")),
+            Err(Malformed)
+        );
     }
 
     #[test]

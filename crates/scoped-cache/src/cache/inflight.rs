@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -33,9 +33,9 @@ struct Flight {
 }
 
 /// What a missing request does.
-pub(crate) enum Role<'a> {
+pub(crate) enum Role {
     /// Execute, store, then [`finish`](LeaderGuard::finish) to release the followers.
-    Lead(LeaderGuard<'a>),
+    Lead(LeaderGuard),
     /// Someone else is executing this key: wait, then look again.
     Follow(Waiting),
 }
@@ -57,27 +57,28 @@ pub(crate) enum Outcome {
     TimedOut(u64),
 }
 
-/// Held by the executing request. Dropping it without [`finish`](Self::finish) (the
-/// request was cancelled) hands the key to the next request that joins.
-pub(crate) struct LeaderGuard<'a> {
-    flight: &'a InFlight,
+/// Held by the executing request (or by the background task revalidating a stale
+/// entry, hence owned). Dropping it without [`finish`](Self::finish) (the request was
+/// cancelled) hands the key to the next request that joins.
+pub(crate) struct LeaderGuard {
+    flight: Arc<InFlight>,
     key: CacheKey,
     generation: u64,
 }
 
 impl InFlight {
     /// Leads `key` if nobody does, else follows its leader.
-    pub(crate) fn join(&self, key: CacheKey) -> Role<'_> {
+    pub(crate) fn join(self: &Arc<Self>, key: CacheKey) -> Role {
         self.enter(key, None)
     }
 
     /// Leads `key` in place of the leader of generation `stuck`, unless another follower
     /// already took over (then follows that one).
-    pub(crate) fn take_over(&self, key: CacheKey, stuck: u64) -> Role<'_> {
+    pub(crate) fn take_over(self: &Arc<Self>, key: CacheKey, stuck: u64) -> Role {
         self.enter(key, Some(stuck))
     }
 
-    fn enter(&self, key: CacheKey, stuck: Option<u64>) -> Role<'_> {
+    fn enter(self: &Arc<Self>, key: CacheKey, stuck: Option<u64>) -> Role {
         let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(flight) = keys.get(&key)
             && Some(flight.generation) != stuck
@@ -92,7 +93,7 @@ impl InFlight {
         // Replacing a stuck flight drops its sender: its followers wake and join again.
         keys.insert(key, Flight { generation, done });
         Role::Lead(LeaderGuard {
-            flight: self,
+            flight: Arc::clone(self),
             key,
             generation,
         })
@@ -107,7 +108,7 @@ impl InFlight {
     }
 }
 
-impl LeaderGuard<'_> {
+impl LeaderGuard {
     /// The leader is done (its response stored or not): followers look in the store.
     pub(crate) fn finish(self) {
         if let Some(flight) = self.remove() {
@@ -129,7 +130,7 @@ impl LeaderGuard<'_> {
     }
 }
 
-impl Drop for LeaderGuard<'_> {
+impl Drop for LeaderGuard {
     fn drop(&mut self) {
         // After `finish` this finds nothing. Otherwise the request was cancelled: dropping
         // the flight (its sender) outside the lock wakes the followers as `Abandoned`.
@@ -173,14 +174,14 @@ mod tests {
         )
     }
 
-    fn lead(role: Role<'_>) -> LeaderGuard<'_> {
+    fn lead(role: Role) -> LeaderGuard {
         match role {
             Role::Lead(guard) => guard,
             Role::Follow(_) => panic!("expected to lead"),
         }
     }
 
-    fn waiting(role: Role<'_>) -> Waiting {
+    fn waiting(role: Role) -> Waiting {
         match role {
             Role::Follow(waiting) => waiting,
             Role::Lead(_) => panic!("expected to follow"),
@@ -189,7 +190,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn followers_learn_that_the_leader_finished() {
-        let flight = InFlight::default();
+        let flight = Arc::new(InFlight::default());
         let leader = lead(flight.join(key()));
         let follower = waiting(flight.join(key()));
         leader.finish();
@@ -202,7 +203,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_cancelled_leader_abandons_its_key() {
-        let flight = InFlight::default();
+        let flight = Arc::new(InFlight::default());
         let leader = lead(flight.join(key()));
         let follower = waiting(flight.join(key()));
         drop(leader);
@@ -216,7 +217,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_first_follower_to_time_out_takes_over_and_the_rest_follow_it() {
-        let flight = InFlight::default();
+        let flight = Arc::new(InFlight::default());
         let stuck = lead(flight.join(key()));
         let first = waiting(flight.join(key()));
         let second = waiting(flight.join(key()));

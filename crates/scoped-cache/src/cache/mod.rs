@@ -7,15 +7,18 @@
 
 pub(crate) mod control;
 pub(crate) mod inflight;
+pub(crate) mod invalidate;
 pub(crate) mod key;
+pub(crate) mod purge;
 pub(crate) mod request;
 pub(crate) mod store;
+pub(crate) mod validator;
 
 use std::time::Duration;
 
 use http::header::{
-    ACCEPT, AGE, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LANGUAGE, CONTENT_TYPE, ETAG, EXPIRES,
-    HOST, LAST_MODIFIED, SET_COOKIE, VARY,
+    ACCEPT, AGE, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LANGUAGE, CONTENT_TYPE, EXPIRES, HOST,
+    LAST_MODIFIED, SET_COOKIE, VARY,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::Deserialize;
@@ -24,13 +27,15 @@ use serde::de::IgnoredAny;
 use crate::claims::ReadLog;
 use crate::scope::Decision;
 
-/// `x-cache`: `HIT`, `MISS` or `BYPASS`.
+/// `x-cache`: `HIT`, `STALE` (served past its max-age while it is revalidated, or because
+/// revalidating failed), `MISS` or `BYPASS`.
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 /// How a response was served, as told by [`X_CACHE`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CacheStatus {
     Hit,
+    Stale,
     Miss,
     Bypass,
 }
@@ -39,6 +44,7 @@ impl CacheStatus {
     fn header(self) -> HeaderValue {
         HeaderValue::from_static(match self {
             CacheStatus::Hit => "HIT",
+            CacheStatus::Stale => "STALE",
             CacheStatus::Miss => "MISS",
             CacheStatus::Bypass => "BYPASS",
         })
@@ -58,6 +64,12 @@ pub(crate) enum NotStored {
     PrivateWithoutScope,
     ZeroTtl,
     UncoveredClaimRead(String),
+    /// A learned scope is not known yet: the execution only teaches it.
+    Learning,
+    /// The entity-tags report could not be relied on.
+    UnreliableTags,
+    /// A purge since the execution started matched it.
+    PurgedMeanwhile,
 }
 
 /// Checks that need only the head, so a response that cannot be stored is streamed
@@ -94,8 +106,44 @@ struct ErrorsProbe {
     errors: Option<IgnoredAny>,
 }
 
-/// The time a fully read `200` response may be served from the cache.
-pub(crate) fn storable_ttl(
+/// How long a stored response is served: fresh for `ttl`, then stale for the windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lifetimes {
+    pub(crate) ttl: Duration,
+    pub(crate) stale_while_revalidate: Duration,
+    pub(crate) stale_if_error: Duration,
+}
+
+/// How long a fully read `200` response may be served from the cache.
+pub(crate) fn lifetimes(
+    headers: &HeaderMap,
+    body: &[u8],
+    decision: &Decision,
+    reads: &ReadLog,
+) -> Result<Lifetimes, NotStored> {
+    let ttl = storable_ttl(headers, body, decision, reads)?;
+    let directives = control::parse(headers).map_err(|_| NotStored::MalformedCacheControl)?;
+    // The rule's window and the response's, the shorter when both are set.
+    let window = |rule: Option<Duration>, response: Option<Duration>| {
+        match (rule, response) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(w), None) | (None, Some(w)) => w,
+            (None, None) => Duration::ZERO,
+        }
+        .min(crate::scope::MAX_MAX_AGE)
+    };
+    Ok(Lifetimes {
+        ttl,
+        stale_while_revalidate: window(
+            decision.stale_while_revalidate,
+            directives.stale_while_revalidate,
+        ),
+        stale_if_error: window(decision.stale_if_error, directives.stale_if_error),
+    })
+}
+
+/// The time a fully read `200` response may be served fresh from the cache.
+fn storable_ttl(
     headers: &HeaderMap,
     body: &[u8],
     decision: &Decision,
@@ -146,16 +194,16 @@ fn varies_only_on_keyed_headers(headers: &HeaderMap, key_headers: &[HeaderName])
 
 /// The headers a stored response keeps: those that describe the representation. Anything
 /// else (request ids, `Server-Timing`, trace headers, headers a resolver set) belonged to
-/// the one response that was stored and is not replayed on hits.
+/// the one response that was stored and is not replayed on hits. The application's own
+/// `ETag` is replaced by the layer's, which is bound to the bucket.
 pub(crate) fn representation_headers(headers: &HeaderMap) -> HeaderMap {
-    const KEPT: [HeaderName; 8] = [
+    const KEPT: [HeaderName; 7] = [
         CONTENT_TYPE,
         CONTENT_LANGUAGE,
         CONTENT_ENCODING,
         CACHE_CONTROL,
         EXPIRES,
         LAST_MODIFIED,
-        ETAG,
         VARY,
     ];
     let mut kept = HeaderMap::with_capacity(4);
@@ -181,7 +229,9 @@ pub(crate) fn label(
     headers.insert(X_CACHE, status.header());
     let private = match status {
         CacheStatus::Bypass => authenticated,
-        CacheStatus::Hit | CacheStatus::Miss => decision.is_some_and(Decision::is_scoped),
+        CacheStatus::Hit | CacheStatus::Stale | CacheStatus::Miss => {
+            decision.is_some_and(Decision::is_scoped)
+        }
     };
     if private {
         control::make_private(headers);
@@ -209,7 +259,10 @@ mod tests {
                 .collect::<Vec<_>>()
                 .into(),
             max_age: Duration::from_secs(max_age),
+            stale_while_revalidate: None,
+            stale_if_error: None,
             bypass: false,
+            learned: Vec::new().into(),
         }
     }
 

@@ -119,16 +119,36 @@
 //!         .into()
 //! }
 //! ```
+//!
+//! # Entity tags
+//!
+//! So that the layer can purge stored responses when the entities in them change, add
+//! its [`EntityTags`] extension to the schema; clients need not select `id` or
+//! `__typename` for it:
+//!
+//! ```
+//! # use async_graphql::{EmptyMutation, EmptySubscription, Schema};
+//! # #[derive(Default)] struct Query;
+//! # #[async_graphql::Object] impl Query { async fn ok(&self) -> bool { true } }
+//! # fn demo(layer: scoped_cache::ScopedCacheLayer) {
+//! let schema = Schema::build(Query, EmptyMutation, EmptySubscription)
+//!     .extension(layer.entity_tags())
+//!     .finish();
+//! # let _ = schema;
+//! # }
+//! ```
 
 pub(crate) mod document;
 mod http;
 pub(crate) mod schema;
+mod tags;
 
 pub use self::http::{
     DEFAULT_MAX_SELECTIONS, GRAPHQL_PARSE_FAILED, GRAPHQL_VALIDATION_FAILED, GraphQL,
     GraphQLRejection, GraphQLRejectionKind, GraphQLRequest, GraphQLResponse, NOT_ACCEPTABLE,
     UNSUPPORTED_MEDIA_TYPE,
 };
+pub use self::tags::{DEFAULT_MAX_ENTITY_TAGS, EntityTags};
 
 use crate::Claims;
 

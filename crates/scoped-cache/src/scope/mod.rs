@@ -7,13 +7,14 @@
 //! (`Query.me`) or operation names, and are resolved before execution.
 
 mod bucket;
+pub(crate) mod learned;
 mod path;
 mod rule;
 
 pub(crate) use self::bucket::Bucket;
 pub use self::path::ClaimPath;
 pub use self::rule::Rule;
-pub(crate) use self::rule::{Decision, RuleSet};
+pub(crate) use self::rule::{Decision, Kind, MAX_MAX_AGE, RuleSet, parse_root_field};
 
 use crate::BuildError;
 
@@ -36,6 +37,7 @@ const VOLATILE_CLAIMS: [&str; 4] = ["exp", "iat", "nbf", "jti"];
 #[derive(Debug, Clone, Default)]
 pub struct Scope {
     paths: Vec<String>,
+    auto: bool,
 }
 
 impl Scope {
@@ -49,7 +51,43 @@ impl Scope {
     pub fn claims<I: IntoIterator<Item = S>, S: Into<String>>(paths: I) -> Self {
         Self {
             paths: paths.into_iter().map(Into::into).collect(),
+            auto: false,
         }
+    }
+
+    /// A scope learned from what the resolvers read, per root field (or per operation
+    /// name, on an operation rule).
+    ///
+    /// Every claim a resolver reads goes through [`Claims`](crate::Claims) and is recorded.
+    /// The first clean execution of a field whose scope is not known yet is served and
+    /// **not stored**; the claims it read become the field's scope, and later executions
+    /// are bucketed by exactly those claims. An execution that reads a claim outside the
+    /// learned set is served and not stored, the set widens to include it, and every entry
+    /// stored for the field under the narrower scope is purged. Scopes only ever widen.
+    ///
+    /// The limits: reads that bypass `Claims` (raw headers, the token itself) are
+    /// invisible; a resolver whose reads depend on data (it reads `role` only for
+    /// members-only posts) widens the scope the first time that data shows up, and until
+    /// then its entries are shared more widely than they will be afterwards (each one was
+    /// correct for what its own execution read). When one operation selects several
+    /// learned fields, each learns every read of the operation. Learned scopes live in
+    /// memory, per layer, for at most 4,096 fields; they are forgotten on restart.
+    ///
+    /// ```
+    /// use scoped_cache::{Rule, Scope};
+    ///
+    /// let learned = Rule::root_field("Query.me").scope(Scope::auto());
+    /// # let _ = learned;
+    /// ```
+    pub fn auto() -> Self {
+        Self {
+            paths: Vec::new(),
+            auto: true,
+        }
+    }
+
+    pub(crate) fn is_auto(&self) -> bool {
+        self.auto
     }
 
     pub(crate) fn parse(&self) -> Result<Vec<ClaimPath>, BuildError> {

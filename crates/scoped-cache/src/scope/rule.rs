@@ -35,6 +35,8 @@ pub struct Rule {
     matcher: Matcher,
     scope: Option<Scope>,
     max_age: Option<Duration>,
+    stale_while_revalidate: Option<Duration>,
+    stale_if_error: Option<Duration>,
     bypass: bool,
 }
 
@@ -59,6 +61,8 @@ impl Rule {
             matcher: Matcher::Default,
             scope: None,
             max_age: None,
+            stale_while_revalidate: None,
+            stale_if_error: None,
             bypass: false,
         }
     }
@@ -97,6 +101,39 @@ impl Rule {
         self
     }
 
+    /// How long past its max-age an entry is still served (`x-cache: STALE`) while one
+    /// request revalidates it in the background, RFC 5861's `stale-while-revalidate`.
+    /// The revalidation runs with the claims of the request that found the entry stale,
+    /// once per key however many requests arrive (coalesced with misses of the key). The
+    /// response's own `Cache-Control: stale-while-revalidate=N` is honoured too; when both
+    /// are set the shorter wins. Default: the default rule's, which is none.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use scoped_cache::Rule;
+    ///
+    /// let ticker = Rule::root_field("Query.ticker")
+    ///     .max_age(Duration::from_secs(2))
+    ///     .stale_while_revalidate(Duration::from_secs(30));
+    /// # let _ = ticker;
+    /// ```
+    #[must_use]
+    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.stale_while_revalidate = Some(window);
+        self
+    }
+
+    /// How long past its max-age an entry is served (`x-cache: STALE`) when executing
+    /// the operation again fails: an error result, a status other than 200, a panic, or
+    /// no answer within 10 seconds. RFC 5861's `stale-if-error`; the response's own
+    /// `Cache-Control: stale-if-error=N` is honoured too (the shorter wins). A purged
+    /// entry is never served stale. Default: the default rule's, which is none.
+    #[must_use]
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.stale_if_error = Some(window);
+        self
+    }
+
     /// Never cache matching operations (`x-cache: BYPASS`).
     #[must_use]
     pub fn bypass(mut self) -> Self {
@@ -114,17 +151,28 @@ pub(crate) const MAX_MAX_AGE: Duration = Duration::from_secs(365 * 24 * 60 * 60)
 #[derive(Debug, Clone)]
 struct Settled {
     scope: Vec<ClaimPath>,
+    /// The scope is learned ([`Scope::auto`]).
+    auto: bool,
     max_age: Duration,
+    stale_while_revalidate: Option<Duration>,
+    stale_if_error: Option<Duration>,
     bypass: bool,
 }
 
 /// What the cache does with one operation.
 #[derive(Debug, Clone)]
 pub(crate) struct Decision {
-    /// Sorted, deduplicated union of the scopes involved.
+    /// Sorted, deduplicated union of the scopes involved (learned scopes are added per
+    /// request, see [`crate::scope::learned`]).
     pub(crate) scope: Arc<[ClaimPath]>,
     pub(crate) max_age: Duration,
+    /// Set when every rule involved allows it: the shortest.
+    pub(crate) stale_while_revalidate: Option<Duration>,
+    pub(crate) stale_if_error: Option<Duration>,
     pub(crate) bypass: bool,
+    /// What learns its scope: `Query.me` for a root field, `operation Feed` for an
+    /// operation rule.
+    pub(crate) learned: Arc<[Arc<str>]>,
 }
 
 impl Decision {
@@ -142,10 +190,20 @@ pub(crate) struct RuleSet {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Kind {
+pub(crate) enum Kind {
     Query,
     Mutation,
     Subscription,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Query => "Query",
+            Kind::Mutation => "Mutation",
+            Kind::Subscription => "Subscription",
+        }
+    }
 }
 
 impl From<OperationType> for Kind {
@@ -168,24 +226,39 @@ impl RuleSet {
     ) -> Result<Self, BuildError> {
         let default_rule = default.unwrap_or_default();
         for rule in std::iter::once(&default_rule).chain(&rules) {
-            if rule.max_age.is_some_and(|age| age > MAX_MAX_AGE) {
+            let windows = [
+                rule.max_age,
+                rule.stale_while_revalidate,
+                rule.stale_if_error,
+            ];
+            if windows.iter().flatten().any(|age| *age > MAX_MAX_AGE) {
                 return Err(BuildError::MaxAgeTooLong);
             }
         }
+        let default_scope = default_rule.scope.unwrap_or_default();
         let default = Settled {
-            scope: default_rule.scope.unwrap_or_default().parse()?,
+            scope: default_scope.parse()?,
+            auto: default_scope.is_auto(),
             max_age: default_rule.max_age.unwrap_or(DEFAULT_MAX_AGE),
+            stale_while_revalidate: default_rule.stale_while_revalidate,
+            stale_if_error: default_rule.stale_if_error,
             bypass: default_rule.bypass,
         };
         let mut fields = HashMap::new();
         let mut operations = HashMap::new();
         for rule in rules {
+            let (scope, auto) = match &rule.scope {
+                Some(scope) => (scope.parse()?, scope.is_auto()),
+                None => (default.scope.clone(), default.auto),
+            };
             let settled = Settled {
-                scope: match &rule.scope {
-                    Some(scope) => scope.parse()?,
-                    None => default.scope.clone(),
-                },
+                scope,
+                auto,
                 max_age: rule.max_age.unwrap_or(default.max_age),
+                stale_while_revalidate: rule
+                    .stale_while_revalidate
+                    .or(default.stale_while_revalidate),
+                stale_if_error: rule.stale_if_error.or(default.stale_if_error),
                 bypass: rule.bypass,
             };
             match rule.matcher {
@@ -233,33 +306,61 @@ impl RuleSet {
         root_fields: impl IntoIterator<Item = &'a str>,
     ) -> Decision {
         let kind = Kind::from(ty);
-        let mut matched: Vec<&Settled> = root_fields
+        // Each matched rule, with what would learn its scope if it is learned.
+        let mut matched: Vec<(&Settled, String)> = root_fields
             .into_iter()
             .map(|field| {
-                self.fields
+                let rule = self
+                    .fields
                     .get(&(kind, field.to_owned()))
-                    .unwrap_or(&self.default)
+                    .unwrap_or(&self.default);
+                (rule, format!("{}.{field}", kind.label()))
             })
             .collect();
-        matched.extend(name.and_then(|n| self.operations.get(n)));
+        matched.extend(name.and_then(|n| {
+            self.operations
+                .get(n)
+                .map(|rule| (rule, format!("operation {n}")))
+        }));
         if matched.is_empty() {
-            matched.push(&self.default);
+            matched.push((&self.default, "operation".to_owned()));
         }
         let mut scope: Vec<ClaimPath> = matched
             .iter()
-            .flat_map(|r| r.scope.iter().cloned())
+            .flat_map(|(r, _)| r.scope.iter().cloned())
             .collect();
         scope.sort();
         scope.dedup();
+        let mut learned: Vec<Arc<str>> = matched
+            .iter()
+            .filter(|(r, _)| r.auto)
+            .map(|(_, subject)| subject.as_str().into())
+            .collect();
+        learned.sort();
+        learned.dedup();
+        // A window applies only when every rule involved allows one: the shortest.
+        let window = |get: fn(&Settled) -> Option<Duration>| {
+            matched
+                .iter()
+                .map(|(r, _)| get(r))
+                .try_fold(Duration::MAX, |shortest, w| w.map(|w| shortest.min(w)))
+        };
         Decision {
             scope: scope.into(),
-            max_age: matched.iter().map(|r| r.max_age).min().unwrap_or_default(),
-            bypass: kind != Kind::Query || matched.iter().any(|r| r.bypass),
+            max_age: matched
+                .iter()
+                .map(|(r, _)| r.max_age)
+                .min()
+                .unwrap_or_default(),
+            stale_while_revalidate: window(|r| r.stale_while_revalidate),
+            stale_if_error: window(|r| r.stale_if_error),
+            bypass: kind != Kind::Query || matched.iter().any(|(r, _)| r.bypass),
+            learned: learned.into(),
         }
     }
 }
 
-fn parse_root_field(field: &str) -> Result<(Kind, &str), BuildError> {
+pub(crate) fn parse_root_field(field: &str) -> Result<(Kind, &str), BuildError> {
     let invalid = || BuildError::InvalidRootField(field.to_owned());
     let (kind, name) = field.split_once('.').ok_or_else(invalid)?;
     let kind = match kind {

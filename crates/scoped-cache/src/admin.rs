@@ -1,0 +1,725 @@
+//! The operators' admin router: purge cached entries over HTTP.
+//!
+//! [`router`] returns an axum [`Router`] that serves `POST /purge`. Every request must carry
+//! the admin token as `Authorization: Bearer <token>`. Mount the router **after**
+//! `.layer(layer)`, so the [`ScopedCacheLayer`]'s JWT verification does not wrap it. The
+//! admin token is not a JWT, and the layer would refuse it.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema};
+//! use axum::Router;
+//! use jsonwebtoken::Algorithm;
+//! use scoped_cache::admin::AdminToken;
+//! use scoped_cache::graphql::GraphQL;
+//! use scoped_cache::{RoutePolicy, Rule, ScopedCacheLayer, Verifier};
+//!
+//! struct Query;
+//!
+//! #[Object]
+//! impl Query {
+//!     async fn posts(&self) -> Vec<String> {
+//!         vec!["welcome".into()]
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let schema = Schema::new(Query, EmptyMutation, EmptySubscription);
+//! let layer = ScopedCacheLayer::builder()
+//!     .verifier(
+//!         Verifier::hmac(Algorithm::HS256, std::env::var("JWT_SECRET")?)
+//!             .issuer(["forum-demo"])
+//!             .audience(["forum-api"]),
+//!     )
+//!     .default_rule(Rule::new().max_age(Duration::from_secs(60)))
+//!     .route("/graphql", RoutePolicy::cached())
+//!     .build()?;
+//!
+//! let app = Router::new()
+//!     .route_service("/graphql", GraphQL::new(schema))
+//!     .layer(layer.clone())
+//!     // After `.layer(..)`: the admin routes are not behind JWT verification.
+//!     .nest(
+//!         "/admin",
+//!         scoped_cache::admin::router(&layer, AdminToken::new(std::env::var("ADMIN_TOKEN")?)?),
+//!     );
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Then, from the operator's shell:
+//!
+//! ```text
+//! curl -X POST localhost:8000/admin/purge -H "authorization: Bearer $ADMIN_TOKEN" \
+//!   -H 'content-type: application/json' -d '{"types":["Post"]}'
+//! {"purged":3}
+//! ```
+//!
+//! # `POST /purge`
+//!
+//! The body is a JSON object with exactly one selector. Each selector maps to a
+//! [`Purge`]:
+//!
+//! | body | removes | same as |
+//! | --- | --- | --- |
+//! | `{"tags":["Post:1","User"]}` | entries tagged with any of these: an entity `Type:id` or a type | [`Purge::tags`] |
+//! | `{"types":["Post"]}` | entries holding an object of any of these types | [`Purge::types`] |
+//! | `{"operation":"Feed"}` | entries produced by the operation `Feed` | [`Purge::operation`] |
+//! | `{"scope":{"sub":"alice","org.id":7}}` | entries whose bucket holds every one of these claim values (compared as JSON) | [`Purge::scope`] |
+//! | `{"all":true}` | everything | [`Purge::all`] |
+//!
+//! The answer is `200` with `{"purged":N}`, the number of entries removed. Type and
+//! entity tags exist only when the schema has the [`EntityTags`](crate::graphql::EntityTags)
+//! extension ([`ScopedCacheLayer::entity_tags`]). Without it, `tags` and `types` purges
+//! find nothing and answer `{"purged":0}`.
+//!
+//! Every refusal is JSON, `{"error":"..."}`, and purges nothing. The checks run in this order:
+//!
+//! | status | when |
+//! | --- | --- |
+//! | `405` | the method is not `POST` (with `Allow: POST`) |
+//! | `401` | the `Authorization: Bearer` credential is missing or wrong, with `WWW-Authenticate: Bearer realm="scoped-cache-admin"`. The body has not been read yet. |
+//! | `415` | the `Content-Type` is not `application/json` (or `application/*+json`) |
+//! | `413` | the body is larger than [`MAX_BODY_BYTES`] (64 KiB) |
+//! | `400` | the body is not JSON, has unknown fields, or has no selector or more than one. Also an empty list or string, a name that is not a GraphQL name, `"all": false`, an empty `scope`, or a claim path that does not parse |
+//!
+//! Admin responses carry `Cache-Control: no-store`.
+//!
+//! # Security
+//!
+//! - The credential is compared in constant time: both sides are hashed with SHA-256 and
+//!   the digests compared with [`subtle`], so neither the content nor the length of the
+//!   token leaks through timing. [`AdminToken`] keeps only the digest.
+//! - Nothing logs the token or claim values. A purge logs its selector kind and count at
+//!   `info`, and a refused credential logs at `warn`.
+//! - The router has no rate limit of its own. A random token of 16 bytes or more cannot be
+//!   guessed online, but you can still put the router behind your network's admin
+//!   boundary or a rate-limiting layer.
+//!
+//! A future `POST /revoke`, to revoke tokens, will live in this router, behind the same
+//! credential.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http::header::{
+    ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE,
+};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::cache::purge::Purge;
+use crate::error::BuildError;
+use crate::layer::ScopedCacheLayer;
+
+/// The largest request body the admin routes read: 64 KiB. Larger bodies are answered with `413`.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The shortest admin token [`AdminToken::new`] accepts, in bytes.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
+/// The `WWW-Authenticate` challenge of a `401` from the admin routes.
+const CHALLENGE: &str = r#"Bearer realm="scoped-cache-admin""#;
+
+/// Error messages echo client input (field names, values serde could not read) at most
+/// this long, so a refusal stays small whatever the body holds.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// The shared secret operators present as `Authorization: Bearer <token>` to the
+/// [admin router](router).
+///
+/// Only the SHA-256 digest of the secret is kept. `Debug` prints `AdminToken { .. }`. See
+/// the [module docs](crate::admin) for an example.
+#[derive(Clone)]
+pub struct AdminToken {
+    digest: [u8; 32],
+}
+
+impl AdminToken {
+    /// Takes the admin secret, for example from an environment variable. Use a random one,
+    /// such as the output of `openssl rand -hex 32`.
+    ///
+    /// # Errors
+    ///
+    /// - [`BuildError::WeakAdminToken`] when the secret is shorter than
+    ///   [`MIN_TOKEN_BYTES`] (16) bytes.
+    /// - [`BuildError::InvalidAdminToken`] when it holds anything other than visible ASCII
+    ///   (a space, a control character such as a trailing newline read from a file, or a
+    ///   non-ASCII character). A client could not send it in an `Authorization` header
+    ///   as written.
+    pub fn new(secret: impl Into<String>) -> Result<Self, BuildError> {
+        let secret = secret.into();
+        if secret.len() < MIN_TOKEN_BYTES {
+            return Err(BuildError::WeakAdminToken {
+                len: secret.len(),
+                min: MIN_TOKEN_BYTES,
+            });
+        }
+        if !secret.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(BuildError::InvalidAdminToken {
+                reason: "it must be visible ASCII, without spaces or line breaks",
+            });
+        }
+        Ok(Self {
+            digest: Sha256::digest(secret.as_bytes()).into(),
+        })
+    }
+
+    /// Whether `presented` is this token, in time that reveals nothing about the secret:
+    /// hashing makes both sides 32 bytes, and they are compared in constant time.
+    fn verify(&self, presented: &[u8]) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        digest.ct_eq(&self.digest).into()
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminToken").finish_non_exhaustive()
+    }
+}
+
+/// The admin router for `layer`: `POST /purge`, guarded by `token`. Mount it with
+/// `.nest("/admin", ..)` **after** `.layer(layer)`, so JWT verification does not wrap it.
+///
+/// The purges reach every clone of `layer`. See the [module docs](crate::admin) for the
+/// HTTP contract and an example.
+pub fn router(layer: &ScopedCacheLayer, token: AdminToken) -> Router {
+    let admin = Admin {
+        layer: layer.clone(),
+        token,
+    };
+    Router::new()
+        .route("/purge", post(purge).fallback(method_not_allowed))
+        .with_state(admin)
+}
+
+/// What the admin handlers share.
+#[derive(Debug, Clone)]
+struct Admin {
+    layer: ScopedCacheLayer,
+    token: AdminToken,
+}
+
+async fn purge(State(admin): State<Admin>, request: Request) -> Result<Response, Refusal> {
+    let (parts, body) = request.into_parts();
+    authorize(&admin.token, &parts.headers)?;
+    if !is_json(&parts.headers) {
+        return Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be `content-type: application/json`",
+        ));
+    }
+    let bytes = read_body(&parts.headers, body).await?;
+    let purge =
+        parse_purge(&bytes).map_err(|message| Refusal::new(StatusCode::BAD_REQUEST, message))?;
+    let purged = admin
+        .layer
+        .purge(&purge.purge)
+        .await
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    tracing::info!(selector = purge.kind, purged, "admin purge");
+    Ok(respond(StatusCode::OK, &Purged { purged }))
+}
+
+async fn method_not_allowed() -> Refusal {
+    Refusal::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed; use POST",
+    )
+}
+
+/// A refused admin request: `{"error": message}` with its status. A `401` carries the
+/// `WWW-Authenticate` challenge, a `405` the `Allow` header.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    message: Cow<'static, str>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = respond(
+            self.status,
+            &ErrorBody {
+                error: &self.message,
+            },
+        );
+        let headers = response.headers_mut();
+        match self.status {
+            StatusCode::UNAUTHORIZED => {
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+            }
+            StatusCode::METHOD_NOT_ALLOWED => {
+                headers.insert(ALLOW, HeaderValue::from_static("POST"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// Checks the `Authorization: Bearer` credential; the refusal is a `401`.
+fn authorize(token: &AdminToken, headers: &HeaderMap) -> Result<(), Refusal> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let credential = match (values.next(), values.next()) {
+        (Some(value), None) => bearer(value.as_bytes()),
+        // Several `Authorization` headers: ambiguous, refused like a missing one.
+        _ => None,
+    };
+    let reason = match credential {
+        Some(credential) if token.verify(credential) => return Ok(()),
+        Some(_) => "invalid admin credential",
+        None => "missing admin credential; send `authorization: Bearer <token>`",
+    };
+    tracing::warn!(reason, "admin request refused");
+    Err(Refusal::new(StatusCode::UNAUTHORIZED, reason))
+}
+
+/// The credential of a `Bearer` authorization value (scheme case-insensitive, RFC 9110
+/// §11.1), or `None` for another scheme or an empty credential.
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"bearer";
+    if value.len() <= SCHEME.len()
+        || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME)
+        || value[SCHEME.len()] != b' '
+    {
+        return None;
+    }
+    let credential = value[SCHEME.len()..].trim_ascii();
+    (!credential.is_empty()).then_some(credential)
+}
+
+/// `application/json` or `application/<something>+json`, with any parameters.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(mime) = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<mime::Mime>().ok())
+    else {
+        return false;
+    };
+    mime.type_() == mime::APPLICATION
+        && (mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON))
+}
+
+/// Reads at most [`MAX_BODY_BYTES`]; beyond that, or on a declared length beyond it, `413`.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Refusal> {
+    let too_large = || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if is_length_limit(&*e) => Err(too_large()),
+        Err(_) => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "the body could not be read",
+        )),
+    }
+}
+
+/// Whether `error` is, or was caused by, a body length limit: ours, or one an outer layer
+/// put on the body.
+fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<LengthLimitError>())
+}
+
+/// What a purge request body is, for messages.
+const EXPECTING: &str = "a JSON object with one of `tags`, `types`, `operation`, `scope` or `all`";
+
+/// The body of `POST /purge`, before validation. Every field may be absent, but an
+/// explicit `null` is refused (it fails to deserialize as the field's type).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeBody {
+    #[serde(default, deserialize_with = "present")]
+    tags: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    types: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    operation: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    scope: Option<ScopeClaims>,
+    #[serde(default, deserialize_with = "present")]
+    all: Option<bool>,
+}
+
+/// A field that is present must hold a value of its type: `null` is not "absent".
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+/// The claims of a scope purge, in the order written, with no path given twice.
+#[derive(Debug)]
+struct ScopeClaims(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for ScopeClaims {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ClaimsVisitor;
+
+        impl<'de> Visitor<'de> for ClaimsVisitor {
+            type Value = ScopeClaims;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of claim paths to claim values")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ScopeClaims, A::Error> {
+                let mut claims: Vec<(String, Value)> = Vec::new();
+                while let Some((path, value)) = map.next_entry::<String, Value>()? {
+                    if claims.iter().any(|(p, _)| *p == path) {
+                        return Err(serde::de::Error::custom(format_args!(
+                            "claim path `{}` appears twice in `scope`",
+                            clip(&path)
+                        )));
+                    }
+                    claims.push((path, value));
+                }
+                Ok(ScopeClaims(claims))
+            }
+        }
+
+        deserializer.deserialize_map(ClaimsVisitor)
+    }
+}
+
+/// A validated purge and the name of its selector, for logs.
+#[derive(Debug)]
+struct ParsedPurge {
+    purge: Purge,
+    kind: &'static str,
+}
+
+/// Parses and validates a `POST /purge` body; the error is the `400` message.
+fn parse_purge(body: &[u8]) -> Result<ParsedPurge, String> {
+    let message = |e: serde_json::Error| {
+        let message = e.to_string();
+        if e.is_data() {
+            clip(&message).to_owned()
+        } else {
+            format!("the body is not valid JSON: {}", clip(&message))
+        }
+    };
+    // serde's derive also reads a struct from an array of its fields in order; only an
+    // object is a purge request.
+    if body.trim_ascii_start().first().is_some_and(|b| *b != b'{') {
+        serde_json::from_slice::<IgnoredAny>(body).map_err(message)?;
+        return Err(format!("the body must be {EXPECTING}"));
+    }
+    let body: PurgeBody = serde_json::from_slice(body).map_err(message)?;
+    let PurgeBody {
+        tags,
+        types,
+        operation,
+        scope,
+        all,
+    } = body;
+    let given: Vec<&str> = [
+        ("tags", tags.is_some()),
+        ("types", types.is_some()),
+        ("operation", operation.is_some()),
+        ("scope", scope.is_some()),
+        ("all", all.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, present)| present.then_some(name))
+    .collect();
+    match given.as_slice() {
+        [] => {
+            return Err(
+                "no selector: send one of `tags`, `types`, `operation`, `scope` or `all`".into(),
+            );
+        }
+        [_] => {}
+        several => {
+            return Err(format!(
+                "send exactly one selector; got `{}`",
+                several.join("`, `")
+            ));
+        }
+    }
+    let (purge, kind) = if let Some(tags) = tags {
+        non_empty("tags", &tags)?;
+        for tag in &tags {
+            let ty = tag.split_once(':').map_or(tag.as_str(), |(ty, _)| ty);
+            if !is_name(ty) || tag.ends_with(':') {
+                return Err(format!(
+                    "tag `{}` is neither a type name (`Post`) nor an entity (`Post:42`)",
+                    clip(tag)
+                ));
+            }
+        }
+        (Purge::tags(&tags), "tags")
+    } else if let Some(types) = types {
+        non_empty("types", &types)?;
+        if let Some(ty) = types.iter().find(|ty| !is_name(ty)) {
+            return Err(format!(
+                "type `{}` is not a GraphQL type name; entities (`Post:42`) go in `tags`",
+                clip(ty)
+            ));
+        }
+        (Purge::types(&types), "types")
+    } else if let Some(operation) = operation {
+        if !is_name(&operation) {
+            return Err(format!(
+                "operation `{}` is not a GraphQL operation name",
+                clip(&operation)
+            ));
+        }
+        (Purge::operation(&operation), "operation")
+    } else if let Some(ScopeClaims(claims)) = scope {
+        if claims.is_empty() {
+            return Err("`scope` names no claim; send {\"all\":true} to purge everything".into());
+        }
+        // The error names the path, never a value.
+        let purge =
+            Purge::scope(claims).map_err(|e| format!("`scope`: {}", clip(&e.to_string())))?;
+        (purge, "scope")
+    } else if all == Some(true) {
+        (Purge::all(), "all")
+    } else {
+        return Err("`all` must be true".into());
+    };
+    Ok(ParsedPurge { purge, kind })
+}
+
+fn non_empty(field: &str, list: &[String]) -> Result<(), String> {
+    if list.is_empty() {
+        return Err(format!("`{field}` is empty"));
+    }
+    Ok(())
+}
+
+/// A GraphQL name: `[_A-Za-z][_0-9A-Za-z]*`.
+fn is_name(text: &str) -> bool {
+    let mut bytes = text.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b == b'_' || b.is_ascii_alphabetic())
+        && bytes.all(|b| b == b'_' || b.is_ascii_alphanumeric())
+}
+
+/// `text`, cut to [`MAX_MESSAGE_CHARS`] characters.
+fn clip(text: &str) -> &str {
+    text.char_indices()
+        .nth(MAX_MESSAGE_CHARS)
+        .map_or(text, |(end, _)| &text[..end])
+}
+
+#[derive(Serialize)]
+struct Purged {
+    purged: u64,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+}
+
+/// A JSON answer that no cache keeps.
+fn respond(status: StatusCode, body: &impl Serialize) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_tokens_are_refused_and_name_the_problem() {
+        let err = AdminToken::new("short").unwrap_err();
+        assert!(matches!(
+            err,
+            BuildError::WeakAdminToken { len: 5, min: 16 }
+        ));
+        assert_eq!(
+            err.to_string(),
+            "admin token is 5 bytes; at least 16 are required"
+        );
+        assert!(AdminToken::new("x".repeat(15)).is_err());
+        assert!(AdminToken::new("x".repeat(16)).is_ok());
+    }
+
+    #[test]
+    fn tokens_that_cannot_be_sent_are_refused() {
+        for bad in [
+            "0123456789abcdef\n",
+            "0123456789 abcdef",
+            "0123456789abcdéf",
+        ] {
+            assert!(
+                matches!(
+                    AdminToken::new(bad),
+                    Err(BuildError::InvalidAdminToken { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let token = AdminToken::new("super-secret-admin-token").unwrap();
+        let debug = format!("{token:?}");
+        assert_eq!(debug, "AdminToken { .. }");
+    }
+
+    #[test]
+    fn verify_compares_the_whole_token() {
+        let token = AdminToken::new("super-secret-admin-token").unwrap();
+        assert!(token.verify(b"super-secret-admin-token"));
+        assert!(!token.verify(b"super-secret-admin-toke"));
+        assert!(!token.verify(b"super-secret-admin-tokenX"));
+        assert!(!token.verify(b""));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_needs_a_credential() {
+        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"bEaReR   abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"Bearer"), None);
+        assert_eq!(bearer(b"Bearer "), None);
+        assert_eq!(bearer(b"Bearerabc"), None);
+        assert_eq!(bearer(b"Basic abc"), None);
+    }
+
+    #[test]
+    fn json_content_types() {
+        let with = |ct: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            is_json(&headers)
+        };
+        assert!(with("application/json"));
+        assert!(with("application/json; charset=utf-8"));
+        assert!(with("application/merge-patch+json"));
+        assert!(!with("text/plain"));
+        assert!(!with("application/x-www-form-urlencoded"));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+
+    fn kind(body: &str) -> Result<&'static str, String> {
+        parse_purge(body.as_bytes()).map(|p| p.kind)
+    }
+
+    #[test]
+    fn each_selector_parses_to_its_purge() {
+        let parsed = |body: &str| parse_purge(body.as_bytes()).unwrap().purge;
+        assert_eq!(
+            parsed(r#"{"tags":["Post:1","User"]}"#),
+            Purge::tags(["Post:1", "User"])
+        );
+        assert_eq!(parsed(r#"{"types":["Post"]}"#), Purge::types(["Post"]));
+        assert_eq!(parsed(r#"{"operation":"Feed"}"#), Purge::operation("Feed"));
+        assert_eq!(
+            parsed(r#"{"scope":{"sub":"alice","org.id":7}}"#),
+            Purge::scope([("sub", Value::from("alice")), ("org.id", Value::from(7))]).unwrap()
+        );
+        assert_eq!(parsed(r#"{"all":true}"#), Purge::all());
+        assert_eq!(kind(r#"{"scope":{"sub":"alice"}}"#), Ok("scope"));
+    }
+
+    #[test]
+    fn malformed_bodies_have_clear_messages() {
+        let cases = [
+            ("", "not valid JSON"),
+            ("{", "not valid JSON"),
+            ("tags", "not valid JSON"),
+            (r#"{"all":true} x"#, "not valid JSON"),
+            ("[]", "the body must be a JSON object with one of"),
+            (r#"[["Post"]]"#, "the body must be a JSON object"),
+            (r#""all""#, "the body must be a JSON object"),
+            (" [1", "not valid JSON"),
+            ("{}", "no selector"),
+            (r#"{"tag":["Post"]}"#, "unknown field `tag`"),
+            (
+                r#"{"tags":["Post"],"all":true}"#,
+                "exactly one selector; got `tags`, `all`",
+            ),
+            (r#"{"tags":null}"#, "invalid type: null"),
+            (r#"{"tags":[]}"#, "`tags` is empty"),
+            (r#"{"types":[]}"#, "`types` is empty"),
+            (
+                r#"{"tags":[1]}"#,
+                "invalid type: integer `1`, expected a string",
+            ),
+            (r#"{"tags":"Post"}"#, "expected a sequence"),
+            (r#"{"tags":[""]}"#, "neither a type name"),
+            (r#"{"tags":["Post:"]}"#, "neither a type name"),
+            (r#"{"tags":[":1"]}"#, "neither a type name"),
+            (
+                r#"{"types":["Post:1"]}"#,
+                "entities (`Post:42`) go in `tags`",
+            ),
+            (r#"{"operation":""}"#, "not a GraphQL operation name"),
+            (r#"{"operation":"Feed "}"#, "not a GraphQL operation name"),
+            (r#"{"all":false}"#, "`all` must be true"),
+            (r#"{"all":"yes"}"#, "expected a boolean"),
+            (r#"{"scope":{}}"#, "`scope` names no claim"),
+            (r#"{"scope":["sub"]}"#, "an object of claim paths"),
+            (r#"{"scope":{"org..id":"x"}}"#, "invalid claim path"),
+            (r#"{"scope":{"sub":"a","sub":"b"}}"#, "appears twice"),
+        ];
+        for (body, expected) in cases {
+            let message = kind(body).expect_err(body);
+            assert!(
+                message.contains(expected),
+                "{body}: {message:?} should contain {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn claim_values_never_appear_in_messages() {
+        let message = kind(r#"{"scope":{"org..id":"secret-value"}}"#).unwrap_err();
+        assert!(!message.contains("secret-value"), "{message}");
+    }
+
+    #[test]
+    fn messages_are_bounded() {
+        let long = "a".repeat(10_000);
+        let message = kind(&format!(r#"{{"{long}":1}}"#)).unwrap_err();
+        assert!(message.len() < 2 * MAX_MESSAGE_CHARS, "{}", message.len());
+    }
+}

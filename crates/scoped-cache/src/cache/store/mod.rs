@@ -1,0 +1,155 @@
+//! The store seam: where responses are kept, and how they are found, stored and purged.
+//!
+//! The request pipeline talks to [`Store`] only, through [`ResponseStore`]. Today the one
+//! store is [`MemoryStore`] (moka, in-process); a shared tier implements the same trait
+//! and joins [`Store`] as another variant, without touching the pipeline.
+//!
+//! Freshness is decided by the caller from the entry's own instants
+//! ([`CachedResponse::freshness`]), on tokio's clock, so every store agrees and paused-time
+//! tests work; a store only promises to return nothing past [`CachedResponse::usable_until`].
+
+mod memory;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+use tokio::time::Instant;
+
+use crate::cache::key::CacheKey;
+use crate::cache::purge::{EntryMeta, Purge, PurgeError};
+
+pub(crate) use self::memory::MemoryStore;
+
+/// One stored response. Only 200 responses are stored, so the status is implied.
+#[derive(Debug)]
+pub(crate) struct CachedResponse {
+    /// Representation headers only (see [`representation_headers`](crate::cache::representation_headers)).
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    /// Strong validator over the body and the bucket.
+    pub(crate) etag: HeaderValue,
+    pub(crate) stored_at: Instant,
+    /// Fresh until then.
+    pub(crate) expires_at: Instant,
+    /// Served stale while one background request revalidates it, until then.
+    pub(crate) stale_until: Instant,
+    /// Served stale when revalidating fails, until then.
+    pub(crate) error_until: Instant,
+    pub(crate) meta: EntryMeta,
+}
+
+/// How usable an entry is at some instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    Fresh,
+    /// Within stale-while-revalidate: serve it and revalidate in the background.
+    Stale,
+    /// Past stale-while-revalidate, within stale-if-error: execute, and serve it only if
+    /// that fails.
+    IfError,
+}
+
+impl CachedResponse {
+    pub(crate) fn freshness(&self, now: Instant) -> Option<Freshness> {
+        if now < self.expires_at {
+            Some(Freshness::Fresh)
+        } else if now < self.stale_until {
+            Some(Freshness::Stale)
+        } else if now < self.error_until {
+            Some(Freshness::IfError)
+        } else {
+            None
+        }
+    }
+
+    /// After this instant the entry is of no use at all.
+    pub(crate) fn usable_until(&self) -> Instant {
+        self.expires_at.max(self.stale_until).max(self.error_until)
+    }
+}
+
+/// A point in a store's purge history, taken before an execution starts. An entry stored
+/// with it is dropped if a purge since then matches it: the execution may have read data
+/// the purge was about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Epoch(pub(crate) u64);
+
+/// What the response cache holds right now, from
+/// [`ScopedCacheLayer::stats`](crate::ScopedCacheLayer::stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Entries stored (fresh or kept for serving stale).
+    pub entries: u64,
+    /// Their weight against [`max_bytes`](crate::ScopedCacheLayerBuilder::max_bytes):
+    /// bodies, headers, tags and the purge index, plus a fixed overhead per entry.
+    pub bytes: u64,
+}
+
+/// A response store.
+pub(crate) trait ResponseStore: Send + Sync + std::fmt::Debug {
+    /// The entry for `key`, unless it is past [`CachedResponse::usable_until`] at `now`.
+    fn get(
+        &self,
+        key: &CacheKey,
+        now: Instant,
+    ) -> impl Future<Output = Option<Arc<CachedResponse>>> + Send;
+
+    /// The current point in the purge history.
+    fn epoch(&self) -> Epoch;
+
+    /// Stores `entry` under `key`, unless a purge since `since` matches it. Returns whether
+    /// it was stored.
+    fn insert(
+        &self,
+        key: CacheKey,
+        entry: CachedResponse,
+        since: Epoch,
+    ) -> impl Future<Output = bool> + Send;
+
+    /// Removes every entry `purge` selects; returns how many were removed.
+    fn purge(&self, purge: &Purge) -> impl Future<Output = Result<u64, PurgeError>> + Send;
+
+    fn stats(&self) -> CacheStats;
+}
+
+/// The store the layer uses: one variant per implementation, so the pipeline calls one
+/// type without boxing a future per request.
+#[derive(Debug)]
+pub(crate) enum Store {
+    Memory(MemoryStore),
+}
+
+impl ResponseStore for Store {
+    async fn get(&self, key: &CacheKey, now: Instant) -> Option<Arc<CachedResponse>> {
+        match self {
+            Store::Memory(store) => store.get(key, now).await,
+        }
+    }
+
+    fn epoch(&self) -> Epoch {
+        match self {
+            Store::Memory(store) => store.epoch(),
+        }
+    }
+
+    async fn insert(&self, key: CacheKey, entry: CachedResponse, since: Epoch) -> bool {
+        match self {
+            Store::Memory(store) => store.insert(key, entry, since).await,
+        }
+    }
+
+    async fn purge(&self, purge: &Purge) -> Result<u64, PurgeError> {
+        match self {
+            Store::Memory(store) => store.purge(purge).await,
+        }
+    }
+
+    fn stats(&self) -> CacheStats {
+        match self {
+            Store::Memory(store) => store.stats(),
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Learned scopes ([`Scope::auto`](crate::Scope::auto)): the claims each root field's
+//! resolvers were seen to read.
+//!
+//! Memory: one entry per learning field (at most [`MAX_LEARNED`]), each a few claim paths.
+//! Only fields whose execution came back clean are learned, so documents naming fields
+//! the schema does not have (refused by validation) never add an entry.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::scope::{ClaimPath, Decision};
+
+/// Most fields whose scope is learned; past it, new fields are executed and never stored.
+pub(crate) const MAX_LEARNED: usize = 4096;
+
+/// The scopes learned so far.
+#[derive(Debug, Default)]
+pub(crate) struct LearnedScopes {
+    fields: RwLock<HashMap<Arc<str>, Arc<[ClaimPath]>>>,
+}
+
+/// The decision for one request once learned scopes are known.
+#[derive(Debug)]
+pub(crate) enum Resolved<'d> {
+    /// Every learned field's scope is known: this is the decision to cache under.
+    Known(Cow<'d, Decision>),
+    /// Some field has not been learned yet: execute, learn, do not store.
+    Learning,
+}
+
+impl LearnedScopes {
+    /// `decision` with the learned scopes of its fields added.
+    pub(crate) fn resolve<'d>(&self, decision: &'d Decision) -> Resolved<'d> {
+        if decision.learned.is_empty() {
+            return Resolved::Known(Cow::Borrowed(decision));
+        }
+        let fields = self.fields.read().unwrap_or_else(PoisonError::into_inner);
+        let mut scope: Vec<ClaimPath> = decision.scope.to_vec();
+        for subject in decision.learned.iter() {
+            match fields.get(subject) {
+                Some(learned) => scope.extend(learned.iter().cloned()),
+                None => return Resolved::Learning,
+            }
+        }
+        scope.sort();
+        scope.dedup();
+        Resolved::Known(Cow::Owned(Decision {
+            scope: scope.into(),
+            ..decision.clone()
+        }))
+    }
+
+    /// Records what an execution of `decision`'s learning fields read; returns the fields
+    /// whose scope widened (their stored entries are now too widely shared). A field seen
+    /// for the first time is learned, not widened.
+    pub(crate) fn learn(&self, decision: &Decision, reads: &[ClaimPath]) -> Vec<Arc<str>> {
+        if decision.learned.is_empty() || self.knows(decision, reads) {
+            return Vec::new();
+        }
+        let mut widened = Vec::new();
+        let mut fields = self.fields.write().unwrap_or_else(PoisonError::into_inner);
+        for subject in decision.learned.iter() {
+            match fields.get(subject) {
+                Some(known) => {
+                    let new: Vec<&ClaimPath> = reads
+                        .iter()
+                        .filter(|read| !known.iter().any(|k| k.covers(read)))
+                        .collect();
+                    if new.is_empty() {
+                        continue;
+                    }
+                    let mut wider: Vec<ClaimPath> = known.to_vec();
+                    wider.extend(new.into_iter().cloned());
+                    wider.sort();
+                    wider.dedup();
+                    fields.insert(Arc::clone(subject), wider.into());
+                    widened.push(Arc::clone(subject));
+                }
+                None if fields.len() < MAX_LEARNED => {
+                    let mut learned = reads.to_vec();
+                    learned.sort();
+                    learned.dedup();
+                    fields.insert(Arc::clone(subject), learned.into());
+                }
+                None => {}
+            }
+        }
+        widened
+    }
+}
+
+impl LearnedScopes {
+    /// Whether every field of `decision` is learned and covers `reads` (the common case,
+    /// checked under the read lock).
+    fn knows(&self, decision: &Decision, reads: &[ClaimPath]) -> bool {
+        let fields = self.fields.read().unwrap_or_else(PoisonError::into_inner);
+        decision.learned.iter().all(|subject| {
+            fields.get(subject).is_some_and(|known| {
+                reads
+                    .iter()
+                    .all(|read| known.iter().any(|k| k.covers(read)))
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn decision(learned: &[&str]) -> Decision {
+        Decision {
+            scope: Arc::from(Vec::new()),
+            max_age: Duration::from_secs(60),
+            stale_while_revalidate: None,
+            stale_if_error: None,
+            bypass: false,
+            learned: learned.iter().map(|s| Arc::from(*s)).collect(),
+        }
+    }
+
+    fn paths(p: &[&str]) -> Vec<ClaimPath> {
+        p.iter().map(|p| ClaimPath::parse(p).unwrap()).collect()
+    }
+
+    fn scope_of(resolved: Resolved<'_>) -> Vec<String> {
+        match resolved {
+            Resolved::Known(d) => d.scope.iter().map(ToString::to_string).collect(),
+            Resolved::Learning => panic!("still learning"),
+        }
+    }
+
+    #[test]
+    fn a_field_is_learned_then_widened() {
+        let learned = LearnedScopes::default();
+        let me = decision(&["Query.me"]);
+        assert!(matches!(learned.resolve(&me), Resolved::Learning));
+        assert!(learned.learn(&me, &paths(&["sub"])).is_empty());
+        assert_eq!(scope_of(learned.resolve(&me)), ["/sub"]);
+        // A read already covered changes nothing.
+        assert!(learned.learn(&me, &paths(&["sub"])).is_empty());
+        let widened = learned.learn(&me, &paths(&["role", "sub"]));
+        assert_eq!(widened, [Arc::<str>::from("Query.me")]);
+        assert_eq!(scope_of(learned.resolve(&me)), ["/role", "/sub"]);
+    }
+
+    #[test]
+    fn an_operation_waits_for_all_its_fields() {
+        let learned = LearnedScopes::default();
+        learned.learn(&decision(&["Query.me"]), &paths(&["sub"]));
+        assert!(matches!(
+            learned.resolve(&decision(&["Query.me", "Query.feed"])),
+            Resolved::Learning
+        ));
+        assert!(matches!(
+            learned.resolve(&decision(&[])),
+            Resolved::Known(Cow::Borrowed(_))
+        ));
+    }
+}
