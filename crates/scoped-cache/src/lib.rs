@@ -66,6 +66,18 @@
 //!    (they wait for its stored response); a clean `200` result is stored for
 //!    `min(rule max-age, response max-age)`.
 //!
+//! # Freshness
+//!
+//! Entries leave the cache when their max-age ends, when a mutation changes what they hold,
+//! or when they are purged: [`EntityTags`](graphql::EntityTags) (one line on the schema:
+//! `.extension(layer.entity_tags())`) tags each entry with the entities it holds;
+//! [`invalidate`](ScopedCacheLayerBuilder::invalidate) declares what a mutation field
+//! changes; [`ScopedCacheLayer::purge`] removes entries by tag, type, entity, operation,
+//! claim scope or all, and [`admin::router`] serves that to operators. [`Rule`]s may serve
+//! stale answers while revalidating or when revalidation fails (`x-cache: STALE`), cached
+//! answers carry bucket-bound `ETag`s (`304` on `If-None-Match`), and [`Scope::auto`] learns
+//! a field's scope from the claims its resolvers read.
+//!
 //! # How scoping keeps data private
 //!
 //! - Buckets are built from claim values, never from the token, and never from `exp`,
