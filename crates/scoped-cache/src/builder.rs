@@ -231,8 +231,12 @@ impl ScopedCacheLayerBuilder {
     /// before its response is returned, the entries tagged with any of `targets` are
     /// purged: a type (`Post`: every entry holding a post, so lists of posts are
     /// refreshed when one is created), an entity (`Post:7`), or a root field
-    /// (`Query.publicPosts`: its entries, tagged or not). Purges run whatever the
-    /// mutation's outcome: a failed mutation may have committed part of its work.
+    /// (`Query.publicPosts`: its entries, tagged or not). A mutation field that returns an
+    /// error (refused, invalid input) is taken to have changed nothing and purges
+    /// nothing, so clients cannot empty the cache with mutations they may not run; purge
+    /// explicitly if yours can fail after committing. With [`entity_tags`](ScopedCacheLayer::entity_tags)
+    /// the extension says which fields succeeded; without it, the layer reads the response
+    /// (on cached routes) and purges only after a clean result.
     ///
     /// `build()` checks that `field` is a mutation field (of the [`schema`](Self::schema),
     /// when given) and that there is at least one target. Calling it again for the same

@@ -386,16 +386,66 @@ impl Shared {
             ),
             _ => (&[], None),
         };
-        let purges = self
-            .invalidations
-            .purges(mutation_fields.iter().map(|f| &**f), report.as_ref());
-        for purge in purges {
+        // Which mutation fields ran without an error: the extension says so; without it,
+        // a clean response to a mutation the layer read says all of them did. A refused or
+        // failed mutation purges nothing, or anyone could empty the cache at will.
+        let ran: Vec<&str> = match &report {
+            Some(report) => report.mutations.iter().map(String::as_str).collect(),
+            None if self
+                .invalidations
+                .declares(mutation_fields.iter().map(|f| &**f)) =>
+            {
+                let clean;
+                (response, clean) = self.read_outcome(response).await;
+                if clean {
+                    mutation_fields
+                        .iter()
+                        .filter_map(|f| f.strip_prefix("Mutation."))
+                        .collect()
+                } else {
+                    Vec::new()
+                }
+            }
+            None => Vec::new(),
+        };
+        for purge in self.invalidations.purges(&ran, report.as_ref()) {
             match self.store.purge(&purge).await {
                 Ok(removed) => tracing::debug!(removed, "a mutation purged entries"),
                 Err(err) => tracing::warn!(%err, "a mutation's purge failed"),
             }
         }
         Ok(self.labelled(response, CacheStatus::Bypass, decision, claims.is_some()))
+    }
+
+    /// Whether `response` is a clean `200` GraphQL result, reading its body when it is
+    /// small enough to be an entry (a larger one counts as clean: purging more is safe).
+    async fn read_outcome(&self, response: Response) -> (Response, bool) {
+        if response.status() != StatusCode::OK {
+            return (response, false);
+        }
+        let (parts, body) = response.into_parts();
+        let small = http_body::Body::size_hint(&body)
+            .upper()
+            .is_some_and(|size| size <= self.limits.entry_bytes as u64);
+        if !small {
+            return (Response::from_parts(parts, body), true);
+        }
+        match Limited::new(body, self.limits.entry_bytes).collect().await {
+            Ok(collected) => {
+                let bytes = collected.to_bytes();
+                let clean = !cache::has_errors(&bytes);
+                (Response::from_parts(parts, Body::from(bytes)), clean)
+            }
+            Err(_) => {
+                tracing::warn!("inner service failed while sending its response body");
+                let failed = graphql_error(
+                    StatusCode::BAD_GATEWAY,
+                    "response body failed",
+                    "INTERNAL_SERVER_ERROR",
+                );
+                (failed, false)
+            }
+        }
     }
 
     /// Joins the execution of `key`: `Ok(Some(guard))` to lead it, `Ok(None)` to execute

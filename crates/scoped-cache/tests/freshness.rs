@@ -135,6 +135,11 @@ impl Mutation {
         post
     }
 
+    /// Always refused.
+    async fn forbidden_post(&self) -> Result<Post, Error> {
+        Err(Error::new("members only"))
+    }
+
     async fn rename_post(&self, ctx: &Context<'_>, id: ID, title: String) -> Option<Post> {
         let mut posts = world(ctx).posts.lock().unwrap();
         let post = posts.iter_mut().find(|p| p.id == id)?;
@@ -152,6 +157,10 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_tagged(true)
+}
+
+fn fixture_tagged(tagged: bool) -> Fixture {
     let world = World::seeded();
     let layer = ScopedCacheLayer::builder()
         .verifier(
@@ -169,16 +178,20 @@ fn fixture() -> Fixture {
                 .stale_if_error(Duration::from_secs(120)),
         )
         .rule(Rule::root_field("Query.greeting").scope(Scope::auto()))
-        .invalidate("Mutation.createPost", ["Post"])
+        // Types match entries the extension tagged; the root field matches untagged ones.
+        .invalidate("Mutation.createPost", ["Post", "Query.publicPosts"])
+        .invalidate("Mutation.forbiddenPost", ["Post", "Query.publicPosts"])
         .entity_id("Author", "login")
         .route("/graphql", RoutePolicy::cached())
         .route("/health", RoutePolicy::passthrough())
         .build()
         .unwrap();
-    let schema: FreshSchema = Schema::build(Query, Mutation, EmptySubscription)
-        .data(Arc::clone(&world))
-        .extension(layer.entity_tags())
-        .finish();
+    let builder = Schema::build(Query, Mutation, EmptySubscription).data(Arc::clone(&world));
+    let schema: FreshSchema = if tagged {
+        builder.extension(layer.entity_tags()).finish()
+    } else {
+        builder.finish()
+    };
     let app = Router::new()
         .route_service("/graphql", GraphQL::new(schema))
         .route("/health", axum::routing::get(|| async { "ok" }))
@@ -246,6 +259,34 @@ async fn a_changed_entity_purges_the_entries_holding_it_and_no_others() {
     assert_eq!(renamed.body["data"]["post"]["title"], "renamed");
     assert_eq!(f.ask(two).await.x_cache(), "HIT");
     assert_eq!(f.ask(FEED).await.x_cache(), "MISS");
+}
+
+#[tokio::test]
+async fn a_refused_or_invalid_mutation_purges_nothing() {
+    for tagged in [true, false] {
+        let f = fixture_tagged(tagged);
+        f.ask(FEED).await;
+        assert_eq!(f.ask(FEED).await.x_cache(), "HIT");
+        for refused in [
+            "mutation { forbiddenPost { title } }",
+            "mutation { createPost(title: 1) { title } }",
+            "mutation { createPost { title } }",
+        ] {
+            let reply = f.ask(refused).await;
+            assert!(reply.body["errors"].is_array(), "{refused}");
+            assert_eq!(
+                f.ask(FEED).await.x_cache(),
+                "HIT",
+                "{refused}, tagged: {tagged}"
+            );
+        }
+        // Without the extension the layer's own reading of the mutation is enough.
+        f.ask(r#"mutation { createPost(title: "new") { title } }"#)
+            .await;
+        let after = f.ask(FEED).await;
+        assert_eq!(after.x_cache(), "MISS", "tagged: {tagged}");
+        assert_eq!(titles(&after)[0], "new");
+    }
 }
 
 #[tokio::test]

@@ -28,22 +28,18 @@ pub(crate) struct Invalidations {
 }
 
 impl Invalidations {
-    /// The purges a mutation calls for: `mutation_fields` are root field names as the
-    /// layer read them (`Mutation.createPost`), `report` what the extension saw. Empty
-    /// when the request ran no mutation.
-    pub(crate) fn purges<'a>(
-        &self,
-        mutation_fields: impl IntoIterator<Item = &'a str>,
-        report: Option<&ExecutionReport>,
-    ) -> Vec<Purge> {
-        let mut fields: Vec<&str> = mutation_fields
-            .into_iter()
-            .filter_map(|f| f.strip_prefix("Mutation."))
-            .collect();
-        if let Some(report) = report {
-            fields.extend(report.mutations.iter().map(String::as_str));
-        }
-        if fields.is_empty() {
+    /// Whether any of these root fields (`Mutation.createPost`) declares invalidations.
+    pub(crate) fn declares<'a>(&self, mut fields: impl Iterator<Item = &'a str>) -> bool {
+        fields.any(|f| {
+            f.strip_prefix("Mutation.")
+                .is_some_and(|name| self.by_field.contains_key(name))
+        })
+    }
+
+    /// The purges a mutation calls for: `ran` are the mutation fields that ran without an
+    /// error (`createPost`), `report` what the extension saw. Empty when none ran.
+    pub(crate) fn purges(&self, ran: &[&str], report: Option<&ExecutionReport>) -> Vec<Purge> {
+        if ran.is_empty() {
             return Vec::new();
         }
         let mut tags: Vec<Tag> = Vec::new();
@@ -64,8 +60,8 @@ impl Invalidations {
                     .map(|ty| Tag::Type(ty.as_str().into())),
             );
         }
-        for field in fields {
-            if let Some(declared) = self.by_field.get(field) {
+        for field in ran {
+            if let Some(declared) = self.by_field.get(*field) {
                 tags.extend(declared.tags.iter().cloned());
                 root_fields.extend(declared.fields.iter().cloned());
             }
@@ -110,7 +106,7 @@ mod tests {
             mutations: vec!["createPost".into()],
             ..Default::default()
         };
-        let purges = table().purges([], Some(&report));
+        let purges = table().purges(&["createPost"], Some(&report));
         assert_eq!(purges.len(), 2);
         assert_eq!(
             purges[0].selector,
@@ -127,16 +123,18 @@ mod tests {
 
     #[test]
     fn the_layers_own_reading_is_enough() {
-        let purges = table().purges(["Mutation.createPost"], None);
+        let purges = table().purges(&["createPost"], None);
         assert_eq!(purges.len(), 2);
+        assert!(table().declares(["Mutation.createPost"].into_iter()));
+        assert!(!table().declares(["Query.feed", "Mutation.other"].into_iter()));
     }
 
     #[test]
-    fn queries_purge_nothing() {
+    fn nothing_that_ran_purges_nothing() {
         let report = ExecutionReport {
             entities: vec![("Post".into(), "8".into())],
             ..Default::default()
         };
-        assert!(table().purges(["Query.feed"], Some(&report)).is_empty());
+        assert!(table().purges(&[], Some(&report)).is_empty());
     }
 }

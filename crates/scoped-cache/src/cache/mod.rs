@@ -106,6 +106,15 @@ struct ErrorsProbe {
     errors: Option<IgnoredAny>,
 }
 
+/// Whether a response body is not a clean GraphQL result (not a JSON object, or it has
+/// `errors`).
+pub(crate) fn has_errors(body: &[u8]) -> bool {
+    !matches!(
+        serde_json::from_slice::<ErrorsProbe>(body),
+        Ok(ErrorsProbe { errors: None })
+    )
+}
+
 /// How long a stored response is served: fresh for `ttl`, then stale for the windows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Lifetimes {
@@ -149,10 +158,8 @@ fn storable_ttl(
     decision: &Decision,
     reads: &ReadLog,
 ) -> Result<Duration, NotStored> {
-    // A body that is not a JSON object (or has `errors`) is not a clean GraphQL result.
-    match serde_json::from_slice::<ErrorsProbe>(body) {
-        Ok(ErrorsProbe { errors: None }) => {}
-        _ => return Err(NotStored::GraphqlErrors),
+    if has_errors(body) {
+        return Err(NotStored::GraphqlErrors);
     }
     if let Some(uncovered) = reads.first_uncovered(&decision.scope) {
         return Err(NotStored::UncoveredClaimRead(uncovered.to_string()));

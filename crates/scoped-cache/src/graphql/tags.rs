@@ -329,15 +329,22 @@ impl Extension for TagsExtension {
         info: ResolveInfo<'_>,
         next: NextResolve<'_>,
     ) -> ServerResult<Option<Value>> {
-        if info.path_node.parent.is_none()
-            && ctx.schema_env.registry.mutation_type.as_deref() == Some(info.parent_type)
+        let mutation = (info.path_node.parent.is_none()
+            && ctx.schema_env.registry.mutation_type.as_deref() == Some(info.parent_type))
+        .then(|| info.name.to_owned());
+        let resolved = next.run(ctx, info).await;
+        // A mutation field that failed (refused, invalid input) is taken to have changed
+        // nothing: otherwise anyone could empty the cache by sending mutations they may
+        // not run.
+        if let Some(name) = mutation
+            && resolved.is_ok()
         {
             let mut state = self.state();
-            if !state.mutations.iter().any(|name| name == info.name) {
-                state.mutations.push(info.name.to_owned());
+            if !state.mutations.contains(&name) {
+                state.mutations.push(name);
             }
         }
-        next.run(ctx, info).await
+        resolved
     }
 }
 
