@@ -43,6 +43,8 @@ use crate::scope::ClaimPath;
 pub struct Claims {
     map: Arc<Map<String, Value>>,
     reads: Arc<ReadLog>,
+    /// The `kid` of the key that verified the token, for revocation by key.
+    kid: Option<Arc<str>>,
 }
 
 /// What one request read from its claims.
@@ -118,7 +120,19 @@ impl Claims {
         Self {
             map: Arc::new(map),
             reads: Arc::default(),
+            kid: None,
         }
+    }
+
+    /// The same claims, verified by the key with this `kid`.
+    pub(crate) fn verified_by(mut self, kid: Option<&str>) -> Self {
+        self.kid = kid.map(Arc::from);
+        self
+    }
+
+    /// The `kid` of the key that verified the token, if it had one.
+    pub(crate) fn key_id(&self) -> Option<&str> {
+        self.kid.as_deref()
     }
 
     /// The same claims with a fresh read log: a verified token served from the token cache
@@ -127,6 +141,7 @@ impl Claims {
         Self {
             map: Arc::clone(&self.map),
             reads: Arc::default(),
+            kid: self.kid.clone(),
         }
     }
 
@@ -135,6 +150,7 @@ impl Claims {
         Self {
             map: Arc::clone(&self.map),
             reads: Arc::clone(&reads.0),
+            kid: self.kid.clone(),
         }
     }
 

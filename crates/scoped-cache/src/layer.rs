@@ -15,6 +15,7 @@ use crate::graphql::EntityTags;
 use crate::guard::DocumentLimits;
 use crate::jwt::TokenVerifier;
 use crate::jwt::token::TokenSource;
+use crate::revocation::{RevocationStore, Revocations, Revoke, RevokeError, RevokeKind, UnixClock};
 use crate::route::Routes;
 use crate::scope::RuleSet;
 use crate::scope::learned::LearnedScopes;
@@ -45,6 +46,10 @@ pub(crate) struct Shared {
     /// For [`ScopedCacheLayer::entity_tags`].
     pub(crate) entity_ids: Vec<(String, String)>,
     pub(crate) max_entity_tags: usize,
+    pub(crate) revocations: Revocations,
+    pub(crate) clock: UnixClock,
+    /// Whether revoking a subject purges the buckets scoped to it.
+    pub(crate) purge_on_revoke: bool,
     pub(crate) coalesce: bool,
     pub(crate) limits: Limits,
     /// Request headers in every key besides `Host` and `Accept`.
@@ -83,6 +88,47 @@ impl ScopedCacheLayer {
     /// [`PurgeError`] when the purge selects nothing by construction (an empty list).
     pub async fn purge(&self, purge: &Purge) -> Result<u64, PurgeError> {
         self.shared.store.purge(purge).await
+    }
+
+    /// Revokes tokens: from the next request on, a matching token gets 401 (code
+    /// `UNAUTHENTICATED`, "token revoked"), before any cached answer is looked up, whether
+    /// its signature was just checked or it came from the verified-token cache. Revoking a
+    /// subject also purges the cache buckets scoped to it (see
+    /// [`purge_on_revoke`](crate::ScopedCacheLayerBuilder::purge_on_revoke)). Every clone
+    /// of this layer shares the revocations; they live in memory and are forgotten on
+    /// restart.
+    ///
+    /// ```
+    /// # async fn demo(layer: scoped_cache::ScopedCacheLayer) -> Result<(), scoped_cache::RevokeError> {
+    /// use std::time::SystemTime;
+    /// use scoped_cache::Revoke;
+    ///
+    /// // alice's role changed: her tokens issued until now stop working, her next one
+    /// // (with the new role) works and lands in the new role's bucket.
+    /// layer.revoke(&Revoke::subject("alice", SystemTime::now())).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`RevokeError`]: an empty name, or a full store (nothing is recorded then).
+    pub async fn revoke(&self, revoke: &Revoke) -> Result<(), RevokeError> {
+        let shared = &self.shared;
+        shared.revocations.revoke(revoke, shared.clock.now())?;
+        if shared.purge_on_revoke
+            && let RevokeKind::Subject { sub, iss, .. } = &revoke.kind
+        {
+            let mut claims = vec![("sub", serde_json::Value::from(sub.as_str()))];
+            if let Some(iss) = iss {
+                claims.push(("iss", serde_json::Value::from(iss.as_str())));
+            }
+            let purge = Purge::scope(claims).map_err(|_| RevokeError::Empty("sub"))?;
+            match shared.store.purge(&purge).await {
+                Ok(removed) => tracing::info!(removed, "a revoked subject's buckets were purged"),
+                Err(err) => tracing::warn!(%err, "purging a revoked subject's buckets failed"),
+            }
+        }
+        Ok(())
     }
 
     /// How many entries the response cache holds, and their weight against

@@ -81,6 +81,8 @@ pub enum AuthErrorKind {
     UnknownKey,
     /// Keys could not be fetched; the token may be fine.
     KeysUnavailable,
+    /// The token was revoked (see [`Revoke`](crate::Revoke)): the client needs a new one.
+    Revoked,
 }
 
 impl AuthError {
@@ -132,6 +134,7 @@ impl fmt::Display for AuthError {
             AuthErrorKind::UnsupportedCritical => "token has unsupported critical header",
             AuthErrorKind::UnknownKey => "token signed by an unknown key",
             AuthErrorKind::KeysUnavailable => "signing keys unavailable, retry later",
+            AuthErrorKind::Revoked => "token revoked",
         })
     }
 }

@@ -27,6 +27,7 @@ use crate::guard::{self, GetRequest, JsonBody, Refusal};
 use crate::layer::Shared;
 use crate::rejection::{AuthError, AuthErrorKind, graphql_error, negotiated};
 use crate::report::ExecutionReport;
+use crate::revocation::RevocationStore;
 use crate::scope::learned::Resolved;
 use crate::scope::{Bucket, ClaimPath, Decision};
 
@@ -113,7 +114,7 @@ enum Failure {
 }
 
 impl Shared {
-    /// The whole request, in order: route policy → token → (revocation) → checked and
+    /// The whole request, in order: route policy → token → revocation → checked and
     /// prepared request → decision and bucket → lookup → execute → store.
     async fn handle<S>(
         self: &Arc<Self>,
@@ -140,6 +141,12 @@ impl Shared {
                 return Ok(self.refused(negotiated(refusal, &parts.headers)));
             }
         };
+        if let Some(claims) = &claims
+            && self.revocations.is_revoked(claims, &self.clock)
+        {
+            let refusal = AuthError::new(AuthErrorKind::Revoked).into_response();
+            return Ok(self.refused(negotiated(refusal, &parts.headers)));
+        }
         if claims.is_none() && policy.require_auth {
             let refusal = AuthError::new(AuthErrorKind::MissingToken).into_response();
             return Ok(self.refused(negotiated(refusal, &parts.headers)));

@@ -103,8 +103,8 @@ impl TokenVerifier {
         let issuer = &self.issuers[issuer_index];
         let (key, source) = self.check_signature(issuer, &parsed).await?;
         issuer.rules.check(&parsed.claims)?;
-        let claims = Claims::new(parsed.claims);
-        // The revocation seam: a deny list would be consulted here and in `still_valid`.
+        // Revocation is checked by the layer on every request, cache hit or not.
+        let claims = Claims::new(parsed.claims).verified_by(key.kid.as_deref());
         if let Some(cache) = &self.cache {
             cache.insert(
                 token,
@@ -118,6 +118,15 @@ impl TokenVerifier {
             );
         }
         Ok(claims.for_request())
+    }
+
+    /// The longest leeway any verifier grants past `exp`.
+    pub(crate) fn max_leeway(&self) -> std::time::Duration {
+        self.issuers
+            .iter()
+            .map(|issuer| issuer.rules.leeway)
+            .max()
+            .unwrap_or_default()
     }
 
     fn still_valid(&self, hit: &Verified) -> bool {

@@ -1,0 +1,313 @@
+//! The in-process revocation store: three hash maps behind read-mostly locks.
+//!
+//! Memory: a revoked `jti` costs its text plus about 40 bytes (a boxed string and a
+//! `u64` in a hash table at its load factor); subject and issuer revocations about as
+//! much, plus their issuer or `kid`. The number of entries is bounded
+//! ([`max`](MemoryRevocations::new)); expired entries are swept when the table has
+//! doubled since the last sweep, so sweeping costs O(1) per revocation, amortised. Checks
+//! never wait for a sweep to matter: an expired entry can only match a token that has
+//! expired too.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{PoisonError, RwLock};
+
+use super::{RevocationStore, Revoke, RevokeError, RevokeKind, TokenFacts, UnixClock};
+use crate::claims::Claims;
+
+/// A subject's or an issuer's revocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Before {
+    /// Only the tokens of this issuer (subject revocations) or key (issuer revocations).
+    narrowed_to: Option<Box<str>>,
+    /// Tokens with `iat` before this (Unix seconds) are revoked.
+    before: u64,
+    forget_at: u64,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    /// `jti` → when to forget it.
+    tokens: HashMap<Box<str>, u64>,
+    subjects: HashMap<Box<str>, Vec<Before>>,
+    issuers: HashMap<Box<str>, Vec<Before>>,
+    /// Entries held (every `Before` counts one).
+    len: usize,
+    /// Sweep again when `len` reaches this.
+    sweep_at: usize,
+}
+
+/// Revocations in memory, at most `max` of them.
+#[derive(Debug)]
+pub(crate) struct MemoryRevocations {
+    tables: RwLock<Tables>,
+    /// Nothing was ever revoked: the check is one atomic load.
+    empty: AtomicBool,
+    max: usize,
+    /// How long past its `exp` a token may still be presented (the verifiers' leeway).
+    leeway: u64,
+    /// How long subject and issuer revocations are kept.
+    retention: u64,
+}
+
+/// The first sweep happens at this many entries.
+const FIRST_SWEEP: usize = 1024;
+
+impl MemoryRevocations {
+    pub(crate) fn new(max: usize, leeway: u64, retention: u64) -> Self {
+        Self {
+            tables: RwLock::new(Tables {
+                sweep_at: FIRST_SWEEP,
+                ..Tables::default()
+            }),
+            empty: AtomicBool::new(true),
+            max,
+            leeway,
+            retention,
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.tables
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len
+    }
+}
+
+impl Tables {
+    /// Forgets every entry whose time has passed.
+    fn sweep(&mut self, now: u64) {
+        let mut len = 0;
+        self.tokens.retain(|_, forget_at| *forget_at > now);
+        len += self.tokens.len();
+        for map in [&mut self.subjects, &mut self.issuers] {
+            map.retain(|_, rules| {
+                rules.retain(|rule| rule.forget_at > now);
+                len += rules.len();
+                !rules.is_empty()
+            });
+        }
+        self.len = len;
+        self.sweep_at = (len * 2).max(FIRST_SWEEP);
+    }
+
+    fn add(map: &mut HashMap<Box<str>, Vec<Before>>, key: &str, rule: Before) -> usize {
+        let rules = map.entry(key.into()).or_default();
+        // The same narrowing again: keep the later cut-off, and remember it longest.
+        if let Some(existing) = rules.iter_mut().find(|r| r.narrowed_to == rule.narrowed_to) {
+            existing.before = existing.before.max(rule.before);
+            existing.forget_at = existing.forget_at.max(rule.forget_at);
+            return 0;
+        }
+        rules.push(rule);
+        1
+    }
+}
+
+fn matches(
+    rules: Option<&Vec<Before>>,
+    narrowing: Option<&str>,
+    token: &TokenFacts<'_>,
+    now: u64,
+) -> bool {
+    rules.is_some_and(|rules| {
+        rules.iter().any(|rule| {
+            rule.forget_at > now
+                && rule
+                    .narrowed_to
+                    .as_deref()
+                    .is_none_or(|wanted| narrowing == Some(wanted))
+                && token.issued_before(rule.before)
+        })
+    })
+}
+
+impl MemoryRevocations {
+    /// Whether a revocation held at `now` matches `token`.
+    fn matches(&self, token: &TokenFacts<'_>, now: u64) -> bool {
+        let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(jti) = token.jti
+            && tables
+                .tokens
+                .get(jti)
+                .is_some_and(|forget_at| *forget_at > now)
+        {
+            return true;
+        }
+        if let Some(sub) = token.sub
+            && matches(tables.subjects.get(sub), token.iss, token, now)
+        {
+            return true;
+        }
+        token
+            .iss
+            .is_some_and(|iss| matches(tables.issuers.get(iss), token.kid, token, now))
+    }
+}
+
+impl RevocationStore for MemoryRevocations {
+    fn is_revoked(&self, claims: &Claims, clock: &UnixClock) -> bool {
+        !self.empty.load(Ordering::Acquire) && self.matches(&TokenFacts::of(claims), clock.now())
+    }
+
+    fn revoke(&self, revoke: &Revoke, now: u64) -> Result<(), RevokeError> {
+        revoke.check()?;
+        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        if tables.len >= tables.sweep_at || tables.len >= self.max {
+            tables.sweep(now);
+        }
+        if tables.len >= self.max {
+            return Err(RevokeError::Full(self.max));
+        }
+        let retained = now.saturating_add(self.retention);
+        let added = match &revoke.kind {
+            RevokeKind::Token { jti, exp } => {
+                let forget_at = exp.saturating_add(self.leeway).saturating_add(1);
+                let slot = tables.tokens.entry(jti.as_str().into()).or_insert(0);
+                let added = usize::from(*slot == 0);
+                *slot = (*slot).max(forget_at);
+                added
+            }
+            RevokeKind::Subject { sub, iss, before } => Tables::add(
+                &mut tables.subjects,
+                sub,
+                Before {
+                    narrowed_to: iss.as_deref().map(Into::into),
+                    before: *before,
+                    forget_at: retained,
+                },
+            ),
+            RevokeKind::Issuer { iss, kid, before } => Tables::add(
+                &mut tables.issuers,
+                iss,
+                Before {
+                    narrowed_to: kid.as_deref().map(Into::into),
+                    before: *before,
+                    forget_at: retained,
+                },
+            ),
+        };
+        tables.len += added;
+        self.empty.store(false, Ordering::Release);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+    const DAY: u64 = 86_400;
+
+    fn store() -> MemoryRevocations {
+        MemoryRevocations::new(10, 30, DAY)
+    }
+
+    fn token<'a>(jti: &'a str, sub: &'a str, iss: &'a str, iat: Option<u64>) -> TokenFacts<'a> {
+        TokenFacts {
+            jti: Some(jti),
+            sub: Some(sub),
+            iss: Some(iss),
+            iat,
+            kid: Some("k1"),
+        }
+    }
+
+    #[test]
+    fn a_token_is_revoked_until_it_expires_then_forgotten() {
+        let s = store();
+        let t = token("j1", "alice", "idp", Some(NOW));
+        assert!(!s.matches(&t, NOW));
+        s.revoke(&Revoke::token_unix("j1", NOW + 60), NOW).unwrap();
+        assert!(s.matches(&t, NOW));
+        assert!(!s.matches(&token("j2", "alice", "idp", Some(NOW)), NOW));
+        // Until exp plus leeway.
+        assert!(s.matches(&t, NOW + 90));
+        assert!(!s.matches(&t, NOW + 91));
+        // No jti, no revocation by jti.
+        let anonymous_jti = TokenFacts { jti: None, ..t };
+        assert!(!s.matches(&anonymous_jti, NOW));
+    }
+
+    #[test]
+    fn a_subject_is_revoked_for_tokens_issued_before() {
+        let s = store();
+        s.revoke(&Revoke::subject_unix("alice", NOW), NOW).unwrap();
+        assert!(s.matches(&token("a", "alice", "idp", Some(NOW - 1)), NOW));
+        assert!(!s.matches(&token("b", "alice", "idp", Some(NOW)), NOW));
+        // No iat: issued before anything.
+        assert!(s.matches(&token("c", "alice", "other", None), NOW));
+        assert!(!s.matches(&token("d", "bob", "idp", Some(NOW - 1)), NOW));
+        // Forgotten after the retention.
+        assert!(!s.matches(&token("a", "alice", "idp", Some(NOW - 1)), NOW + DAY));
+    }
+
+    #[test]
+    fn a_subject_revocation_can_name_its_issuer() {
+        let s = store();
+        s.revoke(&Revoke::subject_unix("42", NOW).of_issuer("idp-a"), NOW)
+            .unwrap();
+        assert!(s.matches(&token("a", "42", "idp-a", Some(NOW - 1)), NOW));
+        assert!(!s.matches(&token("a", "42", "idp-b", Some(NOW - 1)), NOW));
+    }
+
+    #[test]
+    fn an_issuer_or_one_of_its_keys_is_revoked() {
+        let s = store();
+        s.revoke(&Revoke::issuer_unix("idp", NOW).key_id("k2"), NOW)
+            .unwrap();
+        let signed_by_k1 = token("a", "alice", "idp", Some(NOW - 1));
+        assert!(!s.matches(&signed_by_k1, NOW));
+        let signed_by_k2 = TokenFacts {
+            kid: Some("k2"),
+            ..signed_by_k1
+        };
+        assert!(s.matches(&signed_by_k2, NOW));
+        s.revoke(&Revoke::issuer_unix("idp", NOW), NOW).unwrap();
+        assert!(s.matches(&signed_by_k1, NOW));
+        assert!(!s.matches(&token("a", "alice", "idp", Some(NOW)), NOW));
+        assert!(!s.matches(&token("a", "alice", "other", Some(NOW - 1)), NOW));
+    }
+
+    #[test]
+    fn the_store_is_bounded_and_sweeps_what_expired() {
+        let s = store();
+        for n in 0..10 {
+            s.revoke(&Revoke::token_unix(format!("j{n}"), NOW + 10), NOW)
+                .unwrap();
+        }
+        assert!(matches!(
+            s.revoke(&Revoke::token_unix("full", NOW + 10), NOW),
+            Err(RevokeError::Full(10))
+        ));
+        // Once they expired, they are swept to make room.
+        s.revoke(&Revoke::token_unix("later", NOW + 100), NOW + 50)
+            .unwrap();
+        assert_eq!(s.len(), 1);
+        // Revoking the same thing twice holds one entry.
+        s.revoke(&Revoke::token_unix("later", NOW + 200), NOW + 50)
+            .unwrap();
+        s.revoke(&Revoke::subject_unix("alice", NOW), NOW + 50)
+            .unwrap();
+        s.revoke(&Revoke::subject_unix("alice", NOW + 5), NOW + 50)
+            .unwrap();
+        assert_eq!(s.len(), 2);
+        assert!(s.matches(&token("x", "alice", "idp", Some(NOW + 4)), NOW + 50));
+    }
+
+    #[test]
+    fn empty_names_are_refused() {
+        let s = store();
+        assert!(matches!(
+            s.revoke(&Revoke::token_unix("", NOW), NOW),
+            Err(RevokeError::Empty("jti"))
+        ));
+        assert!(matches!(
+            s.revoke(&Revoke::subject_unix("a", NOW).of_issuer(""), NOW),
+            Err(RevokeError::Empty("iss"))
+        ));
+    }
+}
