@@ -14,15 +14,16 @@
 //!   that issuer).
 //! - `JWKS_REFRESH_SECS`, `JWKS_MIN_REFRESH_SECS`: background refresh interval (default
 //!   600) and least time between refreshes caused by unknown `kid`s (default 30).
-//! - `ADMIN_TOKEN`: mounts the operators' routes at `/admin` (`POST /admin/purge`), with
-//!   this bearer credential (at least 16 characters); without it they are not mounted.
+//! - `ADMIN_TOKEN`: mounts the operators' routes at `/admin` (`POST /admin/purge`,
+//!   `POST /admin/revoke`), with this bearer credential (at least 16 bytes); without it they
+//!   are not mounted.
 //! - `RUST_LOG`: log filter, default `info`.
 
 mod app;
 mod schema;
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use scoped_cache::admin::AdminToken;
 use scoped_cache::{BuildError, JwksSource};
@@ -71,17 +72,6 @@ async fn main() -> ExitCode {
         }
     };
 
-    let admin = match std::env::var("ADMIN_TOKEN").ok().filter(|t| !t.is_empty()) {
-        None => None,
-        Some(token) => match AdminToken::new(token.clone()) {
-            Ok(admin) => Some((admin, token)),
-            Err(err) => {
-                eprintln!("error: ADMIN_TOKEN cannot be used: {err}");
-                return ExitCode::from(2);
-            }
-        },
-    };
-
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let [command, sub, name, role] = args.as_slice()
         && command == "token"
@@ -104,6 +94,17 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
 
+    let admin = match std::env::var("ADMIN_TOKEN").ok().filter(|t| !t.is_empty()) {
+        None => None,
+        Some(token) => match AdminToken::new(token.clone()) {
+            Ok(admin) => Some((admin, token)),
+            Err(err) => {
+                eprintln!("error: ADMIN_TOKEN cannot be used: {err}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+
     let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:8000".to_owned());
     let listener = match tokio::net::TcpListener::bind(&addr).await {
         Ok(listener) => listener,
@@ -116,7 +117,21 @@ async fn main() -> ExitCode {
         Keys::Secret(secret) => print_welcome(&addr, secret.as_bytes()),
         Keys::Jwks { described, .. } => print_jwks_welcome(&addr, described),
     }
-    print_freshness(&addr, admin.as_ref().map(|(_, token)| token.as_str()));
+    let alice = match &keys {
+        Keys::Secret(secret) => Some(app::mint(
+            secret.as_bytes(),
+            "alice",
+            "Alice",
+            "member",
+            DAY,
+        )),
+        Keys::Jwks { .. } => None,
+    };
+    print_freshness(
+        &addr,
+        alice.as_deref(),
+        admin.as_ref().map(|(_, token)| token.as_str()),
+    );
     let app = app::router_with_admin(
         schema::Forum::seeded(),
         layer,
@@ -169,7 +184,7 @@ fn keys_from_env() -> Result<Keys, String> {
 }
 
 const WELCOME_QUERY: &str =
-    r#"{"query":"{ renderId me { id name role } memberPosts { id title } }"}"#;
+    r#"{"query":"query Welcome { renderId me { id name role } memberPosts { id title } }"}"#;
 
 fn print_welcome(addr: &str, secret: &[u8]) {
     let alice = app::mint(secret, "alice", "Alice", "member", DAY);
@@ -187,7 +202,8 @@ fn print_welcome(addr: &str, secret: &[u8]) {
          \n  POST/GET /graphql          cached (x-cache: MISS, then HIT)\
          \n  POST/GET /graphql/nocache  verified, never cached (x-cache: BYPASS)\
          \n  GET      /health           passes through\
-         \n  POST     /admin/purge      operators only, with ADMIN_TOKEN\
+         \n  POST     /admin/purge      operators only, when ADMIN_TOKEN is set\
+         \n  POST     /admin/revoke     operators only, when ADMIN_TOKEN is set\
          \n\nmember token (alice, valid 24 h):\n{alice}\n\
          \nsame claims, refreshed token (alice):\n{alice_refreshed}\n\
          \nanother member (bob):\n{bob}\n\
@@ -205,33 +221,45 @@ fn print_jwks_welcome(addr: &str, described: &str) {
          \n  POST/GET /graphql          cached (x-cache: MISS, then HIT)\
          \n  POST/GET /graphql/nocache  verified, never cached (x-cache: BYPASS)\
          \n  GET      /health           passes through\
-         \n  POST     /admin/purge      operators only, with ADMIN_TOKEN\n\
+         \n  POST     /admin/purge      operators only, when ADMIN_TOKEN is set\
+         \n  POST     /admin/revoke     operators only, when ADMIN_TOKEN is set\n\
          \nwith a token from your identity provider in $TOKEN (claims sub, name, role):\n\
          \ncurl -si http://{addr}/graphql -H 'content-type: application/json' -H \"authorization: Bearer $TOKEN\" -d '{WELCOME_QUERY}'\n"
     );
 }
 
-/// How answers stay fresh, and the one purge command (with the real credential, so it
-/// works as printed; this is the operator's own console).
-fn print_freshness(addr: &str, admin_token: Option<&str>) {
+/// How answers stay fresh, and the purge and revoke commands (with the real credential, so
+/// they work as printed; this is the operator's own console).
+fn print_freshness(addr: &str, alice: Option<&str>, admin_token: Option<&str>) {
+    let create = r#"{"query":"mutation { createPost(title: \"Hello\", body: \"from alice\") { id title } }"}"#;
+    let as_alice = alice.unwrap_or("$TOKEN");
     println!(
         "keeping answers fresh:\n\
-         \n  a member's createPost purges every cached list of posts (the next publicPosts is a MISS with the new post first)\
+         \n  a member's createPost purges every cached list of posts (the next publicPosts is a MISS with the new post first):\
+         \n  curl -si http://{addr}/graphql -H 'content-type: application/json' -H 'authorization: Bearer {as_alice}' -d '{create}'\n\
          \n  ticker is fresh for 2 s, then served STALE for 30 s while one background run refreshes it:\
-         \n  curl -si 'http://{addr}/graphql?query=%7Bticker%7D'\
-         \n  slow(ms) sleeps, so concurrent misses share one execution (the same id):\
-         \n  curl -si 'http://{addr}/graphql?query=%7Bslow(ms:2000)%7D' & curl -si 'http://{addr}/graphql?query=%7Bslow(ms:2000)%7D'\n"
+         \n  curl -si 'http://{addr}/graphql?query=%7Bticker%7D'\n\
+         \n  slow(ms) sleeps, so concurrent misses share one execution (the same id; the second waits and is a HIT):\
+         \n  curl -s -w '\\n' 'http://{addr}/graphql?query=%7Bslow(ms:2000)%7D' & curl -s -w '\\n' 'http://{addr}/graphql?query=%7Bslow(ms:2000)%7D'; wait\n"
     );
-    match admin_token {
-        Some(token) => println!(
-            "purge every cached answer holding a post (answers {{\"purged\":N}}):\n\
-             \ncurl -si -X POST http://{addr}/admin/purge -H 'authorization: Bearer {token}' -H 'content-type: application/json' -d '{{\"types\":[\"Post\"]}}'\n\
-             \nother bodies: {{\"tags\":[\"Post:1\"]}}, {{\"operation\":\"Feed\"}}, {{\"scope\":{{\"sub\":\"alice\"}}}}, {{\"all\":true}}\n"
-        ),
-        None => println!(
-            "the admin routes (POST /admin/purge) are not mounted: set ADMIN_TOKEN (at least 16 characters) to mount them\n"
-        ),
-    }
+    let Some(token) = admin_token else {
+        println!(
+            "the admin routes (POST /admin/purge, POST /admin/revoke) are not mounted: set ADMIN_TOKEN (at least 16 bytes) to mount them\n"
+        );
+        return;
+    };
+    // Tokens printed above were issued this second: "before the next second" covers them.
+    let issued_before = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |now| now.as_secs() + 1);
+    println!(
+        "purge every cached answer holding a post (answers {{\"purged\":N}}):\n\
+         \ncurl -si -X POST http://{addr}/admin/purge -H 'authorization: Bearer {token}' -H 'content-type: application/json' -d '{{\"types\":[\"Post\"]}}'\n\
+         \nother bodies: {{\"tags\":[\"Post:1\"]}}, {{\"operation\":\"Welcome\"}}, {{\"scope\":{{\"sub\":\"alice\"}}}}, {{\"all\":true}}\n\
+         \nrevoke every token alice holds (the ones printed above get 401 at once; a token minted afterwards works, with whatever role it carries):\n\
+         \ncurl -si -X POST http://{addr}/admin/revoke -H 'authorization: Bearer {token}' -H 'content-type: application/json' -d '{{\"sub\":\"alice\",\"issued_before\":{issued_before}}}'\n\
+         \nthen: cargo run --release --example forum -- token alice Alice admin\n"
+    );
 }
 
 async fn shutdown() {

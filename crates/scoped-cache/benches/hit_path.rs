@@ -12,12 +12,12 @@ use axum::routing::post;
 use common::{call, graphql, request};
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
-use scoped_cache::{RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier};
+use scoped_cache::{Revoke, RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier};
 use serde_json::json;
 
 const SECRET: &[u8] = b"benchmark-secret-that-is-32-bytes";
 
-fn app() -> Router {
+fn build_app(rt: &tokio::runtime::Runtime, revoked: usize) -> Router {
     let layer = ScopedCacheLayer::builder()
         .verifier(
             Verifier::hmac(Algorithm::HS256, SECRET)
@@ -31,6 +31,14 @@ fn app() -> Router {
         .route("/plain", RoutePolicy::verify_only())
         .build()
         .unwrap();
+    // Revoked tokens the benchmark's token is not among: the check then looks its `jti`
+    // up in a table of this size.
+    for n in 0..revoked {
+        let jti = format!("{n:08x}-0000-4000-8000-{n:012x}");
+        let exp = get_current_timestamp() + 86_400;
+        rt.block_on(layer.revoke(&Revoke::token_unix(jti, exp)))
+            .unwrap();
+    }
     Router::new()
         .route("/graphql", post(graphql))
         .route("/nocache", post(graphql))
@@ -40,7 +48,11 @@ fn app() -> Router {
 }
 
 fn token() -> String {
-    let claims = json!({"sub": "u1", "iss": "bench", "aud": "bench", "exp": get_current_timestamp() + 86_400});
+    let now = get_current_timestamp();
+    let claims = json!({
+        "sub": "u1", "iss": "bench", "aud": "bench", "iat": now, "exp": now + 86_400,
+        "jti": "5b0d1c3e-8f2a-4c6b-9e7d-1a2b3c4d5e6f",
+    });
     encode(
         &Header::new(Algorithm::HS256),
         &claims,
@@ -54,13 +66,18 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let app = app();
+    let app = build_app(&rt, 0);
+    let revoked_app = build_app(&rt, 1_000_000);
     let bare = Router::new().route("/plain", post(|| async { r#"{"data":{"ok":true}}"# }));
     let token = token();
     let feed = "{ publicPosts { id title } }";
     // Warm both entries.
     rt.block_on(call(&app, request("/graphql", None, feed)));
     rt.block_on(call(&app, request("/graphql", Some(&token), "{ me }")));
+    rt.block_on(call(
+        &revoked_app,
+        request("/graphql", Some(&token), "{ me }"),
+    ));
 
     let mut group = c.benchmark_group("request");
     group.bench_function("bare_axum_handler", |b| {
@@ -78,6 +95,10 @@ fn bench(c: &mut Criterion) {
     group.bench_function("hit_hs256_scoped", |b| {
         b.to_async(&rt)
             .iter(|| call(&app, request("/graphql", Some(&token), "{ me }")))
+    });
+    group.bench_function("hit_hs256_scoped_1m_revoked", |b| {
+        b.to_async(&rt)
+            .iter(|| call(&revoked_app, request("/graphql", Some(&token), "{ me }")))
     });
     group.bench_function("uncached_execution", |b| {
         b.to_async(&rt)

@@ -1,9 +1,9 @@
-//! The operators' admin router: purge cached entries over HTTP.
+//! The operators' admin router: purge cached entries and revoke tokens over HTTP.
 //!
-//! [`router`] returns an axum [`Router`] that serves `POST /purge`. Every request must carry
-//! the admin token as `Authorization: Bearer <token>`. Mount the router **after**
-//! `.layer(layer)`, so the [`ScopedCacheLayer`]'s JWT verification does not wrap it. The
-//! admin token is not a JWT, and the layer would refuse it.
+//! [`router`] returns an axum [`Router`] that serves `POST /purge` and `POST /revoke`.
+//! Every request must carry the admin token as `Authorization: Bearer <token>`. Mount the
+//! router **after** `.layer(layer)`, so the [`ScopedCacheLayer`]'s JWT verification does
+//! not wrap it. The admin token is not a JWT, and the layer would refuse it.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -57,6 +57,8 @@
 //! curl -X POST localhost:8000/admin/purge -H "authorization: Bearer $ADMIN_TOKEN" \
 //!   -H 'content-type: application/json' -d '{"types":["Post"]}'
 //! {"purged":3}
+//! curl -X POST localhost:8000/admin/revoke -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -d '{"sub":"alice","issued_before":1800000000}'
+//! {"revoked":true}
 //! ```
 //!
 //! # `POST /purge`
@@ -77,7 +79,45 @@
 //! extension ([`ScopedCacheLayer::entity_tags`]). Without it, `tags` and `types` purges
 //! find nothing and answer `{"purged":0}`.
 //!
-//! Every refusal is JSON, `{"error":"..."}`, and purges nothing. The checks run in this order:
+//! # `POST /revoke`
+//!
+//! The body is a JSON object in exactly one of three forms. Each maps to a [`Revoke`]
+//! passed to [`ScopedCacheLayer::revoke`]:
+//!
+//! | body | revokes | same as |
+//! | --- | --- | --- |
+//! | `{"jti":"3f2a9c1e","exp":1800003600}` | the token whose `jti` is this; `exp` is its `exp` claim, and the revocation is kept until then (plus the verifiers' leeway) | [`Revoke::token_unix`] |
+//! | `{"sub":"alice","issued_before":1800000000}` | every token of `alice`, of any issuer, issued before that time | [`Revoke::subject_unix`] |
+//! | `{"sub":"alice","issued_before":1800000000,"iss":"https://login.example.com/"}` | the same, of that issuer only | [`Revoke::of_issuer`] |
+//! | `{"iss":"https://login.example.com/","issued_before":1800000000}` | every token of that issuer issued before that time | [`Revoke::issuer_unix`] |
+//! | `{"iss":"https://login.example.com/","issued_before":1800000000,"kid":"2024-rsa"}` | the same, verified by the key with this `kid` only | [`Revoke::key_id`] |
+//!
+//! Which one to use:
+//!
+//! | situation | revoke by |
+//! | --- | --- |
+//! | one session ends: a logout, a lost device | `jti` |
+//! | a role change, a ban, "log out everywhere" | `sub` |
+//! | a compromised signing key or identity provider | `iss` (with `kid` for one key) |
+//!
+//! Times are Unix seconds, whole and not negative. "Issued before" compares the token's
+//! `iat` in whole seconds: `iat < issued_before` is revoked, and a token without `iat`
+//! counts as issued before any time. To revoke every token issued until now, send the
+//! current time (`date +%s`) plus one, since a token issued earlier in this same second
+//! has `iat` equal to it. A token issued later still works, with the claims it now
+//! carries. Revoking a subject also purges the cache buckets scoped to it (see
+//! [`purge_on_revoke`](crate::ScopedCacheLayerBuilder::purge_on_revoke)).
+//!
+//! The answer is `200` with `{"revoked":true}`: from the next request on, a matching token
+//! gets `401` (`WWW-Authenticate: Bearer error="invalid_token", error_description="token
+//! revoked"`, GraphQL code `UNAUTHENTICATED`), whether or not an answer for it is cached.
+//! Revocations live in this process's memory: they reach every clone of the layer, but
+//! not other replicas, and are forgotten on restart. Send the revocation to each replica.
+//!
+//! # Refusals
+//!
+//! Every refusal is JSON, `{"error":"..."}`, and purges or revokes nothing. The checks
+//! run in this order:
 //!
 //! | status | when |
 //! | --- | --- |
@@ -85,7 +125,8 @@
 //! | `401` | the `Authorization: Bearer` credential is missing or wrong, with `WWW-Authenticate: Bearer realm="scoped-cache-admin"`. The body has not been read yet. |
 //! | `415` | the `Content-Type` is not `application/json` (or `application/*+json`) |
 //! | `413` | the body is larger than [`MAX_BODY_BYTES`] (64 KiB) |
-//! | `400` | the body is not JSON, has unknown fields, or has no selector or more than one. Also an empty list or string, a name that is not a GraphQL name, `"all": false`, an empty `scope`, or a claim path that does not parse |
+//! | `400` | the body is not a JSON object, has unknown or repeated fields, or a field of the wrong type. For `/purge`: no selector or more than one, an empty list or string, a name that is not a GraphQL name, `"all": false`, an empty `scope`, or a claim path that does not parse. For `/revoke`: no form, fields of two forms (`jti` with `sub`, `exp` with `issued_before`, `kid` without `iss`), a missing `exp` or `issued_before`, an empty string, or a time that is not a whole number of seconds (negative, fractional, a string). The message names the field. |
+//! | `503` | `/revoke` only: the revocation store is full ([`max_revocations`](crate::ScopedCacheLayerBuilder::max_revocations)) and none of its entries can be forgotten yet |
 //!
 //! Admin responses carry `Cache-Control: no-store`.
 //!
@@ -94,14 +135,13 @@
 //! - The credential is compared in constant time: both sides are hashed with SHA-256 and
 //!   the digests compared with [`subtle`], so neither the content nor the length of the
 //!   token leaks through timing. [`AdminToken`] keeps only the digest.
-//! - Nothing logs the token or claim values. A purge logs its selector kind and count at
-//!   `info`, and a refused credential logs at `warn`.
+//! - Nothing logs the token, claim values, or the `jti`, `sub`, `iss` or `kid` of a
+//!   revocation. A purge logs its selector kind and count at `info`, a revocation its kind
+//!   (`jti`, `sub` or `iss`) at `info`, and a refused credential logs at `warn`. Refusal
+//!   messages never repeat a value from the body either, only field names.
 //! - The router has no rate limit of its own. A random token of 16 bytes or more cannot be
 //!   guessed online, but you can still put the router behind your network's admin
 //!   boundary or a rate-limiting layer.
-//!
-//! A future `POST /revoke`, to revoke tokens, will live in this router, behind the same
-//! credential.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -116,6 +156,7 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::de::DeserializeOwned;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -125,6 +166,7 @@ use subtle::ConstantTimeEq;
 use crate::cache::purge::Purge;
 use crate::error::BuildError;
 use crate::layer::ScopedCacheLayer;
+use crate::revocation::{Revoke, RevokeError};
 
 /// The largest request body the admin routes read: 64 KiB. Larger bodies are answered with `413`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -193,11 +235,12 @@ impl fmt::Debug for AdminToken {
     }
 }
 
-/// The admin router for `layer`: `POST /purge`, guarded by `token`. Mount it with
-/// `.nest("/admin", ..)` **after** `.layer(layer)`, so JWT verification does not wrap it.
+/// The admin router for `layer`: `POST /purge` and `POST /revoke`, guarded by `token`.
+/// Mount it with `.nest("/admin", ..)` **after** `.layer(layer)`, so JWT verification
+/// does not wrap it.
 ///
-/// The purges reach every clone of `layer`. See the [module docs](crate::admin) for the
-/// HTTP contract and an example.
+/// The purges and revocations reach every clone of `layer`. See the
+/// [module docs](crate::admin) for the HTTP contract and an example.
 pub fn router(layer: &ScopedCacheLayer, token: AdminToken) -> Router {
     let admin = Admin {
         layer: layer.clone(),
@@ -205,6 +248,7 @@ pub fn router(layer: &ScopedCacheLayer, token: AdminToken) -> Router {
     };
     Router::new()
         .route("/purge", post(purge).fallback(method_not_allowed))
+        .route("/revoke", post(revoke).fallback(method_not_allowed))
         .with_state(admin)
 }
 
@@ -215,7 +259,9 @@ struct Admin {
     token: AdminToken,
 }
 
-async fn purge(State(admin): State<Admin>, request: Request) -> Result<Response, Refusal> {
+/// The checks every admin route runs, in order: the credential (before anything of the
+/// body is looked at), the content type, the size. Returns the body.
+async fn admitted(admin: &Admin, request: Request) -> Result<Bytes, Refusal> {
     let (parts, body) = request.into_parts();
     authorize(&admin.token, &parts.headers)?;
     if !is_json(&parts.headers) {
@@ -224,7 +270,11 @@ async fn purge(State(admin): State<Admin>, request: Request) -> Result<Response,
             "the body must be `content-type: application/json`",
         ));
     }
-    let bytes = read_body(&parts.headers, body).await?;
+    read_body(&parts.headers, body).await
+}
+
+async fn purge(State(admin): State<Admin>, request: Request) -> Result<Response, Refusal> {
+    let bytes = admitted(&admin, request).await?;
     let purge =
         parse_purge(&bytes).map_err(|message| Refusal::new(StatusCode::BAD_REQUEST, message))?;
     let purged = admin
@@ -234,6 +284,27 @@ async fn purge(State(admin): State<Admin>, request: Request) -> Result<Response,
         .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     tracing::info!(selector = purge.kind, purged, "admin purge");
     Ok(respond(StatusCode::OK, &Purged { purged }))
+}
+
+async fn revoke(State(admin): State<Admin>, request: Request) -> Result<Response, Refusal> {
+    let bytes = admitted(&admin, request).await?;
+    let revoke =
+        parse_revoke(&bytes).map_err(|message| Refusal::new(StatusCode::BAD_REQUEST, message))?;
+    // Only the kind is logged: a `jti`, `sub`, `iss` or `kid` identifies a person or a
+    // session.
+    let kind = revoke.kind;
+    match admin.layer.revoke(&revoke.revoke).await {
+        Ok(()) => {
+            tracing::info!(kind, narrowed = revoke.narrowed, "admin revoke");
+            Ok(respond(StatusCode::OK, &Revoked { revoked: true }))
+        }
+        Err(e @ RevokeError::Full(_)) => {
+            tracing::warn!(kind, "admin revoke refused: the revocation store is full");
+            Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+        }
+        // `parse_revoke` refuses empty strings first; kept for the store's own check.
+        Err(e @ RevokeError::Empty(_)) => Err(Refusal::new(StatusCode::BAD_REQUEST, e.to_string())),
+    }
 }
 
 async fn method_not_allowed() -> Refusal {
@@ -427,8 +498,9 @@ struct ParsedPurge {
     kind: &'static str,
 }
 
-/// Parses and validates a `POST /purge` body; the error is the `400` message.
-fn parse_purge(body: &[u8]) -> Result<ParsedPurge, String> {
+/// Reads a request body of type `T` from a JSON object; `expecting` says what the body
+/// should be. The error is the `400` message.
+fn from_object<T: DeserializeOwned>(body: &[u8], expecting: &str) -> Result<T, String> {
     let message = |e: serde_json::Error| {
         let message = e.to_string();
         if e.is_data() {
@@ -438,12 +510,17 @@ fn parse_purge(body: &[u8]) -> Result<ParsedPurge, String> {
         }
     };
     // serde's derive also reads a struct from an array of its fields in order; only an
-    // object is a purge request.
+    // object is a request.
     if body.trim_ascii_start().first().is_some_and(|b| *b != b'{') {
         serde_json::from_slice::<IgnoredAny>(body).map_err(message)?;
-        return Err(format!("the body must be {EXPECTING}"));
+        return Err(format!("the body must be {expecting}"));
     }
-    let body: PurgeBody = serde_json::from_slice(body).map_err(message)?;
+    serde_json::from_slice(body).map_err(message)
+}
+
+/// Parses and validates a `POST /purge` body; the error is the `400` message.
+fn parse_purge(body: &[u8]) -> Result<ParsedPurge, String> {
+    let body: PurgeBody = from_object(body, EXPECTING)?;
     let PurgeBody {
         tags,
         types,
@@ -543,9 +620,181 @@ fn clip(text: &str) -> &str {
         .map_or(text, |(end, _)| &text[..end])
 }
 
+/// What a revoke request body is, for messages.
+const REVOKE_FORMS: &str = r#"a JSON object in one of three forms: {"jti":..,"exp":..}, {"sub":..,"issued_before":..} (optionally with "iss") or {"iss":..,"issued_before":..} (optionally with "kid")"#;
+
+/// The body of `POST /revoke`, before validation. Each field is read as any JSON value
+/// and checked afterwards, so that a refusal names the field whose value is wrong (serde's
+/// own type errors name the value, not the field). As in [`PurgeBody`], an explicit
+/// `null` is not "absent".
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    #[serde(default, deserialize_with = "present")]
+    jti: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    exp: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    sub: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    iss: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    kid: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    issued_before: Option<Value>,
+}
+
+/// Pairs of fields that belong to different forms, in the order they are reported.
+const CONFLICTS: [(&str, &str); 9] = [
+    ("jti", "sub"),
+    ("jti", "iss"),
+    ("jti", "kid"),
+    ("jti", "issued_before"),
+    ("exp", "issued_before"),
+    ("exp", "sub"),
+    ("exp", "iss"),
+    ("exp", "kid"),
+    ("sub", "kid"),
+];
+
+/// A validated revocation, the name of its kind and whether it is narrowed (by `iss` or
+/// `kid`), for logs.
+#[derive(Debug)]
+struct ParsedRevoke {
+    revoke: Revoke,
+    kind: &'static str,
+    narrowed: bool,
+}
+
+/// Parses and validates a `POST /revoke` body; the error is the `400` message. Messages
+/// name fields and JSON types, never a value from the body.
+fn parse_revoke(body: &[u8]) -> Result<ParsedRevoke, String> {
+    let body: RevokeBody = from_object(body, REVOKE_FORMS)?;
+    let given = [
+        ("jti", body.jti.is_some()),
+        ("exp", body.exp.is_some()),
+        ("sub", body.sub.is_some()),
+        ("iss", body.iss.is_some()),
+        ("kid", body.kid.is_some()),
+        ("issued_before", body.issued_before.is_some()),
+    ];
+    let present = |field: &str| given.contains(&(field, true));
+    if let Some((a, b)) = CONFLICTS.iter().find(|(a, b)| present(a) && present(b)) {
+        return Err(format!(
+            "`{a}` and `{b}` cannot be combined; send {REVOKE_FORMS}"
+        ));
+    }
+    let RevokeBody {
+        jti,
+        exp,
+        sub,
+        iss,
+        kid,
+        issued_before,
+    } = body;
+    let jti = text("jti", jti)?;
+    let exp = seconds("exp", exp)?;
+    let sub = text("sub", sub)?;
+    let iss = text("iss", iss)?;
+    let kid = text("kid", kid)?;
+    let issued_before = seconds("issued_before", issued_before)?;
+    let missing_before = || {
+        "missing `issued_before`: tokens issued before this time (Unix seconds) are revoked"
+            .to_owned()
+    };
+    if let Some(jti) = jti {
+        let exp = exp.ok_or("missing `exp`: the token's `exp` claim, in Unix seconds")?;
+        return Ok(ParsedRevoke {
+            revoke: Revoke::token_unix(jti, exp),
+            kind: "jti",
+            narrowed: false,
+        });
+    }
+    if let Some(sub) = sub {
+        let before = issued_before.ok_or_else(missing_before)?;
+        let narrowed = iss.is_some();
+        let mut revoke = Revoke::subject_unix(sub, before);
+        if let Some(iss) = iss {
+            revoke = revoke.of_issuer(iss);
+        }
+        return Ok(ParsedRevoke {
+            revoke,
+            kind: "sub",
+            narrowed,
+        });
+    }
+    if let Some(iss) = iss {
+        let before = issued_before.ok_or_else(missing_before)?;
+        let narrowed = kid.is_some();
+        let mut revoke = Revoke::issuer_unix(iss, before);
+        if let Some(kid) = kid {
+            revoke = revoke.key_id(kid);
+        }
+        return Ok(ParsedRevoke {
+            revoke,
+            kind: "iss",
+            narrowed,
+        });
+    }
+    Err(if kid.is_some() {
+        "`kid` needs `iss`: it narrows a revocation of that issuer's tokens to one key".into()
+    } else if exp.is_some() {
+        "missing `jti`: `exp` goes with the `jti` of the token to revoke".into()
+    } else if issued_before.is_some() {
+        "`issued_before` needs `sub` or `iss`: whose tokens to revoke".into()
+    } else {
+        format!("nothing to revoke; send {REVOKE_FORMS}")
+    })
+}
+
+/// A string field that, when present, is a non-empty string.
+fn text(field: &str, value: Option<Value>) -> Result<Option<String>, String> {
+    match value {
+        None => Ok(None),
+        Some(Value::String(text)) if text.is_empty() => Err(format!("`{field}` is empty")),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(other) => Err(format!(
+            "`{field}` must be a string, not {}",
+            json_type(&other)
+        )),
+    }
+}
+
+/// A time field that, when present, is a whole, non-negative number of Unix seconds.
+fn seconds(field: &str, value: Option<Value>) -> Result<Option<u64>, String> {
+    match value {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| format!("`{field}` must be a whole number of Unix seconds, 0 or more")),
+        Some(other) => Err(format!(
+            "`{field}` must be a number of Unix seconds, not {}",
+            json_type(&other)
+        )),
+    }
+}
+
+/// The JSON type of `value`, for messages that must not repeat the value itself.
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 #[derive(Serialize)]
 struct Purged {
     purged: u64,
+}
+
+#[derive(Serialize)]
+struct Revoked {
+    revoked: bool,
 }
 
 #[derive(Serialize)]
@@ -707,6 +956,181 @@ mod tests {
                 message.contains(expected),
                 "{body}: {message:?} should contain {expected:?}"
             );
+        }
+    }
+
+    fn revoke(body: &str) -> Result<Revoke, String> {
+        parse_revoke(body.as_bytes()).map(|p| p.revoke)
+    }
+
+    #[test]
+    fn each_revoke_form_parses_to_its_revocation() {
+        assert_eq!(
+            revoke(r#"{"jti":"3f2a","exp":1800003600}"#),
+            Ok(Revoke::token_unix("3f2a", 1_800_003_600))
+        );
+        assert_eq!(
+            revoke(r#"{"sub":"alice","issued_before":1800000000}"#),
+            Ok(Revoke::subject_unix("alice", 1_800_000_000))
+        );
+        assert_eq!(
+            revoke(r#"{"issued_before":1800000000,"iss":"idp","sub":"alice"}"#),
+            Ok(Revoke::subject_unix("alice", 1_800_000_000).of_issuer("idp"))
+        );
+        assert_eq!(
+            revoke(r#"{"iss":"idp","issued_before":0}"#),
+            Ok(Revoke::issuer_unix("idp", 0))
+        );
+        assert_eq!(
+            revoke(r#"{"iss":"idp","issued_before":1800000000,"kid":"k1"}"#),
+            Ok(Revoke::issuer_unix("idp", 1_800_000_000).key_id("k1"))
+        );
+        // The largest time JSON can say exactly.
+        assert_eq!(
+            revoke(&format!(r#"{{"jti":"j","exp":{}}}"#, u64::MAX)),
+            Ok(Revoke::token_unix("j", u64::MAX))
+        );
+        let kinds = |body: &str| {
+            let parsed = parse_revoke(body.as_bytes()).unwrap();
+            (parsed.kind, parsed.narrowed)
+        };
+        assert_eq!(kinds(r#"{"jti":"j","exp":1}"#), ("jti", false));
+        assert_eq!(kinds(r#"{"sub":"a","issued_before":1}"#), ("sub", false));
+        assert_eq!(
+            kinds(r#"{"sub":"a","issued_before":1,"iss":"i"}"#),
+            ("sub", true)
+        );
+        assert_eq!(kinds(r#"{"iss":"i","issued_before":1}"#), ("iss", false));
+        assert_eq!(
+            kinds(r#"{"iss":"i","issued_before":1,"kid":"k"}"#),
+            ("iss", true)
+        );
+    }
+
+    #[test]
+    fn malformed_revocations_name_the_field() {
+        let cases = [
+            ("", "not valid JSON"),
+            (r#"{"jti":"j","exp":1"#, "not valid JSON"),
+            ("[]", "the body must be a JSON object in one of three forms"),
+            (r#"["j",1]"#, "the body must be a JSON object"),
+            ("{}", "nothing to revoke"),
+            (
+                r#"{"jti":"j","exp":1,"reason":"x"}"#,
+                "unknown field `reason`",
+            ),
+            (r#"{"jti":"j","jti":"k","exp":1}"#, "duplicate field `jti`"),
+            // Wrong types, negative and fractional numbers.
+            (r#"{"jti":"j","exp":"soon"}"#, "`exp` must be a number"),
+            (r#"{"jti":"j","exp":-1}"#, "`exp` must be a whole number"),
+            (r#"{"jti":"j","exp":1.5}"#, "`exp` must be a whole number"),
+            (r#"{"jti":"j","exp":1e3}"#, "`exp` must be a whole number"),
+            (
+                r#"{"jti":"j","exp":18446744073709551616}"#,
+                "`exp` must be a whole number",
+            ),
+            (
+                r#"{"jti":"j","exp":null}"#,
+                "`exp` must be a number of Unix seconds, not null",
+            ),
+            (
+                r#"{"jti":7,"exp":1}"#,
+                "`jti` must be a string, not a number",
+            ),
+            (
+                r#"{"jti":null,"exp":1}"#,
+                "`jti` must be a string, not null",
+            ),
+            (
+                r#"{"sub":["alice"],"issued_before":1}"#,
+                "`sub` must be a string, not an array",
+            ),
+            (
+                r#"{"sub":"a","issued_before":"1800000000"}"#,
+                "`issued_before` must be a number",
+            ),
+            (
+                r#"{"sub":"a","issued_before":-5}"#,
+                "`issued_before` must be a whole number",
+            ),
+            (
+                r#"{"sub":"a","issued_before":1,"iss":{}}"#,
+                "`iss` must be a string, not an object",
+            ),
+            (
+                r#"{"iss":"i","issued_before":1,"kid":true}"#,
+                "`kid` must be a string, not a boolean",
+            ),
+            // Missing parts.
+            (r#"{"jti":"j"}"#, "missing `exp`"),
+            (r#"{"sub":"a"}"#, "missing `issued_before`"),
+            (r#"{"sub":"a","iss":"i"}"#, "missing `issued_before`"),
+            (r#"{"iss":"i","kid":"k"}"#, "missing `issued_before`"),
+            (r#"{"exp":1}"#, "missing `jti`"),
+            (
+                r#"{"issued_before":1}"#,
+                "`issued_before` needs `sub` or `iss`",
+            ),
+            // Two forms at once.
+            (
+                r#"{"jti":"j","exp":1,"sub":"a"}"#,
+                "`jti` and `sub` cannot be combined",
+            ),
+            (
+                r#"{"jti":"j","exp":1,"iss":"i"}"#,
+                "`jti` and `iss` cannot be combined",
+            ),
+            (
+                r#"{"jti":"j","issued_before":1}"#,
+                "`jti` and `issued_before` cannot be combined",
+            ),
+            (
+                r#"{"exp":1,"issued_before":1}"#,
+                "`exp` and `issued_before` cannot be combined",
+            ),
+            (
+                r#"{"sub":"a","exp":1}"#,
+                "`exp` and `sub` cannot be combined",
+            ),
+            (
+                r#"{"sub":"a","issued_before":1,"kid":"k"}"#,
+                "`sub` and `kid` cannot be combined",
+            ),
+            (r#"{"kid":"k","issued_before":1}"#, "`kid` needs `iss`"),
+            (r#"{"kid":"k"}"#, "`kid` needs `iss`"),
+            // Empty strings.
+            (r#"{"jti":"","exp":1}"#, "`jti` is empty"),
+            (r#"{"sub":"","issued_before":1}"#, "`sub` is empty"),
+            (
+                r#"{"sub":"a","issued_before":1,"iss":""}"#,
+                "`iss` is empty",
+            ),
+            (r#"{"iss":"","issued_before":1}"#, "`iss` is empty"),
+            (
+                r#"{"iss":"i","issued_before":1,"kid":""}"#,
+                "`kid` is empty",
+            ),
+        ];
+        for (body, expected) in cases {
+            let message = revoke(body).expect_err(body);
+            assert!(
+                message.contains(expected),
+                "{body}: {message:?} should contain {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn revocation_messages_never_repeat_values() {
+        for body in [
+            r#"{"jti":"secret-jti","exp":"secret-exp"}"#,
+            r#"{"sub":"secret-sub","issued_before":"secret-time"}"#,
+            r#"{"sub":"secret-sub","issued_before":1,"kid":"secret-kid"}"#,
+            r#"{"iss":"secret-iss","issued_before":1.5}"#,
+            r#"{"iss":["secret-iss"],"issued_before":1}"#,
+        ] {
+            let message = revoke(body).unwrap_err();
+            assert!(!message.contains("secret"), "{body}: {message}");
         }
     }
 

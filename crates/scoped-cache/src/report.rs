@@ -10,13 +10,31 @@
 //! This module is neutral: the extension writes reports and the layer reads them, and
 //! neither imports the other.
 
+use std::collections::HashSet;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-/// The response header that carries an [`ExecutionReport`] from the handler to the layer.
-pub(crate) const REPORT_HEADER: HeaderName = HeaderName::from_static("x-scoped-cache-report");
+/// Every report header's name starts with this. Each report gets a name of its own
+/// (`x-scoped-cache-report-7`): async-graphql merges a batch's headers by name, keeping
+/// only the last of each, and every item of a batch must be seen.
+pub(crate) const REPORT_HEADER_PREFIX: &str = "x-scoped-cache-report";
+
+/// A report header name no other report of the same response uses.
+pub(crate) fn report_header_name() -> HeaderName {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    HeaderName::from_bytes(format!("{REPORT_HEADER_PREFIX}-{n}").as_bytes())
+        .unwrap_or(HeaderName::from_static(REPORT_HEADER_PREFIX))
+}
+
+fn is_report_header(name: &HeaderName) -> bool {
+    name.as_str().starts_with(REPORT_HEADER_PREFIX)
+}
 
 /// What one execution touched.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,8 +52,8 @@ pub(crate) struct ExecutionReport {
     /// Mutation root fields that ran (`createPost`), each once.
     #[serde(default, rename = "m", skip_serializing_if = "Vec::is_empty")]
     pub(crate) mutations: Vec<String>,
-    /// The document used names the extension reserves for itself, so what it reports
-    /// cannot be relied on: the response must not be stored.
+    /// What the extension saw cannot be relied on (an id field it added failed, or it
+    /// never saw the document): the response must not be stored.
     #[serde(default, rename = "x", skip_serializing_if = "std::ops::Not::not")]
     pub(crate) unreliable: bool,
 }
@@ -48,22 +66,64 @@ impl ExecutionReport {
         HeaderValue::from_str(&URL_SAFE_NO_PAD.encode(json)).ok()
     }
 
-    /// Removes every report header from `headers` and merges what they say (a batch
-    /// carries one per request). `None` when there was none; a header that does not decode
-    /// yields an unreliable report, never a silently empty one.
+    /// Adds this report to `headers` under a name of its own.
+    pub(crate) fn attach(&self, headers: &mut HeaderMap) -> bool {
+        match self.encode() {
+            Some(value) => {
+                headers.insert(report_header_name(), value);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes every report header from `headers` and returns the reports, one per
+    /// executed request (a batch carries several). A header that does not decode yields
+    /// an unreliable report, never a silently missing one.
+    pub(crate) fn take_all(headers: &mut HeaderMap) -> Vec<Self> {
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| is_report_header(name))
+            .cloned()
+            .collect();
+        let mut reports = Vec::with_capacity(names.len());
+        for name in names {
+            for value in headers.get_all(&name) {
+                reports.push(Self::decode(value).unwrap_or_else(|| Self {
+                    unreliable: true,
+                    ..Self::default()
+                }));
+            }
+            headers.remove(&name);
+        }
+        reports
+    }
+
+    /// Removes every report header from `headers` and merges what they say. `None` when
+    /// there was none.
     pub(crate) fn take(headers: &mut HeaderMap) -> Option<Self> {
-        if !headers.contains_key(&REPORT_HEADER) {
+        let reports = Self::take_all(headers);
+        if reports.is_empty() {
             return None;
         }
+        Some(Self::merge_all(reports))
+    }
+
+    /// One report holding what all of `reports` saw, each item once.
+    pub(crate) fn merge_all(reports: Vec<Self>) -> Self {
         let mut merged = Self::default();
-        for value in headers.get_all(&REPORT_HEADER) {
-            match Self::decode(value) {
-                Some(report) => merged.merge(report),
-                None => merged.unreliable = true,
-            }
+        for report in reports {
+            merged.merge(report);
         }
-        headers.remove(&REPORT_HEADER);
-        Some(merged)
+        fn dedup<T: Eq + Hash + Clone>(items: &mut Vec<T>) {
+            let mut seen = HashSet::with_capacity(items.len());
+            items.retain(|item| seen.insert(item.clone()));
+        }
+        dedup(&mut merged.types);
+        dedup(&mut merged.entities);
+        dedup(&mut merged.overflowed);
+        dedup(&mut merged.mutations);
+        merged
     }
 
     fn decode(value: &HeaderValue) -> Option<Self> {
@@ -71,19 +131,12 @@ impl ExecutionReport {
         serde_json::from_slice(&json).ok()
     }
 
-    /// Adds what `other` saw.
-    pub(crate) fn merge(&mut self, other: Self) {
-        fn union<T: PartialEq>(into: &mut Vec<T>, from: Vec<T>) {
-            for item in from {
-                if !into.contains(&item) {
-                    into.push(item);
-                }
-            }
-        }
-        union(&mut self.types, other.types);
-        union(&mut self.entities, other.entities);
-        union(&mut self.overflowed, other.overflowed);
-        union(&mut self.mutations, other.mutations);
+    /// Adds what `other` saw (duplicates are left for [`merge_all`](Self::merge_all)).
+    fn merge(&mut self, other: Self) {
+        self.types.extend(other.types);
+        self.entities.extend(other.entities);
+        self.overflowed.extend(other.overflowed);
+        self.mutations.extend(other.mutations);
         self.unreliable |= other.unreliable;
     }
 }
@@ -105,18 +158,20 @@ mod tests {
             unreliable: false,
         };
         let mut headers = HeaderMap::new();
-        headers.append(REPORT_HEADER, report.encode().unwrap());
-        headers.append(
-            REPORT_HEADER,
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        assert!(report.attach(&mut headers));
+        // A batch's second report, under a name of its own.
+        assert!(
             ExecutionReport {
                 types: vec!["Post".into()],
                 overflowed: vec!["Post".into()],
                 ..Default::default()
             }
-            .encode()
-            .unwrap(),
+            .attach(&mut headers)
         );
+        assert_eq!(headers.len(), 3);
         let taken = ExecutionReport::take(&mut headers).unwrap();
+        headers.remove("content-type");
         assert!(headers.is_empty());
         assert_eq!(taken.types, ["Post", "User"]);
         assert_eq!(taken.entities, report.entities);
@@ -128,7 +183,10 @@ mod tests {
     #[test]
     fn a_garbled_report_is_unreliable_not_empty() {
         let mut headers = HeaderMap::new();
-        headers.insert(REPORT_HEADER, HeaderValue::from_static("!!not base64"));
+        headers.insert(
+            report_header_name(),
+            HeaderValue::from_static("!!not base64"),
+        );
         assert!(ExecutionReport::take(&mut headers).unwrap().unreliable);
         assert!(ExecutionReport::take(&mut headers).is_none());
     }

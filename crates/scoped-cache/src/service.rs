@@ -128,10 +128,10 @@ impl Shared {
     {
         let policy = self.routes.resolve(&req);
         if !policy.verify {
-            let mut response = inner.call(req).await?;
-            // The entity-tags report is for this layer only, never for clients.
-            ExecutionReport::take(response.headers_mut());
-            return Ok(response);
+            let response = inner.call(req).await?;
+            // The entity-tags report is for this layer only, never for clients; a mutation
+            // it reports purges here too.
+            return Ok(self.invalidate(response, &[]).await);
         }
         let (mut parts, body) = req.into_parts();
         let claims = match self.authenticate(&parts).await {
@@ -193,9 +193,13 @@ impl Shared {
             let response = inner
                 .call(Request::from_parts(parts, Body::from(checked.body)))
                 .await?;
-            let (response, _) = self
+            let (mut response, _) = self
                 .finish_miss(response, &lookup, reads.log(), Keep::LearnOnly)
                 .await;
+            // Its scope is not known yet: it may depend on any claim.
+            if lookup.claims.is_some() {
+                cache::control::make_private(response.headers_mut());
+            }
             return Ok(response);
         }
 
@@ -252,12 +256,25 @@ impl Shared {
                         None
                     }
                 };
-                match fresh {
-                    Some((response, Ok(()))) => not_modified_if_matching(&asked, response),
+                let fresh = match fresh {
+                    Some((response, Ok(()))) => Ok(not_modified_if_matching(&asked, response)),
                     Some((response, outcome)) if !is_failure(response.status(), &outcome) => {
-                        response
+                        Ok(response)
                     }
-                    _ => self.hit(&asked, &stale, &lookup, CacheStatus::Stale),
+                    failed => Err(failed.map(|(response, _)| response)),
+                };
+                match fresh {
+                    Ok(response) => response,
+                    // Unless a purge removed the entry while this request executed.
+                    Err(_) if self.still_stored(lookup.key, &stale).await => {
+                        self.hit(&asked, &stale, &lookup, CacheStatus::Stale)
+                    }
+                    Err(Some(failed)) => failed,
+                    Err(None) => graphql_error(
+                        StatusCode::BAD_GATEWAY,
+                        "the operation failed",
+                        "INTERNAL_SERVER_ERROR",
+                    ),
                 }
             }
         };
@@ -373,10 +390,9 @@ impl Shared {
         S: Service<Request<Body>, Response = Response>,
     {
         hand_on(&mut parts, claims);
-        let mut response = inner
+        let response = inner
             .call(Request::from_parts(parts, Body::from(body)))
             .await?;
-        let report = ExecutionReport::take(response.headers_mut());
         let (mutation_fields, decision): (&[Arc<str>], _) = match prepared {
             Some(Prepared::Operation {
                 ty,
@@ -393,35 +409,61 @@ impl Shared {
             ),
             _ => (&[], None),
         };
-        // Which mutation fields ran without an error: the extension says so; without it,
-        // a clean response to a mutation the layer read says all of them did. A refused or
-        // failed mutation purges nothing, or anyone could empty the cache at will.
-        let ran: Vec<&str> = match &report {
-            Some(report) => report.mutations.iter().map(String::as_str).collect(),
-            None if self
-                .invalidations
-                .declares(mutation_fields.iter().map(|f| &**f)) =>
-            {
-                let clean;
-                (response, clean) = self.read_outcome(response).await;
-                if clean {
-                    mutation_fields
-                        .iter()
-                        .filter_map(|f| f.strip_prefix("Mutation."))
-                        .collect()
-                } else {
-                    Vec::new()
-                }
+        let response = self.invalidate(response, mutation_fields).await;
+        Ok(self.labelled(response, CacheStatus::Bypass, decision, claims.is_some()))
+    }
+
+    /// Takes the entity-tags reports off `response` and purges what the mutations that
+    /// ran invalidate, before the response is returned. `mutation_fields` are the root
+    /// fields of a mutation the layer read itself (`Mutation.createPost`), for a schema
+    /// without the extension.
+    async fn invalidate(&self, mut response: Response, mutation_fields: &[Arc<str>]) -> Response {
+        let reports = ExecutionReport::take_all(response.headers_mut());
+        // Which mutation fields ran without an error: the extension says so (each item of
+        // a batch has its own report, and only mutation items' entities count); without
+        // it, a clean response to a mutation the layer read says all of them did. A
+        // refused or failed mutation purges nothing, or anyone could empty the cache.
+        let mutated = ExecutionReport::merge_all(
+            reports
+                .iter()
+                .filter(|r| !r.mutations.is_empty())
+                .cloned()
+                .collect(),
+        );
+        let ran: Vec<&str> = if !reports.is_empty() {
+            mutated.mutations.iter().map(String::as_str).collect()
+        } else if self
+            .invalidations
+            .declares(mutation_fields.iter().map(|f| &**f))
+        {
+            let clean;
+            (response, clean) = self.read_outcome(response).await;
+            if clean {
+                mutation_fields
+                    .iter()
+                    .filter_map(|f| f.strip_prefix("Mutation."))
+                    .collect()
+            } else {
+                Vec::new()
             }
-            None => Vec::new(),
+        } else {
+            Vec::new()
         };
-        for purge in self.invalidations.purges(&ran, report.as_ref()) {
+        for purge in self.invalidations.purges(&ran, Some(&mutated)) {
             match self.store.purge(&purge).await {
                 Ok(removed) => tracing::debug!(removed, "a mutation purged entries"),
                 Err(err) => tracing::warn!(%err, "a mutation's purge failed"),
             }
         }
-        Ok(self.labelled(response, CacheStatus::Bypass, decision, claims.is_some()))
+        response
+    }
+
+    /// Whether `entry` is still the one stored under `key` (no purge removed it).
+    async fn still_stored(&self, key: CacheKey, entry: &Arc<CachedResponse>) -> bool {
+        self.store
+            .get(&key, Instant::now())
+            .await
+            .is_some_and(|current| Arc::ptr_eq(&current, entry))
     }
 
     /// Whether `response` is a clean `200` GraphQL result, reading its body when it is
@@ -555,7 +597,8 @@ impl Shared {
             let epoch = shared.store.epoch();
             let reads = hand_on(&mut parts, lookup.claims);
             let request = Request::from_parts(parts, Body::from(body));
-            let revalidated = tokio::time::timeout(REVALIDATE_TIMEOUT, async {
+            // The execution has its own time limit; this one also bounds reading its body.
+            let revalidated = tokio::time::timeout(2 * REVALIDATE_TIMEOUT, async {
                 match execute_guarded(inner, request).await {
                     Ok(response) => {
                         let (response, outcome) = shared
@@ -727,12 +770,12 @@ impl Shared {
             claims.sort();
             claims.dedup();
         }
-        EntryMeta {
+        EntryMeta::new(
             tags,
-            operation: lookup.name.cloned(),
+            lookup.name.cloned(),
             claims,
-            fields: lookup.root_fields.to_vec(),
-        }
+            lookup.root_fields.to_vec(),
+        )
     }
 
     /// Records what a learned field's execution read; a scope that widened has its
@@ -863,12 +906,17 @@ where
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
-    let mut task = tokio::spawn(inner.call(request));
-    match tokio::time::timeout(REVALIDATE_TIMEOUT, &mut task).await {
-        Err(_) => {
-            task.abort();
-            Err(Failure::TimedOut)
+    /// Aborts the execution when the caller stops waiting for it (time-out, or the
+    /// request itself was dropped), so a hung handler never runs on unseen.
+    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+    impl<T> Drop for AbortOnDrop<T> {
+        fn drop(&mut self) {
+            self.0.abort();
         }
+    }
+    let mut task = AbortOnDrop(tokio::spawn(inner.call(request)));
+    match tokio::time::timeout(REVALIDATE_TIMEOUT, &mut task.0).await {
+        Err(_) => Err(Failure::TimedOut),
         Ok(Err(_)) => Err(Failure::Panicked),
         Ok(Ok(Err(_))) => Err(Failure::ServiceError),
         Ok(Ok(Ok(response))) => Ok(response),

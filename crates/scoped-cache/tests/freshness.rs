@@ -39,6 +39,8 @@ struct World {
     greetings: AtomicU64,
     fail: AtomicBool,
     panic: AtomicBool,
+    /// How long `ticker` takes, in milliseconds.
+    delay_ms: AtomicU64,
 }
 
 impl World {
@@ -89,6 +91,10 @@ impl Query {
     /// A fresh value per execution; fails or panics on demand.
     async fn ticker(&self, ctx: &Context<'_>) -> Result<String, Error> {
         let world = world(ctx);
+        let delay = world.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         if world.panic.load(Ordering::SeqCst) {
             panic!("ticker panicked on purpose");
         }
@@ -239,6 +245,31 @@ async fn a_created_post_is_in_the_next_list() {
 }
 
 #[tokio::test]
+async fn an_answer_holding_no_post_still_depends_on_posts() {
+    let f = fixture();
+    let missing = r#"{ post(id: "4") { title } }"#;
+    assert_eq!(f.ask(missing).await.body["data"]["post"], Value::Null);
+    assert_eq!(f.ask(missing).await.x_cache(), "HIT");
+    f.ask_as(
+        &member("alice"),
+        r#"mutation { createPost(title: "fourth") { title } }"#,
+    )
+    .await;
+    let found = f.ask(missing).await;
+    assert_eq!(found.x_cache(), "MISS");
+    assert_eq!(found.body["data"]["post"]["title"], "fourth");
+    // Null answers match any entity of their type, too.
+    f.ask(r#"{ post(id: "9") { title } }"#).await;
+    assert_eq!(
+        f.layer
+            .purge(&Purge::entity("Post", "anything"))
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+#[tokio::test]
 async fn a_changed_entity_purges_the_entries_holding_it_and_no_others() {
     let f = fixture();
     // Neither document selects `id`: the extension asks for it on its own.
@@ -299,6 +330,23 @@ async fn a_batched_mutation_invalidates_too() {
     let after = f.ask(FEED).await;
     assert_eq!(after.x_cache(), "MISS");
     assert_eq!(titles(&after)[0], "batched");
+}
+
+#[tokio::test]
+async fn a_mutation_anywhere_in_a_batch_invalidates() {
+    let f = fixture();
+    let one = r#"{ post(id: "1") { title } }"#;
+    f.ask(one).await;
+    assert_eq!(f.ask(one).await.x_cache(), "HIT");
+    let batch = json!([
+        { "query": r#"mutation { renamePost(id: "1", title: "renamed") { title } }"# },
+        { "query": r#"{ post(id: "2") { title } }"# },
+    ]);
+    let reply = send(&f.app, post("/graphql", Some(&member("alice")), batch)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let after = f.ask(one).await;
+    assert_eq!(after.x_cache(), "MISS");
+    assert_eq!(after.body["data"]["post"]["title"], "renamed");
 }
 
 #[tokio::test]
@@ -419,6 +467,23 @@ async fn a_failing_revalidation_keeps_serving_stale_within_stale_if_error() {
     let recovered = f.ask(TICKER).await;
     assert_eq!(recovered.x_cache(), "MISS");
     assert_eq!(tick(&recovered), "tick-2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_entry_purged_while_its_fallback_executes_is_not_served() {
+    let f = fixture();
+    assert_eq!(tick(&f.ask(TICKER).await), "tick-1");
+    // Past stale-while-revalidate, within stale-if-error: the request executes itself.
+    tokio::time::advance(Duration::from_secs(40)).await;
+    f.world.fail.store(true, Ordering::SeqCst);
+    f.world.delay_ms.store(1_000, Ordering::SeqCst);
+    let app = f.app.clone();
+    let pending = tokio::spawn(async move { send(&app, query("/graphql", None, TICKER)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(f.layer.purge(&Purge::all()).await.unwrap(), 1);
+    let reply = pending.await.unwrap();
+    assert_ne!(reply.x_cache(), "STALE", "{:?}", reply.body);
+    assert!(reply.body["errors"].is_array());
 }
 
 #[tokio::test(start_paused = true)]

@@ -216,11 +216,31 @@ impl EntryMeta {
             Selector::Scope(claims) => claims.iter().all(|c| self.claims.contains(c)),
             Selector::Fields(fields) => fields.iter().any(|f| self.fields.contains(f)),
             Selector::Tags(tags) => tags.iter().any(|tag| match tag {
-                Tag::Entity(ty, _) => {
-                    self.tags.contains(tag) || self.tags.contains(&Tag::AnyOf(Arc::clone(ty)))
-                }
-                _ => self.tags.contains(tag),
+                Tag::Entity(ty, _) => self.has(tag) || self.has(&Tag::AnyOf(Arc::clone(ty))),
+                _ => self.has(tag),
             }),
+        }
+    }
+
+    /// Whether the entry carries `tag` (tags are kept sorted: see [`EntryMeta::new`]).
+    fn has(&self, tag: &Tag) -> bool {
+        self.tags.binary_search(tag).is_ok()
+    }
+
+    /// Metadata with its tags sorted and deduplicated, as [`matches`](Self::matches) needs.
+    pub(crate) fn new(
+        mut tags: Vec<Tag>,
+        operation: Option<Arc<str>>,
+        claims: Vec<Arc<[u8]>>,
+        fields: Vec<Arc<str>>,
+    ) -> Self {
+        tags.sort();
+        tags.dedup();
+        Self {
+            tags,
+            operation,
+            claims,
+            fields,
         }
     }
 
@@ -266,6 +286,25 @@ pub(crate) enum IndexKey {
 }
 
 impl Selector {
+    /// Memory a copy of this selector holds, roughly.
+    pub(crate) fn weight(&self) -> usize {
+        64 + match self {
+            Selector::All => 0,
+            Selector::Operation(name) => name.len(),
+            Selector::Scope(claims) => claims.iter().map(|c| c.len() + 32).sum(),
+            Selector::Fields(fields) => fields.iter().map(|f| f.len() + 32).sum(),
+            Selector::Tags(tags) => tags
+                .iter()
+                .map(|tag| {
+                    48 + match tag {
+                        Tag::Type(t) | Tag::AnyOf(t) => t.len() + 16,
+                        Tag::Entity(t, id) => t.len() + id.len() + 32,
+                    }
+                })
+                .sum(),
+        }
+    }
+
     /// The index keys under which every entry this selector matches is found (a superset:
     /// matches are confirmed with [`EntryMeta::matches`]). `None` for [`Selector::All`].
     pub(crate) fn candidates(&self) -> Option<Vec<IndexKey>> {
@@ -301,20 +340,20 @@ mod tests {
     use super::*;
 
     fn meta() -> EntryMeta {
-        EntryMeta {
-            tags: vec![
+        EntryMeta::new(
+            vec![
                 Tag::Type("Post".into()),
                 Tag::Entity("Post".into(), "1".into()),
                 Tag::Type("User".into()),
                 Tag::AnyOf("User".into()),
             ],
-            operation: Some("Feed".into()),
-            claims: vec![
+            Some("Feed".into()),
+            vec![
                 claim_tag(&ClaimPath::parse("sub").unwrap(), &json!("alice")),
                 claim_tag(&ClaimPath::parse("role").unwrap(), &json!("member")),
             ],
-            fields: vec!["Query.publicPosts".into()],
-        }
+            vec!["Query.publicPosts".into()],
+        )
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! header.
 //!
 //! Everything here is linear in the document and in the response, and walks them with
-//! explicit stacks: nothing recurses on how deeply a client nests its selections.
+//! explicit stacks: nothing recurses on how deeply a client nests its selections. What the
+//! rewrite adds is bounded by a budget proportional to the document (see [`id_budget`]).
 
 use std::collections::{HashMap, HashSet};
 use std::mem;
@@ -25,18 +26,20 @@ use async_graphql::parser::types::{
 };
 use async_graphql::registry::{MetaType, MetaTypeName, Registry};
 use async_graphql::{
-    CacheControl, Name, PathSegment, Pos, Positioned, Request, Response, ServerResult, Value,
-    Variables,
+    CacheControl, Name, PathSegment, Pos, Positioned, Request, Response, ServerError, ServerResult,
+    Value, Variables,
 };
 
-use crate::report::{ExecutionReport, REPORT_HEADER};
+use crate::report::ExecutionReport;
 
 /// The most entities one response is tagged with by default (see [`EntityTags::max_tags`]).
 pub const DEFAULT_MAX_ENTITY_TAGS: usize = 1000;
 
-/// The prefix of every alias the extension adds. A document that uses it itself is left
-/// alone and reported unreliable.
+/// The prefix of every alias the extension adds. A query or mutation that uses it itself
+/// is refused.
 const RESERVED: &str = "__scoped_cache";
+/// What a client using [`RESERVED`] is told.
+const RESERVED_MESSAGE: &str = "aliases and field names starting with __scoped_cache are reserved";
 /// The alias of the added `__typename`.
 const TYPENAME_KEY: &str = "__scoped_cache_typename";
 /// The alias of an added id field is this followed by the object type's name, so that id
@@ -44,6 +47,21 @@ const TYPENAME_KEY: &str = "__scoped_cache_typename";
 const ID_KEY_PREFIX: &str = "__scoped_cache_id_";
 /// The id field of types not named by [`EntityTags::id_field`].
 const DEFAULT_ID_FIELD: &str = "id";
+/// The smallest [`id_budget`], so that ordinary documents never reach it.
+const MIN_ID_BUDGET: usize = 1_000;
+
+/// The most id selections the rewrite adds to a document holding `fields` field
+/// selections: `max(1_000, 2 × fields)`.
+///
+/// Object types' ids are always added: one per selection set of a field, so at most
+/// `fields`. The inline fragments selecting the ids of interface and union members (one
+/// per member type with an id, in every such selection set) share what is left, at least
+/// `max(1_000 - fields, fields)`, in document-walk order and all of a selection set's or
+/// none. Without that bound a union of 60 members turned a 1 MB document of 48,000
+/// `aN: u { __typename }` fields into 2.9 million selections.
+fn id_budget(fields: usize) -> usize {
+    fields.saturating_mul(2).max(MIN_ID_BUDGET)
+}
 
 /// An async-graphql extension that records the types and ids of the objects a query or
 /// mutation returns, and the mutation fields it ran, for the
@@ -52,11 +70,17 @@ const DEFAULT_ID_FIELD: &str = "id";
 ///
 /// Clients need not select `id` or `__typename`: before validation, the selection set of
 /// each field returning an object, interface or union (except the root operation types and
-/// introspection) also gets `__typename` and, for each object type it may hold, that type's
-/// id field, under aliases starting with `__scoped_cache`. After execution they are read and
-/// removed, so the body a client receives is the one it would get without the extension. A
-/// document that uses such an alias or field name itself is executed as written and its
-/// response is not stored.
+/// introspection) also gets `__typename` and, for an object type, that type's id field or,
+/// for an interface or union, an inline fragment selecting the id of each member type
+/// (within a budget, see below), under aliases starting with `__scoped_cache`. After
+/// execution they are read and removed, so the body a client receives is the one it would
+/// get without the extension.
+///
+/// Those names are reserved: a query or mutation that uses an alias or field name starting
+/// with `__scoped_cache` is refused before anything executes, with an error
+/// (`aliases and field names starting with __scoped_cache are reserved`) as a validation
+/// error would be. Executing it would let the client's own values pass for the
+/// extension's, and a mutation would run without purging what it changed.
 ///
 /// Install it with [`ScopedCacheLayer::entity_tags`](crate::ScopedCacheLayer::entity_tags),
 /// which configures it like the layer, or directly:
@@ -88,33 +112,50 @@ const DEFAULT_ID_FIELD: &str = "id";
 /// # What is recorded
 ///
 /// - every object type present in the response data (`Post`);
-/// - `(type, id)` for every object whose id field resolved to a string or a number, at
-///   most [`max_tags`](Self::max_tags) distinct entities (default
-///   [`DEFAULT_MAX_ENTITY_TAGS`]). Past that bound further entities are not listed: their
-///   type is tagged instead, and the layer treats *every* entity of that type as present
-///   (a purge of any `Post` removes a response that listed 1,000 posts and held 2,000);
+/// - `(type, id)` for every object whose id field was selected and resolved to a string, a
+///   number or an enum value, at most [`max_tags`](Self::max_tags) distinct entities
+///   (default [`DEFAULT_MAX_ENTITY_TAGS`]). Past that bound further entities are not
+///   listed: their type is tagged as *overflowed* instead, and the layer treats *every*
+///   entity of that type as present (a purge of any `Post` removes a response that listed
+///   1,000 posts and held 2,000);
+/// - as overflowed too, the type of every object in the response whose id is unknown: its
+///   type has no usable id field, its id was not selected (its id field has its own
+///   `cache_control`; in an interface or union, its type has its own `cache_control`, or
+///   the document used up the rewrite's budget), or it resolved to `null` or to a value
+///   that is not a string, number or enum. Such an object may be any entity of its type: a
+///   mutation returning a `Settings` without an id purges every stored response holding a
+///   `Settings`, and a purge of any `Settings` entity removes a response holding one. A
+///   type whose objects in the response all had their id is not overflowed (unless past
+///   `max_tags`);
 /// - the names (not aliases) of the mutation root fields that ran.
 ///
-/// The id field is `id` unless [`id_field`](Self::id_field) names another. Types without
-/// it (or whose id field is a list, an object, or needs arguments) are tagged by type only.
+/// The id field is `id` unless [`id_field`](Self::id_field) names another. It is usable when
+/// it returns a scalar or an enum (possibly non-null) and needs no arguments.
 ///
 /// # Costs and caveats
 ///
+/// - The rewrite is bounded by the document: one `__typename` per selection set of a field
+///   returning an object, interface or union, one id per such selection set of an object
+///   type, and interface and union member fragments only while the id selections added stay
+///   within `max(1_000, 2 × the document's field selections)`. Past that budget, interface
+///   and union selection sets get `__typename` alone and their objects' types are tagged
+///   as overflowed. A document of `n` field selections thus gets at most `n + max(1_000,
+///   2n)` added fields, and the rewrite and the response walk take time linear in the
+///   document and the response.
 /// - The added selections are validated and counted like the client's:
 ///   [`limit_complexity`](async_graphql::SchemaBuilder::limit_complexity) counts one more
 ///   field in each selection set of an object type with an id field (the id; async-graphql
 ///   does not count `__typename`), so `posts { title author { name } }` counts 6 instead of
-///   4; in each selection set of an interface or union, one per member type with an id
-///   field. A field with a complexity function multiplies its share like any other child.
-///   Depth is unchanged. Leave room for them when setting limits. The rewrite costs time
-///   linear in the document (times the member count of its interfaces and unions).
+///   4; in each selection set of an interface or union given member fragments, one per
+///   member type with an id field. A field with a complexity function multiplies its share
+///   like any other child. Depth is unchanged. Leave room for them when setting limits.
 /// - Resolvers that look ahead (`ctx.look_ahead()`, `ctx.field().selection_set()`) see
 ///   the added fields. Id fields should be cheap and infallible: an error from one adds an
 ///   error to the response (and may null its parent), and such a response is not stored.
 /// - An interface or union member type with its own `cache_control` would make the whole
-///   response as restrictive if its id were selected; its id is therefore left out there
-///   and, when one of its objects is found without an id, its type is tagged as if it had
-///   overflowed.
+///   response as restrictive if its id were selected; its id is therefore left out there,
+///   and its objects found there are tagged by type (overflowed). An id field with its own
+///   `cache_control` is never selected, so its type is always tagged by type.
 /// - Add it after the schema's other extensions: their `execute` hooks then see the
 ///   response as the client will (all extensions see the added fields while validating and
 ///   resolving).
@@ -152,7 +193,8 @@ impl EntityTags {
 
     /// The field that identifies objects of the object type `type_name` (`User` → `login`
     /// tags `User:alice`). Default: `id`. It must be a field of `type_name` returning a
-    /// scalar or enum and needing no arguments, or the type is tagged by type only.
+    /// scalar or enum and needing no arguments, or objects of the type are tagged by type
+    /// only (as overflowed: see [What is recorded](Self#what-is-recorded)).
     ///
     /// ```
     /// use scoped_cache::graphql::EntityTags;
@@ -220,8 +262,6 @@ enum Plan {
     Unseen,
     /// A subscription: nothing added, nothing reported.
     Subscription,
-    /// The document uses the reserved prefix itself: nothing added, report unreliable.
-    Reserved,
     Rewritten(Rewrite),
 }
 
@@ -234,9 +274,10 @@ struct Rewrite {
     /// walk descends into, so scalar values shaped like objects (JSON) are not touched
     /// unless the document itself uses one response key for both.
     composite_keys: HashSet<Name>,
-    /// Types whose id was left out of some selection set (see the `cache_control` caveat):
-    /// their objects found without an id are tagged by type, as if overflowed.
-    untagged: HashSet<String>,
+    /// Every object type the document selects (the members of a selected interface or
+    /// union included): an answer that holds none of a type's objects (an empty list, a
+    /// `null`) still depends on that type, and on any of its entities.
+    selected: IndexSet<String>,
 }
 
 impl TagsExtension {
@@ -273,7 +314,7 @@ impl Extension for TagsExtension {
             &ctx.schema_env.registry,
             &mut doc,
             operation_name.as_deref(),
-        );
+        )?;
         self.state().plan = plan;
         Ok(doc)
     }
@@ -304,21 +345,19 @@ impl Extension for TagsExtension {
                 });
                 report
             }
-            Plan::Unseen | Plan::Reserved | Plan::Subscription => ExecutionReport {
+            Plan::Unseen | Plan::Subscription => ExecutionReport {
                 unreliable: true,
                 ..ExecutionReport::default()
             },
         };
         report.mutations = mem::take(&mut self.state().mutations);
-        let value = report.encode().or_else(|| {
+        // Under a header name of its own: a batch's responses are merged by header name.
+        if !report.attach(&mut response.http_headers) {
             ExecutionReport {
                 unreliable: true,
                 ..ExecutionReport::default()
             }
-            .encode()
-        });
-        if let Some(value) = value {
-            response.http_headers.append(REPORT_HEADER, value);
+            .attach(&mut response.http_headers);
         }
         response
     }
@@ -349,34 +388,36 @@ impl Extension for TagsExtension {
 }
 
 /// Decides what to do with `doc` and rewrites it when it is a query or mutation.
+///
+/// # Errors
+///
+/// A query or mutation whose document uses the reserved prefix: it must not execute.
 fn plan(
     config: &EntityTags,
     registry: &Registry,
     doc: &mut ExecutableDocument,
     operation_name: Option<&str>,
-) -> Plan {
+) -> ServerResult<Plan> {
     let Some(operation) = selected_operation(&doc.operations, operation_name) else {
         // async-graphql refuses the request before executing anything.
-        return Plan::Unseen;
+        return Ok(Plan::Unseen);
     };
     let root = match operation.ty {
-        OperationType::Subscription => return Plan::Subscription,
+        OperationType::Subscription => return Ok(Plan::Subscription),
         OperationType::Query => Some(registry.query_type.as_str()),
         OperationType::Mutation => registry.mutation_type.as_deref(),
     };
     let Some(root) = root else {
-        return Plan::Unseen;
+        return Ok(Plan::Unseen);
     };
-    if uses_reserved_names(doc) {
-        return Plan::Reserved;
-    }
-    let mut rewriter = Rewriter::new(config, registry);
+    let fields = count_fields(doc).map_err(|pos| ServerError::new(RESERVED_MESSAGE, Some(pos)))?;
+    let mut rewriter = Rewriter::new(config, registry, fields);
     let ExecutableDocument {
         operations,
         fragments,
     } = doc;
     let Some(operation) = selected_operation_mut(operations, operation_name) else {
-        return Plan::Unseen;
+        return Ok(Plan::Unseen);
     };
     let mut roots = vec![(&mut operation.selection_set.node, root)];
     for fragment in fragments.values_mut() {
@@ -387,7 +428,7 @@ fn plan(
         ));
     }
     rewriter.rewrite(roots);
-    Plan::Rewritten(rewriter.out)
+    Ok(Plan::Rewritten(rewriter.out))
 }
 
 /// The operation async-graphql will run: the named one, or the only one.
@@ -419,27 +460,30 @@ fn selected_operation_mut<'d>(
     }
 }
 
-/// Whether any field or alias in the document starts with [`RESERVED`].
-fn uses_reserved_names(doc: &ExecutableDocument) -> bool {
+/// The number of field selections in the whole document, or the position of the first
+/// field or alias found starting with [`RESERVED`].
+fn count_fields(doc: &ExecutableDocument) -> Result<usize, Pos> {
     let mut stack: Vec<&SelectionSet> = doc
         .operations
         .iter()
         .map(|(_, op)| &op.node.selection_set.node)
         .chain(doc.fragments.values().map(|f| &f.node.selection_set.node))
         .collect();
+    let mut fields = 0usize;
     while let Some(set) = stack.pop() {
         for selection in &set.items {
             match &selection.node {
                 Selection::Field(field) => {
                     let field = &field.node;
-                    let reserved = field.name.node.starts_with(RESERVED)
-                        || field
-                            .alias
-                            .as_ref()
-                            .is_some_and(|alias| alias.node.starts_with(RESERVED));
-                    if reserved {
-                        return true;
+                    if let Some(alias) = &field.alias
+                        && alias.node.starts_with(RESERVED)
+                    {
+                        return Err(alias.pos);
                     }
+                    if field.name.node.starts_with(RESERVED) {
+                        return Err(field.name.pos);
+                    }
+                    fields += 1;
                     stack.push(&field.selection_set.node);
                 }
                 Selection::InlineFragment(inline) => stack.push(&inline.node.selection_set.node),
@@ -447,41 +491,43 @@ fn uses_reserved_names(doc: &ExecutableDocument) -> bool {
             }
         }
     }
-    false
+    Ok(fields)
 }
 
-/// How an object type's id is selected.
-#[derive(Clone)]
-enum IdSelection {
-    /// The type has no usable id field: tagged by type only.
-    None,
-    /// The id field has its own `cache_control`: selecting it would change the response's.
-    Restricted,
-    Select {
-        alias: Name,
-        field: Name,
-        type_name: Name,
-        /// The type itself has its own `cache_control`, which an inline fragment on it
-        /// would add to the response's.
-        restricted_type: bool,
-    },
+/// How an object type's id is selected, when it can be.
+struct IdField {
+    alias: Name,
+    field: Name,
+    /// The type itself has its own `cache_control`, which an inline fragment on it would
+    /// add to the response's.
+    restricted_type: bool,
 }
 
 struct Rewriter<'r> {
     config: &'r EntityTags,
     registry: &'r Registry,
-    ids: HashMap<&'r str, IdSelection>,
+    /// Object type → how its id is selected (`None`: it is not), decided once per type.
+    ids: HashMap<&'r str, Option<IdField>>,
+    /// Interface or union → the inline fragments selecting its members' ids, built once
+    /// per type.
+    member_ids: HashMap<&'r str, Vec<Positioned<Selection>>>,
+    /// How many more member id fragments the document may get (see [`id_budget`]).
+    member_budget: usize,
     typename_alias: Name,
     typename_field: Name,
     out: Rewrite,
 }
 
 impl<'r> Rewriter<'r> {
-    fn new(config: &'r EntityTags, registry: &'r Registry) -> Self {
+    /// A rewriter for a document holding `fields` field selections.
+    fn new(config: &'r EntityTags, registry: &'r Registry, fields: usize) -> Self {
         Self {
             config,
             registry,
             ids: HashMap::new(),
+            member_ids: HashMap::new(),
+            // Object ids take at most one per field selection; members share the rest.
+            member_budget: id_budget(fields).saturating_sub(fields),
             typename_alias: Name::new(TYPENAME_KEY),
             typename_field: Name::new("__typename"),
             out: Rewrite::default(),
@@ -502,6 +548,9 @@ impl<'r> Rewriter<'r> {
         while let Some((set, meta, add)) = stack.pop() {
             let items = &mut set.items;
             let original = items.len();
+            if self.is_tagged(meta) {
+                self.select(meta);
+            }
             if add && original > 0 && self.is_tagged(meta) {
                 self.add_selections(items, meta);
             }
@@ -546,6 +595,30 @@ impl<'r> Rewriter<'r> {
         }
     }
 
+    /// Records that the document selects `meta`: itself if it is an object type, else each
+    /// of its members (once per abstract type, so linear in the schema).
+    fn select(&mut self, meta: &'r MetaType) {
+        match meta {
+            MetaType::Object { name, .. } => {
+                if !self.out.selected.contains(name.as_str()) {
+                    self.out.selected.insert(name.clone());
+                }
+            }
+            _ => {
+                let abstract_name = format!("{RESERVED}:{}", meta.name());
+                if self.out.selected.contains(abstract_name.as_str()) {
+                    return;
+                }
+                self.out.selected.insert(abstract_name);
+                for member in meta.possible_types().into_iter().flatten() {
+                    if !self.out.selected.contains(member.as_str()) {
+                        self.out.selected.insert(member.clone());
+                    }
+                }
+            }
+        }
+    }
+
     /// Objects of this type get their type and id recorded.
     fn is_tagged(&self, meta: &MetaType) -> bool {
         let name = meta.name();
@@ -557,94 +630,100 @@ impl<'r> Rewriter<'r> {
             && registry.subscription_type.as_deref() != Some(name)
     }
 
+    /// Adds `__typename` and the id selections to the selection set of a field returning
+    /// `meta`. Constant work besides what is added, which the budget bounds.
     fn add_selections(&mut self, items: &mut Vec<Positioned<Selection>>, meta: &'r MetaType) {
         items.push(field_selection(
             self.typename_alias.clone(),
             self.typename_field.clone(),
         ));
         if let MetaType::Object { name, .. } = meta {
-            match self.id_selection(name) {
-                IdSelection::Select { alias, field, .. } => {
-                    items.push(field_selection(alias, field));
-                }
-                IdSelection::Restricted => self.untagged(name),
-                IdSelection::None => {}
+            if let Some(id) = self.id_field(name) {
+                items.push(field_selection(id.alias.clone(), id.field.clone()));
             }
             return;
         }
-        for name in meta.possible_types().into_iter().flatten() {
-            match self.id_selection(name) {
-                IdSelection::Select {
-                    alias,
-                    field,
-                    type_name,
-                    restricted_type: false,
-                } => items.push(inline_fragment(type_name, field_selection(alias, field))),
-                IdSelection::Select { .. } | IdSelection::Restricted => self.untagged(name),
-                IdSelection::None => {}
-            }
+        let name = meta.name();
+        if !self.member_ids.contains_key(name) {
+            let fragments = self.member_fragments(meta);
+            self.member_ids.insert(name, fragments);
+        }
+        // All of them or none: past the budget, the members' objects are tagged by type.
+        if let Some(fragments) = self.member_ids.get(name)
+            && fragments.len() <= self.member_budget
+        {
+            self.member_budget -= fragments.len();
+            items.extend(fragments.iter().cloned());
         }
     }
 
-    fn untagged(&mut self, type_name: &str) {
-        if !self.out.untagged.contains(type_name) {
-            self.out.untagged.insert(type_name.to_owned());
+    /// `... on Member { alias: id }` for each member type of `meta` whose id can be
+    /// selected without changing the response's cache policy.
+    fn member_fragments(&mut self, meta: &'r MetaType) -> Vec<Positioned<Selection>> {
+        let mut fragments = Vec::new();
+        for name in meta.possible_types().into_iter().flatten() {
+            if let Some(IdField {
+                alias,
+                field,
+                restricted_type: false,
+            }) = self.id_field(name)
+            {
+                fragments.push(inline_fragment(
+                    Name::new(name),
+                    field_selection(alias.clone(), field.clone()),
+                ));
+            }
         }
+        fragments
     }
 
     /// How objects of `type_name` are identified; decided once per type and request.
-    fn id_selection(&mut self, type_name: &'r str) -> IdSelection {
-        if let Some(known) = self.ids.get(type_name) {
-            return known.clone();
-        }
-        let selection = self.decide_id(type_name);
-        if let IdSelection::Select { alias, .. } = &selection {
-            self.out.id_keys.insert(type_name.to_owned(), alias.clone());
-        }
-        self.ids.insert(type_name, selection.clone());
-        selection
+    fn id_field(&mut self, type_name: &'r str) -> Option<&IdField> {
+        let (config, registry) = (self.config, self.registry);
+        let id_keys = &mut self.out.id_keys;
+        self.ids
+            .entry(type_name)
+            .or_insert_with(|| {
+                let id = decide_id(config, registry, type_name);
+                if let Some(id) = &id {
+                    id_keys.insert(type_name.to_owned(), id.alias.clone());
+                }
+                id
+            })
+            .as_ref()
     }
+}
 
-    fn decide_id(&self, type_name: &str) -> IdSelection {
-        let Some(MetaType::Object {
-            fields,
-            cache_control,
-            ..
-        }) = self.registry.types.get(type_name)
-        else {
-            return IdSelection::None;
-        };
-        let field_name = self.config.id_field_of(type_name);
-        let Some(field) = fields.get(field_name) else {
-            return IdSelection::None;
-        };
-        let ty = MetaTypeName::create(&field.ty).unwrap_non_null();
-        let leaf = match ty {
-            MetaTypeName::Named(named) => self
-                .registry
-                .types
-                .get(named)
-                .is_some_and(MetaType::is_leaf),
-            MetaTypeName::List(_) | MetaTypeName::NonNull(_) => false,
-        };
-        let needs_arguments = field
-            .args
-            .values()
-            .any(|arg| arg.ty.ends_with('!') && arg.default_value.is_none());
-        if !leaf || needs_arguments {
-            return IdSelection::None;
-        }
-        let neutral = CacheControl::default();
-        if field.cache_control != neutral {
-            return IdSelection::Restricted;
-        }
-        IdSelection::Select {
-            alias: Name::new(format!("{ID_KEY_PREFIX}{type_name}")),
-            field: Name::new(field_name),
-            type_name: Name::new(type_name),
-            restricted_type: *cache_control != neutral,
-        }
+/// The id field of `type_name`, when it has a usable one whose selection does not change
+/// the response's cache policy.
+fn decide_id(config: &EntityTags, registry: &Registry, type_name: &str) -> Option<IdField> {
+    let Some(MetaType::Object {
+        fields,
+        cache_control,
+        ..
+    }) = registry.types.get(type_name)
+    else {
+        return None;
+    };
+    let field_name = config.id_field_of(type_name);
+    let field = fields.get(field_name)?;
+    let leaf = match MetaTypeName::create(&field.ty).unwrap_non_null() {
+        MetaTypeName::Named(named) => registry.types.get(named).is_some_and(MetaType::is_leaf),
+        MetaTypeName::List(_) | MetaTypeName::NonNull(_) => false,
+    };
+    let needs_arguments = field
+        .args
+        .values()
+        .any(|arg| arg.ty.ends_with('!') && arg.default_value.is_none());
+    let neutral = CacheControl::default();
+    if !leaf || needs_arguments || field.cache_control != neutral {
+        return None;
     }
+    Some(IdField {
+        alias: Name::new(format!("{ID_KEY_PREFIX}{type_name}")),
+        field: Name::new(field_name),
+        restricted_type: *cache_control != neutral,
+    })
 }
 
 /// `alias: name`, with no arguments, directives or selections.
@@ -765,11 +844,10 @@ impl<'a> Tagger<'a> {
             Some(Value::String(id)) => self.entity(type_name, id),
             Some(Value::Number(id)) => self.entity(type_name, id.to_string()),
             Some(Value::Enum(id)) => self.entity(type_name, id.to_string()),
-            Some(_) => {}
-            None => {
-                if self.rewrite.untagged.contains(type_name.as_str()) {
-                    self.overflowed.insert(type_name);
-                }
+            // No id: the type has none, it was not selected here, or it is not one. The
+            // object may be any entity of its type.
+            _ => {
+                self.overflowed.insert(type_name);
             }
         }
     }
@@ -796,7 +874,16 @@ impl<'a> Tagger<'a> {
         self.entities.push((type_name, id));
     }
 
-    fn finish(self) -> ExecutionReport {
+    fn finish(mut self) -> ExecutionReport {
+        // Selected types the answer holds no object of: it depends on them all the same
+        // (an empty list of posts changes when a post is created), so any of their
+        // entities matches it.
+        for selected in &self.rewrite.selected {
+            if !selected.starts_with(RESERVED) && !self.types.contains(selected.as_str()) {
+                self.types.insert(selected.clone());
+                self.overflowed.insert(selected.clone());
+            }
+        }
         ExecutionReport {
             types: self.types.into_iter().collect(),
             entities: self.entities,
@@ -812,10 +899,18 @@ fn is_container(value: &Value) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use async_graphql::extensions::Analyzer;
     use async_graphql::futures_util::{Stream, StreamExt, stream};
-    use async_graphql::{ID, Interface, Json, Object, Schema, SimpleObject, Subscription, Union};
+    use async_graphql::{
+        BatchRequest, Context, ID, Interface, Json, Object, Schema, SimpleObject, Subscription,
+        Union,
+    };
     use serde_json::json;
+
+    use crate::report::REPORT_HEADER_PREFIX;
 
     use super::*;
 
@@ -859,6 +954,48 @@ mod tests {
         id: ID,
         code: String,
     }
+
+    /// No id field at all: every `Settings` is "any `Settings`".
+    #[derive(SimpleObject, Clone)]
+    struct Settings {
+        theme: String,
+    }
+
+    /// A nullable id, null for drafts not saved yet.
+    #[derive(SimpleObject, Clone)]
+    struct Draft {
+        id: Option<ID>,
+        body: String,
+    }
+
+    /// A union of 50 members with ids, to exhaust the rewrite's budget.
+    macro_rules! big_union {
+        ($($member:ident),* $(,)?) => {
+            $(
+                #[derive(SimpleObject, Clone)]
+                struct $member {
+                    id: ID,
+                }
+            )*
+
+            #[derive(Union)]
+            enum Big {
+                $($member($member),)*
+            }
+
+            const BIG_MEMBERS: usize = [$(stringify!($member)),*].len();
+        };
+    }
+
+    big_union!(
+        M00, M01, M02, M03, M04, M05, M06, M07, M08, M09, M10, M11, M12, M13, M14, M15, M16, M17,
+        M18, M19, M20, M21, M22, M23, M24, M25, M26, M27, M28, M29, M30, M31, M32, M33, M34, M35,
+        M36, M37, M38, M39, M40, M41, M42, M43, M44, M45, M46, M47, M48, M49,
+    );
+
+    /// How many times a mutation resolver ran, when the request carries one.
+    #[derive(Default)]
+    struct Runs(AtomicUsize);
 
     #[derive(Interface)]
     #[graphql(field(name = "id", ty = "&ID"))]
@@ -960,13 +1097,33 @@ mod tests {
         async fn json(&self) -> Json<serde_json::Value> {
             Json(json!({ "__scoped_cache_typename": "Post", "__scoped_cache_id_Post": "9" }))
         }
+
+        async fn drafts(&self) -> Vec<Draft> {
+            vec![
+                Draft {
+                    id: Some("d1".into()),
+                    body: "saved".into(),
+                },
+                Draft {
+                    id: None,
+                    body: "unsaved".into(),
+                },
+            ]
+        }
+
+        async fn big(&self) -> Big {
+            Big::M07(M07 { id: "7".into() })
+        }
     }
 
     struct Mutation;
 
     #[Object]
     impl Mutation {
-        async fn create_post(&self, title: String) -> Post {
+        async fn create_post(&self, ctx: &Context<'_>, title: String) -> Post {
+            if let Some(runs) = ctx.data_opt::<Arc<Runs>>() {
+                runs.0.fetch_add(1, Ordering::SeqCst);
+            }
             Post {
                 id: format!("new-{title}").into(),
                 title,
@@ -976,6 +1133,10 @@ mod tests {
 
         async fn delete_post(&self, id: ID) -> bool {
             !id.is_empty()
+        }
+
+        async fn update_settings(&self, theme: String) -> Settings {
+            Settings { theme }
         }
     }
 
@@ -1106,7 +1267,10 @@ mod tests {
             report.entities,
             entities(&[("Post", "1"), ("User", "u1"), ("Counter", "7")])
         );
-        assert_eq!(report.types, ["Post", "User", "Counter", "Note"]);
+        // `Secret` is a member the answer holds none of: it still depends on secrets.
+        assert_eq!(report.types, ["Post", "User", "Counter", "Note", "Secret"]);
+        // `Note` has no id field: the note found may be any note; any secret may matter.
+        assert_eq!(report.overflowed, ["Note", "Secret"]);
     }
 
     #[tokio::test]
@@ -1116,6 +1280,8 @@ mod tests {
         let (_, report) = run(&tagged(EntityTags::new()), query).await;
         assert_eq!(report.types, ["Tag", "Post", "User"]);
         assert_eq!(report.entities, entities(&[("Post", "1"), ("User", "u1")]));
+        // `Tag` has no `id`: tagged by type only.
+        assert_eq!(report.overflowed, ["Tag"]);
 
         let tags = EntityTags::new()
             .id_field("Tag", "slug")
@@ -1129,6 +1295,7 @@ mod tests {
             report.entities,
             entities(&[("Tag", "rust"), ("Post", "1"), ("User", "user 1")])
         );
+        assert!(report.overflowed.is_empty());
     }
 
     #[tokio::test]
@@ -1264,20 +1431,55 @@ mod tests {
         assert_eq!(report.entities, entities(&[("Post", "1")]));
     }
 
+    /// A document using the extension's names is refused like an invalid one: executed,
+    /// it could pass its own values for the extension's, and a mutation would run without
+    /// purging what it changed.
     #[tokio::test]
-    async fn a_document_using_the_reserved_names_is_not_touched_and_unreliable() {
-        let query = "{ posts(first: 1) { __scoped_cache_id: title author { name } } }";
-        let (response, report) = run(&tagged(EntityTags::new()), query).await;
-        assert_eq!(
-            data(&response),
-            json!({ "posts": [{ "__scoped_cache_id": "post 1", "author": { "name": "user 1" } }] })
-        );
-        assert_eq!(
-            serde_json::to_string(&response.data).unwrap(),
-            serde_json::to_string(&plain().execute(query).await.data).unwrap()
-        );
-        assert!(report.unreliable);
-        assert!(report.types.is_empty() && report.entities.is_empty());
+    async fn reserved_names_are_refused_before_anything_runs() {
+        let schema = tagged(EntityTags::new());
+        let refused = [
+            "{ posts(first: 1) { __scoped_cache_id_Post: title author { name } } }",
+            "{ posts(first: 1) { ...F } } fragment F on Post { __scoped_cache_typename: title }",
+            "{ __scoped_cache_typename }",
+            r#"mutation { __scoped_cache_x: createPost(title: "x") { title } }"#,
+            r#"mutation { createPost(title: "x") { ... on Post { __scoped_cache: id } } }"#,
+        ];
+        for query in refused {
+            let runs = Arc::new(Runs::default());
+            let response = schema
+                .execute(Request::new(query).data(Arc::clone(&runs)))
+                .await;
+            assert_eq!(response.data, Value::Null, "{query}");
+            assert_eq!(response.errors.len(), 1, "{query}");
+            assert_eq!(response.errors[0].message, RESERVED_MESSAGE, "{query}");
+            assert_eq!(response.errors[0].locations.len(), 1, "{query}");
+            assert!(!has_report(&response), "{query}");
+            assert_eq!(runs.0.load(Ordering::SeqCst), 0, "{query}");
+        }
+        // The error points at the reserved name.
+        let response = schema
+            .execute("{ posts(first: 1) {\n  title __scoped_cache_x: title } }")
+            .await;
+        assert_eq!(response.errors[0].locations, [Pos { line: 2, column: 9 }]);
+
+        // The same mutation under an ordinary alias runs and reports.
+        let runs = Arc::new(Runs::default());
+        let (_, report) = run(
+            &schema,
+            Request::new(r#"mutation { x: createPost(title: "x") { title } }"#)
+                .data(Arc::clone(&runs)),
+        )
+        .await;
+        assert_eq!(runs.0.load(Ordering::SeqCst), 1);
+        assert_eq!(report.mutations, ["createPost"]);
+        assert_eq!(report.entities, entities(&[("Post", "new-x")]));
+
+        // Subscriptions are left alone.
+        let responses: Vec<Response> = schema
+            .execute_stream("subscription { postAdded { __scoped_cache_x: title } }")
+            .collect()
+            .await;
+        assert!(responses[0].errors.is_empty(), "{:?}", responses[0].errors);
     }
 
     /// A union member with its own `cache_control` does not get its id selected where the
@@ -1292,7 +1494,8 @@ mod tests {
             plain().execute(query).await.cache_control
         );
         assert!(response.cache_control.public);
-        assert_eq!(report.overflowed, ["Secret"]);
+        // `Note` has no id field at all.
+        assert_eq!(report.overflowed, ["Note", "Secret"]);
         assert_eq!(
             report.entities,
             entities(&[("Post", "1"), ("User", "u1"), ("Counter", "7")])
@@ -1308,11 +1511,46 @@ mod tests {
     async fn reports_even_when_execution_fails() {
         let (response, report) = run(&tagged(EntityTags::new()), "{ broken { title } }").await;
         assert_eq!(response.data, Value::Null);
-        assert_eq!(report, ExecutionReport::default());
+        // No post came back, but the answer still depends on posts.
+        assert_eq!(
+            report,
+            ExecutionReport {
+                types: vec!["Post".into()],
+                overflowed: vec!["Post".into()],
+                ..ExecutionReport::default()
+            }
+        );
 
         // Refused before execution: nothing ran, nothing to report.
         let response = tagged(EntityTags::new()).execute("{ nope }").await;
-        assert!(!response.http_headers.contains_key(&REPORT_HEADER));
+        assert!(!has_report(&response));
+    }
+
+    fn has_report(response: &Response) -> bool {
+        response
+            .http_headers
+            .keys()
+            .any(|name| name.as_str().starts_with(REPORT_HEADER_PREFIX))
+    }
+
+    /// async-graphql merges a batch's headers by name: each report has a name of its own.
+    #[tokio::test]
+    async fn each_request_of_a_batch_reports() {
+        let batch = tagged(EntityTags::new())
+            .execute_batch(BatchRequest::Batch(vec![
+                Request::new(r#"{ post(id: "1") { title } }"#),
+                Request::new(r#"mutation { createPost(title: "x") { title } }"#),
+            ]))
+            .await;
+        let mut headers = batch.http_headers();
+        let mut reports = ExecutionReport::take_all(&mut headers);
+        assert!(headers.is_empty());
+        reports.sort_by_key(|report| report.mutations.len());
+        assert_eq!(reports.len(), 2);
+        assert_eq!(reports[0].entities, entities(&[("Post", "1")]));
+        assert!(reports[0].mutations.is_empty());
+        assert_eq!(reports[1].entities, entities(&[("Post", "new-x")]));
+        assert_eq!(reports[1].mutations, ["createPost"]);
     }
 
     #[tokio::test]
@@ -1386,5 +1624,153 @@ mod tests {
         let query = "{ search { ... on Note { text } } }";
         assert_eq!(measure(without(), query).await, (2, 2));
         assert_eq!(measure(with(), query).await, (5, 2));
+    }
+
+    /// An object whose id is unknown may be any entity of its type: its type is reported
+    /// as overflowed, so that a mutation returning it purges every entry holding that
+    /// type, and a purge of any entity of that type reaches entries holding it.
+    #[tokio::test]
+    async fn objects_without_an_id_tag_their_whole_type() {
+        let schema = tagged(EntityTags::new());
+        let (response, report) = run(
+            &schema,
+            r#"mutation { updateSettings(theme: "dark") { theme } }"#,
+        )
+        .await;
+        assert!(response.errors.is_empty(), "{:?}", response.errors);
+        assert_eq!(
+            data(&response),
+            json!({ "updateSettings": { "theme": "dark" } })
+        );
+        assert_eq!(report.types, ["Settings"]);
+        assert!(report.entities.is_empty());
+        assert_eq!(report.overflowed, ["Settings"]);
+        assert_eq!(report.mutations, ["updateSettings"]);
+
+        // An id that resolved to null identifies nothing either.
+        let (response, report) = run(&schema, "{ drafts { body } }").await;
+        assert_eq!(
+            data(&response),
+            json!({ "drafts": [{ "body": "saved" }, { "body": "unsaved" }] })
+        );
+        assert_eq!(report.entities, entities(&[("Draft", "d1")]));
+        assert_eq!(report.overflowed, ["Draft"]);
+
+        // Types whose objects all had their id do not overflow.
+        let (_, report) = run(&schema, "{ posts { title author { name } } }").await;
+        assert_eq!(report.types, ["Post", "User"]);
+        assert_eq!(report.entities.len(), 5);
+        assert!(report.overflowed.is_empty());
+    }
+
+    /// Counts the `__typename` and id selections `EntityTags` added to the document the
+    /// schema validates (installed before it, so it sees the rewritten document).
+    struct CountAdded(Arc<Mutex<Option<(usize, usize)>>>);
+
+    impl ExtensionFactory for CountAdded {
+        fn create(&self) -> Arc<dyn Extension> {
+            Arc::new(CountAdded(Arc::clone(&self.0)))
+        }
+    }
+
+    #[async_graphql::async_trait::async_trait]
+    impl Extension for CountAdded {
+        async fn parse_query(
+            &self,
+            ctx: &ExtensionContext<'_>,
+            query: &str,
+            variables: &Variables,
+            next: NextParseQuery<'_>,
+        ) -> ServerResult<ExecutableDocument> {
+            let doc = next.run(ctx, query, variables).await?;
+            *self.0.lock().unwrap() = Some(count_added(&doc));
+            Ok(doc)
+        }
+    }
+
+    /// `(added __typename selections, added id selections)` in `doc`.
+    fn count_added(doc: &ExecutableDocument) -> (usize, usize) {
+        let mut stack: Vec<&SelectionSet> = doc
+            .operations
+            .iter()
+            .map(|(_, op)| &op.node.selection_set.node)
+            .chain(doc.fragments.values().map(|f| &f.node.selection_set.node))
+            .collect();
+        let (mut typenames, mut ids) = (0, 0);
+        while let Some(set) = stack.pop() {
+            for selection in &set.items {
+                match &selection.node {
+                    Selection::Field(field) => {
+                        match field.node.alias.as_ref().map(|alias| alias.node.as_str()) {
+                            Some(TYPENAME_KEY) => typenames += 1,
+                            Some(alias) if alias.starts_with(ID_KEY_PREFIX) => ids += 1,
+                            _ => {}
+                        }
+                        stack.push(&field.node.selection_set.node);
+                    }
+                    Selection::InlineFragment(inline) => {
+                        stack.push(&inline.node.selection_set.node)
+                    }
+                    Selection::FragmentSpread(_) => {}
+                }
+            }
+        }
+        (typenames, ids)
+    }
+
+    /// Unbounded, every selection set of a union gets one id fragment per member: a
+    /// document of many small union fields grows by the member count. The budget keeps the
+    /// added ids within `max(1_000, 2 × fields)`, and what it leaves out is tagged by type.
+    #[tokio::test]
+    async fn a_big_document_gets_a_bounded_rewrite_and_still_correct_tags() {
+        let added = Arc::new(Mutex::new(None));
+        let schema = Schema::build(Query, Mutation, Subscription)
+            .extension(CountAdded(Arc::clone(&added)))
+            .extension(EntityTags::new())
+            .finish();
+
+        // A small document gets an id fragment for every member.
+        let (_, report) = run(&schema, "{ big { __typename } }").await;
+        assert_eq!(added.lock().unwrap().take(), Some((1, BIG_MEMBERS)));
+        assert_eq!(report.entities, entities(&[("M07", "7")]));
+        // The member found is listed; the others, absent, match any of their entities.
+        assert!(!report.overflowed.iter().any(|t| t == "M07"));
+        assert_eq!(report.overflowed.len(), BIG_MEMBERS - 1);
+
+        let n = 2_000;
+        let mut query = String::from("{ ");
+        for i in 0..n {
+            write!(query, "a{i}: big {{ __typename }} ").unwrap();
+        }
+        query.push_str("posts(first: 1) { title } }");
+        let fields = 2 * n + 2;
+        let budget = id_budget(fields);
+        assert_eq!(budget, 8_004);
+        assert!(n * BIG_MEMBERS > 10 * budget);
+
+        let (response, report) = run(&schema, query.as_str()).await;
+        let (typenames, ids) = added.lock().unwrap().take().unwrap();
+        // `__typename` is still added to every selection set.
+        assert_eq!(typenames, n + 1);
+        assert!(ids <= budget, "{ids} ids added, budget {budget}");
+        assert!(ids > BIG_MEMBERS, "some union selection sets got their ids");
+        assert!(response.errors.is_empty(), "{:?}", response.errors);
+        assert_eq!(
+            serde_json::to_string(&response.data).unwrap(),
+            serde_json::to_string(&plain().execute(query.as_str()).await.data).unwrap()
+        );
+        // `M07` objects were found without their id: any `M07` may be there (and so may
+        // any of the absent members). The post, with its id, is listed and does not
+        // overflow.
+        assert_eq!(report.types[..2], ["M07", "Post"]);
+        assert_eq!(report.overflowed[0], "M07");
+        assert_eq!(report.overflowed.len(), BIG_MEMBERS);
+        assert!(!report.overflowed.iter().any(|t| t == "Post"));
+        assert!(
+            report
+                .entities
+                .contains(&("Post".to_owned(), "1".to_owned()))
+        );
+        assert!(!report.unreliable);
     }
 }

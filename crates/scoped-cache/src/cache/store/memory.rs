@@ -13,7 +13,7 @@
 //! than all of them stores nothing.
 
 use std::collections::hash_map::{Entry, RandomState};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -34,8 +34,11 @@ use crate::cache::purge::{IndexKey, Purge, PurgeError, Selector};
 const ENTRY_OVERHEAD: usize = 1_152;
 /// Per stored header besides its name and value (the map's entry and index).
 const HEADER_OVERHEAD: usize = 48;
-/// Purges remembered for executions that were running when they happened.
+/// Purges remembered for executions that were running when they happened: at most this
+/// many, and at most [`RECENT_PURGE_BYTES`] of them (an execution older than every
+/// remembered purge stores nothing, so forgetting early only costs a store).
 const RECENT_PURGES: usize = 256;
+const RECENT_PURGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// An entry as stored: the response and the id that tells it apart from a later entry
 /// under the same key (the index must not drop the later entry's keys when the earlier
@@ -90,8 +93,9 @@ impl std::fmt::Debug for MemoryStore {
 struct RecentPurges {
     /// The number of purges ever recorded; an [`Epoch`] is a value of it.
     seq: u64,
-    /// `(seq, selector)` of the last [`RECENT_PURGES`] purges.
-    recent: VecDeque<(u64, Selector)>,
+    /// `(seq, selector, its weight)` of the last purges.
+    recent: VecDeque<(u64, Selector, usize)>,
+    bytes: usize,
 }
 
 impl RecentPurges {
@@ -101,22 +105,28 @@ impl RecentPurges {
             return true;
         }
         // Purges since `since` that are no longer remembered might have matched.
-        let oldest = self.recent.front().map_or(self.seq + 1, |(seq, _)| *seq);
+        let oldest = self.recent.front().map_or(self.seq + 1, |(seq, _, _)| *seq);
         if since.0 + 1 < oldest {
             return false;
         }
         self.recent
             .iter()
-            .filter(|(seq, _)| *seq > since.0)
-            .all(|(_, selector)| !entry.meta.matches(selector))
+            .filter(|(seq, _, _)| *seq > since.0)
+            .all(|(_, selector, _)| !entry.meta.matches(selector))
     }
 
     fn record(&mut self, selector: &Selector) {
         self.seq += 1;
-        if self.recent.len() == RECENT_PURGES {
-            self.recent.pop_front();
+        let weight = selector.weight();
+        self.bytes += weight;
+        self.recent.push_back((self.seq, selector.clone(), weight));
+        while self.recent.len() > RECENT_PURGES
+            || (self.bytes > RECENT_PURGE_BYTES && self.recent.len() > 1)
+        {
+            if let Some((_, _, weight)) = self.recent.pop_front() {
+                self.bytes -= weight;
+            }
         }
-        self.recent.push_back((self.seq, selector.clone()));
     }
 }
 
@@ -132,36 +142,35 @@ struct Index {
     keys: HashMap<u64, Holders>,
 }
 
+/// The entries holding one index key, as `(cache key, entry id)` pairs: the id tells an
+/// entry from a later one stored under the same key, so each removal takes out exactly
+/// its own row.
 #[derive(Debug)]
 enum Holders {
     One(CacheKey, u64),
-    Many(HashMap<CacheKey, u64>),
+    Many(HashSet<(CacheKey, u64)>),
 }
 
 impl Holders {
     fn insert(&mut self, key: CacheKey, id: u64) {
         match self {
-            Holders::One(only, only_id) if *only == key => *only_id = id,
             Holders::One(only, only_id) => {
-                let mut many = HashMap::with_capacity(2);
-                many.insert(*only, *only_id);
-                many.insert(key, id);
-                *self = Holders::Many(many);
+                if (*only, *only_id) != (key, id) {
+                    *self = Holders::Many(HashSet::from([(*only, *only_id), (key, id)]));
+                }
             }
             Holders::Many(many) => {
-                many.insert(key, id);
+                many.insert((key, id));
             }
         }
     }
 
-    /// Removes `key` if it is indexed with `id`; returns whether none is left.
+    /// Removes the row `(key, id)`; returns whether none is left.
     fn remove(&mut self, key: &CacheKey, id: u64) -> bool {
         match self {
             Holders::One(only, only_id) => *only == *key && *only_id == id,
             Holders::Many(many) => {
-                if many.get(key) == Some(&id) {
-                    many.remove(key);
-                }
+                many.remove(&(*key, id));
                 many.is_empty()
             }
         }
@@ -192,7 +201,7 @@ impl Index {
         }
     }
 
-    /// Takes `stored` out, unless a later entry under `key` replaced it there.
+    /// Takes `stored`'s rows out (a later entry under `key` has rows of its own).
     fn remove(&mut self, key: &CacheKey, stored: &Stored) {
         for index_key in stored.response.meta.index_keys() {
             let hash = self.hash(&index_key);
@@ -206,11 +215,11 @@ impl Index {
 
     /// The entries indexed under any of `index_keys`.
     fn candidates(&self, index_keys: &[IndexKey]) -> Vec<(CacheKey, u64)> {
-        let mut found: HashMap<CacheKey, u64> = HashMap::new();
+        let mut found: HashSet<(CacheKey, u64)> = HashSet::new();
         for index_key in index_keys {
             if let Some(holders) = self.keys.get(&self.hash(index_key)) {
                 holders.each(|key, id| {
-                    found.insert(key, id);
+                    found.insert((key, id));
                 });
             }
         }
@@ -218,10 +227,10 @@ impl Index {
     }
 
     fn all(&self) -> Vec<(CacheKey, u64)> {
-        let mut found: HashMap<CacheKey, u64> = HashMap::new();
+        let mut found: HashSet<(CacheKey, u64)> = HashSet::new();
         for holders in self.keys.values() {
             holders.each(|key, id| {
-                found.insert(key, id);
+                found.insert((key, id));
             });
         }
         found.into_iter().collect()
@@ -324,13 +333,15 @@ impl ResponseStore for MemoryStore {
         if !purges.allows(since, &stored.response) {
             return false;
         }
-        // moka may run its eviction listener (which locks the index) inside `insert`: the
-        // index lock is taken only afterwards.
-        self.entries.insert(key, Arc::clone(&stored));
+        // Indexed before moka holds it, so the eviction listener (which may run inside
+        // `insert`, or on another thread's housekeeping right after, if moka rejects or
+        // replaces the entry) always finds its rows to take out. The index lock is not
+        // held across the moka call: the listener takes it.
         self.index
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .add(key, &stored);
+        self.entries.insert(key, Arc::clone(&stored));
         drop(purges);
         true
     }
@@ -419,18 +430,17 @@ mod tests {
 
     fn tagged(tags: &[&str], sub: &str) -> CachedResponse {
         let mut entry = response(10, Duration::from_secs(60));
-        entry.meta = EntryMeta {
-            tags: tags
-                .iter()
+        entry.meta = EntryMeta::new(
+            tags.iter()
                 .map(|t| match t.split_once(':') {
                     Some((ty, id)) => Tag::Entity(ty.into(), id.into()),
                     None => Tag::Type((*t).into()),
                 })
                 .collect(),
-            operation: Some("Feed".into()),
-            claims: vec![claim_tag(&ClaimPath::parse("sub").unwrap(), &json!(sub))],
-            fields: vec!["Query.publicPosts".into()],
-        };
+            Some("Feed".into()),
+            vec![claim_tag(&ClaimPath::parse("sub").unwrap(), &json!(sub))],
+            vec!["Query.publicPosts".into()],
+        );
         entry
     }
 
@@ -533,6 +543,49 @@ mod tests {
         store.entries.run_pending_tasks();
         assert_eq!(store.purge(&Purge::tags(["Post:1"])).await.unwrap(), 1);
         assert!(store.get(&key(1), Instant::now()).await.is_none());
+    }
+
+    #[test]
+    fn concurrent_inserts_under_one_key_keep_the_index_exact() {
+        let store = Arc::new(MemoryStore::new(64 * 1024));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap();
+                    for n in 0..2_000u64 {
+                        let entry = tagged(&["Post", &format!("Post:{t}-{n}")], "a");
+                        // Few keys, many writers: replacements race with each other.
+                        runtime.block_on(store.insert(key(n % 16), entry, store.epoch()));
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        store.entries.run_pending_tasks();
+        let entries = store.entries.entry_count() as usize;
+        // Each live entry has its entity key; shared keys (type, operation, claim, field)
+        // are four more. Rows of replaced, rejected or evicted entries are gone.
+        assert!(
+            store.index_len() <= entries + 4,
+            "{} index keys for {entries} entries",
+            store.index_len()
+        );
+        // And every live entry is found by a purge of what it holds.
+        let live = entries as u64;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(
+            runtime
+                .block_on(store.purge(&Purge::types(["Post"])))
+                .unwrap(),
+            live
+        );
     }
 
     #[tokio::test]
