@@ -302,8 +302,10 @@ async fn revoke(State(admin): State<Admin>, request: Request) -> Result<Response
             tracing::warn!(kind, "admin revoke refused: the revocation store is full");
             Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
         }
-        // `parse_revoke` refuses empty strings first; kept for the store's own check.
-        Err(e @ RevokeError::Empty(_)) => Err(Refusal::new(StatusCode::BAD_REQUEST, e.to_string())),
+        // `parse_revoke` refuses empty strings first; kept for the store's own checks.
+        Err(e @ (RevokeError::Empty(_) | RevokeError::TooLong(_))) => {
+            Err(Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))
+        }
     }
 }
 

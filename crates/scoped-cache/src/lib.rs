@@ -150,7 +150,7 @@ pub use self::rejection::{
     AUTH_UNAVAILABLE, AuthError, AuthErrorKind, BAD_REQUEST, FORBIDDEN, METHOD_NOT_ALLOWED,
     PERSISTED_QUERY_NOT_FOUND, UNAUTHENTICATED,
 };
-pub use self::revocation::{Revoke, RevokeError};
+pub use self::revocation::{MAX_NAME_BYTES, Revoke, RevokeError};
 pub use self::route::RoutePolicy;
 pub use self::scope::{ClaimPath, Rule, Scope};
 pub use self::service::ScopedCache;

@@ -141,6 +141,9 @@ impl Shared {
                 return Ok(self.refused(negotiated(refusal, &parts.headers)));
             }
         };
+        // Taken before the revocation check: a purge that a revocation makes after this
+        // request passed the check still keeps its answer out of the cache.
+        let epoch = self.store.epoch();
         if let Some(claims) = &claims
             && self.revocations.is_revoked(claims, &self.clock)
         {
@@ -229,7 +232,6 @@ impl Shared {
             None
         };
 
-        let epoch = self.store.epoch();
         let reads = hand_on(&mut parts, lookup.claims);
         let request = Request::from_parts(parts, Body::from(checked.body));
         let response = match fallback {

@@ -466,7 +466,6 @@ async fn requests_that_start_after_revoke_returned_are_refused() {
 /// served that answer, though `purge_on_revoke` promises the purge. Here the request is
 /// held between the two steps by a body that arrives only after `revoke` returned.
 #[tokio::test]
-#[ignore = "library race: the cache epoch is read after the revocation check"]
 async fn an_answer_of_a_request_in_flight_during_revoke_is_not_stored() {
     let layer = builder().build().unwrap();
     let (app, counters) = app_with(layer.clone());
@@ -530,7 +529,6 @@ async fn subject_revocation_of_one_issuer_purges_only_that_issuers_buckets() {
 /// or the same subject with a later cut-off) would take no more room, yet fails with
 /// `Full`: the store checks its size before it looks for the entry.
 #[tokio::test]
-#[ignore = "library bug: a full store refuses to update a revocation it holds"]
 async fn a_full_store_still_updates_what_it_holds() {
     let layer = one_revocation_layer();
     let t = get_current_timestamp();

@@ -93,6 +93,20 @@ impl Tables {
         self.sweep_at = (len * 2).max(FIRST_SWEEP);
     }
 
+    /// Whether an entry for `revoke` (the same `jti`, or the same subject or issuer with
+    /// the same narrowing) is held.
+    fn holds(&self, revoke: &Revoke) -> bool {
+        let rule = |map: &HashMap<Box<str>, Vec<Before>>, key: &str, narrowed: Option<&str>| {
+            map.get(key)
+                .is_some_and(|rules| rules.iter().any(|r| r.narrowed_to.as_deref() == narrowed))
+        };
+        match &revoke.kind {
+            RevokeKind::Token { jti, .. } => self.tokens.contains_key(jti.as_str()),
+            RevokeKind::Subject { sub, iss, .. } => rule(&self.subjects, sub, iss.as_deref()),
+            RevokeKind::Issuer { iss, kid, .. } => rule(&self.issuers, iss, kid.as_deref()),
+        }
+    }
+
     fn add(map: &mut HashMap<Box<str>, Vec<Before>>, key: &str, rule: Before) -> usize {
         let rules = map.entry(key.into()).or_default();
         // The same narrowing again: keep the later cut-off, and remember it longest.
@@ -158,7 +172,8 @@ impl RevocationStore for MemoryRevocations {
         if tables.len >= tables.sweep_at || tables.len >= self.max {
             tables.sweep(now);
         }
-        if tables.len >= self.max {
+        // Updating a revocation already held takes no room, full or not.
+        if tables.len >= self.max && !tables.holds(revoke) {
             return Err(RevokeError::Full(self.max));
         }
         let retained = now.saturating_add(self.retention);

@@ -72,12 +72,20 @@ pub enum RevokeError {
     /// The store holds as many revocations as it may
     /// ([`max_revocations`](crate::ScopedCacheLayerBuilder::max_revocations)), none of
     /// which can be forgotten yet. Nothing was recorded.
-    #[error("the revocation store is full ({0} entries)")]
+    #[error("the revocation store is full: it holds its maximum of {0} revocations")]
     Full(usize),
     /// A `jti`, `sub`, `iss` or `kid` was empty.
     #[error("`{0}` must not be empty")]
     Empty(&'static str),
+    /// A `jti`, `sub`, `iss` or `kid` was longer than [`MAX_NAME_BYTES`] (no token that
+    /// fits in a request carries one that long).
+    #[error("`{0}` is longer than {MAX_NAME_BYTES} bytes")]
+    TooLong(&'static str),
 }
+
+/// The longest `jti`, `sub`, `iss` or `kid` a revocation may name, in bytes: it bounds
+/// what each revocation holds in memory.
+pub const MAX_NAME_BYTES: usize = 1024;
 
 fn unix(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
@@ -157,6 +165,16 @@ impl Revoke {
     }
 
     pub(crate) fn check(&self) -> Result<(), RevokeError> {
+        let names: [(&'static str, Option<&str>); 2] = match &self.kind {
+            RevokeKind::Token { jti, .. } => [("jti", Some(jti)), ("jti", None)],
+            RevokeKind::Subject { sub, iss, .. } => [("sub", Some(sub)), ("iss", iss.as_deref())],
+            RevokeKind::Issuer { iss, kid, .. } => [("iss", Some(iss)), ("kid", kid.as_deref())],
+        };
+        for (field, name) in names {
+            if name.is_some_and(|name| name.len() > MAX_NAME_BYTES) {
+                return Err(RevokeError::TooLong(field));
+            }
+        }
         let empty = match &self.kind {
             RevokeKind::Token { jti, .. } => jti.is_empty().then_some("jti"),
             RevokeKind::Subject { sub, iss, .. } => {
