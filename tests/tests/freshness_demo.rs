@@ -549,3 +549,88 @@ async fn etag_revalidates_with_304_only_in_its_own_bucket() {
     let list: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(list["data"]["publicPosts"][0]["id"], "8");
 }
+
+/// An HS256 forum token for `sub` with `role`, issued at `iat` (Unix seconds).
+fn token_issued_at(sub: &str, role: &str, iat: u64) -> String {
+    let claims = json!({
+        "iss": app::ISSUER, "aud": app::AUDIENCE, "sub": sub, "name": sub, "role": role,
+        "iat": iat, "exp": iat + 3_600,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn revoking_alice_stops_her_old_token_and_her_new_role_gets_its_own_bucket() {
+    let (addr, _) = forum().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let old = token_issued_at("alice", "member", now - 10);
+    let members = "{ memberPosts { id } me { role } }";
+    let before = ask(addr, Some(&old), members).await;
+    assert_eq!(before.status, StatusCode::OK);
+    assert_eq!(before.body["data"]["me"]["role"], "member");
+    assert_served(addr, Some(&old), members, "HIT").await;
+
+    // Wrong credential: nothing changes.
+    let refused = post(
+        addr,
+        "/admin/revoke",
+        Some("not-the-admin-token-at-all"),
+        json!({"sub": "alice", "issued_before": now}),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_served(addr, Some(&old), members, "HIT").await;
+    // A malformed body: nothing changes, and the message names the field.
+    let malformed = post(addr, "/admin/revoke", Some(ADMIN), json!({"sub": "alice"})).await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    assert!(
+        malformed.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("issued_before")
+    );
+    assert_served(addr, Some(&old), members, "HIT").await;
+
+    let revoked = post(
+        addr,
+        "/admin/revoke",
+        Some(ADMIN),
+        json!({"sub": "alice", "issued_before": now}),
+    )
+    .await;
+    assert_eq!(revoked.status, StatusCode::OK);
+    assert_eq!(revoked.body, json!({"revoked": true}));
+
+    // Her old token is refused at once, cached answer or not.
+    let refused = ask(addr, Some(&old), members).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.code(), "UNAUTHENTICATED");
+    assert!(
+        refused.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked")
+    );
+    // Her new token, issued since, carries the new role and lands in its bucket.
+    let new = token_issued_at("alice", "admin", now);
+    let after = ask(addr, Some(&new), members).await;
+    assert_eq!(after.status, StatusCode::OK);
+    assert_eq!(after.x_cache(), "MISS");
+    assert_eq!(after.body["data"]["me"]["role"], "admin");
+    assert_served(addr, Some(&new), members, "HIT").await;
+    // Bob is untouched.
+    assert_eq!(
+        ask(addr, Some(&token("bob", "member")), members)
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
