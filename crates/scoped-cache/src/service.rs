@@ -141,15 +141,9 @@ impl Shared {
                 return Ok(self.refused(negotiated(refusal, &parts.headers)));
             }
         };
-        // Taken before the revocation check: a purge that a revocation makes after this
-        // request passed the check still keeps its answer out of the cache.
+        // Taken before the body is read and the revocation checked: a purge that a
+        // revocation makes after that still keeps this request's answer out of the cache.
         let epoch = self.store.epoch();
-        if let Some(claims) = &claims
-            && self.revocations.is_revoked(claims, &self.clock)
-        {
-            let refusal = AuthError::new(AuthErrorKind::Revoked).into_response();
-            return Ok(self.refused(negotiated(refusal, &parts.headers)));
-        }
         if claims.is_none() && policy.require_auth {
             let refusal = AuthError::new(AuthErrorKind::MissingToken).into_response();
             return Ok(self.refused(negotiated(refusal, &parts.headers)));
@@ -159,6 +153,11 @@ impl Shared {
             Ok(checked) => checked,
             Err(refusal) => return Ok(self.refused(refusal.into_response(&parts.headers))),
         };
+        // After the body is read (a revoked token must not trickle one in and run), before
+        // any cached answer is looked up.
+        if self.revoked(claims.as_ref()) {
+            return Ok(self.refused_revoked(&parts.headers));
+        }
         let prepared = checked.prepared.as_deref();
         let Some(Prepared::Operation {
             decision,
@@ -216,7 +215,7 @@ impl Shared {
                 }
                 Some(Freshness::Stale) => {
                     let response = self.hit(&asked, &entry, &lookup, CacheStatus::Stale);
-                    self.revalidate(&lookup, parts, checked.body, inner);
+                    self.revalidate(&lookup, parts, checked.body, inner, epoch);
                     return Ok(response);
                 }
                 Some(Freshness::IfError) => fallback = Some(entry),
@@ -224,7 +223,12 @@ impl Shared {
             }
         }
         let leader = if self.coalesce {
-            match self.lead_or_wait(lookup.key).await {
+            let waited = self.lead_or_wait(lookup.key).await;
+            // The wait may have been long: a token revoked meanwhile gets nothing.
+            if self.revoked(lookup.claims) {
+                return Ok(self.refused_revoked(&parts.headers));
+            }
+            match waited {
                 Ok(leader) => leader,
                 Err(hit) => return Ok(self.hit(&asked, &hit, &lookup, CacheStatus::Hit)),
             }
@@ -582,6 +586,7 @@ impl Shared {
         mut parts: request::Parts,
         body: Bytes,
         inner: S,
+        epoch: Epoch,
     ) where
         S: Service<Request<Body>, Response = Response> + Send + 'static,
         S::Future: Send + 'static,
@@ -596,7 +601,6 @@ impl Shared {
         parts.extensions.remove::<RequestReads>();
         tokio::spawn(async move {
             let lookup = owned.as_lookup();
-            let epoch = shared.store.epoch();
             let reads = hand_on(&mut parts, lookup.claims);
             let request = Request::from_parts(parts, Body::from(body));
             // The execution has its own time limit; this one also bounds reading its body.
@@ -791,6 +795,15 @@ impl Shared {
         if let Err(err) = self.store.purge(&Purge::fields(widened)).await {
             tracing::warn!(%err, "purging a widened scope's entries failed");
         }
+    }
+
+    fn revoked(&self, claims: Option<&Claims>) -> bool {
+        claims.is_some_and(|claims| self.revocations.is_revoked(claims, &self.clock))
+    }
+
+    fn refused_revoked(&self, headers: &http::HeaderMap) -> Response {
+        let refusal = AuthError::new(AuthErrorKind::Revoked).into_response();
+        self.refused(negotiated(refusal, headers))
     }
 
     fn labelled_miss(&self, response: Response, lookup: &Lookup<'_>) -> Response {

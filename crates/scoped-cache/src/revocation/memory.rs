@@ -122,7 +122,7 @@ impl JtiTable {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Tables {
     /// `jti` → when to forget it.
     tokens: JtiTable,
@@ -132,6 +132,19 @@ struct Tables {
     len: usize,
     /// Sweep again when `len` reaches this.
     sweep_at: usize,
+    /// The earliest `forget_at` held: a full store is not swept again before it.
+    earliest: u64,
+}
+
+/// Revoked names are private: counts only.
+impl std::fmt::Debug for Tables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tables")
+            .field("tokens", &self.tokens.len())
+            .field("subjects", &self.subjects.len())
+            .field("issuers", &self.issuers.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Revocations in memory, at most `max` of them.
@@ -147,6 +160,9 @@ pub(crate) struct MemoryRevocations {
     retention: u64,
 }
 
+/// A `jti` revocation is kept at most this long past the retention (a year).
+const MAX_TOKEN_KEEP: u64 = 366 * 24 * 60 * 60;
+
 /// The first sweep happens at this many entries.
 const FIRST_SWEEP: usize = 1024;
 
@@ -155,6 +171,7 @@ impl MemoryRevocations {
         Self {
             tables: RwLock::new(Tables {
                 sweep_at: FIRST_SWEEP,
+                earliest: u64::MAX,
                 ..Tables::default()
             }),
             empty: AtomicBool::new(true),
@@ -188,6 +205,20 @@ impl Tables {
         }
         self.len = len;
         self.sweep_at = (len * 2).max(FIRST_SWEEP);
+        self.earliest = self
+            .tokens
+            .table
+            .iter()
+            .map(|slot| slot.forget_at)
+            .chain(
+                self.subjects
+                    .values()
+                    .chain(self.issuers.values())
+                    .flatten()
+                    .map(|rule| rule.forget_at),
+            )
+            .min()
+            .unwrap_or(u64::MAX);
     }
 
     /// Whether an entry for `revoke` (the same `jti`, or the same subject or issuer with
@@ -217,11 +248,27 @@ impl Tables {
     }
 }
 
+/// How a rule table treats a token's `iat`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Issued {
+    /// Subjects: the identity provider is trusted, its `iat` is taken as written.
+    AsWritten,
+    /// Issuers and keys: whoever holds a compromised key writes any `iat`, so a narrowed
+    /// (per-key) rule ignores `iat` altogether, and an issuer-wide rule treats an `iat`
+    /// in the future as forged.
+    Distrusted,
+}
+
+/// Tokens may claim an `iat` this far ahead of our clock (clock skew) before an issuer
+/// revocation takes them for forged.
+const FUTURE_IAT_SLACK: u64 = 300;
+
 fn matches(
     rules: Option<&Vec<Before>>,
     narrowing: Option<&str>,
     token: &TokenFacts<'_>,
     now: u64,
+    issued: Issued,
 ) -> bool {
     rules.is_some_and(|rules| {
         rules.iter().any(|rule| {
@@ -230,7 +277,16 @@ fn matches(
                     .narrowed_to
                     .as_deref()
                     .is_none_or(|wanted| narrowing == Some(wanted))
-                && token.issued_before(rule.before)
+                && match (issued, &rule.narrowed_to) {
+                    (Issued::AsWritten, _) => token.issued_before(rule.before),
+                    (Issued::Distrusted, Some(_)) => true,
+                    (Issued::Distrusted, None) => {
+                        token.issued_before(rule.before)
+                            || token
+                                .iat
+                                .is_some_and(|iat| iat > now.saturating_add(FUTURE_IAT_SLACK))
+                    }
+                }
         })
     })
 }
@@ -249,14 +305,26 @@ impl MemoryRevocations {
         }
         if !tables.subjects.is_empty()
             && let Some(sub) = token.sub
-            && matches(tables.subjects.get(sub), token.iss, token, now)
+            && matches(
+                tables.subjects.get(sub),
+                token.iss,
+                token,
+                now,
+                Issued::AsWritten,
+            )
         {
             return true;
         }
         !tables.issuers.is_empty()
-            && token
-                .iss
-                .is_some_and(|iss| matches(tables.issuers.get(iss), token.kid, token, now))
+            && token.iss.is_some_and(|iss| {
+                matches(
+                    tables.issuers.get(iss),
+                    token.kid,
+                    token,
+                    now,
+                    Issued::Distrusted,
+                )
+            })
     }
 }
 
@@ -268,17 +336,32 @@ impl RevocationStore for MemoryRevocations {
     fn revoke(&self, revoke: &Revoke, now: u64) -> Result<(), RevokeError> {
         revoke.check()?;
         let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
-        if tables.len >= tables.sweep_at || tables.len >= self.max {
+        // Sweep when the table doubled, or when full and something can be forgotten;
+        // a full store with nothing expired is not rebuilt on every call.
+        if tables.len >= tables.sweep_at || (tables.len >= self.max && now >= tables.earliest) {
             tables.sweep(now);
+            if tables.len == 0 {
+                self.empty.store(true, Ordering::Release);
+            }
         }
         // Updating a revocation already held takes no room, full or not.
         if tables.len >= self.max && !tables.holds(revoke) {
             return Err(RevokeError::Full(self.max));
         }
-        let retained = now.saturating_add(self.retention);
+        // A token is accepted until `exp` plus the leeway: a revocation kept for the longest
+        // token lifetime must cover the leeway too.
+        let retained = now
+            .saturating_add(self.retention)
+            .saturating_add(self.leeway);
+        // An `exp` years ahead (milliseconds by mistake, or `u64::MAX`) would hold a slot
+        // for ever: no revocation is kept more than a year past the longest retention.
+        let longest = retained.saturating_add(MAX_TOKEN_KEEP);
         let added = match &revoke.kind {
             RevokeKind::Token { jti, exp } => {
-                let forget_at = exp.saturating_add(self.leeway).saturating_add(1);
+                let forget_at = exp
+                    .saturating_add(self.leeway)
+                    .saturating_add(1)
+                    .min(longest);
                 usize::from(tables.tokens.upsert(jti, forget_at))
             }
             RevokeKind::Subject { sub, iss, before } => Tables::add(
@@ -301,6 +384,14 @@ impl RevocationStore for MemoryRevocations {
             ),
         };
         tables.len += added;
+        let forget_at = match &revoke.kind {
+            RevokeKind::Token { exp, .. } => exp
+                .saturating_add(self.leeway)
+                .saturating_add(1)
+                .min(longest),
+            _ => retained,
+        };
+        tables.earliest = tables.earliest.min(forget_at);
         self.empty.store(false, Ordering::Release);
         Ok(())
     }
@@ -352,8 +443,10 @@ mod tests {
         // No iat: issued before anything.
         assert!(s.matches(&token("c", "alice", "other", None), NOW));
         assert!(!s.matches(&token("d", "bob", "idp", Some(NOW - 1)), NOW));
-        // Forgotten after the retention.
-        assert!(!s.matches(&token("a", "alice", "idp", Some(NOW - 1)), NOW + DAY));
+        // Kept for the retention plus the leeway (a token lives until `exp` + leeway), then
+        // forgotten.
+        assert!(s.matches(&token("a", "alice", "idp", Some(NOW - 1)), NOW + DAY + 29));
+        assert!(!s.matches(&token("a", "alice", "idp", Some(NOW - 1)), NOW + DAY + 30));
     }
 
     #[test]
@@ -377,8 +470,20 @@ mod tests {
             ..signed_by_k1
         };
         assert!(s.matches(&signed_by_k2, NOW));
+        // Whoever holds the key writes any `iat`: a key revocation ignores it.
+        let forged = TokenFacts {
+            iat: Some(NOW + 10_000),
+            ..signed_by_k2
+        };
+        assert!(s.matches(&forged, NOW));
         s.revoke(&Revoke::issuer_unix("idp", NOW), NOW).unwrap();
         assert!(s.matches(&signed_by_k1, NOW));
+        // Issuer-wide, an `iat` in the future is taken for forged.
+        let future = TokenFacts {
+            iat: Some(NOW + 3_600),
+            ..signed_by_k1
+        };
+        assert!(s.matches(&future, NOW));
         assert!(!s.matches(&token("a", "alice", "idp", Some(NOW)), NOW));
         assert!(!s.matches(&token("a", "alice", "other", Some(NOW - 1)), NOW));
     }

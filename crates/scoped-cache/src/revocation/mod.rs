@@ -9,7 +9,7 @@
 //! | --- | --- | --- |
 //! | [`Revoke::token`] | the token with this `jti` | its `exp` plus the verifiers' longest leeway |
 //! | [`Revoke::subject`] | every token of `sub` (of one issuer, or any) issued before T | the revocation retention (24 h by default) |
-//! | [`Revoke::issuer`] | every token of an issuer (or signed by one `kid`) issued before T | the revocation retention |
+//! | [`Revoke::issuer`] | every token of an issuer issued before T (an `iat` in the future counts as forged); with a `kid`, every token that key verifies, whatever its `iat` | the revocation retention |
 //!
 //! A token without `iat` counts as issued before any T; a token without `jti` cannot be
 //! revoked by `jti`. Tokens are compared in whole seconds: "before T" means `iat < T`.
@@ -92,6 +92,14 @@ fn unix(time: SystemTime) -> u64 {
         .map_or(0, |since| since.as_secs())
 }
 
+/// Unix seconds of `time`, rounded up: "issued before now" then covers tokens issued
+/// earlier in the current second.
+fn unix_ceil(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        since.as_secs() + u64::from(since.subsec_nanos() > 0)
+    })
+}
+
 impl Revoke {
     /// The token whose `jti` is `jti`, which expires at `exp` (its `exp` claim): remembered
     /// until then, plus the verifiers' longest leeway.
@@ -110,11 +118,11 @@ impl Revoke {
     }
 
     /// Every token of subject `sub` issued before `issued_before` (`iat` < it, in whole
-    /// seconds; a token without `iat` always counts), of any issuer unless
+    /// seconds, `issued_before` rounded up, so `SystemTime::now()` covers this second; a token without `iat` always counts), of any issuer unless
     /// [`of_issuer`](Self::of_issuer) narrows it. The client's next token, issued afterwards,
     /// works, with whatever claims it now carries.
     pub fn subject(sub: impl Into<String>, issued_before: SystemTime) -> Self {
-        Self::subject_unix(sub, unix(issued_before))
+        Self::subject_unix(sub, unix_ceil(issued_before))
     }
 
     /// Like [`subject`](Self::subject), with `issued_before` in Unix seconds.
@@ -132,7 +140,7 @@ impl Revoke {
     /// key, or an identity provider's breach), or only those signed by one key with
     /// [`key_id`](Self::key_id).
     pub fn issuer(iss: impl Into<String>, issued_before: SystemTime) -> Self {
-        Self::issuer_unix(iss, unix(issued_before))
+        Self::issuer_unix(iss, unix_ceil(issued_before))
     }
 
     /// Like [`issuer`](Self::issuer), with `issued_before` in Unix seconds.
@@ -155,8 +163,10 @@ impl Revoke {
         self
     }
 
-    /// Narrows an issuer revocation to the tokens signed by the key with this `kid`.
-    /// Ignored on other kinds.
+    /// Narrows an issuer revocation to the tokens verified by the key with this `kid` (the
+    /// `kid` of the configured or JWKS key that checked the signature), and makes it
+    /// ignore `iat`: whoever holds a compromised key can write any `iat`, so every token
+    /// that key verifies is refused. Ignored on other kinds.
     pub fn key_id(mut self, kid: impl Into<String>) -> Self {
         if let RevokeKind::Issuer { kid: slot, .. } = &mut self.kind {
             *slot = Some(kid.into());
