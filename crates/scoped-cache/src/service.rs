@@ -485,21 +485,12 @@ impl Shared {
         if !small {
             return (Response::from_parts(parts, body), true);
         }
-        match Limited::new(body, self.limits.entry_bytes).collect().await {
-            Ok(collected) => {
-                let bytes = collected.to_bytes();
+        match read_bounded(body, self.limits.entry_bytes).await {
+            Ok(bytes) => {
                 let clean = !cache::has_errors(&bytes);
                 (Response::from_parts(parts, Body::from(bytes)), clean)
             }
-            Err(_) => {
-                tracing::warn!("inner service failed while sending its response body");
-                let failed = graphql_error(
-                    StatusCode::BAD_GATEWAY,
-                    "response body failed",
-                    "INTERNAL_SERVER_ERROR",
-                );
-                (failed, false)
-            }
+            Err(failed) => (failed, false),
         }
     }
 
@@ -656,19 +647,9 @@ impl Shared {
             let response = Response::from_parts(parts, body);
             return (self.labelled_miss(response, lookup), Err(reason));
         }
-        // The size hint promised at most `entry_bytes`; a body that breaks that promise is
-        // cut off rather than buffered without bound.
-        let bytes = match Limited::new(body, self.limits.entry_bytes).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(_) => {
-                tracing::warn!("inner service failed while sending its response body");
-                let failed = graphql_error(
-                    StatusCode::BAD_GATEWAY,
-                    "response body failed",
-                    "INTERNAL_SERVER_ERROR",
-                );
-                return (failed, Err(NotStored::Status));
-            }
+        let bytes = match read_bounded(body, self.limits.entry_bytes).await {
+            Ok(bytes) => bytes,
+            Err(failed) => return (failed, Err(NotStored::Status)),
         };
         let lifetimes = cache::lifetimes(&parts.headers, &bytes, lookup.decision, reads);
         if !lookup.decision.learned.is_empty()
@@ -935,6 +916,23 @@ where
         Ok(Err(_)) => Err(Failure::Panicked),
         Ok(Ok(Err(_))) => Err(Failure::ServiceError),
         Ok(Ok(Ok(response))) => Ok(response),
+    }
+}
+
+/// Reads a response body the size hint promised is at most `limit` bytes; a body that
+/// breaks that promise is cut off rather than buffered without bound. A body that fails
+/// becomes a GraphQL-shaped 502.
+async fn read_bounded(body: Body, limit: usize) -> Result<Bytes, Response> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(_) => {
+            tracing::warn!("inner service failed while sending its response body");
+            Err(graphql_error(
+                StatusCode::BAD_GATEWAY,
+                "response body failed",
+                "INTERNAL_SERVER_ERROR",
+            ))
+        }
     }
 }
 
