@@ -38,6 +38,8 @@ struct JtiTable {
     hasher: DefaultHashBuilder,
     table: HashTable<Slot>,
     arena: String,
+    /// Bytes of the arena no slot points at any more (forgotten `jti`s).
+    dead: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -101,16 +103,31 @@ impl JtiTable {
         true
     }
 
-    /// Keeps the `jti`s still to be remembered at `now`, compacting the arena.
+    /// Forgets the `jti`s whose time has passed at `now`, in place (no allocation, no
+    /// rehash: the write lock is held briefly); the arena is compacted only once most of
+    /// it is dead, so rebuilding is rare and amortised.
     fn sweep(&mut self, now: u64) {
-        let mut kept = JtiTable {
-            hasher: self.hasher.clone(),
-            ..JtiTable::default()
-        };
-        for slot in self.table.iter().filter(|slot| slot.forget_at > now) {
-            kept.upsert(self.text(slot), slot.forget_at);
+        let mut dead = 0;
+        self.table.retain(|slot| {
+            let keep = slot.forget_at > now;
+            if !keep {
+                dead += slot.len as usize;
+            }
+            keep
+        });
+        self.dead += dead;
+        if self.dead > self.arena.len() / 2 {
+            let mut kept = JtiTable {
+                hasher: self.hasher.clone(),
+                table: HashTable::with_capacity(self.table.len()),
+                arena: String::with_capacity(self.arena.len() - self.dead),
+                dead: 0,
+            };
+            for slot in self.table.iter() {
+                kept.upsert(self.text(slot), slot.forget_at);
+            }
+            *self = kept;
         }
-        *self = kept;
     }
 
     fn len(&self) -> usize {
@@ -512,6 +529,39 @@ mod tests {
             .unwrap();
         assert_eq!(s.len(), 2);
         assert!(s.matches(&token("x", "alice", "idp", Some(NOW + 4)), NOW + 50));
+    }
+
+    #[test]
+    fn sweeping_forgets_in_place_and_compacts_a_mostly_dead_arena() {
+        let s = MemoryRevocations::new(1_000_000, 0, DAY);
+        for n in 0..2_000 {
+            s.revoke(&Revoke::token_unix(format!("early-{n:04}"), NOW + 10), NOW)
+                .unwrap();
+        }
+        for n in 0..10 {
+            s.revoke(&Revoke::token_unix(format!("late-{n}"), NOW + 1_000), NOW)
+                .unwrap();
+        }
+        // The table has doubled since the first sweep: this call sweeps.
+        for n in 0..100 {
+            s.revoke(
+                &Revoke::token_unix(format!("new-{n}"), NOW + 1_000),
+                NOW + 100,
+            )
+            .unwrap();
+        }
+        let tables = s.tables.read().unwrap();
+        assert_eq!(tables.tokens.len(), 110);
+        assert_eq!(tables.tokens.get("early-0001"), None);
+        assert!(tables.tokens.get("late-3").is_some());
+        assert!(tables.tokens.get("new-99").is_some());
+        // Most of the arena was dead: it was rebuilt to what is still remembered.
+        assert!(
+            tables.tokens.arena.len() < 1_000,
+            "{}",
+            tables.tokens.arena.len()
+        );
+        assert_eq!(tables.tokens.dead, 0);
     }
 
     #[test]
