@@ -425,18 +425,22 @@ impl Shared {
     /// without the extension.
     async fn invalidate(&self, mut response: Response, mutation_fields: &[Arc<str>]) -> Response {
         let reports = ExecutionReport::take_all(response.headers_mut());
+        // The common case (a query, a passthrough route): nothing to look at.
+        if reports.is_empty() && mutation_fields.is_empty() {
+            return response;
+        }
+        let reported = !reports.is_empty();
         // Which mutation fields ran without an error: the extension says so (each item of
         // a batch has its own report, and only mutation items' entities count); without
         // it, a clean response to a mutation the layer read says all of them did. A
         // refused or failed mutation purges nothing, or anyone could empty the cache.
         let mutated = ExecutionReport::merge_all(
             reports
-                .iter()
+                .into_iter()
                 .filter(|r| !r.mutations.is_empty())
-                .cloned()
                 .collect(),
         );
-        let ran: Vec<&str> = if !reports.is_empty() {
+        let ran: Vec<&str> = if reported {
             mutated.mutations.iter().map(String::as_str).collect()
         } else if self
             .invalidations
