@@ -54,6 +54,8 @@ pub struct ScopedCacheLayerBuilder {
     max_revocations: usize,
     revocation_retention: Duration,
     purge_on_revoke: bool,
+    #[cfg(feature = "redis")]
+    redis: Option<crate::tier::RedisTier>,
     routes: Vec<(String, RoutePolicy)>,
     default_route: RoutePolicy,
 }
@@ -86,6 +88,8 @@ impl Default for ScopedCacheLayerBuilder {
             max_revocations: DEFAULT_MAX_REVOCATIONS,
             revocation_retention: DEFAULT_RETENTION,
             purge_on_revoke: true,
+            #[cfg(feature = "redis")]
+            redis: None,
             routes: Vec::new(),
             default_route: RoutePolicy::verify_only(),
         }
@@ -306,6 +310,28 @@ impl ScopedCacheLayerBuilder {
         self
     }
 
+    /// Shares the cache, its purges and the revocations with every instance that uses
+    /// the same Redis and [`key_prefix`](crate::RedisTier::key_prefix) (feature `redis`).
+    /// Memory stays in front (L1, bounded by [`max_bytes`](Self::max_bytes)); Redis is L2.
+    /// `build()` does not connect: the layer serves without Redis until it answers. See
+    /// [`RedisTier`](crate::RedisTier) for the settings and the key layout. Default: none.
+    ///
+    /// ```
+    /// # use scoped_cache::{ScopedCacheLayer, RedisTier, Verifier};
+    /// # use jsonwebtoken::Algorithm;
+    /// let layer = ScopedCacheLayer::builder()
+    ///     .verifier(Verifier::hmac(Algorithm::HS256, "a-secret-of-at-least-32-bytes!!!!"))
+    ///     .redis(RedisTier::new("redis://127.0.0.1:6379").key_prefix("forum:"))
+    ///     .build()?;
+    /// # Ok::<(), scoped_cache::BuildError>(())
+    /// ```
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis(mut self, tier: crate::tier::RedisTier) -> Self {
+        self.redis = Some(tier);
+        self
+    }
+
     /// Whether revoking a subject also purges every cache bucket whose scope includes
     /// that `sub` (and `iss`, when the revocation names it), so answers computed from the
     /// old claims are not served to the subject's next token. Default: `true`.
@@ -403,6 +429,31 @@ impl ScopedCacheLayerBuilder {
                 return Err(BuildError::InvalidEntityId(format!("{ty}.{field}")));
             }
         }
+        let memory = MemoryStore::new(self.max_bytes);
+        let denied = MemoryRevocations::new(
+            self.max_revocations,
+            leeway,
+            self.revocation_retention.as_secs(),
+        );
+        #[cfg(feature = "redis")]
+        let (store, revocations) = match &self.redis {
+            Some(config) => {
+                let tier = Arc::new(crate::tier::Tier::build(
+                    config,
+                    memory,
+                    denied,
+                    self.max_entry_bytes,
+                )?);
+                tier.start();
+                (
+                    Store::Tiered(Arc::clone(&tier)),
+                    Revocations::Shared(tier),
+                )
+            }
+            None => (Store::Memory(memory), Revocations::Memory(denied)),
+        };
+        #[cfg(not(feature = "redis"))]
+        let (store, revocations) = (Store::Memory(memory), Revocations::Memory(denied));
         let mut routes = HashMap::new();
         for (path, policy) in self.routes {
             if !path.starts_with('/') {
@@ -436,17 +487,13 @@ impl ScopedCacheLayerBuilder {
                 routes: Routes::new(routes, self.default_route),
                 rules: RuleSet::compile(self.default_rule, self.rules, schema.as_ref())?,
                 preparer: Preparer::new(self.max_bytes / 8 + 1, self.max_nesting),
-                store: Store::Memory(MemoryStore::new(self.max_bytes)),
+                store,
                 in_flight: Arc::new(InFlight::default()),
                 learned: LearnedScopes::default(),
                 invalidations,
                 entity_ids: self.entity_ids,
                 max_entity_tags: self.max_entity_tags,
-                revocations: Revocations::Memory(MemoryRevocations::new(
-                    self.max_revocations,
-                    leeway,
-                    self.revocation_retention.as_secs(),
-                )),
+                revocations,
                 clock: UnixClock::new(),
                 purge_on_revoke: self.purge_on_revoke,
                 coalesce: self.coalesce,

@@ -171,4 +171,13 @@ pub enum BuildError {
         /// What is wrong with it (never the token itself).
         reason: &'static str,
     },
+    /// A [`RedisTier`](crate::RedisTier) setting is unusable.
+    #[cfg(feature = "redis")]
+    #[error("invalid redis tier `{field}`: {reason}")]
+    InvalidRedis {
+        /// The setting (`url`, `key_prefix`, a timeout).
+        field: &'static str,
+        /// What is wrong with it (never the URL, which may hold a password).
+        reason: String,
+    },
 }

@@ -115,6 +115,7 @@ impl ScopedCacheLayer {
     pub async fn revoke(&self, revoke: &Revoke) -> Result<(), RevokeError> {
         let shared = &self.shared;
         shared.revocations.revoke(revoke, shared.clock.now())?;
+        shared.revocations.share(revoke).await;
         if shared.purge_on_revoke
             && let RevokeKind::Subject { sub, iss, .. } = &revoke.kind
         {

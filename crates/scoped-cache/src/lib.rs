@@ -134,11 +134,13 @@ mod revocation;
 mod route;
 mod scope;
 mod service;
+#[cfg(feature = "redis")]
+mod tier;
 #[cfg(test)]
 pub(crate) mod test_helpers;
 
 pub use self::builder::ScopedCacheLayerBuilder;
-pub use self::cache::X_CACHE;
+pub use self::cache::{X_CACHE, X_CACHE_TIER};
 pub use self::cache::purge::{Purge, PurgeError};
 pub use self::cache::store::CacheStats;
 pub use self::claims::Claims;
@@ -154,6 +156,9 @@ pub use self::revocation::{MAX_NAME_BYTES, Revoke, RevokeError};
 pub use self::route::RoutePolicy;
 pub use self::scope::{ClaimPath, Rule, Scope};
 pub use self::service::ScopedCache;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::tier::RedisTier;
 pub use jsonwebtoken::Algorithm;
 
 #[cfg(doctest)]

@@ -19,7 +19,7 @@ use crate::cache::inflight::{self, LeaderGuard, Outcome, Role};
 use crate::cache::key::{CacheKey, Target};
 use crate::cache::purge::{EntryMeta, Purge, Tag, claim_tag};
 use crate::cache::request::{Prepared, Transport};
-use crate::cache::store::{CachedResponse, Epoch, Freshness, ResponseStore};
+use crate::cache::store::{CachedResponse, Epoch, Freshness, Hit, Lease, ResponseStore, Source};
 use crate::cache::{self, CacheStatus, NotStored, validator};
 use crate::claims::{Claims, ReadLog, RequestReads};
 use crate::future::ResponseFuture;
@@ -208,17 +208,17 @@ impl Shared {
         let asked = Asked::of(&parts);
         let now = Instant::now();
         let mut fallback = None;
-        if let Some(entry) = self.store.get(&lookup.key, now).await {
-            match entry.freshness(now) {
+        if let Some(found) = self.store.get(&lookup.key, now, || scope_claims(&lookup)).await {
+            match found.entry.freshness(now) {
                 Some(Freshness::Fresh) => {
-                    return Ok(self.hit(&asked, &entry, &lookup, CacheStatus::Hit));
+                    return Ok(self.hit(&asked, &found, &lookup, CacheStatus::Hit));
                 }
                 Some(Freshness::Stale) => {
-                    let response = self.hit(&asked, &entry, &lookup, CacheStatus::Stale);
+                    let response = self.hit(&asked, &found, &lookup, CacheStatus::Stale);
                     self.revalidate(&lookup, parts, checked.body, inner, epoch);
                     return Ok(response);
                 }
-                Some(Freshness::IfError) => fallback = Some(entry),
+                Some(Freshness::IfError) => fallback = Some(found),
                 None => {}
             }
         }
@@ -234,6 +234,19 @@ impl Shared {
             }
         } else {
             None
+        };
+        // One execution per key across the fleet too (a no-op without a shared tier).
+        let _lease = match self.store.lease(&lookup.key, || scope_claims(&lookup)).await {
+            Lease::Execute(lease) => lease,
+            Lease::Filled(hit) => {
+                if let Some(leader) = leader {
+                    leader.finish();
+                }
+                if self.revoked(lookup.claims) {
+                    return Ok(self.refused_revoked(&parts.headers));
+                }
+                return Ok(self.hit(&asked, &hit, &lookup, CacheStatus::Hit));
+            }
         };
 
         let reads = hand_on(&mut parts, lookup.claims);
@@ -469,11 +482,10 @@ impl Shared {
     }
 
     /// Whether `entry` is still the one stored under `key` (no purge removed it).
-    async fn still_stored(&self, key: CacheKey, entry: &Arc<CachedResponse>) -> bool {
+    async fn still_stored(&self, key: CacheKey, stale: &Hit) -> bool {
         self.store
-            .get(&key, Instant::now())
-            .await
-            .is_some_and(|current| Arc::ptr_eq(&current, entry))
+            .get_local(&key, Instant::now())
+            .is_some_and(|current| Arc::ptr_eq(&current, &stale.entry))
     }
 
     /// Whether `response` is a clean `200` GraphQL result, reading its body when it is
@@ -503,7 +515,7 @@ impl Shared {
     async fn lead_or_wait(
         &self,
         key: CacheKey,
-    ) -> Result<Option<LeaderGuard>, Arc<CachedResponse>> {
+    ) -> Result<Option<LeaderGuard>, Hit> {
         let mut role = self.in_flight.join(key);
         // Each round either leads, or waits for one leader; a leader that is stuck is taken
         // over, a cancelled one is replaced. A few rounds bound a follower's total wait.
@@ -514,10 +526,14 @@ impl Shared {
             };
             let outcome = inflight::follow(waiting, COALESCE_WAIT).await;
             let now = Instant::now();
-            if let Some(hit) = self.store.get(&key, now).await
-                && hit.freshness(now) == Some(Freshness::Fresh)
+            // The leader ran here, so its entry is in this process's memory.
+            if let Some(entry) = self.store.get_local(&key, now)
+                && entry.freshness(now) == Some(Freshness::Fresh)
             {
-                return Err(hit);
+                return Err(Hit {
+                    entry,
+                    source: Source::Memory,
+                });
             }
             role = match outcome {
                 // Not stored (errors, `no-store`, a claim read outside the scope): each
@@ -538,13 +554,8 @@ impl Shared {
     }
 
     /// Serves `entry`: the body, or `304` when the request already holds it.
-    fn hit(
-        &self,
-        asked: &Asked,
-        entry: &CachedResponse,
-        lookup: &Lookup<'_>,
-        status: CacheStatus,
-    ) -> Response {
+    fn hit(&self, asked: &Asked, hit: &Hit, lookup: &Lookup<'_>, status: CacheStatus) -> Response {
+        let entry = &hit.entry;
         // An outer layer that stores this answer must know which claims it depends on.
         if let Some(reads) = &asked.outer_reads {
             reads.log().record_scope(&lookup.decision.scope);
@@ -564,6 +575,9 @@ impl Shared {
             response.headers_mut(),
             Instant::now().saturating_duration_since(entry.stored_at),
         );
+        response
+            .headers_mut()
+            .insert(cache::X_CACHE_TIER, hit.source.header_value());
         self.labelled(
             response,
             status,
@@ -747,24 +761,10 @@ impl Shared {
             }
             tags.extend(overflowed.into_iter().map(|t| Tag::AnyOf(t.into())));
         }
-        let mut claims = Vec::new();
-        if let Some(raw) = lookup.claims.map(Claims::raw)
-            && lookup.decision.is_scoped()
-        {
-            // `iss` is in every claim-scoped bucket, so a purge can name it too.
-            let iss = ClaimPath::top_level("iss");
-            for path in std::iter::once(&iss).chain(lookup.decision.scope.iter()) {
-                if let Some(value) = path.lookup(raw) {
-                    claims.push(claim_tag(path, value));
-                }
-            }
-            claims.sort();
-            claims.dedup();
-        }
         EntryMeta::new(
             tags,
             lookup.name.cloned(),
-            claims,
+            scope_claims(lookup),
             lookup.root_fields.to_vec(),
         )
     }
@@ -827,6 +827,26 @@ impl Shared {
 
 /// Puts the claims (recording into the request's shared read log) into the request's
 /// extensions for the handler, just before it runs; returns the log to check afterwards.
+/// The claim values of the lookup's bucket ([`claim_tag`]s, sorted): what its entry is
+/// tagged with for scope purges. `iss` is in every claim-scoped bucket, so a purge can
+/// name it too.
+fn scope_claims(lookup: &Lookup<'_>) -> Vec<Arc<[u8]>> {
+    let mut claims = Vec::new();
+    if let Some(raw) = lookup.claims.map(Claims::raw)
+        && lookup.decision.is_scoped()
+    {
+        let iss = ClaimPath::top_level("iss");
+        for path in std::iter::once(&iss).chain(lookup.decision.scope.iter()) {
+            if let Some(value) = path.lookup(raw) {
+                claims.push(claim_tag(path, value));
+            }
+        }
+        claims.sort();
+        claims.dedup();
+    }
+    claims
+}
+
 fn hand_on(parts: &mut request::Parts, claims: Option<&Claims>) -> RequestReads {
     let reads = RequestReads::of(&mut parts.extensions);
     if let Some(claims) = claims {

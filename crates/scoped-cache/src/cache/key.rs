@@ -106,6 +106,12 @@ impl CacheKey {
         put(&mut hasher, bucket.as_bytes());
         Self(hasher.finalize().into())
     }
+
+    /// The key's 32 bytes (a SHA-256 digest), for stores outside the process.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
 }
 
 /// Feeds `bytes` preceded by its length, so neighbouring fields can never run together.

@@ -31,6 +31,10 @@ use crate::scope::Decision;
 /// revalidating failed), `MISS` or `BYPASS`.
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
+/// Response header telling which tier served a cached answer (`HIT` or `STALE`):
+/// `memory` (this process) or `redis` (the shared tier, feature `redis`).
+pub const X_CACHE_TIER: HeaderName = HeaderName::from_static("x-cache-tier");
+
 /// How a response was served, as told by [`X_CACHE`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CacheStatus {

@@ -184,6 +184,22 @@ const MAX_TOKEN_KEEP: u64 = 366 * 24 * 60 * 60;
 const FIRST_SWEEP: usize = 1024;
 
 impl MemoryRevocations {
+    /// When `revoke`, recorded at `now`, can be forgotten (Unix seconds): a shared store
+    /// keeps it as long.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn forget_at(&self, revoke: &Revoke, now: u64) -> u64 {
+        let retained = now
+            .saturating_add(self.retention)
+            .saturating_add(self.leeway);
+        match &revoke.kind {
+            RevokeKind::Token { exp, .. } => exp
+                .saturating_add(self.leeway)
+                .saturating_add(1)
+                .min(retained.saturating_add(MAX_TOKEN_KEEP)),
+            _ => retained,
+        }
+    }
+
     pub(crate) fn new(max: usize, leeway: u64, retention: u64) -> Self {
         Self {
             tables: RwLock::new(Tables {

@@ -257,18 +257,38 @@ pub(crate) trait RevocationStore: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub(crate) enum Revocations {
     Memory(MemoryRevocations),
+    /// Mirrored in memory, shared through Redis (feature `redis`).
+    #[cfg(feature = "redis")]
+    Shared(std::sync::Arc<crate::tier::Tier>),
+}
+
+impl Revocations {
+    /// Tells the rest of the fleet about `revoke` (already recorded here).
+    pub(crate) async fn share(&self, revoke: &Revoke) {
+        match self {
+            Revocations::Memory(_) => {
+                let _ = revoke;
+            }
+            #[cfg(feature = "redis")]
+            Revocations::Shared(tier) => tier.revocations.share(tier, revoke).await,
+        }
+    }
 }
 
 impl RevocationStore for Revocations {
     fn is_revoked(&self, claims: &Claims, clock: &UnixClock) -> bool {
         match self {
             Revocations::Memory(store) => store.is_revoked(claims, clock),
+            #[cfg(feature = "redis")]
+            Revocations::Shared(tier) => tier.revocations.is_revoked(claims, clock),
         }
     }
 
     fn revoke(&self, revoke: &Revoke, now: u64) -> Result<(), RevokeError> {
         match self {
             Revocations::Memory(store) => store.revoke(revoke, now),
+            #[cfg(feature = "redis")]
+            Revocations::Shared(tier) => tier.revocations.revoke(revoke, now),
         }
     }
 }

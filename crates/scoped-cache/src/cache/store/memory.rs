@@ -23,7 +23,7 @@ use moka::Expiry;
 use moka::notification::RemovalCause;
 use tokio::time::Instant;
 
-use super::{CacheStats, CachedResponse, Epoch, ResponseStore};
+use super::{CacheStats, CachedResponse, Epoch, Hit, ResponseStore, Source};
 use crate::cache::key::CacheKey;
 use crate::cache::purge::{IndexKey, Purge, PurgeError, Selector};
 
@@ -47,6 +47,9 @@ const RECENT_PURGE_BYTES: usize = 4 * 1024 * 1024;
 struct Stored {
     id: u64,
     response: Arc<CachedResponse>,
+    /// Served until then: the response's own [`usable_until`](CachedResponse::usable_until),
+    /// or sooner for a copy of another tier's entry.
+    held_until: Instant,
 }
 
 impl Stored {
@@ -101,17 +104,17 @@ struct RecentPurges {
 impl RecentPurges {
     /// Whether an execution that started at `since` may store an entry tagged `meta`.
     fn allows(&self, since: Epoch, entry: &CachedResponse) -> bool {
-        if self.seq == since.0 {
+        if self.seq == since.local {
             return true;
         }
         // Purges since `since` that are no longer remembered might have matched.
         let oldest = self.recent.front().map_or(self.seq + 1, |(seq, _, _)| *seq);
-        if since.0 + 1 < oldest {
+        if since.local + 1 < oldest {
             return false;
         }
         self.recent
             .iter()
-            .filter(|(seq, _, _)| *seq > since.0)
+            .filter(|(seq, _, _)| *seq > since.local)
             .all(|(_, selector, _)| !entry.meta.matches(selector))
     }
 
@@ -246,11 +249,10 @@ impl Expiry<CacheKey, Arc<Stored>> for ExpireWhenUseless {
         value: &Arc<Stored>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        let response = &value.response;
         Some(
-            response
-                .usable_until()
-                .saturating_duration_since(response.stored_at),
+            value
+                .held_until
+                .saturating_duration_since(value.response.stored_at),
         )
     }
 }
@@ -288,6 +290,37 @@ impl MemoryStore {
         }
     }
 
+    /// Stores `entry` until `held_until` at the latest (a copy of a shared entry lives
+    /// shorter than the entry), unless a purge since `since` matches it.
+    pub(crate) fn hold(
+        &self,
+        key: CacheKey,
+        entry: Arc<CachedResponse>,
+        since: Epoch,
+        held_until: Instant,
+    ) -> bool {
+        let stored = Arc::new(Stored {
+            id: self.ids.fetch_add(1, Ordering::Relaxed),
+            held_until: held_until.min(entry.usable_until()),
+            response: entry,
+        });
+        let purges = self.purges.read().unwrap_or_else(PoisonError::into_inner);
+        if !purges.allows(since, &stored.response) {
+            return false;
+        }
+        // Indexed before moka holds it, so the eviction listener (which may run inside
+        // `insert`, or on another thread's housekeeping right after, if moka rejects or
+        // replaces the entry) always finds its rows to take out. The index lock is not
+        // held across the moka call: the listener takes it.
+        self.index
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .add(key, &stored);
+        self.entries.insert(key, Arc::clone(&stored));
+        drop(purges);
+        true
+    }
+
     #[cfg(test)]
     fn weighted_size(&self) -> u64 {
         self.entries.run_pending_tasks();
@@ -308,42 +341,37 @@ impl MemoryStore {
 impl ResponseStore for MemoryStore {
     /// A stale entry is left for moka's own expiry to reclaim: removing it here could race
     /// with a fresh entry stored under the same key.
-    async fn get(&self, key: &CacheKey, now: Instant) -> Option<Arc<CachedResponse>> {
+    async fn get<F>(&self, key: &CacheKey, now: Instant, _scope: F) -> Option<Hit>
+    where
+        F: FnOnce() -> Vec<Arc<[u8]>> + Send,
+    {
+        self.get_local(key, now).map(|entry| Hit {
+            entry,
+            source: Source::Memory,
+        })
+    }
+
+    fn get_local(&self, key: &CacheKey, now: Instant) -> Option<Arc<CachedResponse>> {
         self.entries
             .get(key)
-            .filter(|stored| stored.response.usable_until() > now)
+            .filter(|stored| stored.held_until > now)
             .map(|stored| Arc::clone(&stored.response))
     }
 
     fn epoch(&self) -> Epoch {
-        Epoch(
-            self.purges
+        Epoch {
+            local: self
+                .purges
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
                 .seq,
-        )
+            shared: 0,
+        }
     }
 
     async fn insert(&self, key: CacheKey, entry: CachedResponse, since: Epoch) -> bool {
-        let stored = Arc::new(Stored {
-            id: self.ids.fetch_add(1, Ordering::Relaxed),
-            response: Arc::new(entry),
-        });
-        let purges = self.purges.read().unwrap_or_else(PoisonError::into_inner);
-        if !purges.allows(since, &stored.response) {
-            return false;
-        }
-        // Indexed before moka holds it, so the eviction listener (which may run inside
-        // `insert`, or on another thread's housekeeping right after, if moka rejects or
-        // replaces the entry) always finds its rows to take out. The index lock is not
-        // held across the moka call: the listener takes it.
-        self.index
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .add(key, &stored);
-        self.entries.insert(key, Arc::clone(&stored));
-        drop(purges);
-        true
+        let until = entry.usable_until();
+        self.hold(key, Arc::new(entry), since, until)
     }
 
     async fn purge(&self, purge: &Purge) -> Result<u64, PurgeError> {
@@ -452,9 +480,9 @@ mod tests {
     async fn entries_expire_on_tokio_time() {
         let store = MemoryStore::new(1 << 20);
         insert(&store, 1, response(10, Duration::from_secs(5))).await;
-        assert!(store.get(&key(1), Instant::now()).await.is_some());
+        assert!(store.get_local(&key(1), Instant::now()).is_some());
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert!(store.get(&key(1), Instant::now()).await.is_none());
+        assert!(store.get_local(&key(1), Instant::now()).is_none());
     }
 
     #[tokio::test]
@@ -487,7 +515,7 @@ mod tests {
         insert(&store, 3, tagged(&["User", "User:bob"], "bob")).await;
         assert_eq!(store.purge(&Purge::tags(["Post:1"])).await.unwrap(), 1);
         assert_eq!(store.purge(&Purge::tags(["Post:1"])).await.unwrap(), 0);
-        assert!(store.get(&key(2), Instant::now()).await.is_some());
+        assert!(store.get_local(&key(2), Instant::now()).is_some());
         assert_eq!(
             store
                 .purge(&Purge::scope([("sub", "bob")]).unwrap())
@@ -542,7 +570,7 @@ mod tests {
         insert(&store, 1, tagged(&["Post:1"], "a")).await;
         store.entries.run_pending_tasks();
         assert_eq!(store.purge(&Purge::tags(["Post:1"])).await.unwrap(), 1);
-        assert!(store.get(&key(1), Instant::now()).await.is_none());
+        assert!(store.get_local(&key(1), Instant::now()).is_none());
     }
 
     #[test]

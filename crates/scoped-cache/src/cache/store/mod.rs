@@ -70,11 +70,58 @@ impl CachedResponse {
     }
 }
 
-/// A point in a store's purge history, taken before an execution starts. An entry stored
-/// with it is dropped if a purge since then matches it: the execution may have read data
-/// the purge was about.
+/// A point in the stores' purge histories, taken before an execution starts. An entry
+/// stored with it is dropped if a purge since then matches it: the execution may have read
+/// data the purge was about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Epoch(pub(crate) u64);
+pub(crate) struct Epoch {
+    /// Purges this process's memory has seen.
+    pub(crate) local: u64,
+    /// The shared tier's purge sequence, as this process last heard it (never ahead of
+    /// Redis, so an entry never looks younger than it is). 0 without a shared tier.
+    pub(crate) shared: u64,
+}
+
+/// Where a hit came from: `x-cache-tier`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    Memory,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Redis,
+}
+
+impl Source {
+    pub(crate) fn header_value(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Source::Memory => "memory",
+            Source::Redis => "redis",
+        })
+    }
+}
+
+/// An entry found, and the tier that held it.
+#[derive(Debug, Clone)]
+pub(crate) struct Hit {
+    pub(crate) entry: Arc<CachedResponse>,
+    pub(crate) source: Source,
+}
+
+/// What a miss's leader may do: execute (holding the fleet-wide lease, if any), or serve
+/// the entry another instance stored while this one waited for its lease.
+#[derive(Debug)]
+pub(crate) enum Lease {
+    /// Execute. `Some` holds the shared lease until the entry is stored or dropped.
+    Execute(Option<LeaseGuard>),
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Filled(Hit),
+}
+
+/// Holds a fleet-wide lease; dropping it releases the lease (unless a store took it over).
+#[derive(Debug)]
+pub(crate) struct LeaseGuard {
+    #[cfg(feature = "redis")]
+    pub(crate) _hold: crate::tier::LeaseHold,
+}
 
 /// What the response cache holds right now, from
 /// [`ScopedCacheLayer::stats`](crate::ScopedCacheLayer::stats).
@@ -91,11 +138,17 @@ pub struct CacheStats {
 /// A response store.
 pub(crate) trait ResponseStore: Send + Sync + std::fmt::Debug {
     /// The entry for `key`, unless it is past [`CachedResponse::usable_until`] at `now`.
-    fn get(
-        &self,
-        key: &CacheKey,
-        now: Instant,
-    ) -> impl Future<Output = Option<Arc<CachedResponse>>> + Send;
+    /// `scope` gives the claim values of the request's bucket ([`claim_tag`]s): a shared
+    /// tier checks its scope purges with them in the same round trip. Only called on a
+    /// memory miss.
+    ///
+    /// [`claim_tag`]: crate::cache::purge::claim_tag
+    fn get<F>(&self, key: &CacheKey, now: Instant, scope: F) -> impl Future<Output = Option<Hit>> + Send
+    where
+        F: FnOnce() -> Vec<Arc<[u8]>> + Send;
+
+    /// The entry for `key` in this process's memory only.
+    fn get_local(&self, key: &CacheKey, now: Instant) -> Option<Arc<CachedResponse>>;
 
     /// The current point in the purge history.
     fn epoch(&self) -> Epoch;
@@ -120,36 +173,80 @@ pub(crate) trait ResponseStore: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub(crate) enum Store {
     Memory(MemoryStore),
+    /// Memory in front of Redis (feature `redis`).
+    #[cfg(feature = "redis")]
+    Tiered(Arc<crate::tier::Tier>),
+}
+
+impl Store {
+    /// The fleet-wide lease of a miss: with a shared tier, one instance executes a key at
+    /// a time and the others wait for its entry (see [`RedisTier::lease`]).
+    ///
+    /// [`RedisTier::lease`]: crate::RedisTier::lease
+    pub(crate) async fn lease<F>(&self, key: &CacheKey, scope: F) -> Lease
+    where
+        F: Fn() -> Vec<Arc<[u8]>> + Send + Sync,
+    {
+        match self {
+            Store::Memory(_) => {
+                let _ = (key, scope);
+                Lease::Execute(None)
+            }
+            #[cfg(feature = "redis")]
+            Store::Tiered(tier) => tier.lease(key, scope).await,
+        }
+    }
 }
 
 impl ResponseStore for Store {
-    async fn get(&self, key: &CacheKey, now: Instant) -> Option<Arc<CachedResponse>> {
+    async fn get<F>(&self, key: &CacheKey, now: Instant, scope: F) -> Option<Hit>
+    where
+        F: FnOnce() -> Vec<Arc<[u8]>> + Send,
+    {
         match self {
-            Store::Memory(store) => store.get(key, now).await,
+            Store::Memory(store) => store.get(key, now, scope).await,
+            #[cfg(feature = "redis")]
+            Store::Tiered(tier) => tier.get(key, now, scope).await,
+        }
+    }
+
+    fn get_local(&self, key: &CacheKey, now: Instant) -> Option<Arc<CachedResponse>> {
+        match self {
+            Store::Memory(store) => store.get_local(key, now),
+            #[cfg(feature = "redis")]
+            Store::Tiered(tier) => tier.get_local(key, now),
         }
     }
 
     fn epoch(&self) -> Epoch {
         match self {
             Store::Memory(store) => store.epoch(),
+            #[cfg(feature = "redis")]
+            Store::Tiered(tier) => tier.epoch(),
         }
     }
 
     async fn insert(&self, key: CacheKey, entry: CachedResponse, since: Epoch) -> bool {
         match self {
             Store::Memory(store) => store.insert(key, entry, since).await,
+            #[cfg(feature = "redis")]
+            Store::Tiered(tier) => tier.insert(key, entry, since),
         }
     }
 
     async fn purge(&self, purge: &Purge) -> Result<u64, PurgeError> {
         match self {
             Store::Memory(store) => store.purge(purge).await,
+            #[cfg(feature = "redis")]
+            Store::Tiered(tier) => tier.purge(purge).await,
         }
     }
 
     fn stats(&self) -> CacheStats {
         match self {
             Store::Memory(store) => store.stats(),
+            #[cfg(feature = "redis")]
+            Store::Tiered(tier) => tier.stats(),
         }
     }
 }

@@ -1,0 +1,132 @@
+//! The connection to Redis: one multiplexed, self-reconnecting `ConnectionManager`, every
+//! call under a timeout and the circuit breaker.
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::RedisTier;
+use super::breaker::Breaker;
+
+/// Why a Redis call did not happen or did not answer. Every one is handled by going on
+/// without Redis (fail open).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    #[error("the circuit breaker is open")]
+    Open,
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+pub(crate) struct Redis {
+    client: redis::Client,
+    /// Made on first use, inside the runtime (making one spawns its reconnecting task).
+    manager: OnceLock<ConnectionManager>,
+    breaker: Breaker,
+    pub(crate) fetch_timeout: Duration,
+    pub(crate) insert_timeout: Duration,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password.
+        f.debug_struct("Redis")
+            .field("available", &self.breaker.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redis {
+    pub(crate) fn new(tier: &RedisTier) -> Result<Self, redis::RedisError> {
+        Ok(Self {
+            client: redis::Client::open(tier.url.as_str())?,
+            manager: OnceLock::new(),
+            breaker: Breaker::new(tier.cool_down),
+            fetch_timeout: tier.fetch_timeout,
+            insert_timeout: tier.insert_timeout,
+        })
+    }
+
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    fn manager(&self) -> Result<ConnectionManager, redis::RedisError> {
+        if let Some(manager) = self.manager.get() {
+            return Ok(manager.clone());
+        }
+        // Reconnection is ours to pace (the breaker), so the manager tries once per call,
+        // and never waits longer for a connection than a lookup may.
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_connection_timeout(Some(self.fetch_timeout))
+            .set_response_timeout(Some(self.insert_timeout.max(self.fetch_timeout)));
+        let made = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
+        // A racing caller's manager may win; either works.
+        Ok(self.manager.get_or_init(|| made).clone())
+    }
+
+    /// Whether calls go to Redis now (the breaker is closed).
+    pub(crate) fn available(&self) -> bool {
+        self.breaker.is_closed()
+    }
+
+    /// Runs `call` on the connection within `timeout`, unless the breaker is open; its
+    /// outcome feeds the breaker.
+    pub(crate) async fn run<T, F, Fut>(&self, timeout: Duration, call: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let permit = self.breaker.permit().ok_or(StoreError::Open)?;
+        let outcome = match self.manager() {
+            Ok(manager) => match tokio::time::timeout(timeout, call(manager)).await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(err)) => Err(StoreError::Redis(err)),
+                Err(_) => Err(StoreError::Timeout(timeout)),
+            },
+            Err(err) => Err(StoreError::Redis(err)),
+        };
+        match &outcome {
+            // A reply Redis sent (a wrong type, a script error) is not an outage.
+            Err(StoreError::Redis(err)) if !is_outage(err) => self.breaker.succeeded(permit),
+            Err(err) => self.breaker.failed(permit, err),
+            Ok(_) => self.breaker.succeeded(permit),
+        }
+        outcome
+    }
+
+    /// A pipeline within the fetch timeout.
+    pub(crate) async fn fetch<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        self.run(self.fetch_timeout, |mut conn| async move {
+            pipe.query_async(&mut conn).await
+        })
+        .await
+    }
+
+    /// A pipeline within the insert timeout.
+    pub(crate) async fn write<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        self.run(self.insert_timeout, |mut conn| async move {
+            pipe.query_async(&mut conn).await
+        })
+        .await
+    }
+}
+
+fn is_outage(err: &redis::RedisError) -> bool {
+    err.is_io_error()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || err.is_timeout()
+        || err.is_unrecoverable_error()
+}

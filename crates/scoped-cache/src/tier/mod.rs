@@ -1,0 +1,149 @@
+//! Redis as the shared tier (feature `redis`): responses, tags, purges, revocations and
+//! fleet-wide coalescing, shared by every instance that names the same Redis and
+//! [`key_prefix`](RedisTier::key_prefix).
+//!
+//! The in-process store stays in front as L1; Redis is L2. An L1 miss asks Redis (one round
+//! trip, at most [`fetch_timeout`](RedisTier::fetch_timeout)); an L2 hit fills L1 for at
+//! most [`local_ttl`](RedisTier::local_ttl). A miss is written to Redis off the request path.
+//! Purges and revocations are applied in Redis and published, so every instance drops its
+//! L1 entries and refuses revoked tokens; an instance that lost its subscription flushes L1
+//! when it resubscribes. Redis in trouble never fails a request: a circuit breaker turns the
+//! tier off while Redis errs or is slow, and it resumes by itself.
+//!
+//! # Key layout
+//!
+//! Every key and the channel start with the prefix `P` (default `scoped-cache:`). Each key
+//! is addressed alone (no multi-key command, no `KEYS`, no `SCAN`, no script touching two
+//! keys), so on Redis Cluster every command goes to the one slot of its key and the layout
+//! works unchanged.
+//!
+//! | key | type | holds | expires |
+//! | --- | --- | --- | --- |
+//! | `P e:<cache key hex>` | string | one response: versioned, length-checked, checksummed, with its own key | when the entry is of no more use (max-age plus stale windows) |
+//! | `P t:<index key hash>` | sorted set | members: the cache keys (32 bytes) of the entries holding a tag, type, operation or root field; scores: their expiry | members older than now are trimmed on every write; the key a minute after its last member |
+//! | `P s:<claim hash>` | hash | scope purges naming this claim value: field = the purge's claim set, value = its sequence number | after the longest entry life ever written (`P life`) |
+//! | `P seq` | string | the purge sequence (`INCR`) | never |
+//! | `P all` | string | the sequence number of the last purge of everything | never |
+//! | `P life` | string | the longest entry life written, ms | never |
+//! | `P l:<cache key hex>` | string | a miss's lease: one instance executes it | the lease duration |
+//! | `P revocations` | sorted set | every revocation, scored by when it can be forgotten | members trimmed on every write |
+//! | `P events` | channel | purges and revocations, for every instance's memory | |
+//!
+//! A purge by tag, type, entity, operation or root field reads the index sets it names and
+//! deletes their entries. A purge by claim scope or of everything writes one record, so it
+//! costs the same however many buckets match; each entry carries the purge sequence number
+//! its execution started at and is dropped on read when a later record covers it.
+
+mod breaker;
+mod codec;
+mod conn;
+mod events;
+mod keys;
+mod revocations;
+mod store;
+
+use std::time::Duration;
+
+pub(crate) use self::store::{LeaseHold, Tier};
+
+/// Default [`RedisTier::fetch_timeout`], as Apollo Router's.
+pub(crate) const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_millis(150);
+/// Default [`RedisTier::insert_timeout`], as Apollo Router's.
+pub(crate) const DEFAULT_INSERT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Default [`RedisTier::local_ttl`].
+pub(crate) const DEFAULT_LOCAL_TTL: Duration = Duration::from_secs(5);
+/// Default [`RedisTier::lease`].
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(3);
+/// Default [`RedisTier::cool_down`].
+pub(crate) const DEFAULT_COOL_DOWN: Duration = Duration::from_secs(2);
+/// Default [`RedisTier::key_prefix`].
+pub(crate) const DEFAULT_KEY_PREFIX: &str = "scoped-cache:";
+
+/// Redis as the shared tier, for
+/// [`ScopedCacheLayerBuilder::redis`](crate::ScopedCacheLayerBuilder::redis).
+///
+/// ```
+/// use std::time::Duration;
+/// use scoped_cache::RedisTier;
+///
+/// let tier = RedisTier::new("redis://127.0.0.1:6379")
+///     .key_prefix("forum:")                       // one per deployment
+///     .fetch_timeout(Duration::from_millis(100))   // an L1 miss waits at most this
+///     .local_ttl(Duration::from_secs(5));          // L1 copies of Redis entries
+/// # let _ = tier;
+/// ```
+///
+/// Nothing connects until the layer serves: the application starts and serves when Redis
+/// is unreachable, and the tier joins in when Redis answers.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RedisTier {
+    pub(crate) url: String,
+    pub(crate) prefix: String,
+    pub(crate) fetch_timeout: Duration,
+    pub(crate) insert_timeout: Duration,
+    pub(crate) local_ttl: Duration,
+    pub(crate) lease: Duration,
+    pub(crate) cool_down: Duration,
+}
+
+impl RedisTier {
+    /// A tier on the Redis at `url` (`redis://host:port/db`, `rediss://` for TLS is not
+    /// built in; `redis+unix:///path` for a socket). Checked by `build()`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            insert_timeout: DEFAULT_INSERT_TIMEOUT,
+            local_ttl: DEFAULT_LOCAL_TTL,
+            lease: DEFAULT_LEASE,
+            cool_down: DEFAULT_COOL_DOWN,
+        }
+    }
+
+    /// The start of every key and of the channel name: one per deployment sharing a Redis
+    /// (instances with the same prefix share everything; different prefixes share nothing).
+    /// Default: `scoped-cache:`. At most 128 bytes, not empty.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long a lookup, a lease or a purge's reads wait for Redis before going on without
+    /// it (a timeout counts as a failure for the circuit breaker). Default: 150 ms.
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.fetch_timeout = timeout;
+        self
+    }
+
+    /// How long a write (an entry, a revocation) may take; writes run off the request
+    /// path. Default: 500 ms.
+    pub fn insert_timeout(mut self, timeout: Duration) -> Self {
+        self.insert_timeout = timeout;
+        self
+    }
+
+    /// The longest an L1 copy of an entry read from Redis lives (never longer than the
+    /// entry itself): a purge message this instance missed leaves stale copies for at most
+    /// this long. Default: 5 s.
+    pub fn local_ttl(mut self, ttl: Duration) -> Self {
+        self.local_ttl = ttl;
+        self
+    }
+
+    /// How long one instance holds a miss's lease (`SET NX PX`) while it executes; the
+    /// other instances wait for its entry at most this long, then execute themselves.
+    /// Default: 3 s.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// After Redis fails three calls in a row, how long the tier stays off before one call
+    /// probes whether it is back. Default: 2 s.
+    pub fn cool_down(mut self, cool_down: Duration) -> Self {
+        self.cool_down = cool_down;
+        self
+    }
+}

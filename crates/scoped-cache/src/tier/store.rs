@@ -1,0 +1,721 @@
+//! [`Tier`]: memory (L1) in front of Redis (L2), for responses and revocations.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::Value;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::codec::{self, Clock};
+use super::conn::{Redis, StoreError};
+use super::events::{self, Event};
+use super::keys::{CLAIM_HASH, Keys, claim_hash};
+use super::revocations::SharedRevocations;
+use super::RedisTier;
+use crate::cache::key::CacheKey;
+use crate::cache::purge::{IndexKey, Purge, PurgeError, Selector};
+use crate::cache::store::{
+    CacheStats, CachedResponse, Epoch, Hit, Lease, LeaseGuard, MemoryStore, ResponseStore, Source,
+};
+use crate::revocation::MemoryRevocations;
+
+/// Shared purges remembered to tell whether one happened to match an entry written
+/// meanwhile; an entry older than all of them is not kept in Redis.
+const RECENT_SHARED_PURGES: usize = 256;
+/// Purges made while Redis was unreachable, replayed when it is back; past this many they
+/// collapse into one purge of everything.
+const MAX_PENDING_PURGES: usize = 1024;
+/// Writes to Redis in flight at once; a miss beyond that is kept in memory only, so a slow
+/// Redis never piles up tasks and the entries they hold.
+const MAX_WRITES_IN_FLIGHT: usize = 256;
+/// Index sets outlive their last member by this much.
+const INDEX_SLACK_MS: u64 = 60_000;
+/// Members read from an index set per round trip while purging.
+const PURGE_BATCH: usize = 1000;
+
+/// `SET KEYS[1] ARGV[1]` unless it already holds a larger number.
+const SET_MAX: &str = r"
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
+return 0";
+/// `HSET KEYS[1] ARGV[1] ARGV[2]` unless the field holds a larger number; then the key
+/// expires in `ARGV[3]` ms (or later).
+const HSET_MAX: &str = r"
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return 0";
+/// Deletes a lease only if this instance still holds it.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0";
+
+/// Memory in front of Redis: the response store and the revocation store of a layer with
+/// a [`RedisTier`], and the subscriber that keeps its memory in step with the fleet.
+pub(crate) struct Tier {
+    pub(crate) redis: Redis,
+    pub(crate) keys: Keys,
+    pub(crate) l1: MemoryStore,
+    pub(crate) revocations: SharedRevocations,
+    /// Tells this instance's messages from the others'.
+    pub(crate) id: u64,
+    max_entry_bytes: usize,
+    local_ttl: Duration,
+    lease: Duration,
+    /// The shared purge sequence as last heard (never ahead of Redis).
+    seq: AtomicU64,
+    /// The longest entry life this instance has recorded in `P life`, ms.
+    longest: AtomicU64,
+    recent: Mutex<VecDeque<(u64, Selector)>>,
+    pending: Mutex<Vec<Selector>>,
+    writes: Arc<Semaphore>,
+    /// Leases this instance holds: cache key → token. A store takes its key's lease over
+    /// and releases it once the entry is in Redis.
+    leases: Mutex<HashMap<CacheKey, u64>>,
+    tokens: AtomicU64,
+    listener: OnceLock<AbortOnDrop>,
+}
+
+impl std::fmt::Debug for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tier")
+            .field("redis", &self.redis)
+            .field("l1", &self.l1)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A held fleet-wide lease (see [`LeaseGuard`]).
+#[derive(Debug)]
+pub(crate) struct LeaseHold {
+    tier: Arc<Tier>,
+    key: CacheKey,
+    token: u64,
+}
+
+impl Drop for LeaseHold {
+    fn drop(&mut self) {
+        // Still ours (no store took it over): nothing will be written, so let the waiting
+        // instances go now rather than when the lease runs out.
+        let ours = {
+            let mut leases = self.tier.leases.lock().unwrap_or_else(PoisonError::into_inner);
+            match leases.get(&self.key) {
+                Some(token) if *token == self.token => leases.remove(&self.key).is_some(),
+                _ => false,
+            }
+        };
+        if ours && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let tier = Arc::clone(&self.tier);
+            let (key, token) = (self.key, self.token);
+            runtime.spawn(async move { tier.release(&key, token).await });
+        }
+    }
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn clock() -> Clock {
+    Clock {
+        now: Instant::now(),
+        unix_ms: unix_ms(),
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Tier {
+    /// Checks the settings (no I/O) and makes the tier.
+    pub(crate) fn build(
+        config: &RedisTier,
+        l1: MemoryStore,
+        revocations: MemoryRevocations,
+        max_entry_bytes: usize,
+    ) -> Result<Self, crate::BuildError> {
+        let invalid = |field: &'static str, reason: String| crate::BuildError::InvalidRedis { field, reason };
+        if config.prefix.is_empty() || config.prefix.len() > 128 {
+            return Err(invalid("key_prefix", "must be 1 to 128 bytes".into()));
+        }
+        for (field, value) in [
+            ("fetch_timeout", config.fetch_timeout),
+            ("insert_timeout", config.insert_timeout),
+            ("local_ttl", config.local_ttl),
+            ("lease", config.lease),
+            ("cool_down", config.cool_down),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(field, "must not be zero".into()));
+            }
+        }
+        // The error's text could quote the URL, password included: keep only its kind.
+        Self::new(config, l1, revocations, max_entry_bytes)
+            .map_err(|err| invalid("url", format!("not a redis URL ({:?})", err.kind())))
+    }
+
+    fn new(
+        config: &RedisTier,
+        l1: MemoryStore,
+        revocations: MemoryRevocations,
+        max_entry_bytes: usize,
+    ) -> Result<Self, redis::RedisError> {
+        let hasher = RandomState::new();
+        Ok(Self {
+            redis: Redis::new(config)?,
+            keys: Keys::new(&config.prefix),
+            l1,
+            revocations: SharedRevocations::new(revocations),
+            id: hasher.hash_one((std::process::id(), unix_ms())),
+            max_entry_bytes,
+            local_ttl: config.local_ttl,
+            lease: config.lease,
+            seq: AtomicU64::new(0),
+            longest: AtomicU64::new(0),
+            recent: Mutex::new(VecDeque::new()),
+            pending: Mutex::new(Vec::new()),
+            writes: Arc::new(Semaphore::new(MAX_WRITES_IN_FLIGHT)),
+            leases: Mutex::new(HashMap::new()),
+            tokens: AtomicU64::new(hasher.hash_one(0u8)),
+            listener: OnceLock::new(),
+        })
+    }
+
+    /// Starts the subscriber, once, if a runtime is here (`build()` may run outside one;
+    /// then the first request starts it). It ends when the tier is dropped.
+    pub(crate) fn start(self: &Arc<Self>) {
+        if self.listener.get().is_some() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        self.listener.get_or_init(|| {
+            AbortOnDrop(runtime.spawn(events::listen(Arc::downgrade(self))))
+        });
+    }
+
+    pub(crate) fn observe_seq(&self, seq: u64) {
+        self.seq.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    pub(crate) fn epoch(&self) -> Epoch {
+        Epoch {
+            local: self.l1.epoch().local,
+            shared: self.seq.load(Ordering::Acquire),
+        }
+    }
+
+    pub(crate) fn get_local(&self, key: &CacheKey, now: Instant) -> Option<Arc<CachedResponse>> {
+        self.l1.get_local(key, now)
+    }
+
+    pub(crate) async fn get<F>(self: &Arc<Self>, key: &CacheKey, now: Instant, scope: F) -> Option<Hit>
+    where
+        F: FnOnce() -> Vec<Arc<[u8]>> + Send,
+    {
+        self.start();
+        if let Some(entry) = self.l1.get_local(key, now) {
+            return Some(Hit {
+                entry,
+                source: Source::Memory,
+            });
+        }
+        if !self.redis.available() {
+            return None;
+        }
+        // Taken before Redis is asked: a purge this instance hears of meanwhile keeps the
+        // copy out of memory.
+        let since = self.l1.epoch();
+        let entry = self.fetch(key, &scope()).await?;
+        let entry = Arc::new(entry);
+        self.l1
+            .hold(*key, Arc::clone(&entry), since, Instant::now() + self.local_ttl);
+        Some(Hit {
+            entry,
+            source: Source::Redis,
+        })
+    }
+
+    /// The entry for `key` in Redis, if it is there, intact, usable, and no purge since it
+    /// was written covers it. One round trip: the entry, the purge sequence, the purge of
+    /// everything, and the scope records of the bucket's claim values.
+    async fn fetch(&self, key: &CacheKey, scope: &[Arc<[u8]>]) -> Option<CachedResponse> {
+        let mut pipe = redis::pipe();
+        pipe.get(self.keys.entry(key))
+            .get(self.keys.named("seq"))
+            .get(self.keys.named("all"));
+        for claim in scope {
+            pipe.hgetall(self.keys.scope(claim));
+        }
+        let values: Vec<Value> = match self.redis.fetch(&pipe).await {
+            Ok(values) => values,
+            Err(err) => {
+                tracing::debug!(%err, "redis lookup failed; going on without it");
+                return None;
+            }
+        };
+        let mut values = values.into_iter();
+        let raw: Option<Vec<u8>> = values.next().and_then(|v| redis::from_redis_value(v).ok()).flatten();
+        let seq: u64 = number(values.next());
+        let all: u64 = number(values.next());
+        self.observe_seq(seq);
+        let raw = raw?;
+        let decoded = match codec::decode(key, &raw, self.max_entry_bytes, clock()) {
+            Ok(decoded) => decoded,
+            Err(err) => {
+                // Never the value or the key's request: they may be private.
+                tracing::warn!(%err, bytes = raw.len(), "an unreadable entry in redis is treated as a miss");
+                return None;
+            }
+        };
+        if decoded.since < all || decoded.entry.usable_until() <= Instant::now() {
+            return None;
+        }
+        let mut records: Vec<(Vec<u8>, u64)> = Vec::new();
+        for value in values {
+            let fields: Vec<(Vec<u8>, u64)> = redis::from_redis_value(value).unwrap_or_default();
+            records.extend(fields);
+        }
+        // Records of claim values the request did not name (a scope learned meanwhile):
+        // one more round trip, rare.
+        let named: Vec<[u8; CLAIM_HASH]> = scope.iter().map(|c| claim_hash(c)).collect();
+        let missing: Vec<&Arc<[u8]>> = decoded
+            .entry
+            .meta
+            .claims
+            .iter()
+            .filter(|c| !named.contains(&claim_hash(c)))
+            .collect();
+        if !missing.is_empty() {
+            let mut pipe = redis::pipe();
+            for claim in &missing {
+                pipe.hgetall(self.keys.scope(claim));
+            }
+            match self.redis.fetch::<Vec<Vec<(Vec<u8>, u64)>>>(&pipe).await {
+                Ok(more) => records.extend(more.into_iter().flatten()),
+                Err(_) => return None,
+            }
+        }
+        if !records.is_empty() {
+            let held: Vec<[u8; CLAIM_HASH]> =
+                decoded.entry.meta.claims.iter().map(|c| claim_hash(c)).collect();
+            let purged = records.iter().any(|(field, seq)| {
+                *seq > decoded.since
+                    && !field.is_empty()
+                    && field.len() % CLAIM_HASH == 0
+                    && field
+                        .chunks(CLAIM_HASH)
+                        .all(|chunk| held.iter().any(|h| h.as_slice() == chunk))
+            });
+            if purged {
+                return None;
+            }
+        }
+        Some(decoded.entry)
+    }
+
+    /// Stores in memory now and in Redis off the request path.
+    pub(crate) fn insert(self: &Arc<Self>, key: CacheKey, entry: CachedResponse, since: Epoch) -> bool {
+        let entry = Arc::new(entry);
+        let until = entry.usable_until();
+        if !self.l1.hold(key, Arc::clone(&entry), since, until) {
+            return false;
+        }
+        let lease = self
+            .leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key);
+        let Ok(permit) = Arc::clone(&self.writes).try_acquire_owned() else {
+            tracing::debug!("too many redis writes in flight; this entry stays in memory only");
+            return true;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return true;
+        };
+        let tier = Arc::clone(self);
+        runtime.spawn(async move {
+            if let Err(err) = tier.write(&key, &entry, since.shared).await {
+                tracing::debug!(%err, "writing an entry to redis failed; it stays in memory only");
+            }
+            if let Some(token) = lease {
+                tier.release(&key, token).await;
+            }
+            drop(permit);
+        });
+        true
+    }
+
+    /// Writes the entry and its index members, then checks that no purge happened since
+    /// its execution started that matches it (or might have: then it is deleted again).
+    async fn write(&self, key: &CacheKey, entry: &CachedResponse, since: u64) -> Result<(), StoreError> {
+        let clock = clock();
+        let life = millis(entry.usable_until().saturating_duration_since(clock.now));
+        if life == 0 {
+            return Ok(());
+        }
+        let bytes = match codec::encode(key, entry, since, clock) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                tracing::debug!(%err, "this entry cannot be written to redis; it stays in memory only");
+                return Ok(());
+            }
+        };
+        let expiry = clock.unix_ms.saturating_add(life);
+        let entry_key = self.keys.entry(key);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(&entry_key).arg(bytes).arg("PX").arg(life).ignore();
+        let index_ttl = life.saturating_add(INDEX_SLACK_MS);
+        for index_key in entry.meta.index_keys() {
+            // Scopes are purged by record, not by index (see the module docs).
+            if matches!(index_key, IndexKey::Claim(_)) {
+                continue;
+            }
+            let set = self.keys.index(&index_key);
+            pipe.zadd(&set, key.as_bytes().as_slice(), expiry).ignore();
+            // Members whose entries expired go on every write: a set never outgrows the
+            // entries alive.
+            pipe.cmd("ZREMRANGEBYSCORE").arg(&set).arg("-inf").arg(clock.unix_ms).ignore();
+            pipe.cmd("PEXPIRE").arg(&set).arg(index_ttl).arg("NX").ignore();
+            pipe.cmd("PEXPIRE").arg(&set).arg(index_ttl).arg("GT").ignore();
+        }
+        pipe.get(self.keys.named("seq"));
+        let (seq,): (Option<u64>,) = self.redis.write(&pipe).await?;
+        let seq = seq.unwrap_or(0);
+        self.observe_seq(seq);
+        if seq > since && !self.spared(since, seq, entry) {
+            self.redis
+                .write::<()>(redis::pipe().del(&entry_key).ignore())
+                .await?;
+            return Ok(());
+        }
+        if life > self.longest.load(Ordering::Acquire) {
+            let script = redis::Script::new(SET_MAX);
+            let life_key = self.keys.named("life");
+            self.redis
+                .run(self.redis.insert_timeout, |mut conn| async move {
+                    script.key(&life_key).arg(life).invoke_async::<()>(&mut conn).await
+                })
+                .await?;
+            self.longest.fetch_max(life, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// Whether every purge in `(since, seq]` is known here and none matches `entry`.
+    fn spared(&self, since: u64, seq: u64, entry: &CachedResponse) -> bool {
+        if seq - since > RECENT_SHARED_PURGES as u64 {
+            return false;
+        }
+        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        (since + 1..=seq).all(|n| {
+            recent
+                .iter()
+                .find(|(s, _)| *s == n)
+                .is_some_and(|(_, selector)| !entry.meta.matches(selector))
+        })
+    }
+
+    pub(crate) fn remember(&self, seq: u64, selector: &Selector) {
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent.push_back((seq, selector.clone()));
+        while recent.len() > RECENT_SHARED_PURGES {
+            recent.pop_front();
+        }
+    }
+
+    pub(crate) async fn purge(self: &Arc<Self>, purge: &Purge) -> Result<u64, PurgeError> {
+        self.start();
+        let local = self.l1.purge(purge).await?;
+        match self.purge_shared(&purge.selector).await {
+            Ok(removed) => Ok(local + removed),
+            Err(err) => {
+                tracing::warn!(%err, "a purge reached this instance only; it goes to redis and the other instances when redis answers");
+                self.postpone(purge.selector.clone());
+                Ok(local)
+            }
+        }
+    }
+
+    fn postpone(&self, selector: Selector) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.len() >= MAX_PENDING_PURGES || matches!(selector, Selector::All) {
+            pending.clear();
+            pending.push(Selector::All);
+        } else if !pending.iter().any(|p| matches!(p, Selector::All)) {
+            pending.push(selector);
+        }
+    }
+
+    /// Purges made while Redis was away, now that it is back.
+    pub(crate) async fn replay(&self) {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        for (done, selector) in pending.iter().enumerate() {
+            if let Err(err) = self.purge_shared(selector).await {
+                tracing::warn!(%err, "replaying purges failed; they wait for the next reconnection");
+                for selector in pending.into_iter().skip(done) {
+                    self.postpone(selector);
+                }
+                return;
+            }
+        }
+    }
+
+    /// The purge in Redis, then published. Returns the entries deleted from Redis (none
+    /// are counted for scope and everything: those are dropped when next read).
+    async fn purge_shared(&self, selector: &Selector) -> Result<u64, StoreError> {
+        // The sequence goes first: an entry written after this reads it and checks itself.
+        let (seq,): (u64,) = self.redis.fetch(redis::pipe().incr(self.keys.named("seq"), 1)).await?;
+        self.observe_seq(seq);
+        self.remember(seq, selector);
+        let removed = match selector {
+            Selector::All => {
+                let script = redis::Script::new(SET_MAX);
+                let all = self.keys.named("all");
+                self.redis
+                    .run(self.redis.insert_timeout, |mut conn| async move {
+                        script.key(&all).arg(seq).invoke_async::<()>(&mut conn).await
+                    })
+                    .await?;
+                0
+            }
+            Selector::Scope(claims) => {
+                self.record_scope(claims, seq).await?;
+                0
+            }
+            _ => {
+                let mut removed = 0;
+                for index_key in selector.candidates().unwrap_or_default() {
+                    removed += self.purge_index(&self.keys.index(&index_key)).await?;
+                }
+                removed
+            }
+        };
+        let event = Event::Purge {
+            origin: self.id,
+            seq,
+            selector: selector.into(),
+        };
+        self.publish(&event).await?;
+        Ok(removed)
+    }
+
+    async fn record_scope(&self, claims: &[Arc<[u8]>], seq: u64) -> Result<(), StoreError> {
+        let mut hashes: Vec<[u8; CLAIM_HASH]> = claims.iter().map(|c| claim_hash(c)).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        let Some(first) = hashes.first() else {
+            return Ok(());
+        };
+        // Filed under the smallest claim hash: every entry holding all the claims holds it.
+        let first_claim = claims
+            .iter()
+            .find(|c| claim_hash(c) == *first)
+            .map(|c| self.keys.scope(c))
+            .unwrap_or_default();
+        let field: Vec<u8> = hashes.concat();
+        let life_key = self.keys.named("life");
+        let (life,): (Option<u64>,) = self.redis.fetch(redis::pipe().get(&life_key)).await?;
+        let keep = life
+            .unwrap_or(0)
+            .max(self.longest.load(Ordering::Acquire))
+            .saturating_add(INDEX_SLACK_MS);
+        let script = redis::Script::new(HSET_MAX);
+        self.redis
+            .run(self.redis.insert_timeout, |mut conn| async move {
+                script
+                    .key(&first_claim)
+                    .arg(field)
+                    .arg(seq)
+                    .arg(keep)
+                    .invoke_async::<()>(&mut conn)
+                    .await
+            })
+            .await
+    }
+
+    /// Deletes the entries an index set lists, in batches, and takes them out of it.
+    async fn purge_index(&self, set: &str) -> Result<u64, StoreError> {
+        let now = unix_ms();
+        let members: Vec<Vec<u8>> = {
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZRANGE").arg(set).arg(now).arg("+inf").arg("BYSCORE");
+            let (members,): (Vec<Vec<u8>>,) = self.redis.fetch(&pipe).await?;
+            members
+        };
+        let mut removed = 0;
+        for batch in members.chunks(PURGE_BATCH) {
+            let mut pipe = redis::pipe();
+            for member in batch {
+                // Each entry is its own key (its own slot on a cluster).
+                pipe.del(self.keys.entry_of_member(member));
+            }
+            pipe.cmd("ZREM").arg(set).arg(batch).ignore();
+            let deleted: Vec<u64> = self.redis.write(&pipe).await?;
+            removed += deleted.iter().sum::<u64>();
+        }
+        Ok(removed)
+    }
+
+    pub(crate) async fn publish(&self, event: &Event) -> Result<(), StoreError> {
+        let payload = event.encode();
+        let channel = self.keys.named("events");
+        self.redis
+            .write::<()>(redis::pipe().publish(channel, payload).ignore())
+            .await
+    }
+
+    /// A message from the fleet.
+    pub(crate) async fn on_event(&self, payload: &[u8]) {
+        match Event::decode(payload) {
+            Some(Event::Purge { origin, seq, selector }) => {
+                self.observe_seq(seq);
+                if origin == self.id {
+                    return;
+                }
+                let Some(selector) = selector.into_selector() else {
+                    return;
+                };
+                self.remember(seq, &selector);
+                let purge = Purge { selector };
+                if let Err(err) = self.l1.purge(&purge).await {
+                    tracing::debug!(%err, "a purge message selected nothing");
+                }
+            }
+            Some(Event::Revoke { origin, revoke }) => {
+                if origin != self.id
+                    && let Some(revoke) = revoke.into_revoke()
+                {
+                    self.revocations.apply(&revoke);
+                }
+            }
+            None => tracing::warn!(bytes = payload.len(), "an unreadable message on the events channel was ignored"),
+        }
+    }
+
+    /// After (re)subscribing: messages may have been missed, so memory starts over from
+    /// what Redis holds.
+    pub(crate) async fn resubscribed(&self) {
+        if let Err(err) = self.l1.purge(&Purge::all()).await {
+            tracing::debug!(%err, "flushing memory failed");
+        }
+        if let Ok((seq,)) = self
+            .redis
+            .fetch::<(Option<u64>,)>(redis::pipe().get(self.keys.named("seq")))
+            .await
+        {
+            self.observe_seq(seq.unwrap_or(0));
+        }
+        self.revocations.load(self).await;
+        self.replay().await;
+    }
+
+    pub(crate) async fn lease<F>(self: &Arc<Self>, key: &CacheKey, scope: F) -> Lease
+    where
+        F: Fn() -> Vec<Arc<[u8]>> + Send + Sync,
+    {
+        if !self.redis.available() {
+            return Lease::Execute(None);
+        }
+        let token = self.tokens.fetch_add(1, Ordering::Relaxed);
+        let lease_key = self.keys.lease(key);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(&lease_key)
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(self.lease).max(1));
+        match self.redis.fetch::<(Option<String>,)>(&pipe).await {
+            Ok((Some(_),)) => {
+                self.leases
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(*key, token);
+                return Lease::Execute(Some(LeaseGuard {
+                    _hold: LeaseHold {
+                        tier: Arc::clone(self),
+                        key: *key,
+                        token,
+                    },
+                }));
+            }
+            Ok((None,)) => {}
+            Err(_) => return Lease::Execute(None),
+        }
+        // Another instance executes it: wait for its entry, while its lease stands.
+        let deadline = Instant::now() + self.lease;
+        let mut delay = Duration::from_millis(5);
+        let scope = scope();
+        while Instant::now() < deadline {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(50));
+            let since = self.l1.epoch();
+            if let Some(entry) = self.fetch(key, &scope).await
+                && entry.freshness(Instant::now()) == Some(crate::cache::store::Freshness::Fresh)
+            {
+                let entry = Arc::new(entry);
+                self.l1
+                    .hold(*key, Arc::clone(&entry), since, Instant::now() + self.local_ttl);
+                return Lease::Filled(Hit {
+                    entry,
+                    source: Source::Redis,
+                });
+            }
+            match self
+                .redis
+                .fetch::<(bool,)>(redis::pipe().exists(&lease_key))
+                .await
+            {
+                // The holder finished without storing, or died: execute here.
+                Ok((false,)) | Err(_) => break,
+                Ok((true,)) => {}
+            }
+        }
+        Lease::Execute(None)
+    }
+
+    async fn release(&self, key: &CacheKey, token: u64) {
+        let script = redis::Script::new(RELEASE);
+        let lease_key = self.keys.lease(key);
+        let released = self
+            .redis
+            .run(self.redis.insert_timeout, |mut conn| async move {
+                script.key(&lease_key).arg(token).invoke_async::<()>(&mut conn).await
+            })
+            .await;
+        if let Err(err) = released {
+            tracing::debug!(%err, "releasing a lease failed; it runs out by itself");
+        }
+    }
+
+    pub(crate) fn stats(&self) -> CacheStats {
+        self.l1.stats()
+    }
+}
+
+fn number(value: Option<Value>) -> u64 {
+    value
+        .and_then(|v| redis::from_redis_value::<Option<u64>>(v).ok())
+        .flatten()
+        .unwrap_or(0)
+}
