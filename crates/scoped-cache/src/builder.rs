@@ -445,10 +445,7 @@ impl ScopedCacheLayerBuilder {
                     self.max_entry_bytes,
                 )?);
                 tier.start();
-                (
-                    Store::Tiered(Arc::clone(&tier)),
-                    Revocations::Shared(tier),
-                )
+                (Store::Tiered(Arc::clone(&tier)), Revocations::Shared(tier))
             }
             None => (Store::Memory(memory), Revocations::Memory(denied)),
         };

@@ -134,15 +134,15 @@ mod revocation;
 mod route;
 mod scope;
 mod service;
-#[cfg(feature = "redis")]
-mod tier;
 #[cfg(test)]
 pub(crate) mod test_helpers;
+#[cfg(feature = "redis")]
+mod tier;
 
 pub use self::builder::ScopedCacheLayerBuilder;
-pub use self::cache::{X_CACHE, X_CACHE_TIER};
 pub use self::cache::purge::{Purge, PurgeError};
 pub use self::cache::store::CacheStats;
+pub use self::cache::{X_CACHE, X_CACHE_TIER};
 pub use self::claims::Claims;
 pub use self::error::BuildError;
 pub use self::future::ResponseFuture;

@@ -208,7 +208,11 @@ impl Shared {
         let asked = Asked::of(&parts);
         let now = Instant::now();
         let mut fallback = None;
-        if let Some(found) = self.store.get(&lookup.key, now, || scope_claims(&lookup)).await {
+        if let Some(found) = self
+            .store
+            .get(&lookup.key, now, || scope_claims(&lookup))
+            .await
+        {
             match found.entry.freshness(now) {
                 Some(Freshness::Fresh) => {
                     return Ok(self.hit(&asked, &found, &lookup, CacheStatus::Hit));
@@ -236,7 +240,11 @@ impl Shared {
             None
         };
         // One execution per key across the fleet too (a no-op without a shared tier).
-        let _lease = match self.store.lease(&lookup.key, || scope_claims(&lookup)).await {
+        let _lease = match self
+            .store
+            .lease(&lookup.key, || scope_claims(&lookup))
+            .await
+        {
             Lease::Execute(lease) => lease,
             Lease::Filled(hit) => {
                 if let Some(leader) = leader {
@@ -512,10 +520,7 @@ impl Shared {
 
     /// Joins the execution of `key`: `Ok(Some(guard))` to lead it, `Ok(None)` to execute
     /// alone (the leader finished without storing), `Err(entry)` when a leader stored it.
-    async fn lead_or_wait(
-        &self,
-        key: CacheKey,
-    ) -> Result<Option<LeaderGuard>, Hit> {
+    async fn lead_or_wait(&self, key: CacheKey) -> Result<Option<LeaderGuard>, Hit> {
         let mut role = self.in_flight.join(key);
         // Each round either leads, or waits for one leader; a leader that is stuck is taken
         // over, a cancelled one is replaced. A few rounds bound a follower's total wait.

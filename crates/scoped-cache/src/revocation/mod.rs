@@ -254,6 +254,9 @@ pub(crate) trait RevocationStore: Send + Sync + std::fmt::Debug {
 
 /// The revocation store the layer uses: one variant per implementation, like
 /// [`Store`](crate::cache::store::Store).
+// Built once per layer; boxing the memory store would add a pointer chase to every
+// request's check.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Revocations {
     Memory(MemoryRevocations),

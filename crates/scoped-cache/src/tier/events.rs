@@ -54,11 +54,19 @@ impl Event {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub(crate) enum WireSelector {
-    Tags { tags: Vec<WireTag> },
-    Operation { name: String },
+    Tags {
+        tags: Vec<WireTag>,
+    },
+    Operation {
+        name: String,
+    },
     /// Claim tags, base64.
-    Scope { claims: Vec<String> },
-    Fields { fields: Vec<String> },
+    Scope {
+        claims: Vec<String>,
+    },
+    Fields {
+        fields: Vec<String>,
+    },
     All,
 }
 

@@ -62,7 +62,9 @@ impl Keys {
 }
 
 pub(crate) fn claim_hash(claim: &[u8]) -> [u8; CLAIM_HASH] {
-    let digest = Sha256::new_with_prefix(b"claim\0").chain_update(claim).finalize();
+    let digest = Sha256::new_with_prefix(b"claim\0")
+        .chain_update(claim)
+        .finalize();
     let mut out = [0; CLAIM_HASH];
     out.copy_from_slice(&digest[..CLAIM_HASH]);
     out

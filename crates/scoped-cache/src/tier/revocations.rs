@@ -56,7 +56,9 @@ impl SharedRevocations {
             tracing::warn!(%err, "a revocation holds on this instance only until redis answers");
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             if pending.len() >= MAX_PENDING {
-                tracing::error!("too many revocations wait for redis; the oldest is shared no more");
+                tracing::error!(
+                    "too many revocations wait for redis; the oldest is shared no more"
+                );
                 drop(pending.remove(0));
             }
             pending.push(revoke.clone());
@@ -111,7 +113,8 @@ impl SharedRevocations {
             }
             Err(err) => tracing::warn!(%err, "loading revocations from redis failed"),
         }
-        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        let pending =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
         for revoke in pending {
             self.share(tier, &revoke).await;
         }

@@ -11,16 +11,17 @@ use redis::Value;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use super::RedisTier;
 use super::codec::{self, Clock};
 use super::conn::{Redis, StoreError};
 use super::events::{self, Event};
 use super::keys::{CLAIM_HASH, Keys, claim_hash};
 use super::revocations::SharedRevocations;
-use super::RedisTier;
 use crate::cache::key::CacheKey;
 use crate::cache::purge::{IndexKey, Purge, PurgeError, Selector};
 use crate::cache::store::{
-    CacheStats, CachedResponse, Epoch, Hit, Lease, LeaseGuard, MemoryStore, ResponseStore, Source,
+    CacheStats, CachedResponse, Epoch, Freshness, Hit, Lease, LeaseGuard, MemoryStore,
+    ResponseStore, Source,
 };
 use crate::revocation::MemoryRevocations;
 
@@ -113,7 +114,11 @@ impl Drop for LeaseHold {
         // Still ours (no store took it over): nothing will be written, so let the waiting
         // instances go now rather than when the lease runs out.
         let ours = {
-            let mut leases = self.tier.leases.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut leases = self
+                .tier
+                .leases
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             match leases.get(&self.key) {
                 Some(token) if *token == self.token => leases.remove(&self.key).is_some(),
                 _ => false,
@@ -130,7 +135,9 @@ impl Drop for LeaseHold {
 pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 fn clock() -> Clock {
@@ -152,7 +159,8 @@ impl Tier {
         revocations: MemoryRevocations,
         max_entry_bytes: usize,
     ) -> Result<Self, crate::BuildError> {
-        let invalid = |field: &'static str, reason: String| crate::BuildError::InvalidRedis { field, reason };
+        let invalid =
+            |field: &'static str, reason: String| crate::BuildError::InvalidRedis { field, reason };
         if config.prefix.is_empty() || config.prefix.len() > 128 {
             return Err(invalid("key_prefix", "must be 1 to 128 bytes".into()));
         }
@@ -208,9 +216,8 @@ impl Tier {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        self.listener.get_or_init(|| {
-            AbortOnDrop(runtime.spawn(events::listen(Arc::downgrade(self))))
-        });
+        self.listener
+            .get_or_init(|| AbortOnDrop(runtime.spawn(events::listen(Arc::downgrade(self)))));
     }
 
     pub(crate) fn observe_seq(&self, seq: u64) {
@@ -228,7 +235,12 @@ impl Tier {
         self.l1.get_local(key, now)
     }
 
-    pub(crate) async fn get<F>(self: &Arc<Self>, key: &CacheKey, now: Instant, scope: F) -> Option<Hit>
+    pub(crate) async fn get<F>(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        now: Instant,
+        scope: F,
+    ) -> Option<Hit>
     where
         F: FnOnce() -> Vec<Arc<[u8]>> + Send,
     {
@@ -247,8 +259,12 @@ impl Tier {
         let since = self.l1.epoch();
         let entry = self.fetch(key, &scope()).await?;
         let entry = Arc::new(entry);
-        self.l1
-            .hold(*key, Arc::clone(&entry), since, Instant::now() + self.local_ttl);
+        self.l1.hold(
+            *key,
+            Arc::clone(&entry),
+            since,
+            Instant::now() + self.local_ttl,
+        );
         Some(Hit {
             entry,
             source: Source::Redis,
@@ -274,7 +290,10 @@ impl Tier {
             }
         };
         let mut values = values.into_iter();
-        let raw: Option<Vec<u8>> = values.next().and_then(|v| redis::from_redis_value(v).ok()).flatten();
+        let raw: Option<Vec<u8>> = values
+            .next()
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .flatten();
         let seq: u64 = number(values.next());
         let all: u64 = number(values.next());
         self.observe_seq(seq);
@@ -316,8 +335,13 @@ impl Tier {
             }
         }
         if !records.is_empty() {
-            let held: Vec<[u8; CLAIM_HASH]> =
-                decoded.entry.meta.claims.iter().map(|c| claim_hash(c)).collect();
+            let held: Vec<[u8; CLAIM_HASH]> = decoded
+                .entry
+                .meta
+                .claims
+                .iter()
+                .map(|c| claim_hash(c))
+                .collect();
             let purged = records.iter().any(|(field, seq)| {
                 *seq > decoded.since
                     && !field.is_empty()
@@ -334,7 +358,12 @@ impl Tier {
     }
 
     /// Stores in memory now and in Redis off the request path.
-    pub(crate) fn insert(self: &Arc<Self>, key: CacheKey, entry: CachedResponse, since: Epoch) -> bool {
+    pub(crate) fn insert(
+        self: &Arc<Self>,
+        key: CacheKey,
+        entry: CachedResponse,
+        since: Epoch,
+    ) -> bool {
         let entry = Arc::new(entry);
         let until = entry.usable_until();
         if !self.l1.hold(key, Arc::clone(&entry), since, until) {
@@ -367,7 +396,12 @@ impl Tier {
 
     /// Writes the entry and its index members, then checks that no purge happened since
     /// its execution started that matches it (or might have: then it is deleted again).
-    async fn write(&self, key: &CacheKey, entry: &CachedResponse, since: u64) -> Result<(), StoreError> {
+    async fn write(
+        &self,
+        key: &CacheKey,
+        entry: &CachedResponse,
+        since: u64,
+    ) -> Result<(), StoreError> {
         let clock = clock();
         let life = millis(entry.usable_until().saturating_duration_since(clock.now));
         if life == 0 {
@@ -383,7 +417,12 @@ impl Tier {
         let expiry = clock.unix_ms.saturating_add(life);
         let entry_key = self.keys.entry(key);
         let mut pipe = redis::pipe();
-        pipe.cmd("SET").arg(&entry_key).arg(bytes).arg("PX").arg(life).ignore();
+        pipe.cmd("SET")
+            .arg(&entry_key)
+            .arg(bytes)
+            .arg("PX")
+            .arg(life)
+            .ignore();
         let index_ttl = life.saturating_add(INDEX_SLACK_MS);
         for index_key in entry.meta.index_keys() {
             // Scopes are purged by record, not by index (see the module docs).
@@ -394,9 +433,21 @@ impl Tier {
             pipe.zadd(&set, key.as_bytes().as_slice(), expiry).ignore();
             // Members whose entries expired go on every write: a set never outgrows the
             // entries alive.
-            pipe.cmd("ZREMRANGEBYSCORE").arg(&set).arg("-inf").arg(clock.unix_ms).ignore();
-            pipe.cmd("PEXPIRE").arg(&set).arg(index_ttl).arg("NX").ignore();
-            pipe.cmd("PEXPIRE").arg(&set).arg(index_ttl).arg("GT").ignore();
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(&set)
+                .arg("-inf")
+                .arg(clock.unix_ms)
+                .ignore();
+            pipe.cmd("PEXPIRE")
+                .arg(&set)
+                .arg(index_ttl)
+                .arg("NX")
+                .ignore();
+            pipe.cmd("PEXPIRE")
+                .arg(&set)
+                .arg(index_ttl)
+                .arg("GT")
+                .ignore();
         }
         pipe.get(self.keys.named("seq"));
         let (seq,): (Option<u64>,) = self.redis.write(&pipe).await?;
@@ -413,7 +464,11 @@ impl Tier {
             let life_key = self.keys.named("life");
             self.redis
                 .run(self.redis.insert_timeout, |mut conn| async move {
-                    script.key(&life_key).arg(life).invoke_async::<()>(&mut conn).await
+                    script
+                        .key(&life_key)
+                        .arg(life)
+                        .invoke_async::<()>(&mut conn)
+                        .await
                 })
                 .await?;
             self.longest.fetch_max(life, Ordering::AcqRel);
@@ -468,7 +523,8 @@ impl Tier {
 
     /// Purges made while Redis was away, now that it is back.
     pub(crate) async fn replay(&self) {
-        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        let pending =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
         for (done, selector) in pending.iter().enumerate() {
             if let Err(err) = self.purge_shared(selector).await {
                 tracing::warn!(%err, "replaying purges failed; they wait for the next reconnection");
@@ -484,7 +540,10 @@ impl Tier {
     /// are counted for scope and everything: those are dropped when next read).
     async fn purge_shared(&self, selector: &Selector) -> Result<u64, StoreError> {
         // The sequence goes first: an entry written after this reads it and checks itself.
-        let (seq,): (u64,) = self.redis.fetch(redis::pipe().incr(self.keys.named("seq"), 1)).await?;
+        let (seq,): (u64,) = self
+            .redis
+            .fetch(redis::pipe().incr(self.keys.named("seq"), 1))
+            .await?;
         self.observe_seq(seq);
         self.remember(seq, selector);
         let removed = match selector {
@@ -493,7 +552,11 @@ impl Tier {
                 let all = self.keys.named("all");
                 self.redis
                     .run(self.redis.insert_timeout, |mut conn| async move {
-                        script.key(&all).arg(seq).invoke_async::<()>(&mut conn).await
+                        script
+                            .key(&all)
+                            .arg(seq)
+                            .invoke_async::<()>(&mut conn)
+                            .await
                     })
                     .await?;
                 0
@@ -558,7 +621,11 @@ impl Tier {
         let now = unix_ms();
         let members: Vec<Vec<u8>> = {
             let mut pipe = redis::pipe();
-            pipe.cmd("ZRANGE").arg(set).arg(now).arg("+inf").arg("BYSCORE");
+            pipe.cmd("ZRANGE")
+                .arg(set)
+                .arg(now)
+                .arg("+inf")
+                .arg("BYSCORE");
             let (members,): (Vec<Vec<u8>>,) = self.redis.fetch(&pipe).await?;
             members
         };
@@ -587,7 +654,11 @@ impl Tier {
     /// A message from the fleet.
     pub(crate) async fn on_event(&self, payload: &[u8]) {
         match Event::decode(payload) {
-            Some(Event::Purge { origin, seq, selector }) => {
+            Some(Event::Purge {
+                origin,
+                seq,
+                selector,
+            }) => {
                 self.observe_seq(seq);
                 if origin == self.id {
                     return;
@@ -608,7 +679,10 @@ impl Tier {
                     self.revocations.apply(&revoke);
                 }
             }
-            None => tracing::warn!(bytes = payload.len(), "an unreadable message on the events channel was ignored"),
+            None => tracing::warn!(
+                bytes = payload.len(),
+                "an unreadable message on the events channel was ignored"
+            ),
         }
     }
 
@@ -647,6 +721,25 @@ impl Tier {
             .arg(millis(self.lease).max(1));
         match self.redis.fetch::<(Option<String>,)>(&pipe).await {
             Ok((Some(_),)) => {
+                // A holder that finished between our lookup and our lease wrote its entry
+                // before releasing: look once more.
+                let since = self.l1.epoch();
+                if let Some(entry) = self.fetch(key, &scope()).await
+                    && entry.freshness(Instant::now()) == Some(Freshness::Fresh)
+                {
+                    self.release(key, token).await;
+                    let entry = Arc::new(entry);
+                    self.l1.hold(
+                        *key,
+                        Arc::clone(&entry),
+                        since,
+                        Instant::now() + self.local_ttl,
+                    );
+                    return Lease::Filled(Hit {
+                        entry,
+                        source: Source::Redis,
+                    });
+                }
                 self.leases
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -671,11 +764,15 @@ impl Tier {
             delay = (delay * 2).min(Duration::from_millis(50));
             let since = self.l1.epoch();
             if let Some(entry) = self.fetch(key, &scope).await
-                && entry.freshness(Instant::now()) == Some(crate::cache::store::Freshness::Fresh)
+                && entry.freshness(Instant::now()) == Some(Freshness::Fresh)
             {
                 let entry = Arc::new(entry);
-                self.l1
-                    .hold(*key, Arc::clone(&entry), since, Instant::now() + self.local_ttl);
+                self.l1.hold(
+                    *key,
+                    Arc::clone(&entry),
+                    since,
+                    Instant::now() + self.local_ttl,
+                );
                 return Lease::Filled(Hit {
                     entry,
                     source: Source::Redis,
@@ -700,7 +797,11 @@ impl Tier {
         let released = self
             .redis
             .run(self.redis.insert_timeout, |mut conn| async move {
-                script.key(&lease_key).arg(token).invoke_async::<()>(&mut conn).await
+                script
+                    .key(&lease_key)
+                    .arg(token)
+                    .invoke_async::<()>(&mut conn)
+                    .await
             })
             .await;
         if let Err(err) = released {

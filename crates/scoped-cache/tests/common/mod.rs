@@ -291,3 +291,5 @@ pub(crate) fn get(path: &str, token: Option<&str>, params: &[(&str, &str)]) -> R
     req.body(Body::empty()).unwrap()
 }
 pub(crate) mod hostile;
+#[cfg(feature = "redis")]
+pub(crate) mod redis_server;

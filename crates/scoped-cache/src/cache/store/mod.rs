@@ -143,7 +143,12 @@ pub(crate) trait ResponseStore: Send + Sync + std::fmt::Debug {
     /// memory miss.
     ///
     /// [`claim_tag`]: crate::cache::purge::claim_tag
-    fn get<F>(&self, key: &CacheKey, now: Instant, scope: F) -> impl Future<Output = Option<Hit>> + Send
+    fn get<F>(
+        &self,
+        key: &CacheKey,
+        now: Instant,
+        scope: F,
+    ) -> impl Future<Output = Option<Hit>> + Send
     where
         F: FnOnce() -> Vec<Arc<[u8]>> + Send;
 
