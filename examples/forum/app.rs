@@ -11,7 +11,10 @@ use axum::routing::get;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use scoped_cache::admin::AdminToken;
 use scoped_cache::graphql::{GraphQLRequest, GraphQLResponse};
-use scoped_cache::{BuildError, JwksSource, RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier};
+use scoped_cache::{
+    BuildError, JwksSource, RoutePolicy, Rule, Scope, ScopedCacheLayer, ScopedCacheLayerBuilder,
+    Verifier,
+};
 
 use crate::schema::{self, Forum, ForumSchema};
 
@@ -34,7 +37,14 @@ pub(crate) fn jwks_verifier(source: JwksSource) -> Verifier {
 }
 
 /// The layer the forum runs behind, with the forum's audience and leeway on `verifier`.
+// The end-to-end tests build the demo's layer with it.
+#[allow(dead_code)]
 pub(crate) fn layer(verifier: Verifier) -> Result<ScopedCacheLayer, BuildError> {
+    builder(verifier).build()
+}
+
+/// The forum's layer settings; `main` adds the Redis tier when `REDIS_URL` is set.
+pub(crate) fn builder(verifier: Verifier) -> ScopedCacheLayerBuilder {
     ScopedCacheLayer::builder()
         .verifier(
             verifier
@@ -58,7 +68,6 @@ pub(crate) fn layer(verifier: Verifier) -> Result<ScopedCacheLayer, BuildError> 
         .route("/graphql", RoutePolicy::cached())
         .route("/graphql/nocache", RoutePolicy::verify_only())
         .default_route(RoutePolicy::passthrough())
-        .build()
 }
 
 #[derive(Clone)]

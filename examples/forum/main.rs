@@ -17,6 +17,9 @@
 //! - `ADMIN_TOKEN`: mounts the operators' routes at `/admin` (`POST /admin/purge`,
 //!   `POST /admin/revoke`), with this bearer credential (at least 16 bytes); without it they
 //!   are not mounted.
+//! - `REDIS_URL`: share the cache, purges and revocations with every instance using the
+//!   same Redis (`redis://127.0.0.1:6379`); hits then say `x-cache-tier: memory` or
+//!   `redis`. Without it the cache is this process's memory only.
 //! - `RUST_LOG`: log filter, default `info`.
 
 mod app;
@@ -26,7 +29,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use scoped_cache::admin::AdminToken;
-use scoped_cache::{BuildError, JwksSource};
+use scoped_cache::{BuildError, JwksSource, RedisTier};
 use tracing_subscriber::EnvFilter;
 
 const DEV_SECRET: &str = "forum-demo-development-secret-change-me!";
@@ -60,10 +63,19 @@ async fn main() -> ExitCode {
         Keys::Secret(secret) => app::hmac_verifier(secret.as_bytes()),
         Keys::Jwks { source, .. } => app::jwks_verifier(source.clone()),
     };
-    let layer = match app::layer(verifier) {
+    let redis = std::env::var("REDIS_URL").ok().filter(|url| !url.is_empty());
+    let mut builder = app::builder(verifier);
+    if let Some(url) = &redis {
+        builder = builder.redis(RedisTier::new(url).key_prefix("forum:"));
+    }
+    let layer = match builder.build() {
         Ok(layer) => layer,
         Err(err @ (BuildError::WeakSecret { .. } | BuildError::InvalidKey { .. })) => {
             eprintln!("error: JWT_SECRET cannot be used: {err}");
+            return ExitCode::from(2);
+        }
+        Err(err @ BuildError::InvalidRedis { .. }) => {
+            eprintln!("error: REDIS_URL cannot be used: {err}");
             return ExitCode::from(2);
         }
         Err(err) => {
@@ -89,7 +101,7 @@ async fn main() -> ExitCode {
         eprintln!(
             "usage: forum [token SUB NAME ROLE]\n\
              environment: ADDR (default 127.0.0.1:8000), JWT_SECRET (HS256, at least 32 bytes), \
-             JWKS_URL or OIDC_ISSUER, JWKS_REFRESH_SECS, JWKS_MIN_REFRESH_SECS, ADMIN_TOKEN, RUST_LOG"
+             JWKS_URL or OIDC_ISSUER, JWKS_REFRESH_SECS, JWKS_MIN_REFRESH_SECS, ADMIN_TOKEN, REDIS_URL, RUST_LOG"
         );
         return ExitCode::from(2);
     }
@@ -127,6 +139,17 @@ async fn main() -> ExitCode {
         )),
         Keys::Jwks { .. } => None,
     };
+    match &redis {
+        // Not the URL itself: it may hold a password.
+        Some(_) => println!(
+            "cache: this process's memory in front of Redis (REDIS_URL, key prefix forum:); \
+             instances on the same Redis share answers, purges and revocations \
+             (hits say x-cache-tier: memory or redis). Redis unreachable = memory only, until it answers."
+        ),
+        None => println!(
+            "cache: this process's memory (set REDIS_URL=redis://127.0.0.1:6379 to share it between instances)"
+        ),
+    }
     print_freshness(
         &addr,
         alice.as_deref(),
