@@ -63,7 +63,9 @@ async fn main() -> ExitCode {
         Keys::Secret(secret) => app::hmac_verifier(secret.as_bytes()),
         Keys::Jwks { source, .. } => app::jwks_verifier(source.clone()),
     };
-    let redis = std::env::var("REDIS_URL").ok().filter(|url| !url.is_empty());
+    let redis = std::env::var("REDIS_URL")
+        .ok()
+        .filter(|url| !url.is_empty());
     let mut builder = app::builder(verifier);
     if let Some(url) = &redis {
         builder = builder.redis(RedisTier::new(url).key_prefix("forum:"));

@@ -19,7 +19,9 @@ use crate::cache::inflight::{self, LeaderGuard, Outcome, Role};
 use crate::cache::key::{CacheKey, Target};
 use crate::cache::purge::{EntryMeta, Purge, Tag, claim_tag};
 use crate::cache::request::{Prepared, Transport};
-use crate::cache::store::{CachedResponse, Epoch, Freshness, Hit, Lease, ResponseStore, Source};
+use crate::cache::store::{
+    CachedResponse, Epoch, Freshness, Hit, Lease, Probe, ResponseStore, Source,
+};
 use crate::cache::{self, CacheStatus, NotStored, validator};
 use crate::claims::{Claims, ReadLog, RequestReads};
 use crate::future::ResponseFuture;
@@ -208,11 +210,7 @@ impl Shared {
         let asked = Asked::of(&parts);
         let now = Instant::now();
         let mut fallback = None;
-        if let Some(found) = self
-            .store
-            .get(&lookup.key, now, || scope_claims(&lookup))
-            .await
-        {
+        if let Some(found) = self.store.get(&lookup.key, now, || probe(&lookup)).await {
             match found.entry.freshness(now) {
                 Some(Freshness::Fresh) => {
                     return Ok(self.hit(&asked, &found, &lookup, CacheStatus::Hit));
@@ -240,11 +238,7 @@ impl Shared {
             None
         };
         // One execution per key across the fleet too (a no-op without a shared tier).
-        let _lease = match self
-            .store
-            .lease(&lookup.key, || scope_claims(&lookup))
-            .await
-        {
+        let _lease = match self.store.lease(&lookup.key, || probe(&lookup)).await {
             Lease::Execute(lease) => lease,
             Lease::Filled(hit) => {
                 if let Some(leader) = leader {
@@ -835,6 +829,15 @@ impl Shared {
 /// The claim values of the lookup's bucket ([`claim_tag`]s, sorted): what its entry is
 /// tagged with for scope purges. `iss` is in every claim-scoped bucket, so a purge can
 /// name it too.
+/// What a shared tier checks its purge records against on this lookup.
+fn probe(lookup: &Lookup<'_>) -> Probe {
+    Probe {
+        claims: scope_claims(lookup),
+        operation: lookup.name.cloned(),
+        fields: lookup.root_fields.to_vec(),
+    }
+}
+
 fn scope_claims(lookup: &Lookup<'_>) -> Vec<Arc<[u8]>> {
     let mut claims = Vec::new();
     if let Some(raw) = lookup.claims.map(Claims::raw)

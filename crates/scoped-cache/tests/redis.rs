@@ -507,3 +507,75 @@ async fn a_prefix_is_a_deployment_of_its_own() {
     );
     let _ = json!({});
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_waited_for_redis_reaches_the_fleet_when_it_is_back() {
+    let mut server = RedisServer::start().await;
+    let (_world, a, b) = fleet(&server).await;
+    let alice = member("alice");
+    assert_eq!(ask(&b, ME, Some(&alice)).await.status, StatusCode::OK);
+
+    server.kill();
+    a.layer
+        .revoke(&Revoke::subject("alice", std::time::SystemTime::now()))
+        .await
+        .unwrap();
+    assert_eq!(
+        ask(&a, ME, Some(&alice)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    server.restart().await;
+    // B never heard of it; A shares it once Redis answers, without a restart.
+    let refused = until(&b, ME, Some(&alice), Duration::from_secs(10), |r| {
+        r.status == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_its_data_never_brings_purged_answers_back() {
+    let mut server = RedisServer::start().await;
+    let (_world, a, b) = fleet(&server).await;
+    for _ in 0..5 {
+        a.layer.purge(&Purge::types(["Nothing"])).await.unwrap();
+    }
+    // Redis restarts empty: its purge sequence starts over below what the instances saw.
+    server.restart().await;
+    let stored = until(&a, FEED, None, Duration::from_secs(5), |r| {
+        r.x_cache() == "MISS"
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if a.layer.purge(&Purge::all()).await.unwrap() > 0 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = until(&b, FEED, None, Duration::from_secs(2), |r| {
+        r.x_cache() == "MISS"
+    })
+    .await;
+    assert_eq!(after.x_cache(), "MISS");
+    assert_ne!(
+        render(&after),
+        render(&stored),
+        "the purged answer is never served"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_subscription_stays_up() {
+    let server = RedisServer::start().await;
+    let (_world, a, b) = fleet(&server).await;
+    ask(&a, FEED, None).await;
+    until(&b, FEED, None, Duration::from_secs(2), |r| {
+        r.x_cache() == "HIT"
+    })
+    .await;
+    // Past the keepalive PING (every 5 s): a failing PING would drop the subscription and
+    // flush B's memory.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(tier_of(&ask(&b, FEED, None).await), "memory");
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::RedisTier;
-use super::breaker::Breaker;
+use super::breaker::{Breaker, Permit};
 
 /// Why a Redis call did not happen or did not answer. Every one is handled by going on
 /// without Redis (fail open).
@@ -83,6 +83,13 @@ impl Redis {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let permit = self.breaker.permit().ok_or(StoreError::Open)?;
+        // A call dropped half-way (its caller went away) still reports, so a probe never
+        // keeps the breaker open for good.
+        let mut report = Report {
+            breaker: &self.breaker,
+            permit,
+            done: false,
+        };
         let outcome = match self.manager() {
             Ok(manager) => match tokio::time::timeout(timeout, call(manager)).await {
                 Ok(Ok(value)) => Ok(value),
@@ -91,6 +98,7 @@ impl Redis {
             },
             Err(err) => Err(StoreError::Redis(err)),
         };
+        report.done = true;
         match &outcome {
             // A reply Redis sent (a wrong type, a script error) is not an outage.
             Err(StoreError::Redis(err)) if !is_outage(err) => self.breaker.succeeded(permit),
@@ -123,10 +131,72 @@ impl Redis {
     }
 }
 
+/// Reports a call that ended without an outcome as a failure.
+struct Report<'a> {
+    breaker: &'a Breaker,
+    permit: Permit,
+    done: bool,
+}
+
+impl Drop for Report<'_> {
+    fn drop(&mut self) {
+        // An abandoned probe counts as failed (the next one goes after the cool-down); an
+        // abandoned call says nothing about Redis (its client hung up).
+        if !self.done && self.permit == Permit::Probe {
+            self.breaker.failed(self.permit, &"the probe was abandoned");
+        }
+    }
+}
+
 fn is_outage(err: &redis::RedisError) -> bool {
     err.is_io_error()
         || err.is_connection_dropped()
         || err.is_connection_refusal()
         || err.is_timeout()
         || err.is_unrecoverable_error()
+        // Redis answers, but cannot serve: a demoted primary, a load, an outage upstream,
+        // memory full, a script stuck.
+        || matches!(
+            err.code(),
+            Some("READONLY" | "LOADING" | "MASTERDOWN" | "OOM" | "BUSY")
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_probe_does_not_keep_the_breaker_open() {
+        let tier = RedisTier::new("redis://127.0.0.1:1").cool_down(Duration::from_secs(2));
+        let redis = Redis::new(&tier).unwrap();
+        for _ in 0..super::super::breaker::FAILURES_TO_OPEN {
+            let _ = redis
+                .run(Duration::from_millis(10), |_| async {
+                    Err::<(), _>(redis::RedisError::from(std::io::Error::from(
+                        std::io::ErrorKind::ConnectionRefused,
+                    )))
+                })
+                .await;
+        }
+        assert!(!redis.available());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // The probe's caller goes away before Redis answers.
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(1),
+            redis.run(Duration::from_secs(1), |_| {
+                std::future::pending::<redis::RedisResult<()>>()
+            }),
+        )
+        .await;
+        assert!(abandoned.is_err());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let probe = redis
+            .run(Duration::from_millis(10), |_| async {
+                Ok::<_, redis::RedisError>(())
+            })
+            .await;
+        assert!(probe.is_ok(), "a new probe went, and closed the breaker");
+        assert!(redis.available());
+    }
 }

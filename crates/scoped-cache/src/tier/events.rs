@@ -19,9 +19,12 @@ use crate::revocation::{Revoke, RevokeKind};
 
 /// Longest message read; anything longer is not ours.
 const MAX_EVENT_BYTES: usize = 1 << 20;
-/// How often a quiet subscription is checked with a `PING` (a connection that died
-/// without closing would otherwise hide missed messages for ever).
-const KEEPALIVE: Duration = Duration::from_secs(5);
+/// How often the subscriber shares what waited for Redis (purges and revocations made
+/// while it was away).
+const TICK: Duration = Duration::from_secs(1);
+/// Every this many ticks a quiet subscription is checked with a `PING` (a connection that
+/// died without closing would otherwise hide missed messages for ever).
+const PING_EVERY: u32 = 5;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -234,8 +237,10 @@ pub(crate) async fn listen(tier: Weak<Tier>) {
         }
         drop(owner);
         let (mut sink, mut stream) = pubsub.split();
-        let mut keepalive = tokio::time::interval(KEEPALIVE);
-        keepalive.tick().await;
+        let mut ticks = tokio::time::interval(TICK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        let mut tick = 0u32;
         loop {
             tokio::select! {
                 message = stream.next() => {
@@ -243,16 +248,27 @@ pub(crate) async fn listen(tier: Weak<Tier>) {
                     let Some(owner) = tier.upgrade() else { return };
                     owner.on_event(message.get_payload_bytes()).await;
                 }
-                _ = keepalive.tick() => {
-                    let alive = tokio::time::timeout(timeout, sink.ping::<String>()).await;
-                    if !matches!(alive, Ok(Ok(_))) {
-                        break;
+                _ = ticks.tick() => {
+                    let Some(owner) = tier.upgrade() else { return };
+                    if owner.has_pending() {
+                        owner.catch_up().await;
+                    }
+                    drop(owner);
+                    tick = tick.wrapping_add(1);
+                    if tick % PING_EVERY == 0 {
+                        // In subscribed mode the answer is an array (`pong`, ``).
+                        let alive = tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await;
+                        if !matches!(alive, Ok(Ok(_))) {
+                            break;
+                        }
                     }
                 }
             }
         }
         tracing::warn!("the redis subscription was lost; memory is flushed when it is back");
         lost_logged = true;
+        // Not straight back: a flapping connection would flush memory in a loop.
+        tokio::time::sleep(backoff).await;
     }
 }
 

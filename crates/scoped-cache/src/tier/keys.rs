@@ -11,6 +11,10 @@ use crate::cache::purge::{IndexKey, Tag};
 
 /// Bytes of a claim hash inside a scope record's field.
 pub(crate) const CLAIM_HASH: usize = 16;
+/// Bytes of a cache key that name its Redis keys and index members: 128 bits of SHA-256.
+/// Two requests sharing them would share a slot, never an answer (every value carries its
+/// whole key and is checked on read).
+pub(crate) const MEMBER: usize = 16;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
@@ -35,16 +39,21 @@ impl Keys {
     }
 
     pub(crate) fn entry(&self, key: &CacheKey) -> String {
-        self.with("e:", key.as_bytes())
+        self.with("e:", member(key))
     }
 
-    /// The entry key of an index member (the raw 32 bytes of a cache key).
+    /// The entry key of an index member ([`member`]).
     pub(crate) fn entry_of_member(&self, member: &[u8]) -> String {
         self.with("e:", member)
     }
 
     pub(crate) fn lease(&self, key: &CacheKey) -> String {
-        self.with("l:", key.as_bytes())
+        self.with("l:", member(key))
+    }
+
+    /// The purge record of an operation name or a root field (a sequence number).
+    pub(crate) fn record(&self, index_key: &IndexKey) -> String {
+        self.with("r:", &index_hash(index_key))
     }
 
     pub(crate) fn index(&self, index_key: &IndexKey) -> String {
@@ -59,6 +68,11 @@ impl Keys {
     pub(crate) fn named(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }
+}
+
+/// A cache key's index member (and the name of its entry).
+pub(crate) fn member(key: &CacheKey) -> &[u8] {
+    &key.as_bytes()[..MEMBER]
 }
 
 pub(crate) fn claim_hash(claim: &[u8]) -> [u8; CLAIM_HASH] {

@@ -3,6 +3,7 @@
 //! be forgotten, trimmed on every write), and each one is published on the events channel.
 //! A subscriber (re)loads the whole set when it (re)subscribes.
 
+use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,11 +15,13 @@ use crate::revocation::{MemoryRevocations, RevocationStore, Revoke, RevokeError,
 /// Revocations made while Redis was away, shared when it is back; past this many the
 /// oldest are dropped from the queue (they still hold on this instance), with an error log.
 const MAX_PENDING: usize = 100_000;
+/// Revocations read per round trip when loading.
+const LOAD_PAGE: usize = 10_000;
 
 #[derive(Debug)]
 pub(crate) struct SharedRevocations {
     memory: MemoryRevocations,
-    pending: Mutex<Vec<Revoke>>,
+    pending: Mutex<VecDeque<Revoke>>,
 }
 
 fn unix_now() -> u64 {
@@ -31,7 +34,7 @@ impl SharedRevocations {
     pub(crate) fn new(memory: MemoryRevocations) -> Self {
         Self {
             memory,
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -50,6 +53,23 @@ impl SharedRevocations {
         }
     }
 
+    pub(crate) fn has_pending(&self) -> bool {
+        !self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
+    /// Shares the revocations made here while Redis was away.
+    pub(crate) async fn replay(&self, tier: &Tier) {
+        let pending =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        for revoke in pending {
+            self.share(tier, &revoke).await;
+        }
+    }
+
     /// Stores `revoke` in Redis and tells the fleet; if Redis is away, it is queued.
     pub(crate) async fn share(&self, tier: &Tier, revoke: &Revoke) {
         if let Err(err) = self.write(tier, revoke).await {
@@ -59,9 +79,9 @@ impl SharedRevocations {
                 tracing::error!(
                     "too many revocations wait for redis; the oldest is shared no more"
                 );
-                drop(pending.remove(0));
+                drop(pending.pop_front());
             }
-            pending.push(revoke.clone());
+            pending.push_back(revoke.clone());
         }
     }
 
@@ -86,37 +106,57 @@ impl SharedRevocations {
         .await
     }
 
-    /// Mirrors every revocation Redis holds, then shares those made here meanwhile.
+    /// Mirrors every revocation Redis holds, a page per round trip, then shares those
+    /// made here meanwhile.
     pub(crate) async fn load(&self, tier: &Tier) {
         let now_ms = unix_now().saturating_mul(1000);
-        let mut pipe = redis::pipe();
-        pipe.cmd("ZRANGE")
-            .arg(tier.keys.named("revocations"))
-            .arg(now_ms)
-            .arg("+inf")
-            .arg("BYSCORE");
-        match tier.redis.write::<(Vec<Vec<u8>>,)>(&pipe).await {
-            Ok((members,)) => {
-                let mut unreadable = 0usize;
-                for member in members {
-                    match serde_json::from_slice::<WireRevoke>(&member)
-                        .ok()
-                        .and_then(WireRevoke::into_revoke)
-                    {
-                        Some(revoke) => self.apply(&revoke),
-                        None => unreadable += 1,
-                    }
+        let set = tier.keys.named("revocations");
+        let (mut offset, mut unreadable, mut refused) = (0usize, 0usize, 0usize);
+        loop {
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZRANGE")
+                .arg(&set)
+                .arg(now_ms)
+                .arg("+inf")
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(offset)
+                .arg(LOAD_PAGE);
+            let members = match tier.redis.write::<(Vec<Vec<u8>>,)>(&pipe).await {
+                Ok((members,)) => members,
+                Err(err) => {
+                    tracing::warn!(%err, loaded = offset, "loading revocations from redis stopped; the rest load on the next subscription");
+                    break;
                 }
-                if unreadable > 0 {
-                    tracing::warn!(unreadable, "unreadable revocations in redis were skipped");
+            };
+            let page = members.len();
+            for member in members {
+                match serde_json::from_slice::<WireRevoke>(&member)
+                    .ok()
+                    .and_then(WireRevoke::into_revoke)
+                {
+                    Some(revoke) => {
+                        if self.memory.revoke(&revoke, unix_now()).is_err() {
+                            refused += 1;
+                        }
+                    }
+                    None => unreadable += 1,
                 }
             }
-            Err(err) => tracing::warn!(%err, "loading revocations from redis failed"),
+            offset += page;
+            if page < LOAD_PAGE {
+                break;
+            }
         }
-        let pending =
-            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
-        for revoke in pending {
-            self.share(tier, &revoke).await;
+        if unreadable > 0 {
+            tracing::warn!(unreadable, "unreadable revocations in redis were skipped");
         }
+        if refused > 0 {
+            tracing::error!(
+                refused,
+                "revocations in redis did not fit this instance's max_revocations"
+            );
+        }
+        self.replay(tier).await;
     }
 }

@@ -15,12 +15,12 @@ use super::RedisTier;
 use super::codec::{self, Clock};
 use super::conn::{Redis, StoreError};
 use super::events::{self, Event};
-use super::keys::{CLAIM_HASH, Keys, claim_hash};
+use super::keys::{CLAIM_HASH, Keys, claim_hash, member};
 use super::revocations::SharedRevocations;
 use crate::cache::key::CacheKey;
 use crate::cache::purge::{IndexKey, Purge, PurgeError, Selector};
 use crate::cache::store::{
-    CacheStats, CachedResponse, Epoch, Freshness, Hit, Lease, LeaseGuard, MemoryStore,
+    CacheStats, CachedResponse, Epoch, Freshness, Hit, Lease, LeaseGuard, MemoryStore, Probe,
     ResponseStore, Source,
 };
 use crate::revocation::MemoryRevocations;
@@ -38,12 +38,21 @@ const MAX_WRITES_IN_FLIGHT: usize = 256;
 const INDEX_SLACK_MS: u64 = 60_000;
 /// Members read from an index set per round trip while purging.
 const PURGE_BATCH: usize = 1000;
+/// Round trips one index set's purge may take (10 million members).
+const MAX_PURGE_ROUNDS: usize = 10_000;
 
-/// `SET KEYS[1] ARGV[1]` unless it already holds a larger number.
+/// `SET KEYS[1] ARGV[1]` unless it already holds a larger number; with `ARGV[2]`, the key
+/// then expires in that many ms (or later).
 const SET_MAX: &str = r"
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
+if ARGV[2] then
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+end
 return 0";
+/// Raw values longer than this are not decoded (the body limit plus room for metadata).
+const METADATA_ROOM: usize = 4 * 1024 * 1024;
 /// `HSET KEYS[1] ARGV[1] ARGV[2]` unless the field holds a larger number; then the key
 /// expires in `ARGV[3]` ms (or later).
 const HSET_MAX: &str = r"
@@ -71,8 +80,6 @@ pub(crate) struct Tier {
     lease: Duration,
     /// The shared purge sequence as last heard (never ahead of Redis).
     seq: AtomicU64,
-    /// The longest entry life this instance has recorded in `P life`, ms.
-    longest: AtomicU64,
     recent: Mutex<VecDeque<(u64, Selector)>>,
     pending: Mutex<Vec<Selector>>,
     writes: Arc<Semaphore>,
@@ -197,7 +204,6 @@ impl Tier {
             local_ttl: config.local_ttl,
             lease: config.lease,
             seq: AtomicU64::new(0),
-            longest: AtomicU64::new(0),
             recent: Mutex::new(VecDeque::new()),
             pending: Mutex::new(Vec::new()),
             writes: Arc::new(Semaphore::new(MAX_WRITES_IN_FLIGHT)),
@@ -239,10 +245,10 @@ impl Tier {
         self: &Arc<Self>,
         key: &CacheKey,
         now: Instant,
-        scope: F,
+        probe: F,
     ) -> Option<Hit>
     where
-        F: FnOnce() -> Vec<Arc<[u8]>> + Send,
+        F: FnOnce() -> Probe + Send,
     {
         self.start();
         if let Some(entry) = self.l1.get_local(key, now) {
@@ -257,7 +263,7 @@ impl Tier {
         // Taken before Redis is asked: a purge this instance hears of meanwhile keeps the
         // copy out of memory.
         let since = self.l1.epoch();
-        let entry = self.fetch(key, &scope()).await?;
+        let entry = self.fetch(key, &probe(), None).await.0?;
         let entry = Arc::new(entry);
         self.l1.hold(
             *key,
@@ -272,21 +278,44 @@ impl Tier {
     }
 
     /// The entry for `key` in Redis, if it is there, intact, usable, and no purge since it
-    /// was written covers it. One round trip: the entry, the purge sequence, the purge of
-    /// everything, and the scope records of the bucket's claim values.
-    async fn fetch(&self, key: &CacheKey, scope: &[Arc<[u8]>]) -> Option<CachedResponse> {
+    /// was written covers it; and, with `lease`, whether this call took the key's lease.
+    /// One round trip: the entry, the purge sequence, the purge records the request's
+    /// operation, root fields and claim values could be named in, and the lease.
+    async fn fetch(
+        &self,
+        key: &CacheKey,
+        probe: &Probe,
+        lease: Option<u64>,
+    ) -> (Option<CachedResponse>, bool) {
         let mut pipe = redis::pipe();
         pipe.get(self.keys.entry(key))
             .get(self.keys.named("seq"))
             .get(self.keys.named("all"));
-        for claim in scope {
+        match lease {
+            Some(token) => pipe
+                .cmd("SET")
+                .arg(self.keys.lease(key))
+                .arg(token)
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(self.lease).max(1)),
+            None => pipe.cmd("PING"),
+        };
+        match &probe.operation {
+            Some(name) => pipe.get(self.keys.record(&IndexKey::Operation(Arc::clone(name)))),
+            None => pipe.cmd("PING"),
+        };
+        for field in &probe.fields {
+            pipe.get(self.keys.record(&IndexKey::Field(Arc::clone(field))));
+        }
+        for claim in &probe.claims {
             pipe.hgetall(self.keys.scope(claim));
         }
         let values: Vec<Value> = match self.redis.fetch(&pipe).await {
             Ok(values) => values,
             Err(err) => {
                 tracing::debug!(%err, "redis lookup failed; going on without it");
-                return None;
+                return (None, false);
             }
         };
         let mut values = values.into_iter();
@@ -294,20 +323,60 @@ impl Tier {
             .next()
             .and_then(|v| redis::from_redis_value(v).ok())
             .flatten();
-        let seq: u64 = number(values.next());
-        let all: u64 = number(values.next());
+        let seq = number(values.next());
+        let all = number(values.next());
+        let won = lease.is_some()
+            && values
+                .next()
+                .and_then(|v| redis::from_redis_value::<Option<String>>(v).ok())
+                .flatten()
+                .is_some();
+        if lease.is_none() {
+            values.next();
+        }
+        let operation = number(values.next());
+        let fields: Vec<u64> = values
+            .by_ref()
+            .take(probe.fields.len())
+            .map(|v| number(Some(v)))
+            .collect();
         self.observe_seq(seq);
-        let raw = raw?;
+        let Some(raw) = raw else {
+            return (None, won);
+        };
+        if raw.len() > self.max_entry_bytes.saturating_add(METADATA_ROOM) {
+            tracing::warn!(
+                bytes = raw.len(),
+                "an oversized value in redis is treated as a miss"
+            );
+            return (None, won);
+        }
         let decoded = match codec::decode(key, &raw, self.max_entry_bytes, clock()) {
             Ok(decoded) => decoded,
             Err(err) => {
                 // Never the value or the key's request: they may be private.
                 tracing::warn!(%err, bytes = raw.len(), "an unreadable entry in redis is treated as a miss");
-                return None;
+                return (None, won);
             }
         };
-        if decoded.since < all || decoded.entry.usable_until() <= Instant::now() {
-            return None;
+        let since = decoded.since;
+        let meta = &decoded.entry.meta;
+        // Records only count for what the entry holds: an entry under this key was made by
+        // the same operation and root fields (the key covers the document).
+        let purged_by_name = (meta.operation == probe.operation && operation > since)
+            || probe
+                .fields
+                .iter()
+                .zip(&fields)
+                .any(|(field, seq)| *seq > since && meta.fields.contains(field));
+        // An entry newer than the sequence was written against a sequence Redis has since
+        // lost (a restart, a flush): no purge record can be trusted to cover it.
+        if since < all
+            || since > seq
+            || purged_by_name
+            || decoded.entry.usable_until() <= Instant::now()
+        {
+            return (None, won);
         }
         let mut records: Vec<(Vec<u8>, u64)> = Vec::new();
         for value in values {
@@ -316,10 +385,8 @@ impl Tier {
         }
         // Records of claim values the request did not name (a scope learned meanwhile):
         // one more round trip, rare.
-        let named: Vec<[u8; CLAIM_HASH]> = scope.iter().map(|c| claim_hash(c)).collect();
-        let missing: Vec<&Arc<[u8]>> = decoded
-            .entry
-            .meta
+        let named: Vec<[u8; CLAIM_HASH]> = probe.claims.iter().map(|c| claim_hash(c)).collect();
+        let missing: Vec<&Arc<[u8]>> = meta
             .claims
             .iter()
             .filter(|c| !named.contains(&claim_hash(c)))
@@ -331,19 +398,13 @@ impl Tier {
             }
             match self.redis.fetch::<Vec<Vec<(Vec<u8>, u64)>>>(&pipe).await {
                 Ok(more) => records.extend(more.into_iter().flatten()),
-                Err(_) => return None,
+                Err(_) => return (None, won),
             }
         }
         if !records.is_empty() {
-            let held: Vec<[u8; CLAIM_HASH]> = decoded
-                .entry
-                .meta
-                .claims
-                .iter()
-                .map(|c| claim_hash(c))
-                .collect();
+            let held: Vec<[u8; CLAIM_HASH]> = meta.claims.iter().map(|c| claim_hash(c)).collect();
             let purged = records.iter().any(|(field, seq)| {
-                *seq > decoded.since
+                *seq > since
                     && !field.is_empty()
                     && field.len() % CLAIM_HASH == 0
                     && field
@@ -351,10 +412,17 @@ impl Tier {
                         .all(|chunk| held.iter().any(|h| h.as_slice() == chunk))
             });
             if purged {
-                return None;
+                return (None, won);
             }
         }
-        Some(decoded.entry)
+        (Some(decoded.entry), won)
+    }
+
+    fn release_later(self: &Arc<Self>, key: CacheKey, token: u64) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let tier = Arc::clone(self);
+            runtime.spawn(async move { tier.release(&key, token).await });
+        }
     }
 
     /// Stores in memory now and in Redis off the request path.
@@ -369,22 +437,32 @@ impl Tier {
         if !self.l1.hold(key, Arc::clone(&entry), since, until) {
             return false;
         }
+        let (Ok(permit), Ok(runtime)) = (
+            Arc::clone(&self.writes).try_acquire_owned(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            // The lease stays with the request's guard, which releases it.
+            tracing::debug!("too many redis writes in flight; this entry stays in memory only");
+            return true;
+        };
+        // The write releases the lease once the entry is readable, so the instances
+        // waiting for it find it.
         let lease = self
             .leases
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&key);
-        let Ok(permit) = Arc::clone(&self.writes).try_acquire_owned() else {
-            tracing::debug!("too many redis writes in flight; this entry stays in memory only");
-            return true;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return true;
-        };
         let tier = Arc::clone(self);
         runtime.spawn(async move {
             if let Err(err) = tier.write(&key, &entry, since.shared).await {
                 tracing::debug!(%err, "writing an entry to redis failed; it stays in memory only");
+                // The entry may have been written before the failure, and missed a purge
+                // the check after it would have caught: take it out again.
+                let entry_key = tier.keys.entry(&key);
+                let _ = tier
+                    .redis
+                    .write::<()>(redis::pipe().del(entry_key).ignore())
+                    .await;
             }
             if let Some(token) = lease {
                 tier.release(&key, token).await;
@@ -417,6 +495,13 @@ impl Tier {
         let expiry = clock.unix_ms.saturating_add(life);
         let entry_key = self.keys.entry(key);
         let mut pipe = redis::pipe();
+        // The longest life first: a scope record written from now on outlives this entry.
+        pipe.cmd("EVAL")
+            .arg(SET_MAX)
+            .arg(1)
+            .arg(self.keys.named("life"))
+            .arg(life)
+            .ignore();
         pipe.cmd("SET")
             .arg(&entry_key)
             .arg(bytes)
@@ -425,12 +510,13 @@ impl Tier {
             .ignore();
         let index_ttl = life.saturating_add(INDEX_SLACK_MS);
         for index_key in entry.meta.index_keys() {
-            // Scopes are purged by record, not by index (see the module docs).
-            if matches!(index_key, IndexKey::Claim(_)) {
+            // Scopes, operations and root fields are purged by record, not by index (see
+            // the module docs): only tags have sets.
+            if !matches!(index_key, IndexKey::Tag(_)) {
                 continue;
             }
             let set = self.keys.index(&index_key);
-            pipe.zadd(&set, key.as_bytes().as_slice(), expiry).ignore();
+            pipe.zadd(&set, member(key), expiry).ignore();
             // Members whose entries expired go on every write: a set never outgrows the
             // entries alive.
             pipe.cmd("ZREMRANGEBYSCORE")
@@ -453,25 +539,17 @@ impl Tier {
         let (seq,): (Option<u64>,) = self.redis.write(&pipe).await?;
         let seq = seq.unwrap_or(0);
         self.observe_seq(seq);
-        if seq > since && !self.spared(since, seq, entry) {
+        let stale = if seq < since {
+            // Redis lost its sequence: nothing about this entry can be checked.
+            self.seq.store(seq, Ordering::Release);
+            true
+        } else {
+            seq > since && !self.spared(since, seq, entry)
+        };
+        if stale {
             self.redis
                 .write::<()>(redis::pipe().del(&entry_key).ignore())
                 .await?;
-            return Ok(());
-        }
-        if life > self.longest.load(Ordering::Acquire) {
-            let script = redis::Script::new(SET_MAX);
-            let life_key = self.keys.named("life");
-            self.redis
-                .run(self.redis.insert_timeout, |mut conn| async move {
-                    script
-                        .key(&life_key)
-                        .arg(life)
-                        .invoke_async::<()>(&mut conn)
-                        .await
-                })
-                .await?;
-            self.longest.fetch_max(life, Ordering::AcqRel);
         }
         Ok(())
     }
@@ -501,13 +579,41 @@ impl Tier {
     pub(crate) async fn purge(self: &Arc<Self>, purge: &Purge) -> Result<u64, PurgeError> {
         self.start();
         let local = self.l1.purge(purge).await?;
-        match self.purge_shared(&purge.selector).await {
-            Ok(removed) => Ok(local + removed),
-            Err(err) => {
-                tracing::warn!(%err, "a purge reached this instance only; it goes to redis and the other instances when redis answers");
-                self.postpone(purge.selector.clone());
-                Ok(local)
+        // Its own task: a caller that goes away (a client hanging up on a mutation) does
+        // not cut the purge short, and the caller waits at most the insert timeout.
+        let tier = Arc::clone(self);
+        let selector = purge.selector.clone();
+        let shared = tokio::spawn(async move {
+            match tier.purge_shared(&selector).await {
+                Ok(removed) => Some(removed),
+                Err(err) => {
+                    tracing::warn!(%err, "a purge reached this instance only; it goes to redis and the other instances when redis answers");
+                    tier.postpone(selector);
+                    None
+                }
             }
+        });
+        match tokio::time::timeout(self.redis.insert_timeout, shared).await {
+            Ok(Ok(Some(removed))) => Ok(local + removed),
+            _ => Ok(local),
+        }
+    }
+
+    /// Whether purges or revocations made while Redis was away wait to be shared.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+            || self.revocations.has_pending()
+    }
+
+    /// Shares what waited for Redis, now that it answers.
+    pub(crate) async fn catch_up(&self) {
+        if self.redis.available() {
+            self.replay().await;
+            self.revocations.replay(self).await;
         }
     }
 
@@ -565,7 +671,27 @@ impl Tier {
                 self.record_scope(claims, seq).await?;
                 0
             }
-            _ => {
+            // Operations and root fields: one record each, checked on read.
+            Selector::Operation(_) | Selector::Fields(_) => {
+                let keep = self.record_life().await?;
+                for index_key in selector.candidates().unwrap_or_default() {
+                    let record = self.keys.record(&index_key);
+                    self.redis
+                        .write::<()>(
+                            redis::pipe()
+                                .cmd("EVAL")
+                                .arg(SET_MAX)
+                                .arg(1)
+                                .arg(record)
+                                .arg(seq)
+                                .arg(keep)
+                                .ignore(),
+                        )
+                        .await?;
+                }
+                0
+            }
+            Selector::Tags(_) => {
                 let mut removed = 0;
                 for index_key in selector.candidates().unwrap_or_default() {
                     removed += self.purge_index(&self.keys.index(&index_key)).await?;
@@ -582,26 +708,28 @@ impl Tier {
         Ok(removed)
     }
 
+    /// How long a purge record must be kept: longer than any entry it could cover.
+    async fn record_life(&self) -> Result<u64, StoreError> {
+        let (life,): (Option<u64>,) = self
+            .redis
+            .fetch(redis::pipe().get(self.keys.named("life")))
+            .await?;
+        Ok(life.unwrap_or(0).saturating_add(INDEX_SLACK_MS))
+    }
+
     async fn record_scope(&self, claims: &[Arc<[u8]>], seq: u64) -> Result<(), StoreError> {
+        let Some(first) = claims.first() else {
+            return Ok(());
+        };
+        // Filed under the first claim named (every entry holding all the claims holds it):
+        // `[("sub", ..), ("iss", ..)]` goes under the subject, not under the issuer that
+        // every bucket shares and every lookup reads.
+        let first_claim = self.keys.scope(first);
         let mut hashes: Vec<[u8; CLAIM_HASH]> = claims.iter().map(|c| claim_hash(c)).collect();
         hashes.sort_unstable();
         hashes.dedup();
-        let Some(first) = hashes.first() else {
-            return Ok(());
-        };
-        // Filed under the smallest claim hash: every entry holding all the claims holds it.
-        let first_claim = claims
-            .iter()
-            .find(|c| claim_hash(c) == *first)
-            .map(|c| self.keys.scope(c))
-            .unwrap_or_default();
         let field: Vec<u8> = hashes.concat();
-        let life_key = self.keys.named("life");
-        let (life,): (Option<u64>,) = self.redis.fetch(redis::pipe().get(&life_key)).await?;
-        let keep = life
-            .unwrap_or(0)
-            .max(self.longest.load(Ordering::Acquire))
-            .saturating_add(INDEX_SLACK_MS);
+        let keep = self.record_life().await?;
         let script = redis::Script::new(HSET_MAX);
         self.redis
             .run(self.redis.insert_timeout, |mut conn| async move {
@@ -616,27 +744,31 @@ impl Tier {
             .await
     }
 
-    /// Deletes the entries an index set lists, in batches, and takes them out of it.
+    /// Deletes the entries an index set lists, a batch per round trip, taking each batch
+    /// out of the set (so the next batch starts at the front again).
     async fn purge_index(&self, set: &str) -> Result<u64, StoreError> {
-        let now = unix_ms();
-        let members: Vec<Vec<u8>> = {
+        let mut removed = 0;
+        // Entries added while this runs are newer than the purge: deleting them too costs
+        // a store, and the bound keeps a write storm from keeping the purge going.
+        for _ in 0..MAX_PURGE_ROUNDS {
             let mut pipe = redis::pipe();
             pipe.cmd("ZRANGE")
                 .arg(set)
-                .arg(now)
+                .arg("-inf")
                 .arg("+inf")
-                .arg("BYSCORE");
-            let (members,): (Vec<Vec<u8>>,) = self.redis.fetch(&pipe).await?;
-            members
-        };
-        let mut removed = 0;
-        for batch in members.chunks(PURGE_BATCH) {
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(PURGE_BATCH);
+            let (batch,): (Vec<Vec<u8>>,) = self.redis.write(&pipe).await?;
+            if batch.is_empty() {
+                break;
+            }
             let mut pipe = redis::pipe();
-            for member in batch {
-                // Each entry is its own key (its own slot on a cluster).
+            for member in &batch {
                 pipe.del(self.keys.entry_of_member(member));
             }
-            pipe.cmd("ZREM").arg(set).arg(batch).ignore();
+            pipe.cmd("ZREM").arg(set).arg(&batch).ignore();
             let deleted: Vec<u64> = self.redis.write(&pipe).await?;
             removed += deleted.iter().sum::<u64>();
         }
@@ -659,7 +791,8 @@ impl Tier {
                 seq,
                 selector,
             }) => {
-                self.observe_seq(seq);
+                // The sequence is only ever taken from Redis itself: a message could carry
+                // any number.
                 if origin == self.id {
                     return;
                 }
@@ -697,75 +830,36 @@ impl Tier {
             .fetch::<(Option<u64>,)>(redis::pipe().get(self.keys.named("seq")))
             .await
         {
-            self.observe_seq(seq.unwrap_or(0));
+            // Not a maximum: after a restart Redis's sequence may be lower than ours.
+            self.seq.store(seq.unwrap_or(0), Ordering::Release);
         }
         self.revocations.load(self).await;
         self.replay().await;
     }
 
-    pub(crate) async fn lease<F>(self: &Arc<Self>, key: &CacheKey, scope: F) -> Lease
+    /// After a miss in both tiers: take the key's lease and execute, or wait while
+    /// another instance holds it and serve its entry. Each round trip both looks the entry
+    /// up and tries the lease, so a holder that finished or died is noticed at once.
+    pub(crate) async fn lease<F>(self: &Arc<Self>, key: &CacheKey, probe: F) -> Lease
     where
-        F: Fn() -> Vec<Arc<[u8]>> + Send + Sync,
+        F: FnOnce() -> Probe + Send,
     {
         if !self.redis.available() {
             return Lease::Execute(None);
         }
+        let probe = probe();
         let token = self.tokens.fetch_add(1, Ordering::Relaxed);
-        let lease_key = self.keys.lease(key);
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(&lease_key)
-            .arg(token)
-            .arg("NX")
-            .arg("PX")
-            .arg(millis(self.lease).max(1));
-        match self.redis.fetch::<(Option<String>,)>(&pipe).await {
-            Ok((Some(_),)) => {
-                // A holder that finished between our lookup and our lease wrote its entry
-                // before releasing: look once more.
-                let since = self.l1.epoch();
-                if let Some(entry) = self.fetch(key, &scope()).await
-                    && entry.freshness(Instant::now()) == Some(Freshness::Fresh)
-                {
-                    self.release(key, token).await;
-                    let entry = Arc::new(entry);
-                    self.l1.hold(
-                        *key,
-                        Arc::clone(&entry),
-                        since,
-                        Instant::now() + self.local_ttl,
-                    );
-                    return Lease::Filled(Hit {
-                        entry,
-                        source: Source::Redis,
-                    });
-                }
-                self.leases
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(*key, token);
-                return Lease::Execute(Some(LeaseGuard {
-                    _hold: LeaseHold {
-                        tier: Arc::clone(self),
-                        key: *key,
-                        token,
-                    },
-                }));
-            }
-            Ok((None,)) => {}
-            Err(_) => return Lease::Execute(None),
-        }
-        // Another instance executes it: wait for its entry, while its lease stands.
         let deadline = Instant::now() + self.lease;
         let mut delay = Duration::from_millis(5);
-        let scope = scope();
-        while Instant::now() < deadline {
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(50));
+        loop {
             let since = self.l1.epoch();
-            if let Some(entry) = self.fetch(key, &scope).await
+            let (entry, won) = self.fetch(key, &probe, Some(token)).await;
+            if let Some(entry) = entry
                 && entry.freshness(Instant::now()) == Some(Freshness::Fresh)
             {
+                if won {
+                    self.release_later(*key, token);
+                }
                 let entry = Arc::new(entry);
                 self.l1.hold(
                     *key,
@@ -778,17 +872,26 @@ impl Tier {
                     source: Source::Redis,
                 });
             }
-            match self
-                .redis
-                .fetch::<(bool,)>(redis::pipe().exists(&lease_key))
-                .await
-            {
-                // The holder finished without storing, or died: execute here.
-                Ok((false,)) | Err(_) => break,
-                Ok((true,)) => {}
+            if won {
+                self.leases
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(*key, token);
+                return Lease::Execute(Some(LeaseGuard {
+                    _hold: LeaseHold {
+                        tier: Arc::clone(self),
+                        key: *key,
+                        token,
+                    },
+                }));
             }
+            // Held elsewhere: wait a little, while Redis answers and the lease may stand.
+            if !self.redis.available() || Instant::now() + delay >= deadline {
+                return Lease::Execute(None);
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(50));
         }
-        Lease::Execute(None)
     }
 
     async fn release(&self, key: &CacheKey, token: u64) {

@@ -27,6 +27,8 @@ impl RedisServer {
         let child = Command::new(std::env::var("REDIS_SERVER").unwrap_or("redis-server".into()))
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            // `DEBUG SLEEP` stands in for a Redis that hangs.
+            .args(["--enable-debug-command", "local"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

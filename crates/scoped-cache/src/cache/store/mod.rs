@@ -99,6 +99,18 @@ impl Source {
     }
 }
 
+/// What a lookup tells a shared tier about the request, to check its purge records in the
+/// same round trip: the bucket's claim values ([`claim_tag`]s), the operation name and the
+/// root fields. An entry stored under the key holds the same.
+///
+/// [`claim_tag`]: crate::cache::purge::claim_tag
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Probe {
+    pub(crate) claims: Vec<Arc<[u8]>>,
+    pub(crate) operation: Option<Arc<str>>,
+    pub(crate) fields: Vec<Arc<str>>,
+}
+
 /// An entry found, and the tier that held it.
 #[derive(Debug, Clone)]
 pub(crate) struct Hit {
@@ -138,19 +150,15 @@ pub struct CacheStats {
 /// A response store.
 pub(crate) trait ResponseStore: Send + Sync + std::fmt::Debug {
     /// The entry for `key`, unless it is past [`CachedResponse::usable_until`] at `now`.
-    /// `scope` gives the claim values of the request's bucket ([`claim_tag`]s): a shared
-    /// tier checks its scope purges with them in the same round trip. Only called on a
-    /// memory miss.
-    ///
-    /// [`claim_tag`]: crate::cache::purge::claim_tag
+    /// `probe` is only called on a memory miss (see [`Probe`]).
     fn get<F>(
         &self,
         key: &CacheKey,
         now: Instant,
-        scope: F,
+        probe: F,
     ) -> impl Future<Output = Option<Hit>> + Send
     where
-        F: FnOnce() -> Vec<Arc<[u8]>> + Send;
+        F: FnOnce() -> Probe + Send;
 
     /// The entry for `key` in this process's memory only.
     fn get_local(&self, key: &CacheKey, now: Instant) -> Option<Arc<CachedResponse>>;
@@ -188,30 +196,30 @@ impl Store {
     /// a time and the others wait for its entry (see [`RedisTier::lease`]).
     ///
     /// [`RedisTier::lease`]: crate::RedisTier::lease
-    pub(crate) async fn lease<F>(&self, key: &CacheKey, scope: F) -> Lease
+    pub(crate) async fn lease<F>(&self, key: &CacheKey, probe: F) -> Lease
     where
-        F: Fn() -> Vec<Arc<[u8]>> + Send + Sync,
+        F: FnOnce() -> Probe + Send,
     {
         match self {
             Store::Memory(_) => {
-                let _ = (key, scope);
+                let _ = (key, probe);
                 Lease::Execute(None)
             }
             #[cfg(feature = "redis")]
-            Store::Tiered(tier) => tier.lease(key, scope).await,
+            Store::Tiered(tier) => tier.lease(key, probe).await,
         }
     }
 }
 
 impl ResponseStore for Store {
-    async fn get<F>(&self, key: &CacheKey, now: Instant, scope: F) -> Option<Hit>
+    async fn get<F>(&self, key: &CacheKey, now: Instant, probe: F) -> Option<Hit>
     where
-        F: FnOnce() -> Vec<Arc<[u8]>> + Send,
+        F: FnOnce() -> Probe + Send,
     {
         match self {
-            Store::Memory(store) => store.get(key, now, scope).await,
+            Store::Memory(store) => store.get(key, now, probe).await,
             #[cfg(feature = "redis")]
-            Store::Tiered(tier) => tier.get(key, now, scope).await,
+            Store::Tiered(tier) => tier.get(key, now, probe).await,
         }
     }
 

@@ -1,0 +1,345 @@
+//! The Redis tier, measured against a real `redis-server` on loopback that this benchmark
+//! starts itself: L2 hit latency and throughput against an L1 hit, purge latency by tag and
+//! by scope with 100,000 entries, Redis memory per entry with its index share, and the
+//! latency a request pays while Redis is down (breaker closed, then open).
+//!
+//! `cargo bench -p scoped-cache --features redis --bench redis_tier`
+//!
+//! Prints a table; numbers are for BENCHMARKS and the README, never asserted.
+
+mod common;
+#[path = "../tests/common/redis_server.rs"]
+#[allow(dead_code)]
+mod redis_server;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::post;
+use common::{BenchSchema, graphql, request};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
+use redis_server::RedisServer;
+use scoped_cache::{Purge, RedisTier, RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier};
+use serde_json::json;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+const SECRET: &[u8] = b"benchmark-secret-that-is-32-bytes";
+
+fn app(tier: Option<RedisTier>) -> (Router, ScopedCacheLayer) {
+    let mut builder = ScopedCacheLayer::builder()
+        .verifier(
+            Verifier::hmac(Algorithm::HS256, SECRET)
+                .issuer(["bench"])
+                .audience(["bench"]),
+        )
+        .max_bytes(512 * 1024 * 1024)
+        .default_rule(Rule::new().max_age(Duration::from_secs(3600)))
+        .rule(Rule::root_field("Query.me").scope(Scope::claims(["sub"])))
+        .route("/graphql", RoutePolicy::cached());
+    if let Some(tier) = tier {
+        builder = builder.redis(tier);
+    }
+    let layer = builder.build().unwrap();
+    let schema: BenchSchema = async_graphql::Schema::build(
+        common::Query,
+        async_graphql::EmptyMutation,
+        async_graphql::EmptySubscription,
+    )
+    .extension(layer.entity_tags())
+    .finish();
+    let router = Router::new()
+        .route("/graphql", post(graphql))
+        .with_state(schema)
+        .layer(layer.clone());
+    (router, layer)
+}
+
+fn tier(server: &RedisServer) -> RedisTier {
+    RedisTier::new(server.url()).key_prefix("bench:")
+}
+
+fn token(sub: &str) -> String {
+    let now = get_current_timestamp();
+    let claims =
+        json!({"sub": sub, "iss": "bench", "aud": "bench", "iat": now, "exp": now + 86_400});
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET),
+    )
+    .unwrap()
+}
+
+fn feed(n: usize) -> String {
+    format!("query Q{n} {{ publicPosts {{ id title }} }}")
+}
+
+/// One request; its latency and `x-cache-tier`.
+async fn timed(app: &Router, doc: &str, token: Option<&str>) -> (Duration, String) {
+    let started = Instant::now();
+    let response = app
+        .clone()
+        .oneshot(request("/graphql", token, doc))
+        .await
+        .unwrap();
+    let tier = response
+        .headers()
+        .get("x-cache-tier")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    assert_eq!(response.status(), 200);
+    let _ = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap();
+    (started.elapsed(), tier)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn summary(name: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    println!(
+        "| {name} | {:.1} µs | {:.1} µs | {} |",
+        percentile(&samples, 0.5).as_secs_f64() * 1e6,
+        percentile(&samples, 0.99).as_secs_f64() * 1e6,
+        samples.len()
+    );
+}
+
+async fn keys(server: &RedisServer, pattern: &str) -> Vec<String> {
+    let mut conn = server.connection().await;
+    let mut found = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(10_000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        found.extend(batch);
+        if next == 0 {
+            return found;
+        }
+        cursor = next;
+    }
+}
+
+async fn memory_usage(server: &RedisServer, keys: &[String]) -> u64 {
+    let mut conn = server.connection().await;
+    let mut total = 0;
+    for chunk in keys.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for key in chunk {
+            pipe.cmd("MEMORY")
+                .arg("USAGE")
+                .arg(key)
+                .arg("SAMPLES")
+                .arg(0);
+        }
+        let sizes: Vec<Option<u64>> = pipe.query_async(&mut conn).await.unwrap();
+        total += sizes.into_iter().flatten().sum::<u64>();
+    }
+    total
+}
+
+/// Stores `count` entries through `app`, a few at a time (each miss writes to Redis off
+/// the request path; at most 256 writes are in flight), until Redis holds them.
+async fn fill(app: &Router, server: &RedisServer, docs: &[(String, Option<String>)]) {
+    for chunk in docs.chunks(64) {
+        let calls = chunk
+            .iter()
+            .map(|(doc, token)| timed(app, doc, token.as_deref()));
+        futures_util::future::join_all(calls).await;
+    }
+    // Let the last writes land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = server;
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let mut server = RedisServer::start().await;
+    let (a, _) = app(Some(tier(&server)));
+    let (b, _) = app(Some(tier(&server)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    println!("\n## Lookups through the layer (one request at a time)\n");
+    println!("| path | p50 | p99 | requests |\n| --- | --- | --- | --- |");
+    const N: usize = 20_000;
+    let docs: Vec<(String, Option<String>)> = (0..N).map(|n| (feed(n), None)).collect();
+    let mut conn = server.connection().await;
+    let before: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    fill(&a, &server, &docs).await;
+    let after: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let mut l2 = Vec::with_capacity(N);
+    let mut misses = 0;
+    for (doc, _) in &docs {
+        let (took, tier) = timed(&b, doc, None).await;
+        if tier == "redis" {
+            l2.push(took);
+        } else {
+            misses += 1;
+        }
+    }
+    let mut l1 = Vec::with_capacity(N);
+    for (doc, _) in &docs {
+        l1.push(timed(&b, doc, None).await.0);
+    }
+    summary("L1 hit (memory)", l1);
+    summary("L2 hit (redis, empty L1)", l2);
+    if misses > 0 {
+        println!("({misses} of {N} were not in Redis: writes skipped while 256 were in flight)");
+    }
+
+    // Throughput of L2 hits: a fresh instance, 32 requests at a time.
+    let (c, _) = app(Some(tier(&server)));
+    let started = Instant::now();
+    for chunk in docs.chunks(32) {
+        futures_util::future::join_all(chunk.iter().map(|(doc, _)| timed(&c, doc, None))).await;
+    }
+    let l2_rate = N as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for chunk in docs.chunks(32) {
+        futures_util::future::join_all(chunk.iter().map(|(doc, _)| timed(&c, doc, None))).await;
+    }
+    let l1_rate = N as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "\nthroughput, 32 concurrent, in-process: L2 hits {l2_rate:.0} req/s, L1 hits {l1_rate:.0} req/s"
+    );
+
+    // Memory per entry and the index's share.
+    let used = |info: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let entries = keys(&server, "bench:e:*").await;
+    let index = keys(&server, "bench:t:*").await;
+    let entry_bytes = memory_usage(&server, &entries).await;
+    let index_bytes = memory_usage(&server, &index).await;
+    println!("\n## Redis memory\n");
+    println!(
+        "{} entries; used_memory grew {} bytes = {:.0} bytes per entry; entries' own keys {:.0} bytes each; index sets {} keys, {:.0} bytes per entry ({:.1}% of the entries' memory)",
+        entries.len(),
+        used(&after) - used(&before),
+        (used(&after) - used(&before)) as f64 / entries.len() as f64,
+        entry_bytes as f64 / entries.len() as f64,
+        index.len(),
+        index_bytes as f64 / entries.len() as f64,
+        100.0 * index_bytes as f64 / entry_bytes as f64,
+    );
+
+    // Purges with 100,000 entries: 100,000 anonymous entries all holding Post:1, and
+    // 100,000 per-user buckets.
+    println!("\n## Purges with 100,000 entries\n");
+    const BIG: usize = 100_000;
+    let anon: Vec<(String, Option<String>)> = (N..BIG).map(|n| (feed(n), None)).collect();
+    fill(&a, &server, &anon).await;
+    let users: Vec<(String, Option<String>)> = (0..BIG)
+        .map(|n| ("{ me }".to_owned(), Some(token(&format!("user{n}")))))
+        .collect();
+    fill(&a, &server, &users).await;
+    let stored = keys(&server, "bench:e:*").await.len();
+    println!("Redis holds {stored} entries\n");
+    println!("| purge | latency | removed (memory + Redis) |\n| --- | --- | --- |");
+    let (_, purger) = app(Some(tier(&server)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Connected, scripts loaded.
+    purger.purge(&Purge::scope([("sub", "nobody")]).unwrap()).await.unwrap();
+    purger.purge(&Purge::operation("Nothing")).await.unwrap();
+    for (name, purge) in [
+        (
+            "scope: one user (sub=user42)",
+            Purge::scope([("sub", "user42")]).unwrap(),
+        ),
+        (
+            "scope: every user bucket (iss=bench)",
+            Purge::scope([("iss", "bench")]).unwrap(),
+        ),
+        (
+            "entity tag Post:1 (held by every feed entry)",
+            Purge::entity("Post", "1"),
+        ),
+        ("operation Q7 (a record)", Purge::operation("Q7")),
+        ("type Post (every feed entry, already purged above)", Purge::types(["Post"])),
+    ] {
+        let started = Instant::now();
+        let removed = purger.purge(&purge).await.unwrap();
+        println!(
+            "| {name} | {:.2} ms | {removed} |",
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
+
+    // Outage: requests that miss memory, with Redis refusing connections, then with Redis
+    // alive but not answering (DEBUG SLEEP), against a layer without Redis.
+    println!("\n## Redis down (memory misses, one at a time)\n");
+    println!("| situation | p50 | p99 | requests |\n| --- | --- | --- | --- |");
+    let (plain, _) = app(None);
+    let mut baseline = Vec::new();
+    for n in 0..200 {
+        baseline.push(timed(&plain, &feed(1_000_000 + n), None).await.0);
+    }
+    summary("no Redis tier (baseline)", baseline);
+    let (d, _) = app(Some(tier(&server).cool_down(Duration::from_secs(60))));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Redis hangs: the first calls wait for the fetch timeout, then the breaker opens.
+    let mut hang = server.connection().await;
+    let sleeping = tokio::spawn(async move {
+        let _: redis::RedisResult<()> = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg(3)
+            .query_async(&mut hang)
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut closed = Vec::new();
+    let mut open = Vec::new();
+    for n in 0..200 {
+        let (took, _) = timed(&d, &feed(2_000_000 + n), None).await;
+        if n < 3 {
+            closed.push(took)
+        } else {
+            open.push(took)
+        }
+    }
+    summary("Redis hanging, breaker closed (first 3 requests)", closed);
+    summary("Redis hanging, breaker open", open);
+    let _ = sleeping.await;
+    server.kill();
+    let (e, _) = app(Some(tier(&server).cool_down(Duration::from_secs(60))));
+    let mut refused = Vec::new();
+    for n in 0..200 {
+        refused.push(timed(&e, &feed(3_000_000 + n), None).await.0);
+    }
+    summary(
+        "Redis killed (connection refused; breaker opens after 3)",
+        refused,
+    );
+}
