@@ -59,6 +59,12 @@ const TAG_ANY_OF: u8 = 2;
 /// The fewest bytes one item of each list can take, to bound a declared count by the
 /// bytes that remain before allocating for it.
 const MIN_HEADER_LEN: usize = 2 + 4;
+/// More tags, claims or root fields than an entry this crate writes can hold: entity tags
+/// are capped at `max_entity_tags` (1,000 by default) plus the types, a scope names a few
+/// claims, and an analysed document at most 256 root fields.
+const MAX_TAGS: usize = 1 << 17;
+const MAX_CLAIMS: usize = 1024;
+const MAX_FIELDS: usize = 1024;
 const MIN_TAG_LEN: usize = 1 + 2;
 const MIN_CLAIM_LEN: usize = 4;
 const MIN_FIELD_LEN: usize = 2;
@@ -280,6 +286,11 @@ pub(crate) fn decode(
     }
 
     let count = r.count32(MIN_TAG_LEN)?;
+    // Each decoded tag holds more memory than its bytes: a value of nothing but empty tags
+    // must not turn a few megabytes into a hundred.
+    if count > MAX_TAGS {
+        return Err(CodecError::Invalid("tag count"));
+    }
     let mut tags = Vec::with_capacity(count);
     for _ in 0..count {
         tags.push(match r.u8()? {
@@ -295,11 +306,17 @@ pub(crate) fn decode(
         _ => return Err(CodecError::Invalid("operation flag")),
     };
     let count = r.count32(MIN_CLAIM_LEN)?;
+    if count > MAX_CLAIMS {
+        return Err(CodecError::Invalid("claim count"));
+    }
     let mut claims = Vec::with_capacity(count);
     for _ in 0..count {
         claims.push(Arc::from(r.bytes32()?));
     }
     let count = r.count32(MIN_FIELD_LEN)?;
+    if count > MAX_FIELDS {
+        return Err(CodecError::Invalid("field count"));
+    }
     let mut fields = Vec::with_capacity(count);
     for _ in 0..count {
         fields.push(r.str16()?);

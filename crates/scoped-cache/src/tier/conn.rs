@@ -25,7 +25,10 @@ pub(crate) enum StoreError {
 pub(crate) struct Redis {
     client: redis::Client,
     /// Made on first use, inside the runtime (making one spawns its reconnecting task).
+    /// Lookups, leases and records go on one connection; writes, index purges and
+    /// revocation loads on another, so a large pipeline never holds a lookup up behind it.
     manager: OnceLock<ConnectionManager>,
+    bulk: OnceLock<ConnectionManager>,
     breaker: Breaker,
     pub(crate) fetch_timeout: Duration,
     pub(crate) insert_timeout: Duration,
@@ -45,6 +48,7 @@ impl Redis {
         Ok(Self {
             client: redis::Client::open(tier.url.as_str())?,
             manager: OnceLock::new(),
+            bulk: OnceLock::new(),
             breaker: Breaker::new(tier.cool_down),
             fetch_timeout: tier.fetch_timeout,
             insert_timeout: tier.insert_timeout,
@@ -55,8 +59,12 @@ impl Redis {
         &self.client
     }
 
-    fn manager(&self) -> Result<ConnectionManager, redis::RedisError> {
-        if let Some(manager) = self.manager.get() {
+    fn manager(&self, lane: Lane) -> Result<ConnectionManager, redis::RedisError> {
+        let slot = match lane {
+            Lane::Requests => &self.manager,
+            Lane::Bulk => &self.bulk,
+        };
+        if let Some(manager) = slot.get() {
             return Ok(manager.clone());
         }
         // Reconnection is ours to pace (the breaker), so the manager tries once per call,
@@ -67,7 +75,7 @@ impl Redis {
             .set_response_timeout(Some(self.insert_timeout.max(self.fetch_timeout)));
         let made = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
         // A racing caller's manager may win; either works.
-        Ok(self.manager.get_or_init(|| made).clone())
+        Ok(slot.get_or_init(|| made).clone())
     }
 
     /// Whether calls go to Redis now (the breaker is closed).
@@ -82,6 +90,19 @@ impl Redis {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
+        self.run_on(Lane::Requests, timeout, call).await
+    }
+
+    async fn run_on<T, F, Fut>(
+        &self,
+        lane: Lane,
+        timeout: Duration,
+        call: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
         let permit = self.breaker.permit().ok_or(StoreError::Open)?;
         // A call dropped half-way (its caller went away) still reports, so a probe never
         // keeps the breaker open for good.
@@ -90,7 +111,7 @@ impl Redis {
             permit,
             done: false,
         };
-        let outcome = match self.manager() {
+        let outcome = match self.manager(lane) {
             Ok(manager) => match tokio::time::timeout(timeout, call(manager)).await {
                 Ok(Ok(value)) => Ok(value),
                 Ok(Err(err)) => Err(StoreError::Redis(err)),
@@ -119,6 +140,18 @@ impl Redis {
         .await
     }
 
+    /// A pipeline within the insert timeout, on the bulk connection (entry writes, index
+    /// purges, revocation loads: off the request path, possibly large).
+    pub(crate) async fn bulk<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        self.run_on(Lane::Bulk, self.insert_timeout, |mut conn| async move {
+            pipe.query_async(&mut conn).await
+        })
+        .await
+    }
+
     /// A pipeline within the insert timeout.
     pub(crate) async fn write<T: redis::FromRedisValue>(
         &self,
@@ -129,6 +162,12 @@ impl Redis {
         })
         .await
     }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Lane {
+    Requests,
+    Bulk,
 }
 
 /// Reports a call that ended without an outcome as a failure.

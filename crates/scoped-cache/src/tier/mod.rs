@@ -14,14 +14,17 @@
 //!
 //! Every key and the channel start with the prefix `P` (default `scoped-cache:`). Each key
 //! is addressed alone (no multi-key command, no `KEYS`, no `SCAN`, no script touching two
-//! keys), so on Redis Cluster every command goes to the one slot of its key and the layout
-//! works unchanged.
+//! keys). Redis Cluster is not supported: the keys would map onto slots, but the purge race
+//! guard relies on one server ordering every command. Redis 7.0 or later; use
+//! `maxmemory-policy noeviction`, since an evicted sequence, record or index set would let
+//! purged answers back.
 //!
 //! | key | type | holds | expires |
 //! | --- | --- | --- | --- |
-//! | `P e:<cache key hex>` | string | one response: versioned, length-checked, checksummed, with its own key | when the entry is of no more use (max-age plus stale windows) |
-//! | `P t:<index key hash>` | sorted set | members: the cache keys (32 bytes) of the entries holding a tag, type, operation or root field; scores: their expiry | members older than now are trimmed on every write; the key a minute after its last member |
-//! | `P s:<claim hash>` | hash | scope purges naming this claim value: field = the purge's claim set, value = its sequence number | after the longest entry life ever written (`P life`) |
+//! | `P e:<cache key hex>` | string | one response: versioned, length-checked, checksummed, with its whole key (the name holds 128 bits of it) | when the entry is of no more use (max-age plus stale windows) |
+//! | `P t:<tag hash>` | sorted set | members: 16 bytes of the cache keys of the entries holding a type, entity or any-of-type tag; scores: their expiry | members older than now are trimmed on every write; the key a minute after its last member |
+//! | `P r:<name hash>` | string | the sequence number of the last purge of an operation name or a root field | after the longest entry life written (`P life`) |
+//! | `P s:<claim hash>` | hash | scope purges filed under this claim value (the first a purge names): field = the purge's claim set, value = its sequence number | after the longest entry life written |
 //! | `P seq` | string | the purge sequence (`INCR`) | never |
 //! | `P all` | string | the sequence number of the last purge of everything | never |
 //! | `P life` | string | the longest entry life written, ms | never |
@@ -29,10 +32,12 @@
 //! | `P revocations` | sorted set | every revocation, scored by when it can be forgotten | members trimmed on every write |
 //! | `P events` | channel | purges and revocations, for every instance's memory | |
 //!
-//! A purge by tag, type, entity, operation or root field reads the index sets it names and
-//! deletes their entries. A purge by claim scope or of everything writes one record, so it
-//! costs the same however many buckets match; each entry carries the purge sequence number
-//! its execution started at and is dropped on read when a later record covers it.
+//! A purge by tag, type or entity reads the index sets it names and deletes their entries.
+//! A purge by operation, root field, claim scope or of everything writes one record, so it
+//! costs the same however many entries match; each entry carries the purge sequence number
+//! its execution started at and is dropped on read when a later record covers it (a lookup
+//! knows its operation, root fields and claim values, so it reads their records in the
+//! same round trip as the entry).
 
 mod breaker;
 mod codec;

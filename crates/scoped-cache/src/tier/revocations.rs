@@ -122,7 +122,7 @@ impl SharedRevocations {
                 .arg("LIMIT")
                 .arg(offset)
                 .arg(LOAD_PAGE);
-            let members = match tier.redis.write::<(Vec<Vec<u8>>,)>(&pipe).await {
+            let members = match tier.redis.bulk::<(Vec<Vec<u8>>,)>(&pipe).await {
                 Ok((members,)) => members,
                 Err(err) => {
                     tracing::warn!(%err, loaded = offset, "loading revocations from redis stopped; the rest load on the next subscription");

@@ -52,7 +52,7 @@ if ARGV[2] then
 end
 return 0";
 /// Raw values longer than this are not decoded (the body limit plus room for metadata).
-const METADATA_ROOM: usize = 4 * 1024 * 1024;
+const METADATA_ROOM: usize = 1024 * 1024;
 /// `HSET KEYS[1] ARGV[1] ARGV[2]` unless the field holds a larger number; then the key
 /// expires in `ARGV[3]` ms (or later).
 const HSET_MAX: &str = r"
@@ -536,7 +536,7 @@ impl Tier {
                 .ignore();
         }
         pipe.get(self.keys.named("seq"));
-        let (seq,): (Option<u64>,) = self.redis.write(&pipe).await?;
+        let (seq,): (Option<u64>,) = self.redis.bulk(&pipe).await?;
         let seq = seq.unwrap_or(0);
         self.observe_seq(seq);
         let stale = if seq < since {
@@ -760,7 +760,7 @@ impl Tier {
                 .arg("LIMIT")
                 .arg(0)
                 .arg(PURGE_BATCH);
-            let (batch,): (Vec<Vec<u8>>,) = self.redis.write(&pipe).await?;
+            let (batch,): (Vec<Vec<u8>>,) = self.redis.bulk(&pipe).await?;
             if batch.is_empty() {
                 break;
             }
@@ -769,7 +769,7 @@ impl Tier {
                 pipe.del(self.keys.entry_of_member(member));
             }
             pipe.cmd("ZREM").arg(set).arg(&batch).ignore();
-            let deleted: Vec<u64> = self.redis.write(&pipe).await?;
+            let deleted: Vec<u64> = self.redis.bulk(&pipe).await?;
             removed += deleted.iter().sum::<u64>();
         }
         Ok(removed)
