@@ -255,7 +255,7 @@ pub(crate) async fn listen(tier: Weak<Tier>) {
                     }
                     drop(owner);
                     tick = tick.wrapping_add(1);
-                    if tick % PING_EVERY == 0 {
+                    if tick.is_multiple_of(PING_EVERY) {
                         // In subscribed mode the answer is an array (`pong`, ``).
                         let alive = tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await;
                         if !matches!(alive, Ok(Ok(_))) {
