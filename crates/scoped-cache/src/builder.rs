@@ -320,7 +320,7 @@ impl ScopedCacheLayerBuilder {
     /// # use scoped_cache::{ScopedCacheLayer, RedisTier, Verifier};
     /// # use jsonwebtoken::Algorithm;
     /// let layer = ScopedCacheLayer::builder()
-    ///     .verifier(Verifier::hmac(Algorithm::HS256, "a-secret-of-at-least-32-bytes!!!!"))
+    ///     .verifier(Verifier::hmac(Algorithm::HS256, "a-secret-of-at-least-32-bytes!!!!").audience(["forum-api"]))
     ///     .redis(RedisTier::new("redis://127.0.0.1:6379").key_prefix("forum:"))
     ///     .build()?;
     /// # Ok::<(), scoped_cache::BuildError>(())
