@@ -146,10 +146,13 @@ async fn main() -> ExitCode {
         Some(_) => println!(
             "cache: this process's memory in front of Redis (REDIS_URL, key prefix forum:); \
              instances on the same Redis share answers, purges and revocations \
-             (hits say x-cache-tier: memory or redis). Redis unreachable = memory only, until it answers."
+             (hits say x-cache-tier: memory or redis). Redis unreachable = memory only, until it answers.\n\
+             to see it shared, start a second instance with another ADDR and the same REDIS_URL, and send \
+             both the same Host header (the host is part of every cache key), e.g. add -H 'host: forum.local' \
+             to the curl commands below.\n"
         ),
         None => println!(
-            "cache: this process's memory (set REDIS_URL=redis://127.0.0.1:6379 to share it between instances)"
+            "cache: this process's memory (set REDIS_URL=redis://127.0.0.1:6379 to share it between instances)\n"
         ),
     }
     print_freshness(

@@ -175,7 +175,7 @@ fn main() {
 
 async fn run() {
     let mut server = RedisServer::start().await;
-    let (a, _) = app(Some(tier(&server)));
+    let (a, a_layer) = app(Some(tier(&server)));
     let (b, _) = app(Some(tier(&server)));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -231,6 +231,30 @@ async fn run() {
     println!(
         "\nthroughput, 32 concurrent, in-process: L2 hits {l2_rate:.0} req/s, L1 hits {l1_rate:.0} req/s"
     );
+
+    // Fan-out: from a purge on A until B's memory copy is gone (B asks every 100 µs; the
+    // first answer not from B's memory ends the wait).
+    let mut fanout = Vec::new();
+    for round in 0..50 {
+        let doc = format!("query Fan{round} {{ publicPosts {{ id }} }}");
+        timed(&a, &doc, None).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while timed(&b, &doc, None).await.1 != "memory" {}
+        let started = Instant::now();
+        a_layer
+            .purge(&Purge::operation(format!("Fan{round}")))
+            .await
+            .unwrap();
+        while timed(&b, &doc, None).await.1 == "memory" {
+            tokio::time::sleep(Duration::from_micros(100)).await;
+        }
+        fanout.push(started.elapsed());
+    }
+    println!();
+    println!(
+        "| purge on A until B's memory drops it | p50 | p99 | rounds |\n| --- | --- | --- | --- |"
+    );
+    summary("operation purge, pub/sub", fanout);
 
     // Memory per entry and the index's share.
     let used = |info: &str| -> u64 {

@@ -516,6 +516,10 @@ async fn what_waited_for_redis_reaches_the_fleet_when_it_is_back() {
     assert_eq!(ask(&b, ME, Some(&alice)).await.status, StatusCode::OK);
 
     server.kill();
+    // Misses while Redis is down open A's breaker.
+    for n in 0..4 {
+        ask(&a, &format!("{{ renderId slow(ms: {n}) }}"), None).await;
+    }
     a.layer
         .revoke(&Revoke::subject("alice", std::time::SystemTime::now()))
         .await
@@ -525,7 +529,8 @@ async fn what_waited_for_redis_reaches_the_fleet_when_it_is_back() {
         StatusCode::UNAUTHORIZED
     );
     server.restart().await;
-    // B never heard of it; A shares it once Redis answers, without a restart.
+    // B never heard of it; A shares it once Redis answers, with no request of its own
+    // to find out, and no restart.
     let refused = until(&b, ME, Some(&alice), Duration::from_secs(10), |r| {
         r.status == StatusCode::UNAUTHORIZED
     })

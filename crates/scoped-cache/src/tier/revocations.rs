@@ -4,6 +4,7 @@
 //! A subscriber (re)loads the whole set when it (re)subscribes.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,6 +23,8 @@ const LOAD_PAGE: usize = 10_000;
 pub(crate) struct SharedRevocations {
     memory: MemoryRevocations,
     pending: Mutex<VecDeque<Revoke>>,
+    /// Set until a load from Redis completes (at start, and after each resubscription).
+    unloaded: AtomicBool,
 }
 
 fn unix_now() -> u64 {
@@ -35,6 +38,7 @@ impl SharedRevocations {
         Self {
             memory,
             pending: Mutex::new(VecDeque::new()),
+            unloaded: AtomicBool::new(true),
         }
     }
 
@@ -53,6 +57,10 @@ impl SharedRevocations {
         }
     }
 
+    pub(crate) fn needs_load(&self) -> bool {
+        self.unloaded.load(Ordering::Acquire)
+    }
+
     pub(crate) fn has_pending(&self) -> bool {
         !self
             .pending
@@ -66,14 +74,20 @@ impl SharedRevocations {
         let pending =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
         for revoke in pending {
-            self.share(tier, &revoke).await;
+            self.send(tier, &revoke, false).await;
         }
     }
 
     /// Stores `revoke` in Redis and tells the fleet; if Redis is away, it is queued.
     pub(crate) async fn share(&self, tier: &Tier, revoke: &Revoke) {
+        self.send(tier, revoke, true).await;
+    }
+
+    async fn send(&self, tier: &Tier, revoke: &Revoke, first: bool) {
         if let Err(err) = self.write(tier, revoke).await {
-            tracing::warn!(%err, "a revocation holds on this instance only until redis answers");
+            if first {
+                tracing::warn!(%err, "a revocation holds on this instance only until redis answers");
+            }
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             if pending.len() >= MAX_PENDING {
                 tracing::error!(
@@ -109,6 +123,7 @@ impl SharedRevocations {
     /// Mirrors every revocation Redis holds, a page per round trip, then shares those
     /// made here meanwhile.
     pub(crate) async fn load(&self, tier: &Tier) {
+        self.unloaded.store(true, Ordering::Release);
         let now_ms = unix_now().saturating_mul(1000);
         let set = tier.keys.named("revocations");
         let (mut offset, mut unreadable, mut refused) = (0usize, 0usize, 0usize);
@@ -125,8 +140,10 @@ impl SharedRevocations {
             let members = match tier.redis.bulk::<(Vec<Vec<u8>>,)>(&pipe).await {
                 Ok((members,)) => members,
                 Err(err) => {
-                    tracing::warn!(%err, loaded = offset, "loading revocations from redis stopped; the rest load on the next subscription");
-                    break;
+                    // Retried every second by the subscriber (from the start: revocations
+                    // are only added, so reading them twice costs nothing).
+                    tracing::debug!(%err, loaded = offset, "loading revocations from redis stopped; retrying");
+                    return;
                 }
             };
             let page = members.len();
@@ -148,6 +165,7 @@ impl SharedRevocations {
                 break;
             }
         }
+        self.unloaded.store(false, Ordering::Release);
         if unreadable > 0 {
             tracing::warn!(unreadable, "unreadable revocations in redis were skipped");
         }

@@ -168,6 +168,12 @@ impl Tier {
     ) -> Result<Self, crate::BuildError> {
         let invalid =
             |field: &'static str, reason: String| crate::BuildError::InvalidRedis { field, reason };
+        if config.url.starts_with("rediss:") {
+            return Err(invalid(
+                "url",
+                "TLS (`rediss://`) is not supported yet: use `redis://` on a trusted network, or a TLS tunnel".into(),
+            ));
+        }
         if config.prefix.is_empty() || config.prefix.len() > 128 {
             return Err(invalid("key_prefix", "must be 1 to 128 bytes".into()));
         }
@@ -607,14 +613,19 @@ impl Tier {
             .unwrap_or_else(PoisonError::into_inner)
             .is_empty()
             || self.revocations.has_pending()
+            || self.revocations.needs_load()
     }
 
-    /// Shares what waited for Redis, now that it answers.
+    /// Shares what waited for Redis, and loads the revocations if that failed. Called every
+    /// second while anything waits: with the breaker open, its first call after the
+    /// cool-down is the probe that closes it, so an instance without traffic recovers too.
     pub(crate) async fn catch_up(&self) {
-        if self.redis.available() {
-            self.replay().await;
+        if self.revocations.needs_load() {
+            self.revocations.load(self).await;
+        } else {
             self.revocations.replay(self).await;
         }
+        self.replay().await;
     }
 
     fn postpone(&self, selector: Selector) {
@@ -633,7 +644,8 @@ impl Tier {
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
         for (done, selector) in pending.iter().enumerate() {
             if let Err(err) = self.purge_shared(selector).await {
-                tracing::warn!(%err, "replaying purges failed; they wait for the next reconnection");
+                // Retried every second by the subscriber; the outage itself is logged once.
+                tracing::debug!(%err, "sharing purges failed; retrying");
                 for selector in pending.into_iter().skip(done) {
                     self.postpone(selector);
                 }
