@@ -124,6 +124,15 @@ fn render(reply: &Reply) -> u64 {
     reply.body["data"]["renderId"].as_u64().unwrap()
 }
 
+/// The names of every entry in Redis (a test may use `KEYS`; the tier never does).
+async fn entry_keys(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    redis::cmd("KEYS")
+        .arg("test:e:*")
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
 async fn ask(instance: &Instance, doc: &str, token: Option<&str>) -> Reply {
     send(&instance.app, query("/graphql", token, doc)).await
 }
@@ -378,11 +387,7 @@ async fn a_corrupt_stored_value_is_a_miss() {
     let (_world, a, b) = fleet(&server).await;
     ask(&a, FEED, None).await;
     let mut conn = server.connection().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("test:e:*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys = entry_keys(&mut conn).await;
     assert!(!keys.is_empty());
     for key in &keys {
         let value: Vec<u8> = redis::cmd("GET")
@@ -422,11 +427,7 @@ async fn a_dropped_subscription_flushes_memory_when_it_resubscribes() {
     // A purge B never hears of: the entry leaves Redis with no message, and B's
     // subscription is cut.
     let mut conn = server.connection().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("test:e:*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys = entry_keys(&mut conn).await;
     for key in keys {
         let _: () = redis::cmd("DEL")
             .arg(key)

@@ -107,6 +107,22 @@ impl CacheKey {
         Self(hasher.finalize().into())
     }
 
+    /// A key for tests: request `n` to `GET /graphql`, anonymous.
+    #[cfg(test)]
+    pub(crate) fn for_test(n: u64) -> Self {
+        let none = serde_json::Value::Null;
+        let digest = RequestDigest::new(&n.to_string(), None, &none, &none);
+        let (parts, _) = http::Request::get("/graphql")
+            .body(())
+            .unwrap_or_default()
+            .into_parts();
+        Self::new(
+            &Target::new(&parts, &[], false),
+            &digest,
+            &crate::scope::Bucket::derive(&[], None),
+        )
+    }
+
     /// The key's 32 bytes (a SHA-256 digest), for stores outside the process.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn as_bytes(&self) -> &[u8; 32] {

@@ -47,7 +47,9 @@ pub struct Revoke {
     pub(crate) kind: RevokeKind,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serialized as the shared tier stores and publishes it (feature `redis`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub(crate) enum RevokeKind {
     Token {
         jti: String,

@@ -455,24 +455,13 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::cache::key::{RequestDigest, Target};
     use crate::cache::purge::claim_tag;
-    use crate::scope::{Bucket, ClaimPath};
+    use crate::scope::ClaimPath;
 
     const MAX_BODY: usize = 1 << 20;
 
     fn key(n: u64) -> CacheKey {
-        let none = serde_json::Value::Null;
-        let digest = RequestDigest::new(&n.to_string(), None, &none, &none);
-        let (parts, _) = http::Request::get("/graphql")
-            .body(())
-            .unwrap()
-            .into_parts();
-        CacheKey::new(
-            &Target::new(&parts, &[], false),
-            &digest,
-            &Bucket::derive(&[], None),
-        )
+        CacheKey::for_test(n)
     }
 
     fn clock() -> Clock {

@@ -137,54 +137,19 @@ impl WireSelector {
 
 /// A revocation on the wire and in the `P revocations` set.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub(crate) enum WireRevoke {
-    Token {
-        jti: String,
-        exp: u64,
-    },
-    Subject {
-        sub: String,
-        iss: Option<String>,
-        before: u64,
-    },
-    Issuer {
-        iss: String,
-        kid: Option<String>,
-        before: u64,
-    },
-}
+#[serde(transparent)]
+pub(crate) struct WireRevoke(RevokeKind);
 
 impl From<&Revoke> for WireRevoke {
     fn from(revoke: &Revoke) -> Self {
-        match &revoke.kind {
-            RevokeKind::Token { jti, exp } => WireRevoke::Token {
-                jti: jti.clone(),
-                exp: *exp,
-            },
-            RevokeKind::Subject { sub, iss, before } => WireRevoke::Subject {
-                sub: sub.clone(),
-                iss: iss.clone(),
-                before: *before,
-            },
-            RevokeKind::Issuer { iss, kid, before } => WireRevoke::Issuer {
-                iss: iss.clone(),
-                kid: kid.clone(),
-                before: *before,
-            },
-        }
+        Self(revoke.kind.clone())
     }
 }
 
 impl WireRevoke {
     /// `None` unless it is a revocation `Revoke` itself would accept.
     pub(crate) fn into_revoke(self) -> Option<Revoke> {
-        let kind = match self {
-            WireRevoke::Token { jti, exp } => RevokeKind::Token { jti, exp },
-            WireRevoke::Subject { sub, iss, before } => RevokeKind::Subject { sub, iss, before },
-            WireRevoke::Issuer { iss, kid, before } => RevokeKind::Issuer { iss, kid, before },
-        };
-        let revoke = Revoke { kind };
+        let revoke = Revoke { kind: self.0 };
         revoke.check().ok().map(|()| revoke)
     }
 }
@@ -304,10 +269,10 @@ mod tests {
     fn foreign_or_invalid_messages_are_ignored() {
         assert!(Event::decode(b"hello").is_none());
         assert!(Event::decode(&vec![b'['; 100_000]).is_none());
-        let empty = WireRevoke::Token {
+        let empty = WireRevoke(RevokeKind::Token {
             jti: String::new(),
             exp: 1,
-        };
+        });
         assert!(empty.into_revoke().is_none(), "checked like the API");
     }
 }

@@ -424,22 +424,11 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::cache::key::RequestDigest;
     use crate::cache::purge::{EntryMeta, Tag, claim_tag};
-    use crate::scope::{Bucket, ClaimPath};
+    use crate::scope::ClaimPath;
 
     fn key(n: u64) -> CacheKey {
-        let none = serde_json::Value::Null;
-        let digest = RequestDigest::new(&n.to_string(), None, &none, &none);
-        let (parts, _) = http::Request::get("/graphql")
-            .body(())
-            .unwrap()
-            .into_parts();
-        CacheKey::new(
-            &crate::cache::key::Target::new(&parts, &[], false),
-            &digest,
-            &Bucket::derive(&[], None),
-        )
+        CacheKey::for_test(n)
     }
 
     fn response(body: usize, ttl: Duration) -> CachedResponse {
