@@ -105,6 +105,7 @@ impl Source {
 ///
 /// [`claim_tag`]: crate::cache::purge::claim_tag
 #[derive(Debug, Default, Clone)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) struct Probe {
     pub(crate) claims: Vec<Arc<[u8]>>,
     pub(crate) operation: Option<Arc<str>>,
