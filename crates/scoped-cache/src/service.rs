@@ -574,9 +574,9 @@ impl Shared {
             response.headers_mut(),
             Instant::now().saturating_duration_since(entry.stored_at),
         );
-        response
-            .headers_mut()
-            .insert(cache::X_CACHE_TIER, hit.source.header_value());
+        if let Some(tier) = self.store.tier_header(hit.source) {
+            response.headers_mut().insert(cache::X_CACHE_TIER, tier);
+        }
         self.labelled(
             response,
             status,

@@ -31,8 +31,9 @@ use crate::scope::Decision;
 /// revalidating failed), `MISS` or `BYPASS`.
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
-/// Response header telling which tier served a cached answer (`HIT` or `STALE`):
-/// `memory` (this process) or `redis` (the shared tier, feature `redis`).
+/// Response header telling which tier served a cached answer (`HIT` or `STALE`) when the
+/// layer has a shared tier ([`RedisTier`](crate::ScopedCacheLayerBuilder::redis), feature
+/// `redis`): `memory` (this process) or `redis`. Absent without a shared tier.
 pub const X_CACHE_TIER: HeaderName = HeaderName::from_static("x-cache-tier");
 
 /// How a response was served, as told by [`X_CACHE`].

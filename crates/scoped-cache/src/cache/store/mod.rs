@@ -193,6 +193,16 @@ pub(crate) enum Store {
 }
 
 impl Store {
+    /// The `x-cache-tier` of a hit: only with a shared tier, where it tells something (a
+    /// memory-only layer keeps its hits one header lighter).
+    pub(crate) fn tier_header(&self, source: Source) -> Option<HeaderValue> {
+        match self {
+            Store::Memory(_) => None,
+            #[cfg(feature = "redis")]
+            Store::Tiered(_) => Some(source.header_value()),
+        }
+    }
+
     /// The fleet-wide lease of a miss: with a shared tier, one instance executes a key at
     /// a time and the others wait for its entry (see [`RedisTier::lease`]).
     ///
