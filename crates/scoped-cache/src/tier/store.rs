@@ -269,7 +269,7 @@ impl Tier {
         // Taken before Redis is asked: a purge this instance hears of meanwhile keeps the
         // copy out of memory.
         let since = self.l1.epoch();
-        let entry = self.fetch(key, &probe(), None).await.0?;
+        let entry = self.fetch(key, &probe(), None).await?.0?;
         let entry = Arc::new(entry);
         self.l1.hold(
             *key,
@@ -285,6 +285,7 @@ impl Tier {
 
     /// The entry for `key` in Redis, if it is there, intact, usable, and no purge since it
     /// was written covers it; and, with `lease`, whether this call took the key's lease.
+    /// `None` when Redis did not answer.
     /// One round trip: the entry, the purge sequence, the purge records the request's
     /// operation, root fields and claim values could be named in, and the lease.
     async fn fetch(
@@ -292,7 +293,7 @@ impl Tier {
         key: &CacheKey,
         probe: &Probe,
         lease: Option<u64>,
-    ) -> (Option<CachedResponse>, bool) {
+    ) -> Option<(Option<CachedResponse>, bool)> {
         let mut pipe = redis::pipe();
         pipe.get(self.keys.entry(key))
             .get(self.keys.named("seq"))
@@ -321,7 +322,7 @@ impl Tier {
             Ok(values) => values,
             Err(err) => {
                 tracing::debug!(%err, "redis lookup failed; going on without it");
-                return (None, false);
+                return None;
             }
         };
         let mut values = values.into_iter();
@@ -348,21 +349,21 @@ impl Tier {
             .collect();
         self.observe_seq(seq);
         let Some(raw) = raw else {
-            return (None, won);
+            return Some((None, won));
         };
         if raw.len() > self.max_entry_bytes.saturating_add(METADATA_ROOM) {
             tracing::warn!(
                 bytes = raw.len(),
                 "an oversized value in redis is treated as a miss"
             );
-            return (None, won);
+            return Some((None, won));
         }
         let decoded = match codec::decode(key, &raw, self.max_entry_bytes, clock()) {
             Ok(decoded) => decoded,
             Err(err) => {
                 // Never the value or the key's request: they may be private.
                 tracing::warn!(%err, bytes = raw.len(), "an unreadable entry in redis is treated as a miss");
-                return (None, won);
+                return Some((None, won));
             }
         };
         let since = decoded.since;
@@ -382,7 +383,7 @@ impl Tier {
             || purged_by_name
             || decoded.entry.usable_until() <= Instant::now()
         {
-            return (None, won);
+            return Some((None, won));
         }
         let mut records: Vec<(Vec<u8>, u64)> = Vec::new();
         for value in values {
@@ -404,7 +405,7 @@ impl Tier {
             }
             match self.redis.fetch::<Vec<Vec<(Vec<u8>, u64)>>>(&pipe).await {
                 Ok(more) => records.extend(more.into_iter().flatten()),
-                Err(_) => return (None, won),
+                Err(_) => return None,
             }
         }
         if !records.is_empty() {
@@ -418,10 +419,10 @@ impl Tier {
                         .all(|chunk| held.iter().any(|h| h.as_slice() == chunk))
             });
             if purged {
-                return (None, won);
+                return Some((None, won));
             }
         }
-        (Some(decoded.entry), won)
+        Some((Some(decoded.entry), won))
     }
 
     fn release_later(self: &Arc<Self>, key: CacheKey, token: u64) {
@@ -865,7 +866,10 @@ impl Tier {
         let mut delay = Duration::from_millis(5);
         loop {
             let since = self.l1.epoch();
-            let (entry, won) = self.fetch(key, &probe, Some(token)).await;
+            // Redis not answering: execute now rather than spend another timeout.
+            let Some((entry, won)) = self.fetch(key, &probe, Some(token)).await else {
+                return Lease::Execute(None);
+            };
             if let Some(entry) = entry
                 && entry.freshness(Instant::now()) == Some(Freshness::Fresh)
             {
