@@ -96,7 +96,8 @@ impl ScopedCacheLayer {
     /// subject also purges the cache buckets scoped to it (see
     /// [`purge_on_revoke`](crate::ScopedCacheLayerBuilder::purge_on_revoke)). Every clone
     /// of this layer shares the revocations; they live in memory and are forgotten on
-    /// restart.
+    /// restart, unless the layer has a [Redis tier](crate::ScopedCacheLayerBuilder::redis),
+    /// which shares them with every instance and keeps them in Redis.
     ///
     /// ```
     /// # async fn demo(layer: scoped_cache::ScopedCacheLayer) -> Result<(), scoped_cache::RevokeError> {

@@ -237,8 +237,13 @@ impl Shared {
         } else {
             None
         };
-        // One execution per key across the fleet too (a no-op without a shared tier).
-        let _lease = match self.store.lease(&lookup.key, || probe(&lookup)).await {
+        // One execution per key across the fleet too (a no-op without a shared tier), for
+        // the request leading here; one whose leader stored nothing executes at once.
+        let lease = match &leader {
+            Some(_) => self.store.lease(&lookup.key, || probe(&lookup)).await,
+            None => Lease::Execute(None),
+        };
+        let _lease = match lease {
             Lease::Execute(lease) => lease,
             Lease::Filled(hit) => {
                 if let Some(leader) = leader {

@@ -58,6 +58,11 @@ impl Query {
             .map(str::to_owned)
     }
 
+    /// Always an error: its answers are never stored.
+    async fn broken(&self) -> async_graphql::Result<u64> {
+        Err("broken on purpose".into())
+    }
+
     async fn slow(&self, ms: u64) -> u64 {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         ms
@@ -586,4 +591,37 @@ async fn a_quiet_subscription_stays_up() {
     // flush B's memory.
     tokio::time::sleep(Duration::from_secs(7)).await;
     assert_eq!(tier_of(&ask(&b, FEED, None).await), "memory");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_whose_holder_stored_nothing_lets_the_others_go_at_once() {
+    let server = RedisServer::start().await;
+    let (_world, a, _b) = fleet(&server).await;
+    let reply = ask(&a, "{ renderId broken }", None).await;
+    assert!(reply.body["errors"].is_array());
+    // The holder marked its lease: waiting instances execute now instead of taking the
+    // lease one after another for its whole duration.
+    let mut conn = server.connection().await;
+    let mut marked = Vec::new();
+    for _ in 0..200 {
+        let leases: Vec<String> = redis::cmd("KEYS")
+            .arg("test:l:*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        marked = Vec::new();
+        for lease in &leases {
+            let held: Option<String> = redis::cmd("GET")
+                .arg(lease)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            marked.push(held.unwrap_or_default());
+        }
+        if marked.iter().any(|held| held == "none") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(marked, ["none"]);
 }

@@ -197,7 +197,10 @@ fn is_outage(err: &redis::RedisError) -> bool {
         // memory full, a script stuck.
         || matches!(
             err.code(),
-            Some("READONLY" | "LOADING" | "MASTERDOWN" | "OOM" | "BUSY")
+            Some(
+                "READONLY" | "LOADING" | "MASTERDOWN" | "OOM" | "BUSY" | "MISCONF" | "NOREPLICAS"
+                    | "NOPERM"
+            )
         )
 }
 

@@ -85,7 +85,7 @@ impl SharedRevocations {
 
     async fn send(&self, tier: &Tier, revoke: &Revoke, first: bool) {
         if let Err(err) = self.write(tier, revoke).await {
-            if first {
+            if first && !matches!(err, super::conn::StoreError::Open) {
                 tracing::warn!(%err, "a revocation holds on this instance only until redis answers");
             }
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);

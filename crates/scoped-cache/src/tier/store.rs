@@ -65,6 +65,14 @@ return 0";
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0";
+/// Turns a lease this instance holds into [`NOTHING_STORED`] for `ARGV[2]` ms: the key's
+/// answer is not stored, so the waiting instances execute at once instead of taking the
+/// lease one after another.
+const GIVE_UP: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], 'none', 'PX', ARGV[2]) end
+return 0";
+/// What a lease holds once its holder executed and stored nothing.
+const NOTHING_STORED: &str = "none";
 
 /// Memory in front of Redis: the response store and the revocation store of a layer with
 /// a [`RedisTier`], and the subscriber that keeps its memory in step with the fleet.
@@ -88,6 +96,8 @@ pub(crate) struct Tier {
     leases: Mutex<HashMap<CacheKey, u64>>,
     tokens: AtomicU64,
     listener: OnceLock<AbortOnDrop>,
+    /// The `run_id` of the Redis server last subscribed to.
+    run_id: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Tier {
@@ -106,6 +116,15 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// What one lookup round trip found.
+struct Fetched {
+    entry: Option<CachedResponse>,
+    /// This call took the key's lease.
+    won: bool,
+    /// The lease says its holder executed and stored nothing.
+    nothing_stored: bool,
 }
 
 /// A held fleet-wide lease (see [`LeaseGuard`]).
@@ -134,7 +153,7 @@ impl Drop for LeaseHold {
         if ours && let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let tier = Arc::clone(&self.tier);
             let (key, token) = (self.key, self.token);
-            runtime.spawn(async move { tier.release(&key, token).await });
+            runtime.spawn(async move { tier.give_up(&key, token).await });
         }
     }
 }
@@ -216,6 +235,7 @@ impl Tier {
             leases: Mutex::new(HashMap::new()),
             tokens: AtomicU64::new(hasher.hash_one(0u8)),
             listener: OnceLock::new(),
+            run_id: Mutex::new(None),
         })
     }
 
@@ -269,7 +289,7 @@ impl Tier {
         // Taken before Redis is asked: a purge this instance hears of meanwhile keeps the
         // copy out of memory.
         let since = self.l1.epoch();
-        let entry = self.fetch(key, &probe(), None).await?.0?;
+        let entry = self.fetch(key, &probe(), None).await?.entry?;
         let entry = Arc::new(entry);
         self.l1.hold(
             *key,
@@ -288,12 +308,7 @@ impl Tier {
     /// `None` when Redis did not answer.
     /// One round trip: the entry, the purge sequence, the purge records the request's
     /// operation, root fields and claim values could be named in, and the lease.
-    async fn fetch(
-        &self,
-        key: &CacheKey,
-        probe: &Probe,
-        lease: Option<u64>,
-    ) -> Option<(Option<CachedResponse>, bool)> {
+    async fn fetch(&self, key: &CacheKey, probe: &Probe, lease: Option<u64>) -> Option<Fetched> {
         let mut pipe = redis::pipe();
         pipe.get(self.keys.entry(key))
             .get(self.keys.named("seq"))
@@ -305,7 +320,8 @@ impl Tier {
                 .arg(token)
                 .arg("NX")
                 .arg("PX")
-                .arg(millis(self.lease).max(1)),
+                .arg(millis(self.lease).max(1))
+                .arg("GET"),
             None => pipe.cmd("PING"),
         };
         match &probe.operation {
@@ -332,15 +348,22 @@ impl Tier {
             .flatten();
         let seq = number(values.next());
         let all = number(values.next());
-        let won = lease.is_some()
-            && values
-                .next()
-                .and_then(|v| redis::from_redis_value::<Option<String>>(v).ok())
-                .flatten()
-                .is_some();
-        if lease.is_none() {
-            values.next();
-        }
+        // `SET NX GET` answers nil when it set the lease, else what the lease holds.
+        let (won, nothing_stored) = match (lease, values.next()) {
+            (Some(_), Some(reply)) => match redis::from_redis_value::<Option<String>>(reply) {
+                Ok(None) => (true, false),
+                Ok(Some(held)) => (false, held == NOTHING_STORED),
+                Err(_) => (false, false),
+            },
+            _ => (false, false),
+        };
+        let found = |entry| {
+            Some(Fetched {
+                entry,
+                won,
+                nothing_stored,
+            })
+        };
         let operation = number(values.next());
         let fields: Vec<u64> = values
             .by_ref()
@@ -349,21 +372,21 @@ impl Tier {
             .collect();
         self.observe_seq(seq);
         let Some(raw) = raw else {
-            return Some((None, won));
+            return found(None);
         };
         if raw.len() > self.max_entry_bytes.saturating_add(METADATA_ROOM) {
             tracing::warn!(
                 bytes = raw.len(),
                 "an oversized value in redis is treated as a miss"
             );
-            return Some((None, won));
+            return found(None);
         }
         let decoded = match codec::decode(key, &raw, self.max_entry_bytes, clock()) {
             Ok(decoded) => decoded,
             Err(err) => {
                 // Never the value or the key's request: they may be private.
                 tracing::warn!(%err, bytes = raw.len(), "an unreadable entry in redis is treated as a miss");
-                return Some((None, won));
+                return found(None);
             }
         };
         let since = decoded.since;
@@ -383,7 +406,7 @@ impl Tier {
             || purged_by_name
             || decoded.entry.usable_until() <= Instant::now()
         {
-            return Some((None, won));
+            return found(None);
         }
         let mut records: Vec<(Vec<u8>, u64)> = Vec::new();
         for value in values {
@@ -419,10 +442,10 @@ impl Tier {
                         .all(|chunk| held.iter().any(|h| h.as_slice() == chunk))
             });
             if purged {
-                return Some((None, won));
+                return found(None);
             }
         }
-        Some((Some(decoded.entry), won))
+        found(Some(decoded.entry))
     }
 
     fn release_later(self: &Arc<Self>, key: CacheKey, token: u64) {
@@ -526,10 +549,11 @@ impl Tier {
             pipe.zadd(&set, member(key), expiry).ignore();
             // Members whose entries expired go on every write: a set never outgrows the
             // entries alive.
+            // With a margin: another instance's clock may run behind this one's.
             pipe.cmd("ZREMRANGEBYSCORE")
                 .arg(&set)
                 .arg("-inf")
-                .arg(clock.unix_ms)
+                .arg(clock.unix_ms.saturating_sub(INDEX_SLACK_MS))
                 .ignore();
             pipe.cmd("PEXPIRE")
                 .arg(&set)
@@ -594,7 +618,12 @@ impl Tier {
             match tier.purge_shared(&selector).await {
                 Ok(removed) => Some(removed),
                 Err(err) => {
-                    tracing::warn!(%err, "a purge reached this instance only; it goes to redis and the other instances when redis answers");
+                    // An open breaker was logged when it opened: once per outage.
+                    if matches!(err, StoreError::Open) {
+                        tracing::debug!(%err, "a purge waits for redis");
+                    } else {
+                        tracing::warn!(%err, "a purge reached this instance only; it goes to redis and the other instances when redis answers");
+                    }
                     tier.postpone(selector);
                     None
                 }
@@ -718,6 +747,17 @@ impl Tier {
             selector: selector.into(),
         };
         self.publish(&event).await?;
+        // Memory again: a lookup between the first local purge and now may have copied a
+        // Redis entry this purge removed (this instance ignores its own message).
+        if let Err(err) = self
+            .l1
+            .purge(&Purge {
+                selector: selector.clone(),
+            })
+            .await
+        {
+            tracing::debug!(%err, "purging memory again failed");
+        }
         Ok(removed)
     }
 
@@ -778,10 +818,12 @@ impl Tier {
                 break;
             }
             let mut pipe = redis::pipe();
+            // Out of the set first: a member re-added between the two (an entry stored
+            // after the purge began) stays indexed.
+            pipe.cmd("ZREM").arg(set).arg(&batch).ignore();
             for member in &batch {
                 pipe.del(self.keys.entry_of_member(member));
             }
-            pipe.cmd("ZREM").arg(set).arg(&batch).ignore();
             let deleted: Vec<u64> = self.redis.bulk(&pipe).await?;
             removed += deleted.iter().sum::<u64>();
         }
@@ -834,6 +876,28 @@ impl Tier {
 
     /// After (re)subscribing: messages may have been missed, so memory starts over from
     /// what Redis holds.
+    /// Whether this Redis is another server than last time (a restart, a failover): it
+    /// may have come back from a snapshot or a replica without the latest purges, so
+    /// everything written before is purged. `INFO server`'s `run_id` changes on both.
+    async fn restarted(&self) -> bool {
+        let mut pipe = redis::pipe();
+        pipe.cmd("INFO").arg("server");
+        let Ok((info,)) = self.redis.fetch::<(String,)>(&pipe).await else {
+            return false;
+        };
+        let Some(run_id) = info
+            .lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_owned())
+        else {
+            return false;
+        };
+        let mut known = self.run_id.lock().unwrap_or_else(PoisonError::into_inner);
+        let changed = known.as_ref().is_some_and(|old| *old != run_id);
+        *known = Some(run_id);
+        changed
+    }
+
     pub(crate) async fn resubscribed(&self) {
         if let Err(err) = self.l1.purge(&Purge::all()).await {
             tracing::debug!(%err, "flushing memory failed");
@@ -845,6 +909,16 @@ impl Tier {
         {
             // Not a maximum: after a restart Redis's sequence may be lower than ours.
             self.seq.store(seq.unwrap_or(0), Ordering::Release);
+        }
+        if self.restarted().await {
+            tracing::warn!(
+                "redis restarted or failed over: entries written before are purged, in case purges were lost with it"
+            );
+            self.recent
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+            self.postpone(Selector::All);
         }
         self.revocations.load(self).await;
         self.replay().await;
@@ -867,7 +941,14 @@ impl Tier {
         loop {
             let since = self.l1.epoch();
             // Redis not answering: execute now rather than spend another timeout.
-            let Some((entry, won)) = self.fetch(key, &probe, Some(token)).await else {
+            let Some(Fetched {
+                entry,
+                won,
+                nothing_stored,
+            }) = self.fetch(key, &probe, Some(token)).await
+            else {
+                // The lease may have been set before the answer was lost: let it go.
+                self.release_later(*key, token);
                 return Lease::Execute(None);
             };
             if let Some(entry) = entry
@@ -901,12 +982,29 @@ impl Tier {
                     },
                 }));
             }
-            // Held elsewhere: wait a little, while Redis answers and the lease may stand.
-            if !self.redis.available() || Instant::now() + delay >= deadline {
+            // Held elsewhere: wait a little, while Redis answers and the lease may stand;
+            // not at all if its holder executed and stored nothing.
+            if nothing_stored || !self.redis.available() || Instant::now() + delay >= deadline {
                 return Lease::Execute(None);
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// The holder executed and stored nothing: tell the waiting instances so.
+    async fn give_up(&self, key: &CacheKey, token: u64) {
+        let lease_key = self.keys.lease(key);
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL")
+            .arg(GIVE_UP)
+            .arg(1)
+            .arg(&lease_key)
+            .arg(token)
+            .arg(millis(self.lease).max(1))
+            .ignore();
+        if let Err(err) = self.redis.write::<()>(&pipe).await {
+            tracing::debug!(%err, "giving a lease up failed; it runs out by itself");
         }
     }
 
