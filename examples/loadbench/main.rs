@@ -1,0 +1,180 @@
+//! The server the load harness measures (`bash scripts/bench.sh`): the forum behind the
+//! layer, a bare handler returning the exact bytes of the forum's HIT, and an instance whose
+//! memory never holds a Redis entry (every hit an L2 hit).
+//!
+//! ```text
+//! loadbench serve                # ADDR: the forum and /bare; L2_ADDR + REDIS_URL: the L2 instance
+//! loadbench tokens N             # N member tokens of distinct users, one per line (HS256)
+//! loadbench rs256-token          # one member token signed with RS256_PRIVATE_PEM
+//! ```
+//!
+//! Environment: `JWT_SECRET` (HS256, at least 32 bytes), `RS256_PRIVATE_PEM` /
+//! `RS256_PUBLIC_PEM` (paths; tokens with `iss` = `load-rs256`), `ADDR`, `L2_ADDR`,
+//! `REDIS_URL`.
+
+// The forum's own modules: the harness measures the demo, not a lookalike.
+#[path = "../forum/app.rs"]
+#[allow(dead_code)]
+mod app;
+#[path = "../forum/schema.rs"]
+#[allow(dead_code)]
+mod schema;
+
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, Request, header};
+use axum::response::Response;
+use axum::routing::post;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use scoped_cache::{RedisTier, ScopedCacheLayer, Verifier};
+use tower::ServiceExt;
+
+const RS256_ISSUER: &str = "load-rs256";
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+/// The HIT every row but (d) and (e) measures: role-scoped, the issue's query.
+pub(crate) const MEMBER_POSTS: &str = r#"{"query":"{ memberPosts { id title body author } }"}"#;
+
+fn secret() -> String {
+    std::env::var("JWT_SECRET")
+        .unwrap_or_else(|_| "load-harness-secret-of-at-least-32-bytes".into())
+}
+
+fn member_token(sub: &str) -> String {
+    app::mint(secret().as_bytes(), sub, sub, "member", DAY)
+}
+
+fn rs256_token(pem: &[u8]) -> Result<String, String> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let claims = serde_json::json!({
+        "iss": RS256_ISSUER, "aud": app::AUDIENCE, "sub": "rosa", "name": "rosa",
+        "role": "member", "iat": now, "exp": now + DAY.as_secs(),
+    });
+    let key = EncodingKey::from_rsa_pem(pem).map_err(|err| format!("RS256_PRIVATE_PEM: {err}"))?;
+    encode(&Header::new(Algorithm::RS256), &claims, &key).map_err(|err| err.to_string())
+}
+
+fn layer(redis: Option<RedisTier>) -> Result<ScopedCacheLayer, String> {
+    let mut builder = app::builder(app::hmac_verifier(secret().as_bytes()));
+    if let Ok(path) = std::env::var("RS256_PUBLIC_PEM") {
+        let pem = std::fs::read(&path).map_err(|err| format!("{path}: {err}"))?;
+        builder = builder.verifier(
+            Verifier::from_rsa_pem(Algorithm::RS256, &pem)
+                .issuer([RS256_ISSUER])
+                .audience([app::AUDIENCE]),
+        );
+    }
+    if let Some(tier) = redis {
+        builder = builder.redis(tier);
+    }
+    builder.build().map_err(|err| err.to_string())
+}
+
+/// The exact bytes and content type of the forum's member HIT, asked of `forum` itself.
+async fn hit_bytes(forum: &Router) -> Result<(Bytes, HeaderValue), String> {
+    let request = Request::post("/graphql")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", member_token("bare")),
+        )
+        .body(Body::from(MEMBER_POSTS))
+        .map_err(|err| err.to_string())?;
+    let Ok(response) = forum.clone().oneshot(request).await;
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("application/json"));
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .map_err(|err| err.to_string())?;
+    Ok((body, content_type))
+}
+
+async fn serve() -> Result<(), String> {
+    let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:18080".into());
+    let forum = app::router(schema::Forum::seeded(), layer(None)?);
+    let (bytes, content_type) = hit_bytes(&forum).await?;
+    let bare = Router::new().route(
+        "/bare",
+        post(move || {
+            let (bytes, content_type) = (bytes.clone(), content_type.clone());
+            async move {
+                let mut response = Response::new(Body::from(bytes));
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, content_type);
+                response
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|err| format!("{addr}: {err}"))?;
+    let main = axum::serve(listener, bare.merge(forum));
+
+    // Every hit an L2 hit: memory keeps a Redis entry for a nanosecond.
+    let second = match (std::env::var("L2_ADDR"), std::env::var("REDIS_URL")) {
+        (Ok(addr), Ok(url)) => {
+            let tier = RedisTier::new(url)
+                .key_prefix("loadbench:")
+                .local_ttl(Duration::from_nanos(1));
+            let l2 = app::router(schema::Forum::seeded(), layer(Some(tier))?);
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|err| format!("{addr}: {err}"))?;
+            Some(axum::serve(listener, l2))
+        }
+        _ => None,
+    };
+    let result = match second {
+        Some(second) => tokio::try_join!(main.into_future(), second.into_future()).map(|_| ()),
+        None => main.await,
+    };
+    result.map_err(|err| err.to_string())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["serve"] => serve().await,
+        ["tokens", n] => match n.parse::<usize>() {
+            Ok(n) => {
+                for user in 0..n {
+                    println!("{}", member_token(&format!("user{user}")));
+                }
+                Ok(())
+            }
+            Err(_) => Err(format!("not a count: {n}")),
+        },
+        ["member-token"] => {
+            println!("{}", member_token("mia"));
+            Ok(())
+        }
+        ["rs256-token"] => std::env::var("RS256_PRIVATE_PEM")
+            .map_err(|_| "RS256_PRIVATE_PEM is not set".to_owned())
+            .and_then(|path| std::fs::read(&path).map_err(|err| format!("{path}: {err}")))
+            .and_then(|pem| rs256_token(&pem))
+            .map(|token| println!("{token}")),
+        _ => Err("usage: loadbench serve | tokens N | member-token | rs256-token".into()),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
