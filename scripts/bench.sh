@@ -95,7 +95,8 @@ LUA
 BASE=http://127.0.0.1:$PORT
 ROWS=(a b c d e f)
 declare -A NAME URL LUA
-NAME[a]="bare axum handler, same bytes"; URL[a]=$BASE/bare; script "$WORK/a.lua" "$MEMBER_POSTS" ""
+# The same request as (b), token included: only the work behind it differs.
+NAME[a]="bare axum handler, same bytes"; URL[a]=$BASE/bare; script "$WORK/a.lua" "$MEMBER_POSTS" "$MEMBER"
 NAME[b]="HIT, HS256 member, memberPosts"; URL[b]=$BASE/graphql; script "$WORK/b.lua" "$MEMBER_POSTS" "$MEMBER"
 NAME[c]="HIT, RS256 (verified-token cache)"; URL[c]=$BASE/graphql; script "$WORK/c.lua" "$MEMBER_POSTS" "$RS256"
 NAME[d]="HIT, anonymous publicPosts"; URL[d]=$BASE/graphql; script "$WORK/d.lua" "$PUBLIC_POSTS" ""
