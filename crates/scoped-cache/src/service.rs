@@ -829,11 +829,6 @@ impl Shared {
     }
 }
 
-/// Puts the claims (recording into the request's shared read log) into the request's
-/// extensions for the handler, just before it runs; returns the log to check afterwards.
-/// The claim values of the lookup's bucket ([`claim_tag`]s, sorted): what its entry is
-/// tagged with for scope purges. `iss` is in every claim-scoped bucket, so a purge can
-/// name it too.
 /// What a shared tier checks its purge records against on this lookup.
 fn probe(lookup: &Lookup<'_>) -> Probe {
     Probe {
@@ -843,6 +838,9 @@ fn probe(lookup: &Lookup<'_>) -> Probe {
     }
 }
 
+/// The claim values of the lookup's bucket ([`claim_tag`]s, sorted): what its entry is
+/// tagged with for scope purges. `iss` is in every claim-scoped bucket, so a purge can
+/// name it too.
 fn scope_claims(lookup: &Lookup<'_>) -> Vec<Arc<[u8]>> {
     let mut claims = Vec::new();
     if let Some(raw) = lookup.claims.map(Claims::raw)
@@ -860,6 +858,8 @@ fn scope_claims(lookup: &Lookup<'_>) -> Vec<Arc<[u8]>> {
     claims
 }
 
+/// Puts the claims (recording into the request's shared read log) into the request's
+/// extensions for the handler, just before it runs; returns the log to check afterwards.
 fn hand_on(parts: &mut request::Parts, claims: Option<&Claims>) -> RequestReads {
     let reads = RequestReads::of(&mut parts.extensions);
     if let Some(claims) = claims {
