@@ -91,6 +91,7 @@ pub(crate) enum Source {
 }
 
 impl Source {
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn header_value(self) -> HeaderValue {
         HeaderValue::from_static(match self {
             Source::Memory => "memory",
@@ -197,7 +198,10 @@ impl Store {
     /// memory-only layer keeps its hits one header lighter).
     pub(crate) fn tier_header(&self, source: Source) -> Option<HeaderValue> {
         match self {
-            Store::Memory(_) => None,
+            Store::Memory(_) => {
+                let _ = source;
+                None
+            }
             #[cfg(feature = "redis")]
             Store::Tiered(_) => Some(source.header_value()),
         }
