@@ -1,0 +1,99 @@
+//! How many allocations a HIT makes, counted with a counting allocator: the request built
+//! the same way as in `hit_path`, then the layer's work and the body read. The bare
+//! handler's count is printed beside it: the difference is the layer's.
+//!
+//! `cargo bench -p scoped-cache --bench hit_allocs`
+
+mod common;
+
+use std::alloc::System;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::post;
+use common::{call, graphql, request};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
+use scoped_cache::{RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier};
+use serde_json::json;
+use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+const SECRET: &[u8] = b"benchmark-secret-that-is-32-bytes";
+const ROUNDS: usize = 10_000;
+
+fn allocations() -> usize {
+    GLOBAL.stats().allocations + GLOBAL.stats().reallocations
+}
+
+/// Allocations per request of `send`, over `ROUNDS` requests (requests built beforehand).
+fn per_request<F>(rt: &tokio::runtime::Runtime, mut send: F) -> f64
+where
+    F: FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = usize>>>,
+{
+    let before = allocations();
+    for _ in 0..ROUNDS {
+        rt.block_on(send());
+    }
+    (allocations() - before) as f64 / ROUNDS as f64
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let layer = ScopedCacheLayer::builder()
+        .verifier(
+            Verifier::hmac(Algorithm::HS256, SECRET)
+                .issuer(["bench"])
+                .audience(["bench"]),
+        )
+        .default_rule(Rule::new().max_age(Duration::from_secs(3600)))
+        .rule(Rule::root_field("Query.me").scope(Scope::claims(["sub"])))
+        .route("/graphql", RoutePolicy::cached())
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/graphql", post(graphql))
+        .with_state(common::schema())
+        .layer(layer);
+    let bare = Router::new().route("/plain", post(|| async { r#"{"data":{"me":"u1"}}"# }));
+    let now = get_current_timestamp();
+    let token = encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "u1", "iss": "bench", "aud": "bench", "iat": now, "exp": now + 86_400}),
+        &EncodingKey::from_secret(SECRET),
+    )
+    .unwrap();
+    let feed = "{ publicPosts { id title } }";
+    rt.block_on(call(&app, request("/graphql", None, feed)));
+    rt.block_on(call(&app, request("/graphql", Some(&token), "{ me }")));
+
+    // Each request is built inside the measured closure, as in `hit_path`; building one
+    // costs the same for every row, so the bare row shows it.
+    let bare_count = per_request(&rt, || {
+        let bare = bare.clone();
+        Box::pin(async move { call(&bare, request("/plain", None, "{ me }")).await })
+    });
+    let anonymous = per_request(&rt, || {
+        let app = app.clone();
+        Box::pin(async move { call(&app, request("/graphql", None, feed)).await })
+    });
+    let scoped = per_request(&rt, || {
+        let (app, token) = (app.clone(), token.clone());
+        Box::pin(async move { call(&app, request("/graphql", Some(&token), "{ me }")).await })
+    });
+    println!("| path | allocations per request | the layer's share |");
+    println!("| --- | --- | --- |");
+    println!("| bare handler (request, response, body read) | {bare_count:.1} | 0 |");
+    println!(
+        "| HIT, anonymous | {anonymous:.1} | {:.1} |",
+        anonymous - bare_count
+    );
+    println!(
+        "| HIT, HS256 token, scoped | {scoped:.1} | {:.1} |",
+        scoped - bare_count
+    );
+}
