@@ -7,20 +7,15 @@
 mod common;
 
 use std::alloc::System;
-use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
 use common::{call, graphql, request};
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
-use scoped_cache::{RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier};
-use serde_json::json;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-const SECRET: &[u8] = b"benchmark-secret-that-is-32-bytes";
 const ROUNDS: usize = 10_000;
 
 fn allocations() -> usize {
@@ -44,29 +39,13 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let layer = ScopedCacheLayer::builder()
-        .verifier(
-            Verifier::hmac(Algorithm::HS256, SECRET)
-                .issuer(["bench"])
-                .audience(["bench"]),
-        )
-        .default_rule(Rule::new().max_age(Duration::from_secs(3600)))
-        .rule(Rule::root_field("Query.me").scope(Scope::claims(["sub"])))
-        .route("/graphql", RoutePolicy::cached())
-        .build()
-        .unwrap();
+    let layer = common::builder().build().unwrap();
     let app = Router::new()
         .route("/graphql", post(graphql))
         .with_state(common::schema())
         .layer(layer);
     let bare = Router::new().route("/plain", post(|| async { r#"{"data":{"me":"u1"}}"# }));
-    let now = get_current_timestamp();
-    let token = encode(
-        &Header::new(Algorithm::HS256),
-        &json!({"sub": "u1", "iss": "bench", "aud": "bench", "iat": now, "exp": now + 86_400}),
-        &EncodingKey::from_secret(SECRET),
-    )
-    .unwrap();
+    let token = common::token("u1");
     let feed = "{ publicPosts { id title } }";
     rt.block_on(call(&app, request("/graphql", None, feed)));
     rt.block_on(call(&app, request("/graphql", Some(&token), "{ me }")));

@@ -3,8 +3,6 @@
 //!
 //! `cargo bench -p scoped-cache --bench hit_path`
 
-use std::time::Duration;
-
 mod common;
 
 use axum::Router;
@@ -12,21 +10,13 @@ use axum::routing::post;
 use common::{call, graphql, request};
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
-use scoped_cache::{Revoke, RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier};
+use scoped_cache::{Revoke, RoutePolicy};
 use serde_json::json;
 
 const SECRET: &[u8] = b"benchmark-secret-that-is-32-bytes";
 
 fn build_app(rt: &tokio::runtime::Runtime, revoked: usize) -> Router {
-    let layer = ScopedCacheLayer::builder()
-        .verifier(
-            Verifier::hmac(Algorithm::HS256, SECRET)
-                .issuer(["bench"])
-                .audience(["bench"]),
-        )
-        .default_rule(Rule::new().max_age(Duration::from_secs(3600)))
-        .rule(Rule::root_field("Query.me").scope(Scope::claims(["sub"])))
-        .route("/graphql", RoutePolicy::cached())
+    let layer = common::builder()
         .route("/nocache", RoutePolicy::verify_only())
         .route("/plain", RoutePolicy::verify_only())
         .build()

@@ -10,23 +10,9 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::post;
-use common::{call, graphql, request};
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
-use scoped_cache::{RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier};
-use serde_json::json;
+use common::{call, graphql, request, token};
 
-const SECRET: &[u8] = b"benchmark-secret-that-is-32-bytes";
 const HITS: u32 = 200_000;
-
-fn token(sub: &str) -> String {
-    let now = get_current_timestamp();
-    encode(
-        &Header::new(Algorithm::HS256),
-        &json!({"sub": sub, "iss": "bench", "aud": "bench", "iat": now, "exp": now + 86_400}),
-        &EncodingKey::from_secret(SECRET),
-    )
-    .unwrap()
-}
 
 /// Resident memory of this process, bytes.
 fn resident() -> u64 {
@@ -59,18 +45,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let layer = ScopedCacheLayer::builder()
-        .verifier(
-            Verifier::hmac(Algorithm::HS256, SECRET)
-                .issuer(["bench"])
-                .audience(["bench"]),
-        )
+    let layer = common::builder()
         .max_bytes(8 * 1024 * 1024 * 1024)
         // The token cache stays small: the growth measured is the response cache's.
         .token_cache_bytes(1024 * 1024)
-        .default_rule(Rule::new().max_age(Duration::from_secs(3600)))
-        .rule(Rule::root_field("Query.me").scope(Scope::claims(["sub"])))
-        .route("/graphql", RoutePolicy::cached())
         .build()
         .unwrap();
     let app = Router::new()

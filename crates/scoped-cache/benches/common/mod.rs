@@ -8,7 +8,10 @@ use axum::body::Body;
 use axum::extract::State;
 use http::Request;
 use http_body_util::BodyExt;
-use scoped_cache::Claims;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
+use scoped_cache::{
+    Claims, RoutePolicy, Rule, Scope, ScopedCacheLayer, ScopedCacheLayerBuilder, Verifier,
+};
 use tower::ServiceExt;
 
 #[derive(SimpleObject)]
@@ -75,4 +78,31 @@ pub(crate) async fn call(app: &Router, req: Request<Body>) -> usize {
         .unwrap()
         .to_bytes()
         .len()
+}
+
+pub(crate) const SECRET: &[u8] = b"benchmark-secret-that-is-32-bytes";
+
+/// The benchmarks' layer: HS256 (`iss` and `aud` = `bench`), an hour's max-age, `me`
+/// scoped by `sub`, `/graphql` cached.
+pub(crate) fn builder() -> ScopedCacheLayerBuilder {
+    ScopedCacheLayer::builder()
+        .verifier(
+            Verifier::hmac(Algorithm::HS256, SECRET)
+                .issuer(["bench"])
+                .audience(["bench"]),
+        )
+        .default_rule(Rule::new().max_age(std::time::Duration::from_secs(3600)))
+        .rule(Rule::root_field("Query.me").scope(Scope::claims(["sub"])))
+        .route("/graphql", RoutePolicy::cached())
+}
+
+/// An HS256 token for `sub`, valid a day.
+pub(crate) fn token(sub: &str) -> String {
+    let now = get_current_timestamp();
+    encode(
+        &Header::new(Algorithm::HS256),
+        &serde_json::json!({"sub": sub, "iss": "bench", "aud": "bench", "iat": now, "exp": now + 86_400}),
+        &EncodingKey::from_secret(SECRET),
+    )
+    .unwrap()
 }
