@@ -151,9 +151,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use http::header::{
-    ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE,
-};
+use http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
@@ -164,8 +162,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::cache::purge::Purge;
+use crate::credential::{Authorization, authorization};
 use crate::error::BuildError;
 use crate::layer::ScopedCacheLayer;
+use crate::media::is_json;
 use crate::revocation::{Revoke, RevokeError};
 
 /// The largest request body the admin routes read: 64 KiB. Larger bodies are answered with `413`.
@@ -359,7 +359,10 @@ impl IntoResponse for Refusal {
 fn authorize(token: &AdminToken, headers: &HeaderMap) -> Result<(), Refusal> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let credential = match (values.next(), values.next()) {
-        (Some(value), None) => bearer(value.as_bytes()),
+        (Some(value), None) => match authorization(value.as_bytes()) {
+            Authorization::Bearer(credential) => Some(credential),
+            Authorization::EmptyBearer | Authorization::Other => None,
+        },
         // Several `Authorization` headers: ambiguous, refused like a missing one.
         _ => None,
     };
@@ -370,33 +373,6 @@ fn authorize(token: &AdminToken, headers: &HeaderMap) -> Result<(), Refusal> {
     };
     tracing::warn!(reason, "admin request refused");
     Err(Refusal::new(StatusCode::UNAUTHORIZED, reason))
-}
-
-/// The credential of a `Bearer` authorization value (scheme case-insensitive, RFC 9110
-/// §11.1), or `None` for another scheme or an empty credential.
-fn bearer(value: &[u8]) -> Option<&[u8]> {
-    const SCHEME: &[u8] = b"bearer";
-    if value.len() <= SCHEME.len()
-        || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME)
-        || value[SCHEME.len()] != b' '
-    {
-        return None;
-    }
-    let credential = value[SCHEME.len()..].trim_ascii();
-    (!credential.is_empty()).then_some(credential)
-}
-
-/// `application/json` or `application/<something>+json`, with any parameters.
-fn is_json(headers: &HeaderMap) -> bool {
-    let Some(mime) = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<mime::Mime>().ok())
-    else {
-        return false;
-    };
-    mime.type_() == mime::APPLICATION
-        && (mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON))
 }
 
 /// Reads at most [`MAX_BODY_BYTES`]; beyond that, or on a declared length beyond it, `413`.
@@ -863,31 +839,6 @@ mod tests {
         assert!(!token.verify(b"super-secret-admin-toke"));
         assert!(!token.verify(b"super-secret-admin-tokenX"));
         assert!(!token.verify(b""));
-    }
-
-    #[test]
-    fn bearer_scheme_is_case_insensitive_and_needs_a_credential() {
-        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
-        assert_eq!(bearer(b"bEaReR   abc "), Some(&b"abc"[..]));
-        assert_eq!(bearer(b"Bearer"), None);
-        assert_eq!(bearer(b"Bearer "), None);
-        assert_eq!(bearer(b"Bearerabc"), None);
-        assert_eq!(bearer(b"Basic abc"), None);
-    }
-
-    #[test]
-    fn json_content_types() {
-        let with = |ct: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
-            is_json(&headers)
-        };
-        assert!(with("application/json"));
-        assert!(with("application/json; charset=utf-8"));
-        assert!(with("application/merge-patch+json"));
-        assert!(!with("text/plain"));
-        assert!(!with("application/x-www-form-urlencoded"));
-        assert!(!is_json(&HeaderMap::new()));
     }
 
     fn kind(body: &str) -> Result<&'static str, String> {

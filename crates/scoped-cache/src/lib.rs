@@ -121,6 +121,7 @@ mod builder;
 mod cache;
 mod canonical;
 mod claims;
+mod credential;
 mod error;
 mod future;
 pub mod graphql;

@@ -15,7 +15,7 @@
 //! The header is attacker input: at most [`MAX_MEDIA_RANGES`] ranges are read, nothing is
 //! allocated, and every step is a bounded scan of the header's bytes.
 
-use http::header::ACCEPT;
+use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue};
 
 /// The most media ranges read from a request's `Accept` headers; later ones are ignored.
@@ -203,6 +203,24 @@ fn parse_quality(value: &[u8]) -> Option<u16> {
         b"1" if thousandths == 0 => Some(1000),
         _ => None,
     }
+}
+
+/// `application/json` or `application/*+json`.
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| {
+            let essence = essence.trim();
+            essence.eq_ignore_ascii_case("application/json")
+                || essence
+                    .get(..12)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("application/"))
+                    && essence
+                        .get(essence.len().saturating_sub(5)..)
+                        .is_some_and(|s| s.eq_ignore_ascii_case("+json"))
+        })
 }
 
 #[cfg(test)]

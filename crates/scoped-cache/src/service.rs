@@ -374,8 +374,9 @@ impl Shared {
                         prepared: None,
                     });
                 }
-                let cacheable =
-                    policy.cache && parts.method == Method::POST && guard::is_json(&parts.headers);
+                let cacheable = policy.cache
+                    && parts.method == Method::POST
+                    && crate::media::is_json(&parts.headers);
                 if cacheable
                     && let Some(prepared) = self.preparer.lookup(Transport::PostJson, &bytes)
                 {

@@ -28,7 +28,7 @@ use serde::Deserialize;
 
 use crate::graphql::GRAPHQL_VALIDATION_FAILED;
 use crate::graphql::document::{expanded_selections, select_operation_type};
-use crate::media::{ResponseMedia, negotiate};
+use crate::media::{ResponseMedia, is_json, negotiate};
 use crate::rejection::{
     BAD_REQUEST, FORBIDDEN, METHOD_NOT_ALLOWED, PERSISTED_QUERY_NOT_FOUND, graphql_error,
     negotiated,
@@ -414,24 +414,6 @@ fn same_origin(origin: &[u8], parts: &request::Parts) -> bool {
     .any(|host| rest.eq_ignore_ascii_case(host))
 }
 
-/// `application/json` or `application/*+json`.
-pub(crate) fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|essence| {
-            let essence = essence.trim();
-            essence.eq_ignore_ascii_case("application/json")
-                || essence
-                    .get(..12)
-                    .is_some_and(|p| p.eq_ignore_ascii_case("application/"))
-                    && essence
-                        .get(essence.len().saturating_sub(5)..)
-                        .is_some_and(|s| s.eq_ignore_ascii_case("+json"))
-        })
-}
-
 /// The `multipart/*` content type of a request, if it is one.
 pub(crate) fn multipart_type(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -699,6 +681,8 @@ mod tests {
         assert!(is_json(&h("application/json")));
         assert!(is_json(&h("Application/JSON; charset=utf-8")));
         assert!(is_json(&h("application/graphql-response+json")));
+        assert!(is_json(&h("application/merge-patch+json")));
+        assert!(!is_json(&h("application/jsonx")));
         assert!(!is_json(&h("text/plain")));
         assert!(!is_json(&h("multipart/form-data; boundary=x")));
         assert!(!is_json(&h("application/")));

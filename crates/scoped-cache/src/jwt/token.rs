@@ -4,6 +4,7 @@
 use headers::{Cookie, HeaderMapExt};
 use http::{HeaderMap, header};
 
+use crate::credential::{Authorization, authorization};
 use crate::rejection::AuthErrorKind;
 
 /// Where tokens are looked for, and how large they may be.
@@ -33,31 +34,24 @@ impl TokenSource {
             if value.len() > self.max_bytes {
                 return Err(AuthErrorKind::HeaderTooLarge);
             }
-            let is_bearer = value
-                .as_bytes()
-                .get(..7)
-                .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer "));
-            if !is_bearer {
-                return if value.as_bytes().eq_ignore_ascii_case(b"bearer") {
-                    Err(AuthErrorKind::Malformed)
-                } else if self.ignore_other_schemes {
-                    // A proxy's `Basic` credentials are not ours to judge.
-                    Ok(None)
-                } else {
-                    // A client that sends its JWT under the wrong scheme must be told, not
-                    // silently served public data.
-                    Err(AuthErrorKind::UnsupportedScheme)
-                };
-            }
-            // The scheme is checked above, so what follows is the credential, borrowed from
-            // the request without a copy. RFC 6750 §2.1: `b64token`, which a JWT is.
-            let token =
-                value.to_str().map_err(|_| AuthErrorKind::Malformed)?[7..].trim_start_matches(' ');
-            let b64token = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b);
-            return if token.is_empty() || !token.bytes().all(b64token) {
-                Err(AuthErrorKind::Malformed)
+            let token = match authorization(value.as_bytes()) {
+                Authorization::Bearer(token) => token,
+                Authorization::EmptyBearer => return Err(AuthErrorKind::Malformed),
+                // A proxy's `Basic` credentials are not ours to judge.
+                Authorization::Other if self.ignore_other_schemes => return Ok(None),
+                // A client that sends its JWT under the wrong scheme must be told, not
+                // silently served public data.
+                Authorization::Other => return Err(AuthErrorKind::UnsupportedScheme),
+            };
+            // Borrowed from the request without a copy. RFC 6750 §2.1: `b64token`, which a
+            // JWT is (and which makes it ASCII).
+            let b64token = |b: &u8| b.is_ascii_alphanumeric() || b"-._~+/=".contains(b);
+            return if token.iter().all(b64token) {
+                std::str::from_utf8(token)
+                    .map(Some)
+                    .map_err(|_| AuthErrorKind::Malformed)
             } else {
-                Ok(Some(token))
+                Err(AuthErrorKind::Malformed)
             };
         }
         let Some(name) = &self.cookie else {
