@@ -6,7 +6,12 @@
 //! loadbench serve                # ADDR: the forum and /bare; L2_ADDR + REDIS_URL: the L2 instance
 //! loadbench tokens N             # N member tokens of distinct users, one per line (HS256)
 //! loadbench rs256-token          # one member token signed with RS256_PRIVATE_PEM
+//! loadbench profile ROW N        # N requests of row a, b, d, e or f in process, no sockets
 //! ```
+//!
+//! `profile` is for instruction counts, which unlike req/s repeat exactly from run to run:
+//! `valgrind --tool=callgrind target/release/examples/loadbench profile b 20000` (see
+//! BENCHMARKS.md).
 //!
 //! Environment: `JWT_SECRET` (HS256, at least 32 bytes), `RS256_PRIVATE_PEM` /
 //! `RS256_PUBLIC_PEM` (paths; tokens with `iss` = `load-rs256`), `ADDR`, `L2_ADDR`,
@@ -97,8 +102,8 @@ async fn hit_bytes(forum: &Router) -> Result<(Bytes, HeaderValue), String> {
     Ok((body, content_type))
 }
 
-async fn serve() -> Result<(), String> {
-    let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:18080".into());
+/// The forum and the bare handler returning the exact bytes of its member HIT.
+async fn routers() -> Result<(Router, Router), String> {
     let forum = app::router(schema::Forum::seeded(), layer(None)?);
     let (bytes, content_type) = hit_bytes(&forum).await?;
     let bare = Router::new().route(
@@ -114,6 +119,12 @@ async fn serve() -> Result<(), String> {
             }
         }),
     );
+    Ok((forum, bare))
+}
+
+async fn serve() -> Result<(), String> {
+    let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:18080".into());
+    let (forum, bare) = routers().await?;
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|err| format!("{addr}: {err}"))?;
@@ -140,6 +151,51 @@ async fn serve() -> Result<(), String> {
     result.map_err(|err| err.to_string())
 }
 
+/// `n` requests of `row` through the app in this process (one warm-up first), each body
+/// read to its end: what the server does per request, without the sockets.
+async fn profile(row: &str, n: usize) -> Result<(), String> {
+    const PUBLIC_POSTS: &str = r#"{"query":"{ publicPosts { id title body author } }"}"#;
+    const ME: &str = r#"{"query":"{ me { id name role } }"}"#;
+    let (forum, bare) = routers().await?;
+    let member = member_token("mia");
+    let users: Vec<String> = match row {
+        "e" => (0..10_000).map(|u| member_token(&format!("user{u}"))).collect(),
+        _ => Vec::new(),
+    };
+    let request = |i: usize| -> (Router, &'static str, &'static str, Option<&str>) {
+        match row {
+            "a" => (bare.clone(), "/bare", MEMBER_POSTS, Some(&member)),
+            "b" => (forum.clone(), "/graphql", MEMBER_POSTS, Some(&member)),
+            "d" => (forum.clone(), "/graphql", PUBLIC_POSTS, None),
+            "e" => (forum.clone(), "/graphql", ME, Some(&users[i % users.len()])),
+            _ => (forum.clone(), "/graphql/nocache", MEMBER_POSTS, Some(&member)),
+        }
+    };
+    if !matches!(row, "a" | "b" | "d" | "e" | "f") {
+        return Err(format!("no such row: {row} (a, b, d, e or f)"));
+    }
+    // Every bucket filled before counting starts.
+    let warm = users.len().max(1);
+    for i in 0..warm + n {
+        let (router, path, body, token) = request(i);
+        let mut builder = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = builder
+            .body(Body::from(body))
+            .map_err(|err| err.to_string())?;
+        let Ok(response) = router.oneshot(request).await;
+        if !response.status().is_success() {
+            return Err(format!("row {row}: status {}", response.status()));
+        }
+        axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .map_err(|err| err.to_string())?;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -159,6 +215,10 @@ async fn main() -> ExitCode {
             }
             Err(_) => Err(format!("not a count: {n}")),
         },
+        ["profile", row, n] => match n.parse::<usize>() {
+            Ok(n) => profile(row, n).await,
+            Err(_) => Err(format!("not a count: {n}")),
+        },
         ["member-token"] => {
             println!("{}", member_token("mia"));
             Ok(())
@@ -168,7 +228,10 @@ async fn main() -> ExitCode {
             .and_then(|path| std::fs::read(&path).map_err(|err| format!("{path}: {err}")))
             .and_then(|pem| rs256_token(&pem))
             .map(|token| println!("{token}")),
-        _ => Err("usage: loadbench serve | tokens N | member-token | rs256-token".into()),
+        _ => Err(
+            "usage: loadbench serve | tokens N | member-token | rs256-token | profile ROW N"
+                .into(),
+        ),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
