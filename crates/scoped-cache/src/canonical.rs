@@ -14,9 +14,12 @@ pub(crate) fn put_field(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// Appends the canonical JSON text of `value` (sorted object keys, no whitespace).
 pub(crate) fn put_json(out: &mut Vec<u8>, value: &Value) {
-    let mut text = Vec::new();
-    write_json(&mut text, value);
-    put_field(out, &text);
+    // Written in place behind a length filled in afterwards: no buffer of its own.
+    let at = out.len();
+    out.extend_from_slice(&[0; 8]);
+    write_json(out, value);
+    let len = (out.len() - at - 8) as u64;
+    out[at..at + 8].copy_from_slice(&len.to_le_bytes());
 }
 
 fn write_json(out: &mut Vec<u8>, value: &Value) {
@@ -29,7 +32,8 @@ fn write_json(out: &mut Vec<u8>, value: &Value) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_scalar(out, &Value::String(key.clone()));
+                // Serializing a string into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, key);
                 out.push(b':');
                 write_json(out, value);
             }
@@ -87,6 +91,15 @@ mod tests {
             &json!({"a": {"x": null, "y": [1, {"p": 2, "q": 1}]}, "b": 1}),
         );
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn put_json_is_the_length_prefixed_canonical_text() {
+        let mut out = b"before".to_vec();
+        put_json(&mut out, &json!({"b": [1, "x\"y"], "a": null}));
+        let mut expected = b"before".to_vec();
+        put_field(&mut expected, br#"{"a":null,"b":[1,"x\"y"]}"#);
+        assert_eq!(out, expected);
     }
 
     #[test]

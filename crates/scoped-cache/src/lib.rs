@@ -126,6 +126,7 @@ mod error;
 mod future;
 pub mod graphql;
 mod guard;
+mod hash;
 mod jwt;
 mod layer;
 mod media;

@@ -65,8 +65,7 @@ where
         // Take the service that was driven to readiness and leave its clone behind.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let shared = Arc::clone(&self.shared);
-        ResponseFuture::new(async move { shared.handle(req, inner).await })
+        ResponseFuture::new(Shared::handle(Arc::clone(&self.shared), req, inner))
     }
 }
 
@@ -119,9 +118,9 @@ impl Shared {
     /// The whole request, in order: route policy → token → revocation → checked and
     /// prepared request → decision and bucket → lookup → execute → store.
     async fn handle<S>(
-        self: &Arc<Self>,
+        self: Arc<Self>,
         req: Request<Body>,
-        mut inner: S,
+        inner: S,
     ) -> Result<Response, S::Error>
     where
         S: Service<Request<Body>, Response = Response> + Send + 'static,
@@ -130,12 +129,9 @@ impl Shared {
     {
         let policy = self.routes.resolve(&req);
         if !policy.verify {
-            let response = inner.call(req).await?;
-            // The entity-tags report is for this layer only, never for clients; a mutation
-            // it reports purges here too.
-            return Ok(self.invalidate(response, &[]).await);
+            return Box::pin(self.passthrough(req, inner)).await;
         }
-        let (mut parts, body) = req.into_parts();
+        let (parts, body) = req.into_parts();
         let claims = match self.authenticate(&parts).await {
             Ok(claims) => claims,
             Err(kind) => {
@@ -169,13 +165,11 @@ impl Shared {
             ..
         }) = prepared
         else {
-            return self
-                .uncached(parts, checked.body, claims.as_ref(), inner, prepared)
+            return Box::pin(self.uncached(parts, checked.body, claims.as_ref(), inner, prepared))
                 .await;
         };
         if decision.bypass || decision.max_age.is_zero() {
-            return self
-                .uncached(parts, checked.body, claims.as_ref(), inner, prepared)
+            return Box::pin(self.uncached(parts, checked.body, claims.as_ref(), inner, prepared))
                 .await;
         }
         let (decision, keep) = match self.learned.resolve(decision) {
@@ -193,18 +187,7 @@ impl Shared {
             claims: claims.as_ref(),
         };
         if keep == Some(Keep::LearnOnly) {
-            let reads = hand_on(&mut parts, lookup.claims);
-            let response = inner
-                .call(Request::from_parts(parts, Body::from(checked.body)))
-                .await?;
-            let (mut response, _) = self
-                .finish_miss(response, &lookup, reads.log(), Keep::LearnOnly)
-                .await;
-            // Its scope is not known yet: it may depend on any claim.
-            if lookup.claims.is_some() {
-                cache::control::make_private(response.headers_mut());
-            }
-            return Ok(response);
+            return Box::pin(self.learn_only(parts, checked.body, &lookup, inner)).await;
         }
 
         let asked = Asked::of(&parts);
@@ -213,10 +196,10 @@ impl Shared {
         if let Some(found) = self.store.get(&lookup.key, now, || probe(&lookup)).await {
             match found.entry.freshness(now) {
                 Some(Freshness::Fresh) => {
-                    return Ok(self.hit(&asked, &found, &lookup, CacheStatus::Hit));
+                    return Ok(self.hit(&asked, &found, &lookup, CacheStatus::Hit, now));
                 }
                 Some(Freshness::Stale) => {
-                    let response = self.hit(&asked, &found, &lookup, CacheStatus::Stale);
+                    let response = self.hit(&asked, &found, &lookup, CacheStatus::Stale, now);
                     self.revalidate(&lookup, parts, checked.body, inner, epoch);
                     return Ok(response);
                 }
@@ -224,6 +207,30 @@ impl Shared {
                 None => {}
             }
         }
+        // Everything past a hit runs in a future of its own, so a hit's request carries
+        // (and moves) only the state of the hit path.
+        Box::pin(self.miss(parts, checked.body, &lookup, &asked, fallback, inner, epoch)).await
+    }
+
+    /// Executes `lookup` once per key (here, and across the fleet with a shared tier),
+    /// stores its answer, and serves `fallback` if the execution fails within
+    /// stale-if-error.
+    #[allow(clippy::too_many_arguments)]
+    async fn miss<S>(
+        &self,
+        mut parts: request::Parts,
+        body: Bytes,
+        lookup: &Lookup<'_>,
+        asked: &Asked,
+        fallback: Option<Hit>,
+        mut inner: S,
+        epoch: Epoch,
+    ) -> Result<Response, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
         let leader = if self.coalesce {
             let waited = self.lead_or_wait(lookup.key).await;
             // The wait may have been long: a token revoked meanwhile gets nothing.
@@ -232,7 +239,9 @@ impl Shared {
             }
             match waited {
                 Ok(leader) => leader,
-                Err(hit) => return Ok(self.hit(&asked, &hit, &lookup, CacheStatus::Hit)),
+                Err(hit) => {
+                    return Ok(self.hit(asked, &hit, lookup, CacheStatus::Hit, Instant::now()));
+                }
             }
         } else {
             None
@@ -240,7 +249,7 @@ impl Shared {
         // One execution per key across the fleet too (a no-op without a shared tier), for
         // the request leading here; one whose leader stored nothing executes at once.
         let lease = match &leader {
-            Some(_) => self.store.lease(&lookup.key, || probe(&lookup)).await,
+            Some(_) => self.store.lease(&lookup.key, || probe(lookup)).await,
             None => Lease::Execute(None),
         };
         let _lease = match lease {
@@ -252,20 +261,20 @@ impl Shared {
                 if self.revoked(lookup.claims) {
                     return Ok(self.refused_revoked(&parts.headers));
                 }
-                return Ok(self.hit(&asked, &hit, &lookup, CacheStatus::Hit));
+                return Ok(self.hit(asked, &hit, lookup, CacheStatus::Hit, Instant::now()));
             }
         };
 
         let reads = hand_on(&mut parts, lookup.claims);
-        let request = Request::from_parts(parts, Body::from(checked.body));
+        let request = Request::from_parts(parts, Body::from(body));
         let response = match fallback {
             None => {
                 let response = inner.call(request).await?;
                 let (response, stored) = self
-                    .finish_miss(response, &lookup, reads.log(), Keep::Store(epoch))
+                    .finish_miss(response, lookup, reads.log(), Keep::Store(epoch))
                     .await;
                 if stored.is_ok() {
-                    not_modified_if_matching(&asked, response)
+                    not_modified_if_matching(asked, response)
                 } else {
                     response
                 }
@@ -274,7 +283,7 @@ impl Shared {
             Some(stale) => {
                 let fresh = match execute_guarded(inner, request).await {
                     Ok(response) => Some(
-                        self.finish_miss(response, &lookup, reads.log(), Keep::Store(epoch))
+                        self.finish_miss(response, lookup, reads.log(), Keep::Store(epoch))
                             .await,
                     ),
                     Err(failure) => {
@@ -283,7 +292,7 @@ impl Shared {
                     }
                 };
                 let fresh = match fresh {
-                    Some((response, Ok(()))) => Ok(not_modified_if_matching(&asked, response)),
+                    Some((response, Ok(()))) => Ok(not_modified_if_matching(asked, response)),
                     Some((response, outcome)) if !is_failure(response.status(), &outcome) => {
                         Ok(response)
                     }
@@ -293,7 +302,7 @@ impl Shared {
                     Ok(response) => response,
                     // Unless a purge removed the entry while this request executed.
                     Err(_) if self.still_stored(lookup.key, &stale).await => {
-                        self.hit(&asked, &stale, &lookup, CacheStatus::Stale)
+                        self.hit(asked, &stale, lookup, CacheStatus::Stale, Instant::now())
                     }
                     Err(Some(failed)) => failed,
                     Err(None) => graphql_error(
@@ -306,6 +315,32 @@ impl Shared {
         };
         if let Some(leader) = leader {
             leader.finish();
+        }
+        Ok(response)
+    }
+
+    /// An operation whose learned scope is not known yet: executed, never stored, and its
+    /// claim reads learned from.
+    async fn learn_only<S>(
+        &self,
+        mut parts: request::Parts,
+        body: Bytes,
+        lookup: &Lookup<'_>,
+        mut inner: S,
+    ) -> Result<Response, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response>,
+    {
+        let reads = hand_on(&mut parts, lookup.claims);
+        let response = inner
+            .call(Request::from_parts(parts, Body::from(body)))
+            .await?;
+        let (mut response, _) = self
+            .finish_miss(response, lookup, reads.log(), Keep::LearnOnly)
+            .await;
+        // Its scope is not known yet: it may depend on any claim.
+        if lookup.claims.is_some() {
+            cache::control::make_private(response.headers_mut());
         }
         Ok(response)
     }
@@ -367,8 +402,13 @@ impl Shared {
                 let bytes =
                     guard::read_body(&parts.headers, body, self.limits.request_bytes).await?;
                 if let Some(content_type) = guard::multipart_type(&parts.headers) {
-                    guard::check_multipart(content_type, bytes.clone(), &self.limits.document)
-                        .await?;
+                    // Boxed: a multipart reader's state has no place in every request's.
+                    Box::pin(guard::check_multipart(
+                        content_type,
+                        bytes.clone(),
+                        &self.limits.document,
+                    ))
+                    .await?;
                     return Ok(Checked {
                         body: bytes,
                         prepared: None,
@@ -401,6 +441,17 @@ impl Shared {
                 })
             }
         }
+    }
+
+    /// A route the layer does not verify: the request goes to the handler as it is.
+    async fn passthrough<S>(&self, req: Request<Body>, mut inner: S) -> Result<Response, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response>,
+    {
+        let response = inner.call(req).await?;
+        // The entity-tags report is for this layer only, never for clients; a mutation it
+        // reports purges here too.
+        Ok(self.invalidate(response, &[]).await)
     }
 
     /// Passes a request the cache does not store to the handler; a mutation's response
@@ -559,7 +610,14 @@ impl Shared {
     }
 
     /// Serves `entry`: the body, or `304` when the request already holds it.
-    fn hit(&self, asked: &Asked, hit: &Hit, lookup: &Lookup<'_>, status: CacheStatus) -> Response {
+    fn hit(
+        &self,
+        asked: &Asked,
+        hit: &Hit,
+        lookup: &Lookup<'_>,
+        status: CacheStatus,
+        now: Instant,
+    ) -> Response {
         let entry = &hit.entry;
         // An outer layer that stores this answer must know which claims it depends on.
         if let Some(reads) = &asked.outer_reads {
@@ -572,23 +630,16 @@ impl Shared {
             response
         } else {
             let mut response = Response::new(Body::from(entry.body.clone()));
-            *response.headers_mut() = entry.headers.clone();
-            response.headers_mut().insert(ETAG, entry.etag.clone());
+            *response.headers_mut() = cache::served_headers(&entry.headers, &entry.etag);
             response
         };
-        cache::set_age(
-            response.headers_mut(),
-            Instant::now().saturating_duration_since(entry.stored_at),
-        );
+        let headers = response.headers_mut();
+        cache::set_age(headers, now.saturating_duration_since(entry.stored_at));
         if let Some(tier) = self.store.tier_header(hit.source) {
-            response.headers_mut().insert(cache::X_CACHE_TIER, tier);
+            headers.insert(cache::X_CACHE_TIER, tier);
         }
-        self.labelled(
-            response,
-            status,
-            Some(lookup.decision),
-            lookup.claims.is_some(),
-        )
+        cache::label_hit(headers, status, lookup.decision.is_scoped(), &self.vary);
+        response
     }
 
     /// Revalidates a stale entry in the background, with the claims of the request that
@@ -732,7 +783,7 @@ impl Shared {
         let now = Instant::now();
         let expires_at = now.checked_add(lifetimes.ttl)?;
         Some(CachedResponse {
-            headers: cache::representation_headers(headers),
+            headers: cache::stored_headers(headers, lookup.decision.is_scoped()),
             // An exact-size copy: the collected body may be a slice of a larger buffer (or
             // a `Vec` with spare capacity), which the byte bound would not see.
             body: Bytes::copy_from_slice(body),

@@ -96,6 +96,20 @@ fn split(text: &str) -> Result<Vec<&str>, Malformed> {
     Ok(parts)
 }
 
+/// Whether `headers` hold what [`make_private`] writes: one `Cache-Control` whose first
+/// directive is `private`. Entries of scoped operations are stored that way, so a hit
+/// serves their header as it is instead of rewriting it on every request.
+pub(crate) fn is_private(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(CACHE_CONTROL).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => {
+            let value = value.as_bytes();
+            value == b"private" || value.starts_with(b"private, ")
+        }
+        _ => false,
+    }
+}
+
 /// Marks the response private for downstream caches while keeping every other directive
 /// the application sent (`no-store`, `no-cache`, `max-age`, ...). `public` and `s-maxage`
 /// address shared caches and are dropped.
@@ -191,5 +205,24 @@ mod tests {
         let mut empty = HeaderMap::new();
         make_private(&mut empty);
         assert_eq!(empty[CACHE_CONTROL], "private");
+    }
+
+    #[test]
+    fn what_make_private_writes_reads_as_private() {
+        for value in ["public, max-age=30", "no-cache", "private", "Private, max-age=5"] {
+            let mut h = headers(value);
+            assert!(!is_private(&h) || value == "private", "{value}");
+            make_private(&mut h);
+            assert!(is_private(&h), "{value}");
+        }
+        let mut empty = HeaderMap::new();
+        assert!(!is_private(&empty));
+        make_private(&mut empty);
+        assert!(is_private(&empty));
+        // Two headers are rewritten into one: a second one could say anything.
+        let mut two = headers("private");
+        two.append(CACHE_CONTROL, HeaderValue::from_static("public"));
+        assert!(!is_private(&two));
+        assert!(!is_private(&headers("privately")));
     }
 }

@@ -17,8 +17,8 @@ pub(crate) mod validator;
 use std::time::Duration;
 
 use http::header::{
-    ACCEPT, AGE, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LANGUAGE, CONTENT_TYPE, EXPIRES, HOST,
-    LAST_MODIFIED, SET_COOKIE, VARY,
+    ACCEPT, AGE, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LANGUAGE, CONTENT_TYPE, ETAG, EXPIRES,
+    HOST, LAST_MODIFIED, SET_COOKIE, VARY,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::Deserialize;
@@ -227,6 +227,43 @@ pub(crate) fn representation_headers(headers: &HeaderMap) -> HeaderMap {
     kept
 }
 
+/// The headers an entry is stored with: its [`representation_headers`], made private
+/// when the operation is claim-scoped, as every answer from it will be.
+pub(crate) fn stored_headers(headers: &HeaderMap, scoped: bool) -> HeaderMap {
+    let mut stored = representation_headers(headers);
+    if scoped {
+        control::make_private(&mut stored);
+    }
+    stored
+}
+
+/// The headers of a cached answer: the entry's stored headers, its ETag, and room for
+/// the labels and `Age`, so none of them makes the map grow.
+pub(crate) fn served_headers(stored: &HeaderMap, etag: &HeaderValue) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(stored.len() + 6);
+    for (name, value) in stored {
+        headers.append(name, value.clone());
+    }
+    headers.insert(ETAG, etag.clone());
+    headers
+}
+
+/// Labels a cached answer as [`label`] does. Entries are stored with their
+/// `Cache-Control` already private ([`stored_headers`]); only one that is not (stored
+/// before a scope applied to it) is rewritten.
+pub(crate) fn label_hit(
+    headers: &mut HeaderMap,
+    status: CacheStatus,
+    scoped: bool,
+    vary: &HeaderValue,
+) {
+    headers.insert(X_CACHE, status.header());
+    if scoped && !control::is_private(headers) {
+        control::make_private(headers);
+    }
+    headers.append(VARY, vary.clone());
+}
+
 /// Labels a response from a verifying route: `x-cache`, `Vary` on every header that can
 /// change it, and `Cache-Control: private` for claim-scoped operations and for any
 /// uncached answer to an authenticated caller, so a shared cache in front cannot undo
@@ -252,7 +289,20 @@ pub(crate) fn label(
 }
 
 pub(crate) fn set_age(headers: &mut HeaderMap, age: Duration) {
-    headers.insert(AGE, HeaderValue::from(age.as_secs()));
+    // An age under a minute (most hits of most entries) is a static value: no allocation.
+    const SECONDS: [&str; 60] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
+        "16", "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29",
+        "30", "31", "32", "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43",
+        "44", "45", "46", "47", "48", "49", "50", "51", "52", "53", "54", "55", "56", "57",
+        "58", "59",
+    ];
+    let seconds = age.as_secs();
+    let value = usize::try_from(seconds)
+        .ok()
+        .and_then(|s| SECONDS.get(s))
+        .map_or_else(|| HeaderValue::from(seconds), |s| HeaderValue::from_static(s));
+    headers.insert(AGE, value);
 }
 
 #[cfg(test)]
@@ -290,6 +340,15 @@ mod tests {
     }
 
     const OK: &[u8] = br#"{"data":{"me":null}}"#;
+
+    #[test]
+    fn age_is_whole_seconds_however_old() {
+        for (age, text) in [(0, "0"), (1_999, "1"), (59_999, "59"), (60_000, "60"), (86_400_000, "86400")] {
+            let mut headers = HeaderMap::new();
+            set_age(&mut headers, Duration::from_millis(age));
+            assert_eq!(headers[AGE], text, "{age} ms");
+        }
+    }
 
     #[test]
     fn response_max_age_caps_the_rule() {

@@ -7,6 +7,19 @@ use http::{HeaderMap, header};
 use crate::credential::{Authorization, authorization};
 use crate::rejection::AuthErrorKind;
 
+/// Whether every byte of `token` is one of RFC 6750's `b64token` (letters, digits and
+/// `-._~+/=`), which a JWT is. Written without branches, so the compiler can check many
+/// bytes at a time.
+pub(crate) fn is_b64token(token: &[u8]) -> bool {
+    token.iter().fold(true, |ok, &b| {
+        let letter = (b | 0x20).wrapping_sub(b'a') < 26;
+        let digit = b.wrapping_sub(b'0') < 10;
+        let other = (b == b'-') | (b == b'.') | (b == b'_') | (b == b'~');
+        let base64 = (b == b'+') | (b == b'/') | (b == b'=');
+        ok & (letter | digit | other | base64)
+    })
+}
+
 /// Where tokens are looked for, and how large they may be.
 #[derive(Debug, Clone)]
 pub(crate) struct TokenSource {
@@ -43,16 +56,12 @@ impl TokenSource {
                 // silently served public data.
                 Authorization::Other => return Err(AuthErrorKind::UnsupportedScheme),
             };
-            // Borrowed from the request without a copy. RFC 6750 §2.1: `b64token`, which a
-            // JWT is (and which makes it ASCII).
-            let b64token = |b: &u8| b.is_ascii_alphanumeric() || b"-._~+/=".contains(b);
-            return if token.iter().all(b64token) {
-                std::str::from_utf8(token)
-                    .map(Some)
-                    .map_err(|_| AuthErrorKind::Malformed)
-            } else {
-                Err(AuthErrorKind::Malformed)
-            };
+            // Borrowed from the request without a copy. Whether it is a `b64token` at all is
+            // checked by the verifier, and only for a token it has not verified before: a
+            // token found in its cache is the same bytes as one that passed.
+            return std::str::from_utf8(token)
+                .map(Some)
+                .map_err(|_| AuthErrorKind::Malformed);
         }
         let Some(name) = &self.cookie else {
             return Ok(None);
@@ -108,6 +117,16 @@ mod tests {
     }
 
     #[test]
+    fn every_byte_is_classified_as_rfc_6750_says() {
+        for b in 0..=255u8 {
+            let b64token = b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b);
+            assert_eq!(is_b64token(&[b]), b64token, "{b}");
+            assert_eq!(is_b64token(&[b'a', b, b'z']), b64token, "{b}");
+        }
+        assert!(is_b64token(b""));
+    }
+
+    #[test]
     fn bearer_scheme_is_case_insensitive() {
         for value in ["Bearer a.b.c", "bearer a.b.c", "BEARER a.b.c"] {
             let h = headers(&[("authorization", value)]);
@@ -121,14 +140,8 @@ mod tests {
     }
 
     #[test]
-    fn empty_or_non_token_credentials_are_malformed() {
-        for value in [
-            "Bearer",
-            "Bearer ",
-            "bearer   ",
-            "Bearer a.b c",
-            "Bearer a\"b",
-        ] {
+    fn empty_credentials_are_malformed() {
+        for value in ["Bearer", "Bearer ", "bearer   "] {
             let h = headers(&[("authorization", value)]);
             assert_eq!(
                 source(None).extract(&h),

@@ -8,14 +8,17 @@ use moka::Expiry;
 
 use crate::claims::Claims;
 use crate::jwt::keys::ResolvedKey;
+use crate::jwt::validation::{ClaimRules, Window};
 
 /// Entries of tokens without `exp` live at most this long.
 const NO_EXP_TTL: Duration = Duration::from_secs(5 * 60);
 
 /// One verified token. Every hit is checked again: the key that verified it must still be
 /// held (a key removed from its JWKS is dropped, and the entry dies with it), its source
-/// must not be beyond max-stale, and the claims must pass the time, issuer and audience
-/// rules as on a full verification. Only the signature check is skipped.
+/// must not be beyond max-stale, and the clock must be within the claims' `nbf` and `exp`
+/// (with the verifier's leeway). Issuer, audience and required claims were checked by
+/// the same rules when it was verified, and neither they nor the claims can change; only
+/// the signature check is skipped.
 #[derive(Debug)]
 pub(crate) struct Verified {
     pub(crate) claims: Claims,
@@ -25,13 +28,35 @@ pub(crate) struct Verified {
     /// The leeway of the verifier that verified it: a token past `exp` but within it is
     /// still valid, and is kept (and re-checked on each hit) rather than verified anew.
     pub(crate) leeway: Duration,
+    /// When its claims are valid, leeway included.
+    pub(crate) window: Window,
+}
+
+impl Verified {
+    /// `claims`, which passed `rules`, verified by `key` of verifier `issuer`.
+    pub(crate) fn new(
+        claims: Claims,
+        issuer: usize,
+        source: Option<usize>,
+        key: Weak<ResolvedKey>,
+        rules: &ClaimRules,
+    ) -> Self {
+        Self {
+            window: rules.window(claims.raw()),
+            claims,
+            issuer,
+            source,
+            key,
+            leeway: rules.leeway,
+        }
+    }
 }
 
 /// Keyed by the whole token, never by anything weaker: two tokens share an entry only if
 /// they are the same bytes.
 #[derive(Clone)]
 pub(crate) struct TokenCache {
-    entries: moka::sync::Cache<Arc<str>, Arc<Verified>>,
+    entries: moka::sync::Cache<Arc<str>, Arc<Verified>, crate::hash::Trusted>,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -83,7 +108,7 @@ impl TokenCache {
                     u32::try_from(token.len() * 2 + 256).unwrap_or(u32::MAX)
                 })
                 .expire_after(UntilExp)
-                .build(),
+                .build_with_hasher(crate::hash::Trusted::default()),
         }
     }
 

@@ -21,7 +21,39 @@ pub(crate) struct ClaimRules {
     pub(crate) required: Vec<String>,
 }
 
+/// When claims that passed [`ClaimRules::check`] stay valid by the clock:
+/// `nbf - leeway ..= exp + leeway`, an end open when its claim is absent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Window {
+    from: f64,
+    until: f64,
+}
+
+impl Window {
+    /// Whether the claims are valid at `now` (seconds since the epoch).
+    pub(crate) fn contains(&self, now: f64) -> bool {
+        self.from <= now && now <= self.until
+    }
+
+    /// Whether the claims are valid now, by the wall clock `exp` is written in.
+    pub(crate) fn contains_now(&self) -> bool {
+        self.contains(now_seconds())
+    }
+}
+
 impl ClaimRules {
+    /// The time window of `claims`, which passed [`check`](Self::check). Everything
+    /// else `check` looks at (issuer, audience, required claims, the types of `exp` and
+    /// `nbf`) cannot change, so a verified token that is seen again needs only this.
+    pub(crate) fn window(&self, claims: &Map<String, Value>) -> Window {
+        let leeway = self.leeway.as_secs_f64();
+        let date = |name| claims.get(name).and_then(numeric_date);
+        Window {
+            from: date("nbf").map_or(f64::NEG_INFINITY, |nbf| nbf - leeway),
+            until: date("exp").map_or(f64::INFINITY, |exp| exp + leeway),
+        }
+    }
+
     pub(crate) fn check(&self, claims: &Map<String, Value>) -> Result<(), AuthErrorKind> {
         self.check_at(claims, now_seconds())
     }
@@ -106,6 +138,24 @@ mod tests {
         let mut claims = ok_claims();
         claims[key] = value;
         claims
+    }
+
+    #[test]
+    fn the_window_agrees_with_the_check() {
+        let rules = rules();
+        let claims = json!({"iss": "forum-demo", "aud": "forum-api", "exp": NOW + 60.0, "nbf": NOW - 10.0});
+        let map = claims.as_object().unwrap();
+        let window = rules.window(map);
+        for offset in [-100.0, -41.0, -40.0, -39.0, 0.0, 89.0, 90.0, 91.0, 1000.0] {
+            let now = NOW + offset;
+            assert_eq!(
+                window.contains(now),
+                rules.check_at(map, now).is_ok(),
+                "{offset}"
+            );
+        }
+        let open = rules.window(json!({"sub": "u1"}).as_object().unwrap());
+        assert!(open.contains(0.0) && open.contains(f64::MAX));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::BuildError;
 use crate::claims::Claims;
 use crate::jwt::JwksSource;
 use crate::jwt::keys::ResolvedKey;
+use crate::jwt::token;
 use crate::jwt::token_cache::{TokenCache, Verified};
 use crate::jwt::validation::ClaimRules;
 use crate::rejection::AuthErrorKind;
@@ -98,6 +99,18 @@ impl TokenVerifier {
             }
             cache.remove(token);
         }
+        // RFC 6750 §2.1: a bearer credential is a `b64token`. Checked here, not when the
+        // header is read: a token found in the cache is the same bytes as one that passed.
+        if !token::is_b64token(token.as_bytes()) {
+            return Err(AuthErrorKind::Malformed);
+        }
+        // In a future of its own: it may fetch keys, and a cached token's request should
+        // not carry (and move around) that state.
+        Box::pin(self.verify_signature(token)).await
+    }
+
+    /// The full verification of a token the cache did not vouch for; caches the result.
+    async fn verify_signature(&self, token: &str) -> Result<Claims, AuthErrorKind> {
         let parsed = parse(token)?;
         let issuer_index = self.select(&parsed.claims)?;
         let issuer = &self.issuers[issuer_index];
@@ -108,13 +121,13 @@ impl TokenVerifier {
         if let Some(cache) = &self.cache {
             cache.insert(
                 token,
-                Verified {
-                    claims: claims.clone(),
-                    issuer: issuer_index,
+                Verified::new(
+                    claims.clone(),
+                    issuer_index,
                     source,
-                    key: Arc::downgrade(&key),
-                    leeway: issuer.rules.leeway,
-                },
+                    Arc::downgrade(&key),
+                    &issuer.rules,
+                ),
             );
         }
         Ok(claims.for_request())
@@ -137,7 +150,7 @@ impl TokenVerifier {
             && hit
                 .source
                 .is_none_or(|s| issuer.sources.get(s).is_some_and(JwksSource::is_usable))
-            && issuer.rules.check(hit.claims.raw()).is_ok()
+            && hit.window.contains_now()
     }
 
     /// The verifier for the token's (not yet verified) `iss`. With one verifier, it is
@@ -637,6 +650,7 @@ mod tests {
         );
     }
 
+
     #[tokio::test]
     async fn verifier_without_keys_does_not_build() {
         assert!(matches!(Verifier::new().build(), Err(BuildError::NoKeys)));
@@ -662,6 +676,22 @@ mod cache_tests {
             .issuer(["forum-demo"])
             .audience(["forum-api"]);
         TokenVerifier::new(vec![v.build().unwrap()], Some(1 << 20)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_credential_that_is_not_a_b64token_is_malformed() {
+        let verifier = cached();
+        let token = hs256_token(json!({"sub": "u1"}));
+        for bad in [format!("{token} "), format!("a b{token}"), format!("{token}\"")] {
+            assert_eq!(
+                verifier.verify(&bad).await.err(),
+                Some(AuthErrorKind::Malformed),
+                "{bad}"
+            );
+        }
+        // The cache holds only tokens that passed: a verified one is served from it.
+        assert!(verifier.verify(&token).await.is_ok());
+        assert!(verifier.verify(&token).await.is_ok());
     }
 
     #[tokio::test]
@@ -705,13 +735,13 @@ mod cache_tests {
                 .unwrap()
                 .clone(),
         );
-        let stale = Verified {
-            claims: expired,
-            issuer: 0,
-            source: None,
-            key: entry.key.clone(),
-            leeway: entry.leeway,
-        };
+        let stale = Verified::new(
+            expired,
+            0,
+            None,
+            entry.key.clone(),
+            &verifier.issuers[0].rules,
+        );
         assert!(!verifier.still_valid(&stale));
         assert!(verifier.still_valid(&entry));
     }
@@ -722,13 +752,13 @@ mod cache_tests {
         let token = hs256_token(json!({"sub": "u1"}));
         verifier.verify(&token).await.unwrap();
         let entry = verifier.cache.as_ref().unwrap().get(&token).unwrap();
-        let orphan = Verified {
-            claims: entry.claims.clone(),
-            issuer: 0,
-            source: None,
-            key: std::sync::Weak::new(),
-            leeway: entry.leeway,
-        };
+        let orphan = Verified::new(
+            entry.claims.clone(),
+            0,
+            None,
+            std::sync::Weak::new(),
+            &verifier.issuers[0].rules,
+        );
         assert!(!verifier.still_valid(&orphan));
     }
 

@@ -286,6 +286,16 @@ impl Tier {
         if !self.redis.available() {
             return None;
         }
+        // In a future of its own, so a memory hit's request does not carry a Redis call's.
+        Box::pin(self.get_remote(key, probe)).await
+    }
+
+    /// [`get`](Self::get) past memory: the entry from Redis, held in memory for
+    /// `local_ttl`.
+    async fn get_remote<F>(self: &Arc<Self>, key: &CacheKey, probe: F) -> Option<Hit>
+    where
+        F: FnOnce() -> Probe + Send,
+    {
         // Taken before Redis is asked: a purge this instance hears of meanwhile keeps the
         // copy out of memory.
         let since = self.l1.epoch();

@@ -25,7 +25,8 @@ pub(crate) use self::memory::MemoryStore;
 /// One stored response. Only 200 responses are stored, so the status is implied.
 #[derive(Debug)]
 pub(crate) struct CachedResponse {
-    /// Representation headers only (see [`representation_headers`](crate::cache::representation_headers)).
+    /// Representation headers only, `Cache-Control` already private for a scoped
+    /// operation (see [`stored_headers`](crate::cache::stored_headers)).
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
     /// Strong validator over the body and the bucket.
