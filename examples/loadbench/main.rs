@@ -26,6 +26,8 @@ mod app;
 mod schema;
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -102,9 +104,11 @@ async fn hit_bytes(forum: &Router) -> Result<(Bytes, HeaderValue), String> {
     Ok((body, content_type))
 }
 
-/// The forum and the bare handler returning the exact bytes of its member HIT.
-async fn routers() -> Result<(Router, Router), String> {
-    let forum = app::router(schema::Forum::seeded(), layer(None)?);
+/// The forum, the bare handler returning the exact bytes of its member HIT, and the
+/// forum's data (which counts executions).
+async fn routers() -> Result<(Router, Router, Arc<schema::Forum>), String> {
+    let data = schema::Forum::seeded();
+    let forum = app::router(Arc::clone(&data), layer(None)?);
     let (bytes, content_type) = hit_bytes(&forum).await?;
     let bare = Router::new().route(
         "/bare",
@@ -119,12 +123,12 @@ async fn routers() -> Result<(Router, Router), String> {
             }
         }),
     );
-    Ok((forum, bare))
+    Ok((forum, bare, data))
 }
 
 async fn serve() -> Result<(), String> {
     let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:18080".into());
-    let (forum, bare) = routers().await?;
+    let (forum, bare, _) = routers().await?;
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|err| format!("{addr}: {err}"))?;
@@ -156,10 +160,12 @@ async fn serve() -> Result<(), String> {
 async fn profile(row: &str, n: usize) -> Result<(), String> {
     const PUBLIC_POSTS: &str = r#"{"query":"{ publicPosts { id title body author } }"}"#;
     const ME: &str = r#"{"query":"{ me { id name role } }"}"#;
-    let (forum, bare) = routers().await?;
+    let (forum, bare, data) = routers().await?;
     let member = member_token("mia");
     let users: Vec<String> = match row {
-        "e" => (0..10_000).map(|u| member_token(&format!("user{u}"))).collect(),
+        "e" => (0..10_000)
+            .map(|u| member_token(&format!("user{u}")))
+            .collect(),
         _ => Vec::new(),
     };
     let request = |i: usize| -> (Router, &'static str, &'static str, Option<&str>) {
@@ -168,7 +174,12 @@ async fn profile(row: &str, n: usize) -> Result<(), String> {
             "b" => (forum.clone(), "/graphql", MEMBER_POSTS, Some(&member)),
             "d" => (forum.clone(), "/graphql", PUBLIC_POSTS, None),
             "e" => (forum.clone(), "/graphql", ME, Some(&users[i % users.len()])),
-            _ => (forum.clone(), "/graphql/nocache", MEMBER_POSTS, Some(&member)),
+            _ => (
+                forum.clone(),
+                "/graphql/nocache",
+                MEMBER_POSTS,
+                Some(&member),
+            ),
         }
     };
     if !matches!(row, "a" | "b" | "d" | "e" | "f") {
@@ -176,6 +187,7 @@ async fn profile(row: &str, n: usize) -> Result<(), String> {
     }
     // Every bucket filled before counting starts.
     let warm = users.len().max(1);
+    let mut executed = 0;
     for i in 0..warm + n {
         let (router, path, body, token) = request(i);
         let mut builder = Request::post(path).header(header::CONTENT_TYPE, "application/json");
@@ -192,7 +204,15 @@ async fn profile(row: &str, n: usize) -> Result<(), String> {
         axum::body::to_bytes(response.into_body(), 1 << 20)
             .await
             .map_err(|err| err.to_string())?;
+        if i + 1 == warm {
+            executed = data.executions.load(Ordering::Relaxed);
+        }
     }
+    // A row that is meant to be all hits says so: anything else is measuring executions.
+    eprintln!(
+        "row {row}: {n} requests, {} executions after the warm-up",
+        data.executions.load(Ordering::Relaxed) - executed
+    );
     Ok(())
 }
 
@@ -229,8 +249,7 @@ async fn main() -> ExitCode {
             .and_then(|pem| rs256_token(&pem))
             .map(|token| println!("{token}")),
         _ => Err(
-            "usage: loadbench serve | tokens N | member-token | rs256-token | profile ROW N"
-                .into(),
+            "usage: loadbench serve | tokens N | member-token | rs256-token | profile ROW N".into(),
         ),
     };
     match outcome {

@@ -66,11 +66,11 @@ impl Default for ScopedCacheLayerBuilder {
             verifiers: Vec::new(),
             coalesce: true,
             token_cache: true,
-            token_cache_bytes: 16 * 1024 * 1024,
+            token_cache_bytes: DEFAULT_TOKEN_CACHE_BYTES,
             token_cookie: None,
             ignore_other_schemes: false,
             max_token_bytes: 8 * 1024,
-            max_bytes: 64 * 1024 * 1024,
+            max_bytes: DEFAULT_MAX_BYTES,
             max_entry_bytes: 1024 * 1024,
             max_request_bytes: 1024 * 1024,
             max_nesting: DEFAULT_MAX_NESTING,
@@ -574,8 +574,14 @@ fn is_graphql_name(name: &str) -> bool {
         && bytes.all(|b| b == b'_' || b.is_ascii_alphanumeric())
 }
 
+/// The default bound of the response cache.
+pub(crate) const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// The default bound of the verified-token cache.
+pub(crate) const DEFAULT_TOKEN_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Request headers keyed by default: what applications read to build absolute URLs.
-const DEFAULT_KEY_HEADERS: [&str; 3] = ["x-forwarded-host", "x-forwarded-proto", "forwarded"];
+pub(crate) const DEFAULT_KEY_HEADERS: [&str; 3] =
+    ["x-forwarded-host", "x-forwarded-proto", "forwarded"];
 
 /// RFC 6265 cookie-name token characters.
 fn is_cookie_name_byte(b: u8) -> bool {

@@ -117,6 +117,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod admin;
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod bench_internals;
 mod builder;
 mod cache;
 mod canonical;

@@ -117,11 +117,7 @@ enum Failure {
 impl Shared {
     /// The whole request, in order: route policy → token → revocation → checked and
     /// prepared request → decision and bucket → lookup → execute → store.
-    async fn handle<S>(
-        self: Arc<Self>,
-        req: Request<Body>,
-        inner: S,
-    ) -> Result<Response, S::Error>
+    async fn handle<S>(self: Arc<Self>, req: Request<Body>, inner: S) -> Result<Response, S::Error>
     where
         S: Service<Request<Body>, Response = Response> + Send + 'static,
         S::Future: Send + 'static,

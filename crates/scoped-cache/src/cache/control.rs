@@ -209,7 +209,12 @@ mod tests {
 
     #[test]
     fn what_make_private_writes_reads_as_private() {
-        for value in ["public, max-age=30", "no-cache", "private", "Private, max-age=5"] {
+        for value in [
+            "public, max-age=30",
+            "no-cache",
+            "private",
+            "Private, max-age=5",
+        ] {
             let mut h = headers(value);
             assert!(!is_private(&h) || value == "private", "{value}");
             make_private(&mut h);

@@ -291,17 +291,19 @@ pub(crate) fn label(
 pub(crate) fn set_age(headers: &mut HeaderMap, age: Duration) {
     // An age under a minute (most hits of most entries) is a static value: no allocation.
     const SECONDS: [&str; 60] = [
-        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
-        "16", "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29",
-        "30", "31", "32", "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43",
-        "44", "45", "46", "47", "48", "49", "50", "51", "52", "53", "54", "55", "56", "57",
-        "58", "59",
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+        "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31",
+        "32", "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43", "44", "45", "46",
+        "47", "48", "49", "50", "51", "52", "53", "54", "55", "56", "57", "58", "59",
     ];
     let seconds = age.as_secs();
     let value = usize::try_from(seconds)
         .ok()
         .and_then(|s| SECONDS.get(s))
-        .map_or_else(|| HeaderValue::from(seconds), |s| HeaderValue::from_static(s));
+        .map_or_else(
+            || HeaderValue::from(seconds),
+            |s| HeaderValue::from_static(s),
+        );
     headers.insert(AGE, value);
 }
 
@@ -343,7 +345,13 @@ mod tests {
 
     #[test]
     fn age_is_whole_seconds_however_old() {
-        for (age, text) in [(0, "0"), (1_999, "1"), (59_999, "59"), (60_000, "60"), (86_400_000, "86400")] {
+        for (age, text) in [
+            (0, "0"),
+            (1_999, "1"),
+            (59_999, "59"),
+            (60_000, "60"),
+            (86_400_000, "86400"),
+        ] {
             let mut headers = HeaderMap::new();
             set_age(&mut headers, Duration::from_millis(age));
             assert_eq!(headers[AGE], text, "{age} ms");

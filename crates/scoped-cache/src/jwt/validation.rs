@@ -143,7 +143,8 @@ mod tests {
     #[test]
     fn the_window_agrees_with_the_check() {
         let rules = rules();
-        let claims = json!({"iss": "forum-demo", "aud": "forum-api", "exp": NOW + 60.0, "nbf": NOW - 10.0});
+        let claims =
+            json!({"iss": "forum-demo", "aud": "forum-api", "exp": NOW + 60.0, "nbf": NOW - 10.0});
         let map = claims.as_object().unwrap();
         let window = rules.window(map);
         for offset in [-100.0, -41.0, -40.0, -39.0, 0.0, 89.0, 90.0, 91.0, 1000.0] {

@@ -650,7 +650,6 @@ mod tests {
         );
     }
 
-
     #[tokio::test]
     async fn verifier_without_keys_does_not_build() {
         assert!(matches!(Verifier::new().build(), Err(BuildError::NoKeys)));
@@ -682,7 +681,11 @@ mod cache_tests {
     async fn a_credential_that_is_not_a_b64token_is_malformed() {
         let verifier = cached();
         let token = hs256_token(json!({"sub": "u1"}));
-        for bad in [format!("{token} "), format!("a b{token}"), format!("{token}\"")] {
+        for bad in [
+            format!("{token} "),
+            format!("a b{token}"),
+            format!("{token}\""),
+        ] {
             assert_eq!(
                 verifier.verify(&bad).await.err(),
                 Some(AuthErrorKind::Malformed),
