@@ -36,7 +36,7 @@ use axum::http::{HeaderValue, Request, header};
 use axum::response::Response;
 use axum::routing::post;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use scoped_cache::{RedisTier, ScopedCacheLayer, Verifier};
+use scoped_cache::{RedisTier, Rule, ScopedCacheLayer, ScopedCacheLayerBuilder, Verifier};
 use tower::ServiceExt;
 
 const RS256_ISSUER: &str = "load-rs256";
@@ -66,20 +66,22 @@ fn rs256_token(pem: &[u8]) -> Result<String, String> {
     encode(&Header::new(Algorithm::RS256), &claims, &key).map_err(|err| err.to_string())
 }
 
-fn layer(redis: Option<RedisTier>) -> Result<ScopedCacheLayer, String> {
-    let mut builder = app::builder(app::hmac_verifier(secret().as_bytes()));
-    if let Ok(path) = std::env::var("RS256_PUBLIC_PEM") {
-        let pem = std::fs::read(&path).map_err(|err| format!("{path}: {err}"))?;
-        builder = builder.verifier(
-            Verifier::from_rsa_pem(Algorithm::RS256, &pem)
-                .issuer([RS256_ISSUER])
-                .audience([app::AUDIENCE]),
-        );
-    }
-    if let Some(tier) = redis {
-        builder = builder.redis(tier);
-    }
-    builder.build().map_err(|err| err.to_string())
+/// The forum's layer settings, with the RS256 verifier when `RS256_PUBLIC_PEM` is set.
+fn builder() -> Result<ScopedCacheLayerBuilder, String> {
+    let builder = app::builder(app::hmac_verifier(secret().as_bytes()));
+    let Ok(path) = std::env::var("RS256_PUBLIC_PEM") else {
+        return Ok(builder);
+    };
+    let pem = std::fs::read(&path).map_err(|err| format!("{path}: {err}"))?;
+    Ok(builder.verifier(
+        Verifier::from_rsa_pem(Algorithm::RS256, &pem)
+            .issuer([RS256_ISSUER])
+            .audience([app::AUDIENCE]),
+    ))
+}
+
+fn layer() -> Result<ScopedCacheLayer, String> {
+    builder()?.build().map_err(|err| err.to_string())
 }
 
 /// The exact bytes and content type of the forum's member HIT, asked of `forum` itself.
@@ -108,7 +110,7 @@ async fn hit_bytes(forum: &Router) -> Result<(Bytes, HeaderValue), String> {
 /// forum's data (which counts executions).
 async fn routers() -> Result<(Router, Router, Arc<schema::Forum>), String> {
     let data = schema::Forum::seeded();
-    let forum = app::router(Arc::clone(&data), layer(None)?);
+    let forum = app::router(Arc::clone(&data), layer()?);
     let (bytes, content_type) = hit_bytes(&forum).await?;
     let bare = Router::new().route(
         "/bare",
@@ -137,10 +139,8 @@ async fn serve() -> Result<(), String> {
     // Every hit an L2 hit: memory keeps a Redis entry for a nanosecond.
     let second = match (std::env::var("L2_ADDR"), std::env::var("REDIS_URL")) {
         (Ok(addr), Ok(url)) => {
-            let tier = RedisTier::new(url)
-                .key_prefix("loadbench:")
-                .local_ttl(Duration::from_nanos(1));
-            let l2 = app::router(schema::Forum::seeded(), layer(Some(tier))?);
+            seed_redis(&url, &addr).await?;
+            let l2 = app::router(schema::Forum::seeded(), l2_layer(&url, true)?);
             let listener = tokio::net::TcpListener::bind(&addr)
                 .await
                 .map_err(|err| format!("{addr}: {err}"))?;
@@ -153,6 +153,55 @@ async fn serve() -> Result<(), String> {
         None => main.await,
     };
     result.map_err(|err| err.to_string())
+}
+
+/// A layer on the shared tier. An instance keeps its own misses in memory for their whole
+/// lifetime, so the L2 row's entries are written by another instance, and live an hour:
+/// the row must never meet a miss of its own. With `empty_memory`, memory keeps what it
+/// reads from Redis for a nanosecond.
+fn l2_layer(url: &str, empty_memory: bool) -> Result<ScopedCacheLayer, String> {
+    let mut tier = RedisTier::new(url).key_prefix("loadbench:");
+    if empty_memory {
+        tier = tier.local_ttl(Duration::from_nanos(1));
+    }
+    builder()?
+        .default_rule(Rule::new().max_age(Duration::from_secs(60 * 60)))
+        .redis(tier)
+        .build()
+        .map_err(|err| err.to_string())
+}
+
+/// Stores the L2 row's answer in Redis through a writer instance, and waits until an
+/// instance with an empty memory reads it from there (each try a new instance, so none
+/// answers from a miss of its own). Asked as wrk asks the instance at `host` (`Host` is
+/// part of the key).
+async fn seed_redis(url: &str, host: &str) -> Result<(), String> {
+    let member = member_token("mia");
+    let ask = |router: Router| {
+        let request = Request::post("/graphql")
+            .header(header::HOST, host)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, format!("Bearer {member}"))
+            .body(Body::from(MEMBER_POSTS));
+        async move {
+            let request = request.map_err(|err| err.to_string())?;
+            let Ok(response) = router.oneshot(request).await;
+            Ok::<_, String>(
+                response
+                    .headers()
+                    .get(scoped_cache::X_CACHE_TIER)
+                    .is_some_and(|tier| tier == "redis"),
+            )
+        }
+    };
+    ask(app::router(schema::Forum::seeded(), l2_layer(url, false)?)).await?;
+    for _ in 0..500 {
+        if ask(app::router(schema::Forum::seeded(), l2_layer(url, true)?)).await? {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err("the L2 row's entry never reached Redis".into())
 }
 
 /// `n` requests of `row` through the app in this process (one warm-up first), each body
