@@ -144,6 +144,7 @@ for round in $(seq "$ROUNDS"); do
     errors=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
     if [ -n "$errors" ]; then echo "($row) non-2xx answers: $errors" >&2; fi
     echo "$row $rps $p50 $p99" >>"$WORK/results"
+    echo "  ($row) $rps req/s" >&2
   done
 done
 
