@@ -10,7 +10,7 @@ use crate::scope::Bucket;
 
 /// Bumped whenever the key derivation changes, so old entries in a shared store are
 /// never read with a new meaning.
-const KEY_VERSION: &[u8] = b"scoped-cache/key/v3";
+const KEY_VERSION: &[u8] = b"scoped-cache/key/v2";
 
 /// The digest of one GraphQL request, independent of the caller: canonical document,
 /// operation name, canonical variables and canonical extensions (which carry an automatic
@@ -69,19 +69,25 @@ impl<'r> Target<'r> {
             .map_or(&self.parts.uri, |original| &original.0)
     }
 
-    fn feed(&self, material: &mut Material) {
+    fn feed(&self, hasher: &mut Sha256) {
         let uri = self.uri();
-        material.field(uri.authority().map_or("", |a| a.as_str()).as_bytes());
-        material.field(uri.path().as_bytes());
-        material.field(if self.query {
-            uri.query().unwrap_or("").as_bytes()
-        } else {
-            b""
-        });
-        material.header(&self.parts.headers, &HOST);
-        material.header(&self.parts.headers, &ACCEPT);
+        put(
+            hasher,
+            uri.authority().map_or("", |a| a.as_str()).as_bytes(),
+        );
+        put(hasher, uri.path().as_bytes());
+        put(
+            hasher,
+            if self.query {
+                uri.query().unwrap_or("").as_bytes()
+            } else {
+                b""
+            },
+        );
+        put_all(hasher, &self.parts.headers, &HOST);
+        put_all(hasher, &self.parts.headers, &ACCEPT);
         for name in self.key_headers {
-            material.header(&self.parts.headers, name);
+            put_all(hasher, &self.parts.headers, name);
         }
     }
 }
@@ -93,12 +99,12 @@ pub(crate) struct CacheKey([u8; 32]);
 
 impl CacheKey {
     pub(crate) fn new(target: &Target<'_>, request: &RequestDigest, bucket: &Bucket) -> Self {
-        let mut material = Material::new();
-        material.field(KEY_VERSION);
-        target.feed(&mut material);
-        material.field(&request.0);
-        material.field(bucket.as_bytes());
-        Self(material.finish())
+        let mut hasher = Sha256::new();
+        put(&mut hasher, KEY_VERSION);
+        target.feed(&mut hasher);
+        put(&mut hasher, &request.0);
+        put(&mut hasher, bucket.as_bytes());
+        Self(hasher.finalize().into())
     }
 
     /// A key for tests: request `n` to `GET /graphql`, anonymous.
@@ -124,73 +130,19 @@ impl CacheKey {
     }
 }
 
-/// A key's inputs, gathered in one buffer on the stack and hashed a buffer at a time:
-/// the few SHA-256 blocks a key needs, without a hasher call per field. Lengths are
-/// LEB128 varints (one byte below 128): prefix-free, so fields can never run together
-/// whatever their length, and short, so a typical key is two or three blocks.
-struct Material {
-    buffer: [u8; 256],
-    len: usize,
-    hasher: Sha256,
+/// Feeds `bytes` preceded by its length, so neighbouring fields can never run together.
+fn put(hasher: &mut Sha256, bytes: &[u8]) {
+    hasher.update((bytes.len() as u64).to_le_bytes());
+    hasher.update(bytes);
 }
 
-impl Material {
-    fn new() -> Self {
-        Self {
-            buffer: [0; 256],
-            len: 0,
-            hasher: Sha256::new(),
-        }
-    }
-
-    fn bytes(&mut self, bytes: &[u8]) {
-        if self.len + bytes.len() > self.buffer.len() {
-            self.flush();
-            if bytes.len() > self.buffer.len() {
-                self.hasher.update(bytes);
-                return;
-            }
-        }
-        self.buffer[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
-    }
-
-    fn flush(&mut self) {
-        self.hasher.update(&self.buffer[..self.len]);
-        self.len = 0;
-    }
-
-    fn length(&mut self, mut n: usize) {
-        let mut varint = [0u8; 10];
-        let mut i = 0;
-        while n >= 0x80 {
-            varint[i] = (n as u8) | 0x80;
-            n >>= 7;
-            i += 1;
-        }
-        varint[i] = n as u8;
-        self.bytes(&varint[..=i]);
-    }
-
-    /// `bytes` preceded by its length, so neighbouring fields can never run together.
-    fn field(&mut self, bytes: &[u8]) {
-        self.length(bytes.len());
-        self.bytes(bytes);
-    }
-
-    /// Every value of header `name` (all of them: a second `Accept` line counts too),
-    /// preceded by their count.
-    fn header(&mut self, headers: &HeaderMap, name: &HeaderName) {
-        let values = headers.get_all(name);
-        self.length(values.iter().count());
-        for value in values {
-            self.field(value.as_bytes());
-        }
-    }
-
-    fn finish(mut self) -> [u8; 32] {
-        self.flush();
-        self.hasher.finalize().into()
+/// Feeds every value of header `name` (all of them: a second `Accept` line counts too),
+/// preceded by their count.
+fn put_all(hasher: &mut Sha256, headers: &HeaderMap, name: &HeaderName) {
+    let values = headers.get_all(name);
+    hasher.update((values.iter().count() as u64).to_le_bytes());
+    for value in values {
+        put(hasher, value.as_bytes());
     }
 }
 
@@ -212,37 +164,6 @@ mod tests {
 
     fn digest(vars: serde_json::Value) -> RequestDigest {
         RequestDigest::new("query{me}", None, &vars, &serde_json::Value::Null)
-    }
-
-    fn material(fields: &[&[u8]]) -> [u8; 32] {
-        let mut material = Material::new();
-        for field in fields {
-            material.field(field);
-        }
-        material.finish()
-    }
-
-    #[test]
-    fn key_material_keeps_field_boundaries() {
-        assert_ne!(material(&[b"ab", b"c"]), material(&[b"a", b"bc"]));
-        assert_ne!(material(&[b"", b"a"]), material(&[b"a", b""]));
-        let long = vec![7u8; 1000];
-        // Either side of the one-byte varint limit.
-        assert_ne!(
-            material(&[&long[..128], &long[128..300]]),
-            material(&[&long[..127], &long[127..300]])
-        );
-    }
-
-    #[test]
-    fn key_material_is_sha_256_of_its_encoding_however_buffered() {
-        let long = vec![7u8; 1000];
-        let mut expected = vec![1, b'x', 0xE8, 0x07];
-        expected.extend_from_slice(&long);
-        expected.extend_from_slice(&[0xC8, 0x01]);
-        expected.extend_from_slice(&long[..200]);
-        let sha: [u8; 32] = Sha256::digest(&expected).into();
-        assert_eq!(material(&[b"x", &long, &long[..200]]), sha);
     }
 
     #[test]
