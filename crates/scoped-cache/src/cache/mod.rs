@@ -240,7 +240,9 @@ pub(crate) fn stored_headers(headers: &HeaderMap, scoped: bool) -> HeaderMap {
 /// The headers of a cached answer: the entry's stored headers, its ETag, and room for
 /// the labels and `Age`, so none of them makes the map grow.
 pub(crate) fn served_headers(stored: &HeaderMap, etag: &HeaderValue) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(stored.len() + 6);
+    // `with_capacity` panics past http's maximum size, and an entry can hold thousands of
+    // values of one header: an unusual entry starts small and grows instead.
+    let mut headers = HeaderMap::try_with_capacity(stored.len() + 6).unwrap_or_default();
     for (name, value) in stored {
         headers.append(name, value.clone());
     }

@@ -73,7 +73,7 @@ impl Stored {
 /// therefore checks the entry's instants against `tokio::time::Instant`, and moka's expiry
 /// only reclaims memory.
 pub(crate) struct MemoryStore {
-    entries: moka::sync::Cache<CacheKey, Arc<Stored>, crate::hash::Trusted>,
+    entries: moka::sync::Cache<CacheKey, Arc<Stored>>,
     index: Arc<Mutex<Index>>,
     /// Held for reading while an entry is checked against recent purges and stored, and
     /// for writing while a purge is recorded and its candidates taken from the index: an
@@ -274,7 +274,7 @@ impl MemoryStore {
                             .remove(&key, &value);
                     },
                 )
-                .build_with_hasher(crate::hash::Trusted::default()),
+                .build(),
             index,
             purges: RwLock::new(RecentPurges::default()),
             ids: AtomicU64::new(0),
