@@ -6,12 +6,14 @@
 //! loadbench serve                # ADDR: the forum and /bare; L2_ADDR + REDIS_URL: the L2 instance
 //! loadbench tokens N             # N member tokens of distinct users, one per line (HS256)
 //! loadbench rs256-token          # one member token signed with RS256_PRIVATE_PEM
+//! loadbench member-token         # one member token (HS256)
 //! loadbench profile ROW N        # N requests of row a, b, d, e or f in process, no sockets
 //! ```
 //!
-//! `profile` is for instruction counts, which unlike req/s repeat exactly from run to run:
-//! `valgrind --tool=callgrind target/release/examples/loadbench profile b 20000` (see
-//! BENCHMARKS.md).
+//! `profile` prints the wall time per request after the warm-up (one request, or one per
+//! user for row e), and how many executed. It is also what `perf` and
+//! `valgrind --tool=callgrind target/release/examples/loadbench profile b 10000` run (see
+//! BENCHMARKS.md): instruction counts repeat exactly from run to run.
 //!
 //! Environment: `JWT_SECRET` (HS256, at least 32 bytes), `RS256_PRIVATE_PEM` /
 //! `RS256_PUBLIC_PEM` (paths; tokens with `iss` = `load-rs256`), `ADDR`, `L2_ADDR`,
@@ -237,6 +239,7 @@ async fn profile(row: &str, n: usize) -> Result<(), String> {
     // Every bucket filled before counting starts.
     let warm = users.len().max(1);
     let mut executed = 0;
+    let mut started = std::time::Instant::now();
     for i in 0..warm + n {
         let (router, path, body, token) = request(i);
         let mut builder = Request::post(path).header(header::CONTENT_TYPE, "application/json");
@@ -255,11 +258,13 @@ async fn profile(row: &str, n: usize) -> Result<(), String> {
             .map_err(|err| err.to_string())?;
         if i + 1 == warm {
             executed = data.executions.load(Ordering::Relaxed);
+            started = std::time::Instant::now();
         }
     }
+    let per_request = started.elapsed().as_secs_f64() * 1e6 / n.max(1) as f64;
     // A row that is meant to be all hits says so: anything else is measuring executions.
     eprintln!(
-        "row {row}: {n} requests, {} executions after the warm-up",
+        "row {row}: {n} requests, {per_request:.2} µs each (wall), {} executions after the warm-up",
         data.executions.load(Ordering::Relaxed) - executed
     );
     Ok(())
@@ -298,7 +303,7 @@ async fn main() -> ExitCode {
             .and_then(|pem| rs256_token(&pem))
             .map(|token| println!("{token}")),
         _ => Err(
-            "usage: loadbench serve | tokens N | member-token | rs256-token | profile ROW N".into(),
+            "usage: loadbench serve | tokens N | member-token | rs256-token | profile ROW N (ROW: a, b, d, e or f)".into(),
         ),
     };
     match outcome {
