@@ -84,9 +84,13 @@ struct Instance {
 
 fn tier(url: &str) -> RedisTier {
     // A long L1 life: a test passes only if the fleet's messages, not L1 expiry, make it.
+    // A long fetch time-out: on a loaded machine a lookup can take longer than the default
+    // 150 ms, and a lookup that gives up is a miss the instance then keeps in its own memory,
+    // which is not what these tests are about.
     RedisTier::new(url)
         .key_prefix("test:")
         .local_ttl(Duration::from_secs(60))
+        .fetch_timeout(Duration::from_secs(2))
         .cool_down(Duration::from_millis(200))
 }
 
