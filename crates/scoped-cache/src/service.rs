@@ -634,8 +634,12 @@ impl Shared {
         if let Some(tier) = self.store.tier_header(hit.source) {
             headers.insert(cache::X_CACHE_TIER, tier);
         }
-        cache::label_hit(headers, status, lookup.decision.is_scoped(), &self.vary);
-        response
+        self.labelled(
+            response,
+            status,
+            Some(lookup.decision),
+            lookup.claims.is_some(),
+        )
     }
 
     /// Revalidates a stale entry in the background, with the claims of the request that

@@ -96,24 +96,36 @@ fn split(text: &str) -> Result<Vec<&str>, Malformed> {
     Ok(parts)
 }
 
-/// Whether `headers` hold what [`make_private`] writes: one `Cache-Control` whose first
-/// directive is `private`. Entries of scoped operations are stored that way, so a hit
-/// serves their header as it is instead of rewriting it on every request.
-pub(crate) fn is_private(headers: &HeaderMap) -> bool {
+/// Whether `headers` hold what [`make_private`] writes, so there is nothing to rewrite:
+/// one `Cache-Control` whose first directive is `private` and that names no other
+/// `private`, `public` or `s-maxage` (looked for anywhere, case-insensitively: a false
+/// alarm only takes the rewriting path). Entries of scoped operations are stored that
+/// way, so their hits pass here.
+fn is_private(headers: &HeaderMap) -> bool {
     let mut values = headers.get_all(CACHE_CONTROL).iter();
-    match (values.next(), values.next()) {
-        (Some(value), None) => {
-            let value = value.as_bytes();
-            value == b"private" || value.starts_with(b"private, ")
-        }
-        _ => false,
-    }
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let Some(rest) = value.as_bytes().strip_prefix(b"private") else {
+        return false;
+    };
+    let names = |needle: &[u8]| {
+        rest.windows(needle.len())
+            .any(|window| window.eq_ignore_ascii_case(needle))
+    };
+    (rest.is_empty() || rest.starts_with(b", "))
+        && !names(b"private")
+        && !names(b"public")
+        && !names(b"s-maxage")
 }
 
 /// Marks the response private for downstream caches while keeping every other directive
 /// the application sent (`no-store`, `no-cache`, `max-age`, ...). `public` and `s-maxage`
 /// address shared caches and are dropped.
 pub(crate) fn make_private(headers: &mut HeaderMap) {
+    if is_private(headers) {
+        return;
+    }
     let mut kept = vec!["private".to_owned()];
     for value in headers.get_all(CACHE_CONTROL) {
         let Ok(text) = value.to_str() else { continue };
@@ -228,6 +240,20 @@ mod tests {
         let mut two = headers("private");
         two.append(CACHE_CONTROL, HeaderValue::from_static("public"));
         assert!(!is_private(&two));
-        assert!(!is_private(&headers("privately")));
+        make_private(&mut two);
+        assert_eq!(two[CACHE_CONTROL], "private");
+        assert_eq!(two.get_all(CACHE_CONTROL).iter().count(), 1);
+        // Private first, but still addressing shared caches: rewritten.
+        for value in [
+            "privately",
+            "private, public",
+            "private, max-age=5, S-MaxAge=60",
+            "private, private",
+        ] {
+            assert!(!is_private(&headers(value)), "{value}");
+        }
+        let mut mixed = headers("private, max-age=5, S-MaxAge=60");
+        make_private(&mut mixed);
+        assert_eq!(mixed[CACHE_CONTROL], "private, max-age=5");
     }
 }

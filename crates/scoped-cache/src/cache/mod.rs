@@ -250,22 +250,6 @@ pub(crate) fn served_headers(stored: &HeaderMap, etag: &HeaderValue) -> HeaderMa
     headers
 }
 
-/// Labels a cached answer as [`label`] does. Entries are stored with their
-/// `Cache-Control` already private ([`stored_headers`]); only one that is not (stored
-/// before a scope applied to it) is rewritten.
-pub(crate) fn label_hit(
-    headers: &mut HeaderMap,
-    status: CacheStatus,
-    scoped: bool,
-    vary: &HeaderValue,
-) {
-    headers.insert(X_CACHE, status.header());
-    if scoped && !control::is_private(headers) {
-        control::make_private(headers);
-    }
-    headers.append(VARY, vary.clone());
-}
-
 /// Labels a response from a verifying route: `x-cache`, `Vary` on every header that can
 /// change it, and `Cache-Control: private` for claim-scoped operations and for any
 /// uncached answer to an authenticated caller, so a shared cache in front cannot undo
