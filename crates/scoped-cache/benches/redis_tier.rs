@@ -322,7 +322,7 @@ async fn run() {
         ),
     ] {
         let started = Instant::now();
-        let removed = purger.purge(&purge).await.unwrap();
+        let removed = purger.purge(&purge).await.unwrap().removed;
         println!(
             "| {name} | {:.2} ms | {removed} |",
             started.elapsed().as_secs_f64() * 1e3

@@ -56,10 +56,20 @@
 //! ```text
 //! curl -X POST localhost:8000/admin/purge -H "authorization: Bearer $ADMIN_TOKEN" \
 //!   -H 'content-type: application/json' -d '{"types":["Post"]}'
-//! {"purged":3}
+//! {"purged":3,"shared":true}
 //! curl -X POST localhost:8000/admin/revoke -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -d '{"sub":"alice","issued_before":1800000000}'
-//! {"revoked":true}
+//! {"revoked":true,"shared":true}
 //! ```
+//!
+//! # Shared or not yet
+//!
+//! `"shared":true` (status `200`) means the change is fleet-wide: without a Redis tier
+//! always; with one, Redis recorded it, and every instance applies it within
+//! [`max_lag`](crate::RedisTier::max_lag). `"shared":false` comes with status **`202`**:
+//! Redis did not record it in time (down, full of another's data, slower than the insert
+//! timeout). It already holds on this instance, which serves nothing from Redis until
+//! Redis has it and retries every second; the other instances may still serve what it
+//! removed, or take the token, until then. Retrying the same request is safe.
 //!
 //! # `POST /purge`
 //!
@@ -74,7 +84,8 @@
 //! | `{"scope":{"sub":"alice","org.id":7}}` | entries whose bucket holds every one of these claim values (compared as JSON) | [`Purge::scope`] |
 //! | `{"all":true}` | everything | [`Purge::all`] |
 //!
-//! The answer is `200` with `{"purged":N}`, the number of entries removed. Type and
+//! The answer is `{"purged":N,"shared":..}`, `N` the entries removed (see above for
+//! `shared` and the status). Type and
 //! entity tags exist only when the schema has the [`EntityTags`](crate::graphql::EntityTags)
 //! extension ([`ScopedCacheLayer::entity_tags`]). Without it, `tags` and `types` purges
 //! find nothing and answer `{"purged":0}`.
@@ -282,8 +293,19 @@ async fn purge(State(admin): State<Admin>, request: Request) -> Result<Response,
         .purge(&purge.purge)
         .await
         .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    tracing::info!(selector = purge.kind, purged, "admin purge");
-    Ok(respond(StatusCode::OK, &Purged { purged }))
+    tracing::info!(
+        selector = purge.kind,
+        purged = purged.removed,
+        shared = purged.fleet_wide,
+        "admin purge"
+    );
+    Ok(respond(
+        sharing_status(purged.fleet_wide),
+        &PurgedBody {
+            purged: purged.removed,
+            shared: purged.fleet_wide,
+        },
+    ))
 }
 
 async fn revoke(State(admin): State<Admin>, request: Request) -> Result<Response, Refusal> {
@@ -294,9 +316,20 @@ async fn revoke(State(admin): State<Admin>, request: Request) -> Result<Response
     // session.
     let kind = revoke.kind;
     match admin.layer.revoke(&revoke.revoke).await {
-        Ok(()) => {
-            tracing::info!(kind, narrowed = revoke.narrowed, "admin revoke");
-            Ok(respond(StatusCode::OK, &Revoked { revoked: true }))
+        Ok(revoked) => {
+            tracing::info!(
+                kind,
+                narrowed = revoke.narrowed,
+                shared = revoked.fleet_wide,
+                "admin revoke"
+            );
+            Ok(respond(
+                sharing_status(revoked.fleet_wide),
+                &RevokedBody {
+                    revoked: true,
+                    shared: revoked.fleet_wide,
+                },
+            ))
         }
         Err(e @ RevokeError::Full(_)) => {
             tracing::warn!(kind, "admin revoke refused: the revocation store is full");
@@ -766,13 +799,24 @@ fn json_type(value: &Value) -> &'static str {
 }
 
 #[derive(Serialize)]
-struct Purged {
+struct PurgedBody {
     purged: u64,
+    shared: bool,
 }
 
 #[derive(Serialize)]
-struct Revoked {
+struct RevokedBody {
     revoked: bool,
+    shared: bool,
+}
+
+/// `200` for a fleet-wide change, `202` for one that holds here and waits for Redis.
+fn sharing_status(fleet_wide: bool) -> StatusCode {
+    if fleet_wide {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    }
 }
 
 #[derive(Serialize)]

@@ -8,14 +8,16 @@ use tower::Layer;
 use crate::builder::ScopedCacheLayerBuilder;
 use crate::cache::inflight::InFlight;
 use crate::cache::invalidate::Invalidations;
-use crate::cache::purge::{Purge, PurgeError};
+use crate::cache::purge::{Purge, PurgeError, Purged};
 use crate::cache::request::Preparer;
 use crate::cache::store::{CacheStats, ResponseStore, Store};
 use crate::graphql::EntityTags;
 use crate::guard::DocumentLimits;
 use crate::jwt::TokenVerifier;
 use crate::jwt::token::TokenSource;
-use crate::revocation::{RevocationStore, Revocations, Revoke, RevokeError, RevokeKind, UnixClock};
+use crate::revocation::{
+    RevocationStore, Revocations, Revoke, RevokeError, RevokeKind, Revoked, UnixClock,
+};
 use crate::route::Routes;
 use crate::scope::RuleSet;
 use crate::scope::learned::LearnedScopes;
@@ -70,23 +72,28 @@ impl ScopedCacheLayer {
         ScopedCacheLayerBuilder::default()
     }
 
-    /// Removes every cached entry `purge` selects, from every clone of this layer; returns
-    /// how many were removed. An execution that was running when the purge happened does
+    /// Removes every cached entry `purge` selects, from every clone of this layer (and,
+    /// with a [Redis tier](crate::ScopedCacheLayerBuilder::redis), from every instance);
+    /// says how many were removed and whether the purge is fleet-wide yet (see
+    /// [`Purged::fleet_wide`]). An execution that was running when the purge happened does
     /// not store what it read if the purge would have removed it.
     ///
     /// ```
     /// # async fn demo(layer: scoped_cache::ScopedCacheLayer) -> Result<(), scoped_cache::PurgeError> {
     /// use scoped_cache::Purge;
     ///
-    /// let removed = layer.purge(&Purge::entity("Post", "42")).await?;
+    /// let purged = layer.purge(&Purge::entity("Post", "42")).await?;
+    /// if !purged.fleet_wide {
+    ///     // Redis did not record it in time: it holds here, and is retried every second.
+    /// }
     /// let alices = layer.purge(&Purge::scope([("sub", "alice")])?).await?;
-    /// # let _ = (removed, alices); Ok(()) }
+    /// # let _ = (purged.removed, alices); Ok(()) }
     /// ```
     ///
     /// # Errors
     ///
     /// [`PurgeError`] when the purge selects nothing by construction (an empty list).
-    pub async fn purge(&self, purge: &Purge) -> Result<u64, PurgeError> {
+    pub async fn purge(&self, purge: &Purge) -> Result<Purged, PurgeError> {
         self.shared.store.purge(purge).await
     }
 
@@ -97,7 +104,8 @@ impl ScopedCacheLayer {
     /// [`purge_on_revoke`](crate::ScopedCacheLayerBuilder::purge_on_revoke)). Every clone
     /// of this layer shares the revocations; they live in memory and are forgotten on
     /// restart, unless the layer has a [Redis tier](crate::ScopedCacheLayerBuilder::redis),
-    /// which shares them with every instance and keeps them in Redis.
+    /// which shares them with every instance and keeps them in Redis; then
+    /// [`Revoked::fleet_wide`] says whether Redis recorded it.
     ///
     /// ```
     /// # async fn demo(layer: scoped_cache::ScopedCacheLayer) -> Result<(), scoped_cache::RevokeError> {
@@ -106,17 +114,18 @@ impl ScopedCacheLayer {
     ///
     /// // alice's role changed: her tokens issued until now stop working, her next one
     /// // (with the new role) works and lands in the new role's bucket.
-    /// layer.revoke(&Revoke::subject("alice", SystemTime::now())).await?;
+    /// let revoked = layer.revoke(&Revoke::subject("alice", SystemTime::now())).await?;
+    /// # let _ = revoked.fleet_wide;
     /// # Ok(()) }
     /// ```
     ///
     /// # Errors
     ///
     /// [`RevokeError`]: an empty name, or a full store (nothing is recorded then).
-    pub async fn revoke(&self, revoke: &Revoke) -> Result<(), RevokeError> {
+    pub async fn revoke(&self, revoke: &Revoke) -> Result<Revoked, RevokeError> {
         let shared = &self.shared;
         shared.revocations.revoke(revoke, shared.clock.now())?;
-        shared.revocations.share(revoke).await;
+        let mut fleet_wide = shared.revocations.share(revoke).await;
         if shared.purge_on_revoke
             && let RevokeKind::Subject { sub, iss, .. } = &revoke.kind
         {
@@ -126,11 +135,18 @@ impl ScopedCacheLayer {
             }
             let purge = Purge::scope(claims).map_err(|_| RevokeError::Empty("sub"))?;
             match shared.store.purge(&purge).await {
-                Ok(removed) => tracing::info!(removed, "a revoked subject's buckets were purged"),
+                Ok(purged) => {
+                    fleet_wide &= purged.fleet_wide;
+                    tracing::info!(
+                        removed = purged.removed,
+                        fleet_wide = purged.fleet_wide,
+                        "a revoked subject's buckets were purged"
+                    );
+                }
                 Err(err) => tracing::warn!(%err, "purging a revoked subject's buckets failed"),
             }
         }
-        Ok(())
+        Ok(Revoked { fleet_wide })
     }
 
     /// How many entries the response cache holds, and their weight against

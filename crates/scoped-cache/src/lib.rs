@@ -145,9 +145,9 @@ pub(crate) mod test_helpers;
 mod tier;
 
 pub use self::builder::ScopedCacheLayerBuilder;
-pub use self::cache::purge::{Purge, PurgeError};
+pub use self::cache::purge::{Purge, PurgeError, Purged};
 pub use self::cache::store::CacheStats;
-pub use self::cache::{X_CACHE, X_CACHE_TIER};
+pub use self::cache::{X_CACHE, X_CACHE_INVALIDATION, X_CACHE_TIER};
 pub use self::claims::Claims;
 pub use self::error::BuildError;
 pub use self::future::ResponseFuture;
@@ -157,7 +157,7 @@ pub use self::rejection::{
     AUTH_UNAVAILABLE, AuthError, AuthErrorKind, BAD_REQUEST, FORBIDDEN, METHOD_NOT_ALLOWED,
     PERSISTED_QUERY_NOT_FOUND, UNAUTHENTICATED,
 };
-pub use self::revocation::{MAX_NAME_BYTES, Revoke, RevokeError};
+pub use self::revocation::{MAX_NAME_BYTES, Revoke, RevokeError, Revoked};
 pub use self::route::RoutePolicy;
 pub use self::scope::{ClaimPath, Rule, Scope};
 pub use self::service::ScopedCache;

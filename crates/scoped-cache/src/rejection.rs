@@ -83,6 +83,10 @@ pub enum AuthErrorKind {
     KeysUnavailable,
     /// The token was revoked (see [`Revoke`](crate::Revoke)): the client needs a new one.
     Revoked,
+    /// Revocations cannot be known: this instance of a fleet sharing them through Redis
+    /// has been cut off from it for longer than its
+    /// [`max_lag`](crate::RedisTier::max_lag). The token may be fine; retry later.
+    RevocationsUnavailable,
 }
 
 impl AuthError {
@@ -101,7 +105,9 @@ impl AuthError {
         match self.kind {
             AuthErrorKind::DuplicateHeader => StatusCode::BAD_REQUEST,
             AuthErrorKind::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            AuthErrorKind::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AuthErrorKind::KeysUnavailable | AuthErrorKind::RevocationsUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             _ => StatusCode::UNAUTHORIZED,
         }
     }
@@ -110,7 +116,9 @@ impl AuthError {
     pub fn code(&self) -> &'static str {
         match self.kind {
             AuthErrorKind::DuplicateHeader | AuthErrorKind::HeaderTooLarge => BAD_REQUEST,
-            AuthErrorKind::KeysUnavailable => AUTH_UNAVAILABLE,
+            AuthErrorKind::KeysUnavailable | AuthErrorKind::RevocationsUnavailable => {
+                AUTH_UNAVAILABLE
+            }
             _ => UNAUTHENTICATED,
         }
     }
@@ -135,6 +143,7 @@ impl fmt::Display for AuthError {
             AuthErrorKind::UnknownKey => "token signed by an unknown key",
             AuthErrorKind::KeysUnavailable => "signing keys unavailable, retry later",
             AuthErrorKind::Revoked => "token revoked",
+            AuthErrorKind::RevocationsUnavailable => "revocations unavailable, retry later",
         })
     }
 }

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, ETAG, VARY};
-use http::{Method, Request, StatusCode, request};
+use http::{HeaderValue, Method, Request, StatusCode, request};
 use http_body_util::{BodyExt, Limited};
 use tokio::time::Instant;
 use tower::Service;
@@ -29,7 +29,6 @@ use crate::guard::{self, GetRequest, JsonBody, Refusal};
 use crate::layer::Shared;
 use crate::rejection::{AuthError, AuthErrorKind, graphql_error, negotiated};
 use crate::report::ExecutionReport;
-use crate::revocation::RevocationStore;
 use crate::scope::learned::Resolved;
 use crate::scope::{Bucket, ClaimPath, Decision};
 
@@ -149,8 +148,8 @@ impl Shared {
         };
         // After the body is read (a revoked token must not trickle one in and run), before
         // any cached answer is looked up.
-        if self.revoked(claims.as_ref()) {
-            return Ok(self.refused_revoked(&parts.headers));
+        if let Some(refusal) = self.revoked(claims.as_ref()) {
+            return Ok(self.refused_revoked(refusal, &parts.headers));
         }
         let prepared = checked.prepared.as_deref();
         let Some(Prepared::Operation {
@@ -230,8 +229,8 @@ impl Shared {
         let leader = if self.coalesce {
             let waited = self.lead_or_wait(lookup.key).await;
             // The wait may have been long: a token revoked meanwhile gets nothing.
-            if self.revoked(lookup.claims) {
-                return Ok(self.refused_revoked(&parts.headers));
+            if let Some(refusal) = self.revoked(lookup.claims) {
+                return Ok(self.refused_revoked(refusal, &parts.headers));
             }
             match waited {
                 Ok(leader) => leader,
@@ -248,14 +247,20 @@ impl Shared {
             Some(_) => self.store.lease(&lookup.key, || probe(lookup)).await,
             None => Lease::Execute(None),
         };
+        // The fleet's lease may have been waited on too: whatever it ended with (an
+        // entry, a holder that stored nothing, a time-out), a token revoked meanwhile gets
+        // nothing.
+        if let Some(refusal) = self.revoked(lookup.claims) {
+            if let Some(leader) = leader {
+                leader.finish();
+            }
+            return Ok(self.refused_revoked(refusal, &parts.headers));
+        }
         let _lease = match lease {
             Lease::Execute(lease) => lease,
             Lease::Filled(hit) => {
                 if let Some(leader) = leader {
                     leader.finish();
-                }
-                if self.revoked(lookup.claims) {
-                    return Ok(self.refused_revoked(&parts.headers));
                 }
                 return Ok(self.hit(asked, &hit, lookup, CacheStatus::Hit, Instant::now()));
             }
@@ -297,7 +302,7 @@ impl Shared {
                 match fresh {
                     Ok(response) => response,
                     // Unless a purge removed the entry while this request executed.
-                    Err(_) if self.still_stored(lookup.key, &stale).await => {
+                    Err(_) if self.store.still_valid(&stale.entry, epoch) => {
                         self.hit(asked, &stale, lookup, CacheStatus::Stale, Instant::now())
                     }
                     Err(Some(failed)) => failed,
@@ -527,20 +532,25 @@ impl Shared {
         } else {
             Vec::new()
         };
+        let mut fleet_wide = None;
         for purge in self.invalidations.purges(&ran, Some(&mutated)) {
             match self.store.purge(&purge).await {
-                Ok(removed) => tracing::debug!(removed, "a mutation purged entries"),
+                Ok(purged) => {
+                    tracing::debug!(removed = purged.removed, "a mutation purged entries");
+                    fleet_wide = Some(fleet_wide.unwrap_or(true) && purged.fleet_wide);
+                }
                 Err(err) => tracing::warn!(%err, "a mutation's purge failed"),
             }
         }
+        if let Some(fleet_wide) = fleet_wide
+            && self.store.is_shared()
+        {
+            response.headers_mut().insert(
+                cache::X_CACHE_INVALIDATION,
+                HeaderValue::from_static(if fleet_wide { "fleet-wide" } else { "pending" }),
+            );
+        }
         response
-    }
-
-    /// Whether `entry` is still the one stored under `key` (no purge removed it).
-    async fn still_stored(&self, key: CacheKey, stale: &Hit) -> bool {
-        self.store
-            .get_local(&key, Instant::now())
-            .is_some_and(|current| Arc::ptr_eq(&current, &stale.entry))
     }
 
     /// Whether `response` is a clean `200` GraphQL result, reading its body when it is
@@ -666,6 +676,11 @@ impl Shared {
         parts.extensions.remove::<RequestReads>();
         tokio::spawn(async move {
             let lookup = owned.as_lookup();
+            // A token revoked since the stale hit does not get its bucket refreshed.
+            if shared.revoked(lookup.claims).is_some() {
+                leader.finish();
+                return;
+            }
             let reads = hand_on(&mut parts, lookup.claims);
             let request = Request::from_parts(parts, Body::from(body));
             // The execution has its own time limit; this one also bounds reading its body.
@@ -838,12 +853,14 @@ impl Shared {
         }
     }
 
-    fn revoked(&self, claims: Option<&Claims>) -> bool {
-        claims.is_some_and(|claims| self.revocations.is_revoked(claims, &self.clock))
+    /// Why a request with `claims` is refused for revocation, if it is: revoked, or
+    /// revocations unknown (a shared tier cut off from Redis).
+    fn revoked(&self, claims: Option<&Claims>) -> Option<AuthErrorKind> {
+        self.revocations.refusal(claims?, &self.clock)
     }
 
-    fn refused_revoked(&self, headers: &http::HeaderMap) -> Response {
-        let refusal = AuthError::new(AuthErrorKind::Revoked).into_response();
+    fn refused_revoked(&self, kind: AuthErrorKind, headers: &http::HeaderMap) -> Response {
+        let refusal = AuthError::new(kind).into_response();
         self.refused(negotiated(refusal, headers))
     }
 

@@ -5,196 +5,18 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_graphql::{Context, EmptySubscription, ID, Object, Schema, SimpleObject};
-use axum::Router;
 use http::StatusCode;
-use scoped_cache::graphql::GraphQL;
-use scoped_cache::{
-    Purge, RedisTier, Revoke, RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier,
-};
+use scoped_cache::{Purge, Revoke};
 use tokio::time::Instant;
 
+use common::fleet::{
+    FEED, ME, World, ask, entry_keys, fleet, instance, render, tier, tier_of, until,
+};
+use common::member;
 use common::redis_server::RedisServer;
-use common::{AUDIENCE, ISSUER, Reply, SECRET, member, query, send};
-
-#[derive(Clone, SimpleObject)]
-struct Post {
-    id: ID,
-    title: String,
-}
-
-/// The "database" both instances read.
-#[derive(Default)]
-struct World {
-    renders: AtomicU64,
-}
-
-struct Query;
-
-#[Object]
-impl Query {
-    /// A new number per execution: equal numbers mean one execution served both.
-    async fn render_id(&self, ctx: &Context<'_>) -> u64 {
-        ctx.data_unchecked::<Arc<World>>()
-            .renders
-            .fetch_add(1, Ordering::SeqCst)
-            + 1
-    }
-
-    async fn posts(&self) -> Vec<Post> {
-        vec![Post {
-            id: ID("1".into()),
-            title: "hello".into(),
-        }]
-    }
-
-    async fn me(&self, ctx: &Context<'_>) -> Option<String> {
-        ctx.data_opt::<scoped_cache::Claims>()?
-            .subject()
-            .map(str::to_owned)
-    }
-
-    /// Always an error: its answers are never stored.
-    async fn broken(&self) -> async_graphql::Result<u64> {
-        Err("broken on purpose".into())
-    }
-
-    async fn slow(&self, ms: u64) -> u64 {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        ms
-    }
-}
-
-struct Mutation;
-
-#[Object]
-impl Mutation {
-    async fn touch(&self) -> bool {
-        true
-    }
-}
-
-struct Instance {
-    app: Router,
-    layer: ScopedCacheLayer,
-}
-
-fn tier(url: &str) -> RedisTier {
-    // A long L1 life: a test passes only if the fleet's messages, not L1 expiry, make it.
-    // A long fetch time-out: on a loaded machine a lookup can take longer than the default
-    // 150 ms, and a lookup that gives up is a miss the instance then keeps in its own memory,
-    // which is not what these tests are about.
-    RedisTier::new(url)
-        .key_prefix("test:")
-        .local_ttl(Duration::from_secs(60))
-        .fetch_timeout(Duration::from_secs(2))
-        .cool_down(Duration::from_millis(200))
-}
-
-fn instance(world: &Arc<World>, tier: RedisTier) -> Instance {
-    let layer = ScopedCacheLayer::builder()
-        .verifier(
-            Verifier::hmac(scoped_cache::Algorithm::HS256, SECRET)
-                .issuer([ISSUER])
-                .audience([AUDIENCE]),
-        )
-        .default_rule(Rule::new().max_age(Duration::from_secs(60)))
-        .rule(Rule::root_field("Query.me").scope(Scope::claims(["sub"])))
-        .route("/graphql", RoutePolicy::cached())
-        .redis(tier)
-        .build()
-        .unwrap();
-    let schema = Schema::build(Query, Mutation, EmptySubscription)
-        .data(Arc::clone(world))
-        .extension(layer.entity_tags())
-        .finish();
-    let app = Router::new()
-        .route_service("/graphql", GraphQL::new(schema))
-        .layer(layer.clone());
-    Instance { app, layer }
-}
-
-const FEED: &str = "query Feed { posts { id title } renderId }";
-const ME: &str = "{ me renderId }";
-
-fn tier_of(reply: &Reply) -> &str {
-    reply
-        .headers
-        .get("x-cache-tier")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-}
-
-fn render(reply: &Reply) -> u64 {
-    reply.body["data"]["renderId"].as_u64().unwrap()
-}
-
-/// The names of every entry in Redis (a test may use `KEYS`; the tier never does).
-async fn entry_keys(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
-    redis::cmd("KEYS")
-        .arg("test:e:*")
-        .query_async(conn)
-        .await
-        .unwrap()
-}
-
-async fn ask(instance: &Instance, doc: &str, token: Option<&str>) -> Reply {
-    send(&instance.app, query("/graphql", token, doc)).await
-}
-
-/// Asks until `done` holds or `within` passes (the fleet's messages are asynchronous);
-/// returns the last reply.
-async fn until(
-    instance: &Instance,
-    doc: &str,
-    token: Option<&str>,
-    within: Duration,
-    done: impl Fn(&Reply) -> bool,
-) -> Reply {
-    let deadline = Instant::now() + within;
-    loop {
-        let reply = ask(instance, doc, token).await;
-        if done(&reply) || Instant::now() >= deadline {
-            return reply;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Two instances over one Redis, each subscribed.
-async fn fleet(server: &RedisServer) -> (Arc<World>, Instance, Instance) {
-    let world = Arc::new(World::default());
-    let a = instance(&world, tier(&server.url()));
-    let b = instance(&world, tier(&server.url()));
-    // Both subscribed to the events channel (and so past their first memory flush).
-    let mut conn = server.connection().await;
-    for _ in 0..500 {
-        let (_, subscribers): (String, u64) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg("test:events")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if subscribers >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let probe = until(&a, "{ posts { id } }", None, Duration::from_secs(5), |_| {
-        true
-    })
-    .await;
-    assert_eq!(probe.status, StatusCode::OK);
-    let seen = until(&b, "{ posts { id } }", None, Duration::from_secs(5), |r| {
-        tier_of(r) == "redis"
-    })
-    .await;
-    assert_eq!(tier_of(&seen), "redis", "B reads what A wrote");
-    (world, a, b)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miss_on_one_instance_is_a_redis_hit_on_the_other() {
@@ -360,15 +182,17 @@ async fn redis_dying_and_coming_back_is_nobody_elses_trouble() {
 
     server.kill();
     for round in 0..5 {
-        // What A holds in memory keeps serving; new questions execute.
+        // What A holds in memory keeps serving for `max_lag` (5 s); new questions
+        // execute.
         let held = ask(&a, FEED, None).await;
         assert_eq!((held.status, held.x_cache()), (StatusCode::OK, "HIT"));
         assert_eq!(render(&held), render(&cached));
         let fresh = ask(&b, &format!("{{ renderId slow(ms: {round}) }}"), None).await;
         assert_eq!(fresh.status, StatusCode::OK, "{:?}", fresh.body);
         assert!(fresh.body["errors"].is_null());
-        // A purge still works here (and waits for Redis to reach the rest).
-        assert!(b.layer.purge(&Purge::tags(["Nothing"])).await.is_ok());
+        // A purge still works here, and says it waits for Redis to reach the rest.
+        let purged = b.layer.purge(&Purge::tags(["Nothing"])).await.unwrap();
+        assert!(!purged.fleet_wide);
     }
 
     server.restart().await;
@@ -422,7 +246,7 @@ async fn a_corrupt_stored_value_is_a_miss() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dropped_subscription_flushes_memory_when_it_resubscribes() {
+async fn a_change_whose_message_is_lost_still_reaches_the_other_instance() {
     let server = RedisServer::start().await;
     let (_world, a, b) = fleet(&server).await;
     let stored = ask(&a, FEED, None).await;
@@ -432,17 +256,8 @@ async fn a_dropped_subscription_flushes_memory_when_it_resubscribes() {
     .await;
     assert_eq!(tier_of(&ask(&b, FEED, None).await), "memory");
 
-    // A purge B never hears of: the entry leaves Redis with no message, and B's
-    // subscription is cut.
+    // Every subscription is cut while the purge is published: its message is lost.
     let mut conn = server.connection().await;
-    let keys = entry_keys(&mut conn).await;
-    for key in keys {
-        let _: () = redis::cmd("DEL")
-            .arg(key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
     let _: () = redis::cmd("CLIENT")
         .arg("KILL")
         .arg("TYPE")
@@ -450,7 +265,15 @@ async fn a_dropped_subscription_flushes_memory_when_it_resubscribes() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    // B resubscribes and starts over: its 60-second copy is gone.
+    assert!(
+        a.layer
+            .purge(&Purge::entity("Post", "1"))
+            .await
+            .unwrap()
+            .fleet_wide
+    );
+    // B reads the journal (on its next tick, or when it resubscribes): its 60-second
+    // copy goes.
     let after = until(&b, FEED, None, Duration::from_secs(3), |r| {
         r.x_cache() == "MISS"
     })
@@ -476,25 +299,46 @@ async fn concurrent_misses_on_two_instances_execute_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_layer_serves_when_redis_is_unreachable_at_start() {
+async fn a_layer_cut_off_from_the_start_executes_and_refuses_tokens() {
     let down = RedisServer::start().await;
     let url = down.url();
     drop(down);
     let world = Arc::new(World::default());
     let lonely = instance(&world, tier(&url));
-    let first = ask(&lonely, FEED, None).await;
-    assert_eq!((first.status, first.x_cache()), (StatusCode::OK, "MISS"));
-    let second = ask(&lonely, FEED, None).await;
-    assert_eq!((second.x_cache(), tier_of(&second)), ("HIT", "memory"));
-    // Minted before the revocation: one minted in a later second is a new token.
+    // It serves: anonymous requests execute, and nothing is cached (a purge elsewhere
+    // could cover it, and this instance could not hear of it).
+    for _ in 0..2 {
+        let reply = ask(&lonely, FEED, None).await;
+        assert_eq!((reply.status, reply.x_cache()), (StatusCode::OK, "MISS"));
+    }
+    // It cannot know what the fleet revoked: a token gets 503, and a revocation holds
+    // here without being fleet-wide.
     let alice = member("alice");
+    let unknown = ask(&lonely, ME, Some(&alice)).await;
+    assert_eq!(unknown.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(unknown.code(), "AUTH_UNAVAILABLE");
     let revoked = lonely
         .layer
         .revoke(&Revoke::subject("alice", std::time::SystemTime::now()))
-        .await;
-    assert!(revoked.is_ok(), "held here until Redis answers");
-    let refused = ask(&lonely, ME, Some(&alice)).await;
-    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+        .await
+        .unwrap();
+    assert!(!revoked.fleet_wide, "held here until Redis answers");
+
+    // Told to take tokens when cut off, it still refuses the ones it revoked itself.
+    let lenient = instance(&world, tier(&url).accept_tokens_when_cut_off(true));
+    lenient
+        .layer
+        .revoke(&Revoke::subject("alice", std::time::SystemTime::now()))
+        .await
+        .unwrap();
+    assert_eq!(
+        ask(&lenient, ME, Some(&alice)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        ask(&lenient, ME, Some(&member("bob"))).await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -563,7 +407,7 @@ async fn a_redis_that_lost_its_data_never_brings_purged_answers_back() {
     .await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if a.layer.purge(&Purge::all()).await.unwrap() > 0 || Instant::now() > deadline {
+        if a.layer.purge(&Purge::all()).await.unwrap().removed > 0 || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -345,7 +345,9 @@ async fn revoked_jti_is_kept_until_exp_plus_leeway_then_forgotten() {
         .revoke(&Revoke::token_unix("short", exp))
         .await
         .unwrap();
-    let full = |result: Result<(), RevokeError>| matches!(result, Err(RevokeError::Full(1)));
+    let full = |result: Result<scoped_cache::Revoked, RevokeError>| {
+        matches!(result, Err(RevokeError::Full(1)))
+    };
     assert!(full(layer.revoke(&Revoke::token_unix("next", exp)).await));
     assert_revoked(&me(&app, &session).await);
 

@@ -36,6 +36,12 @@ pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 /// `redis`): `memory` (this process) or `redis`. Absent without a shared tier.
 pub const X_CACHE_TIER: HeaderName = HeaderName::from_static("x-cache-tier");
 
+/// Response header on a mutation's answer whose invalidation purged something, with a
+/// shared tier: `fleet-wide` when Redis recorded every purge it made, `pending` when one
+/// holds on this instance only until Redis records it (see
+/// [`Purged::fleet_wide`](crate::Purged::fleet_wide)). Absent otherwise.
+pub const X_CACHE_INVALIDATION: HeaderName = HeaderName::from_static("x-cache-invalidation");
+
 /// How a response was served, as told by [`X_CACHE`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CacheStatus {

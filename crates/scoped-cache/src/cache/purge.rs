@@ -46,6 +46,22 @@ pub enum PurgeError {
     Empty(&'static str),
 }
 
+/// What a purge did, from [`ScopedCacheLayer::purge`](crate::ScopedCacheLayer::purge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Purged {
+    /// Entries removed here and, with a Redis tier, from Redis (scope, operation and
+    /// "everything" purges in Redis are not counted: their entries go when next read).
+    pub removed: u64,
+    /// Whether the purge is fleet-wide: without a Redis tier always (every clone of the
+    /// layer shares one store); with one, whether Redis recorded it within
+    /// [`insert_timeout`](crate::RedisTier::insert_timeout). When `false`, it holds on
+    /// this instance, this instance serves nothing from Redis until Redis has it, and it
+    /// is retried every second until Redis records it; the other instances may serve
+    /// what it removed until then.
+    pub fleet_wide: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Selector {
     /// Entries tagged with any of these: a type (`Post`) or an entity (`Post:42`).

@@ -214,6 +214,43 @@ impl MemoryRevocations {
         }
     }
 
+    /// Every revocation held and not yet forgotten at `now`, with when it can be
+    /// forgotten: what a shared tier writes back when Redis lost them. A `jti`'s `exp` is
+    /// recovered from when it is forgotten (the leeway and a second before).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn export(&self, now: u64) -> Vec<(Revoke, u64)> {
+        let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
+        let mut held = Vec::with_capacity(tables.len);
+        for slot in tables.tokens.table.iter().filter(|s| s.forget_at > now) {
+            let exp = slot.forget_at.saturating_sub(self.leeway + 1);
+            held.push((
+                Revoke::token_unix(tables.tokens.text(slot), exp),
+                slot.forget_at,
+            ));
+        }
+        for (subject, rules) in &tables.subjects {
+            for rule in rules.iter().filter(|r| r.forget_at > now) {
+                let kind = RevokeKind::Subject {
+                    sub: subject.to_string(),
+                    iss: rule.narrowed_to.as_deref().map(str::to_owned),
+                    before: rule.before,
+                };
+                held.push((Revoke { kind }, rule.forget_at));
+            }
+        }
+        for (issuer, rules) in &tables.issuers {
+            for rule in rules.iter().filter(|r| r.forget_at > now) {
+                let kind = RevokeKind::Issuer {
+                    iss: issuer.to_string(),
+                    kid: rule.narrowed_to.as_deref().map(str::to_owned),
+                    before: rule.before,
+                };
+                held.push((Revoke { kind }, rule.forget_at));
+            }
+        }
+        held
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.tables
@@ -578,6 +615,33 @@ mod tests {
             tables.tokens.arena.len()
         );
         assert_eq!(tables.tokens.dead, 0);
+    }
+
+    #[test]
+    fn what_is_held_can_be_exported_and_held_again_elsewhere() {
+        let here = store();
+        here.revoke(&Revoke::token_unix("t1", NOW + DAY), NOW)
+            .unwrap();
+        here.revoke(&Revoke::subject_unix("alice", NOW).of_issuer("idp"), NOW)
+            .unwrap();
+        here.revoke(&Revoke::issuer_unix("idp", NOW).key_id("k1"), NOW)
+            .unwrap();
+        let exported = here.export(NOW);
+        assert_eq!(exported.len(), 3);
+        let there = store();
+        for (revoke, forget_at) in &exported {
+            assert_eq!(*forget_at, here.forget_at(revoke, NOW), "{revoke:?}");
+            there.revoke(revoke, NOW).unwrap();
+        }
+        let sorted = |mut held: Vec<(Revoke, u64)>| {
+            held.sort_by_key(|(revoke, _)| format!("{revoke:?}"));
+            held
+        };
+        assert_eq!(sorted(there.export(NOW)), sorted(exported));
+        assert!(
+            here.export(NOW + 2 * DAY).is_empty(),
+            "forgotten ones are not"
+        );
     }
 
     #[test]

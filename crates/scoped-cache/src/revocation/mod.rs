@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 pub(crate) use self::memory::MemoryRevocations;
 use crate::claims::Claims;
+use crate::rejection::AuthErrorKind;
 
 /// One revocation, for [`ScopedCacheLayer::revoke`](crate::ScopedCacheLayer::revoke).
 ///
@@ -268,16 +269,48 @@ pub(crate) enum Revocations {
 }
 
 impl Revocations {
-    /// Tells the rest of the fleet about `revoke` (already recorded here).
-    pub(crate) async fn share(&self, revoke: &Revoke) {
+    /// Tells the rest of the fleet about `revoke` (already recorded here); returns
+    /// whether the fleet has it (always, without a shared tier).
+    pub(crate) async fn share(&self, revoke: &Revoke) -> bool {
         match self {
             Revocations::Memory(_) => {
                 let _ = revoke;
+                true
             }
             #[cfg(feature = "redis")]
             Revocations::Shared(tier) => tier.revocations.share(tier, revoke).await,
         }
     }
+
+    /// Why a token with `claims` is refused, if it is: revoked, or (a shared tier cut
+    /// off from Redis for longer than its `max_lag`) revocations unknown.
+    pub(crate) fn refusal(&self, claims: &Claims, clock: &UnixClock) -> Option<AuthErrorKind> {
+        if self.is_revoked(claims, clock) {
+            return Some(AuthErrorKind::Revoked);
+        }
+        match self {
+            Revocations::Memory(_) => None,
+            #[cfg(feature = "redis")]
+            Revocations::Shared(tier) => {
+                // `build()` may have run outside a runtime: the syncer starts with the
+                // first request, whichever route it takes.
+                tier.start();
+                (!tier.knows_revocations(Instant::now()))
+                    .then_some(AuthErrorKind::RevocationsUnavailable)
+            }
+        }
+    }
+}
+
+/// What a revocation did, from [`ScopedCacheLayer::revoke`](crate::ScopedCacheLayer::revoke).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Revoked {
+    /// Whether the revocation is fleet-wide: without a Redis tier always (every clone of
+    /// the layer shares one store); with one, whether Redis recorded it. When `false`, it
+    /// holds on this instance and is retried every second until Redis records it; the
+    /// other instances may take the token until then.
+    pub fleet_wide: bool,
 }
 
 impl RevocationStore for Revocations {

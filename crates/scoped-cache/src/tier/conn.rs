@@ -2,10 +2,12 @@
 //! call under a timeout and the circuit breaker.
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::Notify;
 
 use super::RedisTier;
 use super::breaker::{Breaker, Permit};
@@ -22,6 +24,13 @@ pub(crate) enum StoreError {
     Redis(#[from] redis::RedisError),
 }
 
+impl StoreError {
+    /// Redis refused a write because its memory is full (`maxmemory`).
+    pub(crate) fn is_oom(&self) -> bool {
+        matches!(self, StoreError::Redis(err) if err.code() == Some("OOM"))
+    }
+}
+
 pub(crate) struct Redis {
     client: redis::Client,
     /// Made on first use, inside the runtime (making one spawns its reconnecting task).
@@ -30,6 +39,13 @@ pub(crate) struct Redis {
     manager: OnceLock<ConnectionManager>,
     bulk: OnceLock<ConnectionManager>,
     breaker: Breaker,
+    /// Outages seen so far (errors and timeouts, not refusals): the syncer compares it
+    /// before and after a sync, so a read from Redis after any outage waits for a sync
+    /// that began after it (see [`Tier::in_step`](super::store::Tier)).
+    outages: AtomicU64,
+    /// Wakes the syncer: on every outage (so it checks Redis at once), and for whoever
+    /// learns that the journal moved.
+    wake: Arc<Notify>,
     pub(crate) fetch_timeout: Duration,
     pub(crate) insert_timeout: Duration,
 }
@@ -50,6 +66,8 @@ impl Redis {
             manager: OnceLock::new(),
             bulk: OnceLock::new(),
             breaker: Breaker::new(tier.cool_down),
+            outages: AtomicU64::new(0),
+            wake: Arc::new(Notify::new()),
             fetch_timeout: tier.fetch_timeout,
             insert_timeout: tier.insert_timeout,
         })
@@ -81,6 +99,35 @@ impl Redis {
     /// Whether calls go to Redis now (the breaker is closed).
     pub(crate) fn available(&self) -> bool {
         self.breaker.is_closed()
+    }
+
+    /// Outages seen so far.
+    pub(crate) fn outages(&self) -> u64 {
+        self.outages.load(Ordering::Acquire)
+    }
+
+    fn outage_seen(&self) {
+        self.outages.fetch_add(1, Ordering::AcqRel);
+        self.wake.notify_one();
+    }
+
+    /// What wakes the syncer.
+    pub(crate) fn wake(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
+    }
+
+    /// A pipeline within the fetch timeout that neither asks the breaker nor feeds it:
+    /// for calls an ACL may refuse (`INFO`, `CONFIG GET`) without Redis being in trouble.
+    pub(crate) async fn optional<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.manager(Lane::Bulk)?;
+        match tokio::time::timeout(self.fetch_timeout, pipe.query_async(&mut conn)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(StoreError::Redis(err)),
+            Err(_) => Err(StoreError::Timeout(self.fetch_timeout)),
+        }
     }
 
     /// Runs `call` on the connection within `timeout`, unless the breaker is open; its
@@ -123,7 +170,10 @@ impl Redis {
         match &outcome {
             // A reply Redis sent (a wrong type, a script error) is not an outage.
             Err(StoreError::Redis(err)) if !is_outage(err) => self.breaker.succeeded(permit),
-            Err(err) => self.breaker.failed(permit, err),
+            Err(err) => {
+                self.outage_seen();
+                self.breaker.failed(permit, err);
+            }
             Ok(_) => self.breaker.succeeded(permit),
         }
         outcome
@@ -194,13 +244,11 @@ fn is_outage(err: &redis::RedisError) -> bool {
         || err.is_timeout()
         || err.is_unrecoverable_error()
         // Redis answers, but cannot serve: a demoted primary, a load, an outage upstream,
-        // memory full, a script stuck.
+        // a script stuck. A full memory (`OOM`) is not one: reads and deletes still work,
+        // and the tier makes room for its records itself (see `admission`).
         || matches!(
             err.code(),
-            Some(
-                "READONLY" | "LOADING" | "MASTERDOWN" | "OOM" | "BUSY" | "MISCONF" | "NOREPLICAS"
-                    | "NOPERM"
-            )
+            Some("READONLY" | "LOADING" | "MASTERDOWN" | "BUSY" | "MISCONF" | "NOREPLICAS" | "NOPERM")
         )
 }
 

@@ -65,6 +65,20 @@ impl Keys {
         self.with("s:", &claim_hash(claim))
     }
 
+    /// A `SCAN` pattern for every entry of this prefix (glob characters in the prefix
+    /// escaped).
+    pub(crate) fn entry_pattern(&self) -> String {
+        let mut pattern = String::with_capacity(self.prefix.len() * 2 + 3);
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push_str("e:*");
+        pattern
+    }
+
     pub(crate) fn named(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }
@@ -147,5 +161,6 @@ mod tests {
         );
         assert!(keys.scope(b"c").starts_with("forum:s:"));
         assert_eq!(keys.named("seq"), "forum:seq");
+        assert_eq!(Keys::new("a*[b]:").entry_pattern(), r"a\*\[b\]:e:*");
     }
 }

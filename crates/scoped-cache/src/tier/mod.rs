@@ -39,13 +39,16 @@
 //! knows its operation, root fields and claim values, so it reads their records in the
 //! same round trip as the entry).
 
+mod admission;
 mod breaker;
 mod codec;
 mod conn;
 mod events;
+mod journal;
 mod keys;
 mod revocations;
 mod store;
+mod sync;
 
 use std::time::Duration;
 
@@ -61,6 +64,8 @@ pub(crate) const DEFAULT_LOCAL_TTL: Duration = Duration::from_secs(5);
 pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(3);
 /// Default [`RedisTier::cool_down`].
 pub(crate) const DEFAULT_COOL_DOWN: Duration = Duration::from_secs(2);
+/// Default [`RedisTier::max_lag`].
+pub(crate) const DEFAULT_MAX_LAG: Duration = Duration::from_secs(5);
 /// Default [`RedisTier::key_prefix`].
 pub(crate) const DEFAULT_KEY_PREFIX: &str = "scoped-cache:";
 
@@ -90,6 +95,8 @@ pub struct RedisTier {
     pub(crate) local_ttl: Duration,
     pub(crate) lease: Duration,
     pub(crate) cool_down: Duration,
+    pub(crate) max_lag: Duration,
+    pub(crate) accept_tokens_when_cut_off: bool,
 }
 
 impl RedisTier {
@@ -104,6 +111,8 @@ impl RedisTier {
             local_ttl: DEFAULT_LOCAL_TTL,
             lease: DEFAULT_LEASE,
             cool_down: DEFAULT_COOL_DOWN,
+            max_lag: DEFAULT_MAX_LAG,
+            accept_tokens_when_cut_off: false,
         }
     }
 
@@ -149,6 +158,25 @@ impl RedisTier {
     /// probes whether it is back. Default: 2 s.
     pub fn cool_down(mut self, cool_down: Duration) -> Self {
         self.cool_down = cool_down;
+        self
+    }
+
+    /// The bound of both promises: a purge or revocation Redis recorded is applied on
+    /// every instance within this, whatever Redis or pub/sub does. An instance syncs
+    /// with Redis every second (at once when a message arrives); one that has not synced
+    /// for longer is **cut off**: it serves nothing from its cache (requests execute,
+    /// nothing is stored) and answers requests with a token `503 AUTH_UNAVAILABLE`
+    /// (it cannot know what was revoked meanwhile), until a sync succeeds. Default: 5 s.
+    pub fn max_lag(mut self, max_lag: Duration) -> Self {
+        self.max_lag = max_lag;
+        self
+    }
+
+    /// Whether a cut-off instance (see [`max_lag`](Self::max_lag)) takes tokens anyway,
+    /// checking only the revocations it already holds. This gives up "revoked is refused
+    /// on every instance" during a Redis outage, for availability. Default: `false`.
+    pub fn accept_tokens_when_cut_off(mut self, accept: bool) -> Self {
+        self.accept_tokens_when_cut_off = accept;
         self
     }
 }

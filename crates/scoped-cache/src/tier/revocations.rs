@@ -1,14 +1,15 @@
 //! Revocations shared through Redis, mirrored in memory so the per-request check stays
-//! in-process: the `P revocations` sorted set holds every revocation (scored by when it can
-//! be forgotten, trimmed on every write), and each one is published on the events channel.
-//! A subscriber (re)loads the whole set when it (re)subscribes.
+//! in-process. Each is recorded in the journal and in the `P revocations` sorted set
+//! (scored by when it can be forgotten, trimmed by Redis's clock on every write) by one
+//! script; instances apply the journal as they sync, and load the whole set when they
+//! start, fall behind, or are told Redis lost changes.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::events::{Event, WireRevoke};
+use super::conn::StoreError;
+use super::journal::{Change, WireRevoke};
 use super::store::Tier;
 use crate::claims::Claims;
 use crate::revocation::{MemoryRevocations, RevocationStore, Revoke, RevokeError, UnixClock};
@@ -16,15 +17,13 @@ use crate::revocation::{MemoryRevocations, RevocationStore, Revoke, RevokeError,
 /// Revocations made while Redis was away, shared when it is back; past this many the
 /// oldest are dropped from the queue (they still hold on this instance), with an error log.
 const MAX_PENDING: usize = 100_000;
-/// Revocations read per round trip when loading.
-const LOAD_PAGE: usize = 10_000;
+/// Revocations read or written back per round trip.
+const PAGE: usize = 10_000;
 
 #[derive(Debug)]
 pub(crate) struct SharedRevocations {
     memory: MemoryRevocations,
     pending: Mutex<VecDeque<Revoke>>,
-    /// Set until a load from Redis completes (at start, and after each resubscription).
-    unloaded: AtomicBool,
 }
 
 fn unix_now() -> u64 {
@@ -38,7 +37,6 @@ impl SharedRevocations {
         Self {
             memory,
             pending: Mutex::new(VecDeque::new()),
-            unloaded: AtomicBool::new(true),
         }
     }
 
@@ -57,18 +55,6 @@ impl SharedRevocations {
         }
     }
 
-    pub(crate) fn needs_load(&self) -> bool {
-        self.unloaded.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn has_pending(&self) -> bool {
-        !self
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
-    }
-
     /// Shares the revocations made here while Redis was away.
     pub(crate) async fn replay(&self, tier: &Tier) {
         let pending =
@@ -78,52 +64,78 @@ impl SharedRevocations {
         }
     }
 
-    /// Stores `revoke` in Redis and tells the fleet; if Redis is away, it is queued.
-    pub(crate) async fn share(&self, tier: &Tier, revoke: &Revoke) {
-        self.send(tier, revoke, true).await;
+    /// Records `revoke` in Redis and wakes the fleet; if Redis does not record it, it is
+    /// queued. Returns whether Redis recorded it.
+    pub(crate) async fn share(&self, tier: &Tier, revoke: &Revoke) -> bool {
+        self.send(tier, revoke, true).await
     }
 
-    async fn send(&self, tier: &Tier, revoke: &Revoke, first: bool) {
-        if let Err(err) = self.write(tier, revoke).await {
-            if first && !matches!(err, super::conn::StoreError::Open) {
-                tracing::warn!(%err, "a revocation holds on this instance only until redis answers");
+    async fn send(&self, tier: &Tier, revoke: &Revoke, first: bool) -> bool {
+        match self.write(tier, revoke).await {
+            Ok(()) => true,
+            Err(err) => {
+                if first && !matches!(err, StoreError::Open) {
+                    tracing::warn!(%err, "a revocation holds on this instance only until redis answers");
+                }
+                let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                if pending.len() >= MAX_PENDING {
+                    tracing::error!(
+                        "too many revocations wait for redis; the oldest is shared no more"
+                    );
+                    drop(pending.pop_front());
+                }
+                pending.push_back(revoke.clone());
+                false
             }
-            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            if pending.len() >= MAX_PENDING {
-                tracing::error!(
-                    "too many revocations wait for redis; the oldest is shared no more"
-                );
-                drop(pending.pop_front());
-            }
-            pending.push_back(revoke.clone());
         }
     }
 
-    async fn write(&self, tier: &Tier, revoke: &Revoke) -> Result<(), super::conn::StoreError> {
-        let now = unix_now();
+    async fn write(&self, tier: &Tier, revoke: &Revoke) -> Result<(), StoreError> {
         let wire = WireRevoke::from(revoke);
         let member = serde_json::to_vec(&wire).unwrap_or_default();
-        let forget_at_ms = self.memory.forget_at(revoke, now).saturating_mul(1000);
-        let set = tier.keys.named("revocations");
-        let mut pipe = redis::pipe();
-        pipe.zadd(&set, member, forget_at_ms).ignore();
-        pipe.cmd("ZREMRANGEBYSCORE")
-            .arg(&set)
-            .arg("-inf")
-            .arg(now.saturating_mul(1000))
-            .ignore();
-        tier.redis.write::<()>(&pipe).await?;
-        tier.publish(&Event::Revoke {
-            origin: tier.id,
-            revoke: wire,
-        })
-        .await
+        let forget_at_ms = self
+            .memory
+            .forget_at(revoke, unix_now())
+            .saturating_mul(1000);
+        let (seq, _) = tier
+            .record(
+                &Change::Revoke { revoke: wire },
+                Some((&member, forget_at_ms)),
+            )
+            .await?;
+        tier.remember(seq, None);
+        tier.publish(seq).await;
+        Ok(())
     }
 
-    /// Mirrors every revocation Redis holds, a page per round trip, then shares those
-    /// made here meanwhile.
-    pub(crate) async fn load(&self, tier: &Tier) {
-        self.unloaded.store(true, Ordering::Release);
+    /// Writes every revocation held here back into the set (Redis lost it).
+    pub(crate) async fn write_back(&self, tier: &Tier) -> Result<(), StoreError> {
+        let now = unix_now();
+        let held = self.memory.export(now);
+        let set = tier.keys.named("revocations");
+        for page in held.chunks(PAGE) {
+            tier.with_room(|| {
+                let mut pipe = redis::pipe();
+                for (revoke, forget_at) in page {
+                    let member = serde_json::to_vec(&WireRevoke::from(revoke)).unwrap_or_default();
+                    pipe.zadd(&set, member, forget_at.saturating_mul(1000))
+                        .ignore();
+                }
+                async move { tier.redis.bulk::<()>(&pipe).await }
+            })
+            .await?;
+        }
+        if !held.is_empty() {
+            tracing::info!(
+                revocations = held.len(),
+                "revocations held here were written back to redis"
+            );
+        }
+        Ok(())
+    }
+
+    /// Mirrors every revocation Redis holds, a page per round trip.
+    pub(crate) async fn load(&self, tier: &Tier) -> Result<(), StoreError> {
         let now_ms = unix_now().saturating_mul(1000);
         let set = tier.keys.named("revocations");
         let (mut offset, mut unreadable, mut refused) = (0usize, 0usize, 0usize);
@@ -136,16 +148,8 @@ impl SharedRevocations {
                 .arg("BYSCORE")
                 .arg("LIMIT")
                 .arg(offset)
-                .arg(LOAD_PAGE);
-            let members = match tier.redis.bulk::<(Vec<Vec<u8>>,)>(&pipe).await {
-                Ok((members,)) => members,
-                Err(err) => {
-                    // Retried every second by the subscriber (from the start: revocations
-                    // are only added, so reading them twice costs nothing).
-                    tracing::debug!(%err, loaded = offset, "loading revocations from redis stopped; retrying");
-                    return;
-                }
-            };
+                .arg(PAGE);
+            let (members,): (Vec<Vec<u8>>,) = tier.redis.bulk(&pipe).await?;
             let page = members.len();
             for member in members {
                 match serde_json::from_slice::<WireRevoke>(&member)
@@ -161,11 +165,10 @@ impl SharedRevocations {
                 }
             }
             offset += page;
-            if page < LOAD_PAGE {
+            if page < PAGE {
                 break;
             }
         }
-        self.unloaded.store(false, Ordering::Release);
         if unreadable > 0 {
             tracing::warn!(unreadable, "unreadable revocations in redis were skipped");
         }
@@ -175,6 +178,6 @@ impl SharedRevocations {
                 "revocations in redis did not fit this instance's max_revocations"
             );
         }
-        self.replay(tier).await;
+        Ok(())
     }
 }

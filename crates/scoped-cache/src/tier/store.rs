@@ -3,7 +3,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,13 +12,16 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::RedisTier;
+use super::admission::Admission;
 use super::codec::{self, Clock};
 use super::conn::{Redis, StoreError};
-use super::events::{self, Event};
+use super::events;
+use super::journal::{Change, JOURNAL_LEN, RECORD};
 use super::keys::{CLAIM_HASH, Keys, claim_hash, member};
 use super::revocations::SharedRevocations;
+use super::sync;
 use crate::cache::key::CacheKey;
-use crate::cache::purge::{IndexKey, Purge, PurgeError, Selector};
+use crate::cache::purge::{IndexKey, Purge, PurgeError, Purged, Selector};
 use crate::cache::store::{
     CacheStats, CachedResponse, Epoch, Freshness, Hit, Lease, LeaseGuard, MemoryStore, Probe,
     ResponseStore, Source,
@@ -36,6 +39,19 @@ const MAX_PENDING_PURGES: usize = 1024;
 const MAX_WRITES_IN_FLIGHT: usize = 256;
 /// Index sets outlive their last member by this much.
 const INDEX_SLACK_MS: u64 = 60_000;
+/// Adds `ARGV[1]` to the index set `KEYS[1]`, scored by when its entry expires on
+/// Redis's own clock (`ARGV[2]` ms from now), drops the members whose entries expired,
+/// and keeps the set `ARGV[3]` ms past its longest member. One clock scores and trims
+/// every member, so an instance whose clock runs fast trims nobody else's live entries.
+const INDEX: &str = r"#!lua
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local life = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now + life, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local keep = life + tonumber(ARGV[3])
+if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
+return 0";
 /// Members read from an index set per round trip while purging.
 const PURGE_BATCH: usize = 1000;
 /// Round trips one index set's purge may take (10 million members).
@@ -81,23 +97,33 @@ pub(crate) struct Tier {
     pub(crate) keys: Keys,
     pub(crate) l1: MemoryStore,
     pub(crate) revocations: SharedRevocations,
-    /// Tells this instance's messages from the others'.
-    pub(crate) id: u64,
+    pub(crate) admission: Admission,
     max_entry_bytes: usize,
     local_ttl: Duration,
     lease: Duration,
-    /// The shared purge sequence as last heard (never ahead of Redis).
+    /// How long after its last sync this instance serves from its cache and takes tokens
+    /// (see [`RedisTier::max_lag`]).
+    max_lag: Duration,
+    accept_tokens_when_cut_off: bool,
+    /// The highest purge sequence heard (never ahead of Redis as it was when heard).
     seq: AtomicU64,
-    recent: Mutex<VecDeque<(u64, Selector)>>,
+    /// When the last sync began, in ms since `base`; `u64::MAX` before the first.
+    synced_at: AtomicU64,
+    /// [`Redis::outages`] when the last sync began: an outage since then stops reads from
+    /// Redis until the next sync.
+    synced_outages: AtomicU64,
+    base: Instant,
+    /// The last changes heard, by sequence number: purges with their selector.
+    recent: Mutex<VecDeque<(u64, Option<Selector>)>>,
     pending: Mutex<Vec<Selector>>,
+    /// Purges on their way to Redis: reads from Redis wait until they are recorded.
+    purging: Arc<AtomicUsize>,
     writes: Arc<Semaphore>,
     /// Leases this instance holds: cache key → token. A store takes its key's lease over
     /// and releases it once the entry is in Redis.
     leases: Mutex<HashMap<CacheKey, u64>>,
     tokens: AtomicU64,
-    listener: OnceLock<AbortOnDrop>,
-    /// The `run_id` of the Redis server last subscribed to.
-    run_id: Mutex<Option<String>>,
+    tasks: OnceLock<(AbortOnDrop, AbortOnDrop)>,
 }
 
 impl std::fmt::Debug for Tier {
@@ -158,6 +184,22 @@ impl Drop for LeaseHold {
     }
 }
 
+/// Counts a purge on its way to Redis while it lives.
+struct Purging(Arc<AtomicUsize>);
+
+impl Purging {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for Purging {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -187,12 +229,6 @@ impl Tier {
     ) -> Result<Self, crate::BuildError> {
         let invalid =
             |field: &'static str, reason: String| crate::BuildError::InvalidRedis { field, reason };
-        if config.url.starts_with("rediss:") {
-            return Err(invalid(
-                "url",
-                "TLS (`rediss://`) is not supported yet: use `redis://` on a trusted network, or a TLS tunnel".into(),
-            ));
-        }
         if config.prefix.is_empty() || config.prefix.len() > 128 {
             return Err(invalid("key_prefix", "must be 1 to 128 bytes".into()));
         }
@@ -202,6 +238,7 @@ impl Tier {
             ("local_ttl", config.local_ttl),
             ("lease", config.lease),
             ("cool_down", config.cool_down),
+            ("max_lag", config.max_lag),
         ] {
             if value.is_zero() {
                 return Err(invalid(field, "must not be zero".into()));
@@ -224,36 +261,163 @@ impl Tier {
             keys: Keys::new(&config.prefix),
             l1,
             revocations: SharedRevocations::new(revocations),
-            id: hasher.hash_one((std::process::id(), unix_ms())),
+            admission: Admission::new(),
             max_entry_bytes,
             local_ttl: config.local_ttl,
             lease: config.lease,
+            max_lag: config.max_lag,
+            accept_tokens_when_cut_off: config.accept_tokens_when_cut_off,
             seq: AtomicU64::new(0),
+            synced_at: AtomicU64::new(u64::MAX),
+            synced_outages: AtomicU64::new(u64::MAX),
+            base: Instant::now(),
             recent: Mutex::new(VecDeque::new()),
             pending: Mutex::new(Vec::new()),
+            purging: Arc::new(AtomicUsize::new(0)),
             writes: Arc::new(Semaphore::new(MAX_WRITES_IN_FLIGHT)),
             leases: Mutex::new(HashMap::new()),
             tokens: AtomicU64::new(hasher.hash_one(0u8)),
-            listener: OnceLock::new(),
-            run_id: Mutex::new(None),
+            tasks: OnceLock::new(),
         })
     }
 
-    /// Starts the subscriber, once, if a runtime is here (`build()` may run outside one;
-    /// then the first request starts it). It ends when the tier is dropped.
+    /// Starts the syncer and the subscriber, once, if a runtime is here (`build()` may
+    /// run outside one; then the first request starts them). They end when the tier is
+    /// dropped.
     pub(crate) fn start(self: &Arc<Self>) {
-        if self.listener.get().is_some() {
+        if self.tasks.get().is_some() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        self.listener
-            .get_or_init(|| AbortOnDrop(runtime.spawn(events::listen(Arc::downgrade(self)))));
+        self.tasks.get_or_init(|| {
+            (
+                AbortOnDrop(runtime.spawn(sync::run(Arc::downgrade(self)))),
+                AbortOnDrop(runtime.spawn(events::listen(Arc::downgrade(self)))),
+            )
+        });
     }
 
     pub(crate) fn observe_seq(&self, seq: u64) {
         self.seq.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// The highest purge sequence heard: Redis answering lower lost changes.
+    pub(crate) fn high(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    fn millis_since_base(&self, at: Instant) -> u64 {
+        millis(at.saturating_duration_since(self.base))
+    }
+
+    /// A sync that began at `started`, with `outages` outages seen then, completed.
+    pub(crate) fn mark_in_step(&self, started: Instant, outages: u64) {
+        self.synced_at
+            .store(self.millis_since_base(started), Ordering::Release);
+        self.synced_outages.store(outages, Ordering::Release);
+    }
+
+    /// Whether this instance applied, at most [`RedisTier::max_lag`] ago, every change
+    /// Redis had recorded: only then does it serve from its cache (memory included) and,
+    /// unless told otherwise, take tokens. A cut-off instance cannot know what the fleet
+    /// purged or revoked meanwhile.
+    pub(crate) fn in_step(&self, now: Instant) -> bool {
+        let synced_at = self.synced_at.load(Ordering::Acquire);
+        synced_at != u64::MAX
+            && self.millis_since_base(now).saturating_sub(synced_at) <= millis(self.max_lag)
+    }
+
+    /// Whether revocations are known well enough to take a token now.
+    pub(crate) fn knows_revocations(&self, now: Instant) -> bool {
+        self.accept_tokens_when_cut_off || self.in_step(now)
+    }
+
+    /// Whether a read from Redis may be served now: Redis answers, no outage happened
+    /// since the last sync (Redis may have restarted or failed over without what it
+    /// recorded), and no purge of this instance is on its way to Redis (its entries may
+    /// still be there).
+    fn reads_redis(&self) -> bool {
+        self.redis.available()
+            && self.synced_outages.load(Ordering::Acquire) == self.redis.outages()
+            && self.purging.load(Ordering::Acquire) == 0
+            && self
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
+    }
+
+    /// Everything in memory goes (this instance may have missed changes).
+    pub(crate) async fn flush_memory(&self) {
+        if let Err(err) = self.l1.purge(&Purge::all()).await {
+            tracing::debug!(%err, "flushing memory failed");
+        }
+    }
+
+    /// A change of the journal, applied here.
+    pub(crate) async fn apply_purge(&self, seq: u64, selector: Selector) {
+        self.remember(seq, Some(&selector));
+        if let Err(err) = self.l1.purge(&Purge { selector }).await {
+            tracing::debug!(%err, "a purge selected nothing");
+        }
+    }
+
+    /// Records `change` in the journal (with a revocation: in the revocation set too);
+    /// returns its sequence number and its record's digest.
+    pub(crate) async fn record(
+        &self,
+        change: &Change,
+        revocation: Option<(&[u8], u64)>,
+    ) -> Result<(u64, [u8; 16]), StoreError> {
+        let payload = change.encode();
+        let floor = self.high();
+        let seq: u64 = self
+            .with_room(|| {
+                let mut pipe = redis::pipe();
+                pipe.cmd("EVAL")
+                    .arg(RECORD)
+                    .arg(if revocation.is_some() { 3 } else { 2 })
+                    .arg(self.keys.named("seq"))
+                    .arg(self.keys.named("log"));
+                if revocation.is_some() {
+                    pipe.arg(self.keys.named("revocations"));
+                }
+                pipe.arg(&payload).arg(floor).arg(JOURNAL_LEN);
+                if let Some((member, forget_at_ms)) = revocation {
+                    pipe.arg(member).arg(forget_at_ms);
+                }
+                async move { self.redis.write::<(u64,)>(&pipe).await.map(|(seq,)| seq) }
+            })
+            .await?;
+        self.observe_seq(seq);
+        let mut member = format!("{seq}:").into_bytes();
+        member.extend_from_slice(&payload);
+        let digest = super::journal::Record::decode(&member).map_or([0; 16], |r| r.digest);
+        Ok((seq, digest))
+    }
+
+    /// The record of a purge of everything at `seq`.
+    pub(crate) async fn record_all(&self, seq: u64) -> Result<(), StoreError> {
+        let all = self.keys.named("all");
+        self.with_room(|| {
+            let mut pipe = redis::pipe();
+            pipe.cmd("EVAL")
+                .arg(SET_MAX)
+                .arg(1)
+                .arg(&all)
+                .arg(seq)
+                .ignore();
+            async move { self.redis.write::<()>(&pipe).await }
+        })
+        .await
+    }
+
+    /// Shares what waited for Redis: purges, then revocations.
+    pub(crate) async fn share_pending(&self) {
+        self.replay().await;
+        self.revocations.replay(self).await;
     }
 
     pub(crate) fn epoch(&self) -> Epoch {
@@ -277,13 +441,16 @@ impl Tier {
         F: FnOnce() -> Probe + Send,
     {
         self.start();
+        if !self.in_step(now) {
+            return None;
+        }
         if let Some(entry) = self.l1.get_local(key, now) {
             return Some(Hit {
                 entry,
                 source: Source::Memory,
             });
         }
-        if !self.redis.available() {
+        if !self.reads_redis() {
             return None;
         }
         // In a future of its own, so a memory hit's request does not carry a Redis call's.
@@ -380,6 +547,12 @@ impl Tier {
             .take(probe.fields.len())
             .map(|v| number(Some(v)))
             .collect();
+        if seq < self.high() {
+            // Redis lost changes it had recorded: nothing it holds is served until the
+            // syncer has purged what was written before.
+            self.redis.wake().notify_one();
+            return found(None);
+        }
         self.observe_seq(seq);
         let Some(raw) = raw else {
             return found(None);
@@ -414,6 +587,7 @@ impl Tier {
         if since < all
             || since > seq
             || purged_by_name
+            || self.purged_since(since, &decoded.entry)
             || decoded.entry.usable_until() <= Instant::now()
         {
             return found(None);
@@ -472,10 +646,17 @@ impl Tier {
         entry: CachedResponse,
         since: Epoch,
     ) -> bool {
+        // A cut-off instance stores nothing: a change it cannot hear of may cover it.
+        if !self.in_step(Instant::now()) {
+            return false;
+        }
         let entry = Arc::new(entry);
         let until = entry.usable_until();
         if !self.l1.hold(key, Arc::clone(&entry), since, until) {
             return false;
+        }
+        if !self.admission.is_open() {
+            return true;
         }
         let (Ok(permit), Ok(runtime)) = (
             Arc::clone(&self.writes).try_acquire_owned(),
@@ -495,6 +676,9 @@ impl Tier {
         let tier = Arc::clone(self);
         runtime.spawn(async move {
             if let Err(err) = tier.write(&key, &entry, since.shared).await {
+                if err.is_oom() {
+                    tier.admission.close();
+                }
                 tracing::debug!(%err, "writing an entry to redis failed; it stays in memory only");
                 // The entry may have been written before the failure, and missed a purge
                 // the check after it would have caught: take it out again.
@@ -532,7 +716,6 @@ impl Tier {
                 return Ok(());
             }
         };
-        let expiry = clock.unix_ms.saturating_add(life);
         let entry_key = self.keys.entry(key);
         let mut pipe = redis::pipe();
         // The longest life first: a scope record written from now on outlives this entry.
@@ -548,41 +731,29 @@ impl Tier {
             .arg("PX")
             .arg(life)
             .ignore();
-        let index_ttl = life.saturating_add(INDEX_SLACK_MS);
         for index_key in entry.meta.index_keys() {
             // Scopes, operations and root fields are purged by record, not by index (see
-            // the module docs): only tags have sets.
+            // the module docs): only tags have sets. Members whose entries expired go on
+            // every write: a set never outgrows the entries alive.
             if !matches!(index_key, IndexKey::Tag(_)) {
                 continue;
             }
-            let set = self.keys.index(&index_key);
-            pipe.zadd(&set, member(key), expiry).ignore();
-            // Members whose entries expired go on every write: a set never outgrows the
-            // entries alive.
-            // With a margin: another instance's clock may run behind this one's.
-            pipe.cmd("ZREMRANGEBYSCORE")
-                .arg(&set)
-                .arg("-inf")
-                .arg(clock.unix_ms.saturating_sub(INDEX_SLACK_MS))
-                .ignore();
-            pipe.cmd("PEXPIRE")
-                .arg(&set)
-                .arg(index_ttl)
-                .arg("NX")
-                .ignore();
-            pipe.cmd("PEXPIRE")
-                .arg(&set)
-                .arg(index_ttl)
-                .arg("GT")
+            pipe.cmd("EVAL")
+                .arg(INDEX)
+                .arg(1)
+                .arg(self.keys.index(&index_key))
+                .arg(member(key))
+                .arg(life)
+                .arg(INDEX_SLACK_MS)
                 .ignore();
         }
         pipe.get(self.keys.named("seq"));
         let (seq,): (Option<u64>,) = self.redis.bulk(&pipe).await?;
         let seq = seq.unwrap_or(0);
         self.observe_seq(seq);
-        let stale = if seq < since {
-            // Redis lost its sequence: nothing about this entry can be checked.
-            self.seq.store(seq, Ordering::Release);
+        let stale = if seq < since.max(self.high()) {
+            // Redis lost changes: nothing about this entry can be checked.
+            self.redis.wake().notify_one();
             true
         } else {
             seq > since && !self.spared(since, seq, entry)
@@ -605,27 +776,47 @@ impl Tier {
             recent
                 .iter()
                 .find(|(s, _)| *s == n)
-                .is_some_and(|(_, selector)| !entry.meta.matches(selector))
+                .is_some_and(|(_, selector)| {
+                    selector.as_ref().is_none_or(|s| !entry.meta.matches(s))
+                })
         })
     }
 
-    pub(crate) fn remember(&self, seq: u64, selector: &Selector) {
+    /// Whether a purge remembered here, made after `since`, matches `entry` (one this
+    /// instance applied while the purge's records were still being written).
+    fn purged_since(&self, since: u64, entry: &CachedResponse) -> bool {
+        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent.iter().any(|(seq, selector)| {
+            *seq > since && selector.as_ref().is_some_and(|s| entry.meta.matches(s))
+        })
+    }
+
+    /// Remembers the change at `seq`: a purge by its selector, anything else (`None`) as
+    /// matching no entry.
+    pub(crate) fn remember(&self, seq: u64, selector: Option<&Selector>) {
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-        recent.push_back((seq, selector.clone()));
+        if recent.iter().any(|(known, _)| *known == seq) {
+            return;
+        }
+        recent.push_back((seq, selector.cloned()));
         while recent.len() > RECENT_SHARED_PURGES {
             recent.pop_front();
         }
     }
 
-    pub(crate) async fn purge(self: &Arc<Self>, purge: &Purge) -> Result<u64, PurgeError> {
+    /// Purges memory now, and Redis within the insert timeout: `fleet_wide` says whether
+    /// Redis recorded it by then. If not, it holds here, reads from Redis wait, and it is
+    /// shared when Redis answers (retried every second).
+    pub(crate) async fn purge(self: &Arc<Self>, purge: &Purge) -> Result<Purged, PurgeError> {
         self.start();
-        let local = self.l1.purge(purge).await?;
+        let local = self.l1.purge(purge).await?.removed;
         // Its own task: a caller that goes away (a client hanging up on a mutation) does
         // not cut the purge short, and the caller waits at most the insert timeout.
         let tier = Arc::clone(self);
         let selector = purge.selector.clone();
+        let purging = Purging::new(&self.purging);
         let shared = tokio::spawn(async move {
-            match tier.purge_shared(&selector).await {
+            let outcome = match tier.purge_shared(&selector).await {
                 Ok(removed) => Some(removed),
                 Err(err) => {
                     // An open breaker was logged when it opened: once per outage.
@@ -637,35 +828,22 @@ impl Tier {
                     tier.postpone(selector);
                     None
                 }
-            }
+            };
+            drop(purging);
+            outcome
         });
-        match tokio::time::timeout(self.redis.insert_timeout, shared).await {
-            Ok(Ok(Some(removed))) => Ok(local + removed),
-            _ => Ok(local),
-        }
-    }
-
-    /// Whether purges or revocations made while Redis was away wait to be shared.
-    pub(crate) fn has_pending(&self) -> bool {
-        !self
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
-            || self.revocations.has_pending()
-            || self.revocations.needs_load()
-    }
-
-    /// Shares what waited for Redis, and loads the revocations if that failed. Called every
-    /// second while anything waits: with the breaker open, its first call after the
-    /// cool-down is the probe that closes it, so an instance without traffic recovers too.
-    pub(crate) async fn catch_up(&self) {
-        if self.revocations.needs_load() {
-            self.revocations.load(self).await;
-        } else {
-            self.revocations.replay(self).await;
-        }
-        self.replay().await;
+        Ok(
+            match tokio::time::timeout(self.redis.insert_timeout, shared).await {
+                Ok(Ok(Some(removed))) => Purged {
+                    removed: local + removed,
+                    fleet_wide: true,
+                },
+                _ => Purged {
+                    removed: local,
+                    fleet_wide: false,
+                },
+            },
+        )
     }
 
     fn postpone(&self, selector: Selector) {
@@ -682,9 +860,14 @@ impl Tier {
     pub(crate) async fn replay(&self) {
         let pending =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        if pending.is_empty() {
+            return;
+        }
+        // Reads from Redis keep waiting while these are on their way.
+        let _purging = Purging::new(&self.purging);
         for (done, selector) in pending.iter().enumerate() {
             if let Err(err) = self.purge_shared(selector).await {
-                // Retried every second by the subscriber; the outage itself is logged once.
+                // Retried every second by the syncer; the outage itself is logged once.
                 tracing::debug!(%err, "sharing purges failed; retrying");
                 for selector in pending.into_iter().skip(done) {
                     self.postpone(selector);
@@ -692,31 +875,27 @@ impl Tier {
                 return;
             }
         }
+        tracing::info!("purges made while redis was away are shared now");
     }
 
-    /// The purge in Redis, then published. Returns the entries deleted from Redis (none
-    /// are counted for scope and everything: those are dropped when next read).
+    /// The purge in the journal, then its records in Redis, then a message to wake the
+    /// fleet. Returns the entries deleted from Redis (none are counted for scope and
+    /// everything: those are dropped when next read).
     async fn purge_shared(&self, selector: &Selector) -> Result<u64, StoreError> {
-        // The sequence goes first: an entry written after this reads it and checks itself.
-        let (seq,): (u64,) = self
-            .redis
-            .fetch(redis::pipe().incr(self.keys.named("seq"), 1))
+        // The journal first: an instance that applies it keeps out of its memory any
+        // entry the purge covers, even one it reads before the records below are written.
+        let (seq, _) = self
+            .record(
+                &Change::Purge {
+                    selector: selector.into(),
+                },
+                None,
+            )
             .await?;
-        self.observe_seq(seq);
-        self.remember(seq, selector);
+        self.remember(seq, Some(selector));
         let removed = match selector {
             Selector::All => {
-                let script = redis::Script::new(SET_MAX);
-                let all = self.keys.named("all");
-                self.redis
-                    .run(self.redis.insert_timeout, |mut conn| async move {
-                        script
-                            .key(&all)
-                            .arg(seq)
-                            .invoke_async::<()>(&mut conn)
-                            .await
-                    })
-                    .await?;
+                self.record_all(seq).await?;
                 0
             }
             Selector::Scope(claims) => {
@@ -728,18 +907,18 @@ impl Tier {
                 let keep = self.record_life().await?;
                 for index_key in selector.candidates().unwrap_or_default() {
                     let record = self.keys.record(&index_key);
-                    self.redis
-                        .write::<()>(
-                            redis::pipe()
-                                .cmd("EVAL")
-                                .arg(SET_MAX)
-                                .arg(1)
-                                .arg(record)
-                                .arg(seq)
-                                .arg(keep)
-                                .ignore(),
-                        )
-                        .await?;
+                    self.with_room(|| {
+                        let mut pipe = redis::pipe();
+                        pipe.cmd("EVAL")
+                            .arg(SET_MAX)
+                            .arg(1)
+                            .arg(&record)
+                            .arg(seq)
+                            .arg(keep)
+                            .ignore();
+                        async move { self.redis.write::<()>(&pipe).await }
+                    })
+                    .await?;
                 }
                 0
             }
@@ -751,14 +930,9 @@ impl Tier {
                 removed
             }
         };
-        let event = Event::Purge {
-            origin: self.id,
-            seq,
-            selector: selector.into(),
-        };
-        self.publish(&event).await?;
+        self.publish(seq).await;
         // Memory again: a lookup between the first local purge and now may have copied a
-        // Redis entry this purge removed (this instance ignores its own message).
+        // Redis entry this purge removed.
         if let Err(err) = self
             .l1
             .purge(&Purge {
@@ -793,18 +967,19 @@ impl Tier {
         hashes.dedup();
         let field: Vec<u8> = hashes.concat();
         let keep = self.record_life().await?;
-        let script = redis::Script::new(HSET_MAX);
-        self.redis
-            .run(self.redis.insert_timeout, |mut conn| async move {
-                script
-                    .key(&first_claim)
-                    .arg(field)
-                    .arg(seq)
-                    .arg(keep)
-                    .invoke_async::<()>(&mut conn)
-                    .await
-            })
-            .await
+        self.with_room(|| {
+            let mut pipe = redis::pipe();
+            pipe.cmd("EVAL")
+                .arg(HSET_MAX)
+                .arg(1)
+                .arg(&first_claim)
+                .arg(&field)
+                .arg(seq)
+                .arg(keep)
+                .ignore();
+            async move { self.redis.write::<()>(&pipe).await }
+        })
+        .await
     }
 
     /// Deletes the entries an index set lists, a batch per round trip, taking each batch
@@ -840,98 +1015,17 @@ impl Tier {
         Ok(removed)
     }
 
-    pub(crate) async fn publish(&self, event: &Event) -> Result<(), StoreError> {
-        let payload = event.encode();
+    /// Wakes the fleet's syncers: the change at `seq` is in the journal. Best effort: an
+    /// instance that misses the message reads the journal on its next tick.
+    pub(crate) async fn publish(&self, seq: u64) {
         let channel = self.keys.named("events");
-        self.redis
-            .write::<()>(redis::pipe().publish(channel, payload).ignore())
-            .await
-    }
-
-    /// A message from the fleet.
-    pub(crate) async fn on_event(&self, payload: &[u8]) {
-        match Event::decode(payload) {
-            Some(Event::Purge {
-                origin,
-                seq,
-                selector,
-            }) => {
-                // The sequence is only ever taken from Redis itself: a message could carry
-                // any number.
-                if origin == self.id {
-                    return;
-                }
-                let Some(selector) = selector.into_selector() else {
-                    return;
-                };
-                self.remember(seq, &selector);
-                let purge = Purge { selector };
-                if let Err(err) = self.l1.purge(&purge).await {
-                    tracing::debug!(%err, "a purge message selected nothing");
-                }
-            }
-            Some(Event::Revoke { origin, revoke }) => {
-                if origin != self.id
-                    && let Some(revoke) = revoke.into_revoke()
-                {
-                    self.revocations.apply(&revoke);
-                }
-            }
-            None => tracing::warn!(
-                bytes = payload.len(),
-                "an unreadable message on the events channel was ignored"
-            ),
-        }
-    }
-
-    /// After (re)subscribing: messages may have been missed, so memory starts over from
-    /// what Redis holds.
-    /// Whether this Redis is another server than last time (a restart, a failover): it
-    /// may have come back from a snapshot or a replica without the latest purges, so
-    /// everything written before is purged. `INFO server`'s `run_id` changes on both.
-    async fn restarted(&self) -> bool {
-        let mut pipe = redis::pipe();
-        pipe.cmd("INFO").arg("server");
-        let Ok((info,)) = self.redis.fetch::<(String,)>(&pipe).await else {
-            return false;
-        };
-        let Some(run_id) = info
-            .lines()
-            .find_map(|line| line.strip_prefix("run_id:"))
-            .map(|id| id.trim().to_owned())
-        else {
-            return false;
-        };
-        let mut known = self.run_id.lock().unwrap_or_else(PoisonError::into_inner);
-        let changed = known.as_ref().is_some_and(|old| *old != run_id);
-        *known = Some(run_id);
-        changed
-    }
-
-    pub(crate) async fn resubscribed(&self) {
-        if let Err(err) = self.l1.purge(&Purge::all()).await {
-            tracing::debug!(%err, "flushing memory failed");
-        }
-        if let Ok((seq,)) = self
+        if let Err(err) = self
             .redis
-            .fetch::<(Option<u64>,)>(redis::pipe().get(self.keys.named("seq")))
+            .write::<()>(redis::pipe().publish(channel, seq.to_string()).ignore())
             .await
         {
-            // Not a maximum: after a restart Redis's sequence may be lower than ours.
-            self.seq.store(seq.unwrap_or(0), Ordering::Release);
+            tracing::debug!(%err, "publishing a change failed; the fleet reads it on its next tick");
         }
-        if self.restarted().await {
-            tracing::warn!(
-                "redis restarted or failed over: entries written before are purged, in case purges were lost with it"
-            );
-            self.recent
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clear();
-            self.postpone(Selector::All);
-        }
-        self.revocations.load(self).await;
-        self.replay().await;
     }
 
     /// After a miss in both tiers: take the key's lease and execute, or wait while
@@ -941,7 +1035,7 @@ impl Tier {
     where
         F: FnOnce() -> Probe + Send,
     {
-        if !self.redis.available() {
+        if !self.reads_redis() || !self.in_step(Instant::now()) {
             return Lease::Execute(None);
         }
         let probe = probe();
@@ -994,7 +1088,7 @@ impl Tier {
             }
             // Held elsewhere: wait a little, while Redis answers and the lease may stand;
             // not at all if its holder executed and stored nothing.
-            if nothing_stored || !self.redis.available() || Instant::now() + delay >= deadline {
+            if nothing_stored || !self.reads_redis() || Instant::now() + delay >= deadline {
                 return Lease::Execute(None);
             }
             tokio::time::sleep(delay).await;

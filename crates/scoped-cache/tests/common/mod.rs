@@ -290,6 +290,10 @@ pub(crate) fn get(path: &str, token: Option<&str>, params: &[(&str, &str)]) -> R
     }
     req.body(Body::empty()).unwrap()
 }
+#[cfg(feature = "redis")]
+pub(crate) mod fleet;
 pub(crate) mod hostile;
+#[cfg(feature = "redis")]
+pub(crate) mod proxy;
 #[cfg(feature = "redis")]
 pub(crate) mod redis_server;

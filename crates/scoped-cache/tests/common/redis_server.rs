@@ -6,6 +6,9 @@ use std::time::Duration;
 pub(crate) struct RedisServer {
     child: Option<Child>,
     pub(crate) port: u16,
+    /// Its working directory: a `SAVE` writes its snapshot there, and a restart loads it.
+    dir: std::path::PathBuf,
+    args: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -15,9 +18,20 @@ fn free_port() -> u16 {
 
 impl RedisServer {
     pub(crate) async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// A server with more arguments (`--maxmemory 4mb`, ...).
+    pub(crate) async fn start_with(args: &[&str]) -> Self {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("scoped-cache-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
         let mut server = Self {
             child: None,
-            port: free_port(),
+            port,
+            dir,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
         server.launch().await;
         server
@@ -27,6 +41,9 @@ impl RedisServer {
         let child = Command::new(std::env::var("REDIS_SERVER").unwrap_or("redis-server".into()))
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&self.args)
             // `DEBUG SLEEP` stands in for a Redis that hangs.
             .args(["--enable-debug-command", "local"])
             .stdout(Stdio::null())
@@ -62,7 +79,7 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port, empty.
+    /// Starts it again on the same port: empty, or from its last `SAVE`.
     pub(crate) async fn restart(&mut self) {
         self.kill();
         self.launch().await;
@@ -80,5 +97,6 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

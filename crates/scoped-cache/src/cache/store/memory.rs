@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::{CacheStats, CachedResponse, Epoch, Hit, Probe, ResponseStore, Source};
 use crate::cache::key::CacheKey;
-use crate::cache::purge::{IndexKey, Purge, PurgeError, Selector};
+use crate::cache::purge::{IndexKey, Purge, PurgeError, Purged, Selector};
 
 /// Per-entry memory besides the body, headers and tags, in bytes: moka's entry, deque
 /// and timer nodes, the 32-byte key, the `Arc`s, the `HeaderMap`'s tables, the instants
@@ -242,6 +242,13 @@ impl Index {
 
 struct ExpireWhenUseless;
 
+/// How long moka keeps `stored`, inserted at `now`: until it is no longer served. From
+/// `now`, not from when the response was made: a copy of another tier's entry, made
+/// late in that entry's life, is reclaimed when the copy stops serving.
+fn memory_life(stored: &Stored, now: Instant) -> Duration {
+    stored.held_until.saturating_duration_since(now)
+}
+
 impl Expiry<CacheKey, Arc<Stored>> for ExpireWhenUseless {
     fn expire_after_create(
         &self,
@@ -249,11 +256,7 @@ impl Expiry<CacheKey, Arc<Stored>> for ExpireWhenUseless {
         value: &Arc<Stored>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(
-            value
-                .held_until
-                .saturating_duration_since(value.response.stored_at),
-        )
+        Some(memory_life(value, Instant::now()))
     }
 }
 
@@ -351,6 +354,13 @@ impl ResponseStore for MemoryStore {
         })
     }
 
+    fn still_valid(&self, entry: &CachedResponse, since: Epoch) -> bool {
+        self.purges
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .allows(since, entry)
+    }
+
     fn get_local(&self, key: &CacheKey, now: Instant) -> Option<Arc<CachedResponse>> {
         self.entries
             .get(key)
@@ -374,7 +384,7 @@ impl ResponseStore for MemoryStore {
         self.hold(key, Arc::new(entry), since, until)
     }
 
-    async fn purge(&self, purge: &Purge) -> Result<u64, PurgeError> {
+    async fn purge(&self, purge: &Purge) -> Result<Purged, PurgeError> {
         purge.check()?;
         let selector = &purge.selector;
         let candidates = {
@@ -405,7 +415,10 @@ impl ResponseStore for MemoryStore {
                 }
             }
         }
-        Ok(removed)
+        Ok(Purged {
+            removed,
+            fleet_wide: true,
+        })
     }
 
     fn stats(&self) -> CacheStats {
@@ -466,6 +479,32 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_late_copy_is_reclaimed_when_it_stops_serving() {
+        // A response made an hour ago, copied now for five seconds.
+        let mut old = response(10, Duration::from_secs(7200));
+        old.stored_at = Instant::now();
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let now = Instant::now();
+        let copy = Stored {
+            id: 0,
+            held_until: now + Duration::from_secs(5),
+            response: Arc::new(old),
+        };
+        assert_eq!(memory_life(&copy, now), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_entry_is_still_valid_until_a_matching_purge() {
+        let store = MemoryStore::new(1 << 20);
+        let since = store.epoch();
+        let entry = tagged(&["Post:1"], "alice");
+        store.purge(&Purge::tags(["Post:2"])).await.unwrap();
+        assert!(store.still_valid(&entry, since), "another entity's purge");
+        store.purge(&Purge::tags(["Post:1"])).await.unwrap();
+        assert!(!store.still_valid(&entry, since));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn entries_expire_on_tokio_time() {
         let store = MemoryStore::new(1 << 20);
         insert(&store, 1, response(10, Duration::from_secs(5))).await;
@@ -502,22 +541,39 @@ mod tests {
         insert(&store, 1, tagged(&["Post", "Post:1"], "alice")).await;
         insert(&store, 2, tagged(&["Post", "Post:2"], "alice")).await;
         insert(&store, 3, tagged(&["User", "User:bob"], "bob")).await;
-        assert_eq!(store.purge(&Purge::tags(["Post:1"])).await.unwrap(), 1);
-        assert_eq!(store.purge(&Purge::tags(["Post:1"])).await.unwrap(), 0);
+        assert_eq!(
+            store.purge(&Purge::tags(["Post:1"])).await.unwrap().removed,
+            1
+        );
+        assert_eq!(
+            store.purge(&Purge::tags(["Post:1"])).await.unwrap().removed,
+            0
+        );
         assert!(store.get_local(&key(2), Instant::now()).is_some());
         assert_eq!(
             store
                 .purge(&Purge::scope([("sub", "bob")]).unwrap())
                 .await
-                .unwrap(),
+                .unwrap()
+                .removed,
             1
         );
-        assert_eq!(store.purge(&Purge::types(["Post"])).await.unwrap(), 1);
+        assert_eq!(
+            store.purge(&Purge::types(["Post"])).await.unwrap().removed,
+            1
+        );
         insert(&store, 4, tagged(&["Post"], "carol")).await;
         insert(&store, 5, tagged(&["User"], "dan")).await;
-        assert_eq!(store.purge(&Purge::operation("Feed")).await.unwrap(), 2);
+        assert_eq!(
+            store
+                .purge(&Purge::operation("Feed"))
+                .await
+                .unwrap()
+                .removed,
+            2
+        );
         insert(&store, 6, tagged(&[], "erin")).await;
-        assert_eq!(store.purge(&Purge::all()).await.unwrap(), 1);
+        assert_eq!(store.purge(&Purge::all()).await.unwrap().removed, 1);
         assert_eq!(store.index_len(), 0);
     }
 
@@ -558,7 +614,10 @@ mod tests {
         insert(&store, 1, tagged(&["Post:1"], "a")).await;
         insert(&store, 1, tagged(&["Post:1"], "a")).await;
         store.entries.run_pending_tasks();
-        assert_eq!(store.purge(&Purge::tags(["Post:1"])).await.unwrap(), 1);
+        assert_eq!(
+            store.purge(&Purge::tags(["Post:1"])).await.unwrap().removed,
+            1
+        );
         assert!(store.get_local(&key(1), Instant::now()).is_none());
     }
 
@@ -600,7 +659,8 @@ mod tests {
         assert_eq!(
             runtime
                 .block_on(store.purge(&Purge::types(["Post"])))
-                .unwrap(),
+                .unwrap()
+                .removed,
             live
         );
     }

@@ -18,7 +18,7 @@ use http::{HeaderMap, HeaderValue};
 use tokio::time::Instant;
 
 use crate::cache::key::CacheKey;
-use crate::cache::purge::{EntryMeta, Purge, PurgeError};
+use crate::cache::purge::{EntryMeta, Purge, PurgeError, Purged};
 
 pub(crate) use self::memory::MemoryStore;
 
@@ -163,6 +163,10 @@ pub(crate) trait ResponseStore: Send + Sync + std::fmt::Debug {
     where
         F: FnOnce() -> Probe + Send;
 
+    /// Whether no purge since `since` matches `entry` (one found at `since`, served
+    /// later: within stale-if-error, after a failed execution).
+    fn still_valid(&self, entry: &CachedResponse, since: Epoch) -> bool;
+
     /// The entry for `key` in this process's memory only.
     fn get_local(&self, key: &CacheKey, now: Instant) -> Option<Arc<CachedResponse>>;
 
@@ -178,8 +182,8 @@ pub(crate) trait ResponseStore: Send + Sync + std::fmt::Debug {
         since: Epoch,
     ) -> impl Future<Output = bool> + Send;
 
-    /// Removes every entry `purge` selects; returns how many were removed.
-    fn purge(&self, purge: &Purge) -> impl Future<Output = Result<u64, PurgeError>> + Send;
+    /// Removes every entry `purge` selects; says how many, and whether the fleet has it.
+    fn purge(&self, purge: &Purge) -> impl Future<Output = Result<Purged, PurgeError>> + Send;
 
     fn stats(&self) -> CacheStats;
 }
@@ -205,6 +209,15 @@ impl Store {
             }
             #[cfg(feature = "redis")]
             Store::Tiered(_) => Some(source.header_value()),
+        }
+    }
+
+    /// Whether this store is shared by a fleet (a Redis tier).
+    pub(crate) fn is_shared(&self) -> bool {
+        match self {
+            Store::Memory(_) => false,
+            #[cfg(feature = "redis")]
+            Store::Tiered(_) => true,
         }
     }
 
@@ -239,6 +252,14 @@ impl ResponseStore for Store {
         }
     }
 
+    fn still_valid(&self, entry: &CachedResponse, since: Epoch) -> bool {
+        match self {
+            Store::Memory(store) => store.still_valid(entry, since),
+            #[cfg(feature = "redis")]
+            Store::Tiered(tier) => tier.l1.still_valid(entry, since),
+        }
+    }
+
     fn get_local(&self, key: &CacheKey, now: Instant) -> Option<Arc<CachedResponse>> {
         match self {
             Store::Memory(store) => store.get_local(key, now),
@@ -263,7 +284,7 @@ impl ResponseStore for Store {
         }
     }
 
-    async fn purge(&self, purge: &Purge) -> Result<u64, PurgeError> {
+    async fn purge(&self, purge: &Purge) -> Result<Purged, PurgeError> {
         match self {
             Store::Memory(store) => store.purge(purge).await,
             #[cfg(feature = "redis")]
