@@ -27,8 +27,20 @@ pub(crate) enum StoreError {
 impl StoreError {
     /// Redis refused a write because its memory is full (`maxmemory`).
     pub(crate) fn is_oom(&self) -> bool {
-        matches!(self, StoreError::Redis(err) if err.code() == Some("OOM"))
+        matches!(self, StoreError::Redis(err) if has_code(err, &["OOM"]))
     }
+}
+
+/// Whether Redis answered with one of `codes`: an error of its own, or of any command of
+/// a pipeline (`RedisError::code` names only the codes the client knows, and only the
+/// first command's).
+fn has_code(err: &redis::RedisError, codes: &[&str]) -> bool {
+    if err.code().is_some_and(|code| codes.contains(&code)) {
+        return true;
+    }
+    err.clone()
+        .into_server_errors()
+        .is_some_and(|errors| errors.iter().any(|(_, e)| codes.contains(&e.code())))
 }
 
 pub(crate) struct Redis {
@@ -246,9 +258,17 @@ fn is_outage(err: &redis::RedisError) -> bool {
         // Redis answers, but cannot serve: a demoted primary, a load, an outage upstream,
         // a script stuck. A full memory (`OOM`) is not one: reads and deletes still work,
         // and the tier makes room for its records itself (see `admission`).
-        || matches!(
-            err.code(),
-            Some("READONLY" | "LOADING" | "MASTERDOWN" | "BUSY" | "MISCONF" | "NOREPLICAS" | "NOPERM")
+        || has_code(
+            err,
+            &[
+                "READONLY",
+                "LOADING",
+                "MASTERDOWN",
+                "BUSY",
+                "MISCONF",
+                "NOREPLICAS",
+                "NOPERM",
+            ],
         )
 }
 

@@ -216,7 +216,10 @@ impl Tier {
             "redis lost recorded changes; entries written before are purged and revocations written back"
         );
         self.flush_memory().await;
+        // Ours back into the set, then the set as the fleet wrote it back (another
+        // instance may have noticed first).
         self.revocations.write_back(self).await?;
+        self.revocations.load(self).await?;
         let (seq, digest) = self.record(&Change::Recovered, None).await?;
         self.record_all(seq).await?;
         self.remember(seq, Some(&crate::cache::purge::Selector::All));

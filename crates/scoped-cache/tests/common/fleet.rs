@@ -104,6 +104,9 @@ pub(crate) fn tier(url: &str) -> RedisTier {
         .cool_down(Duration::from_millis(200))
 }
 
+/// The admin credential of every instance.
+pub(crate) const ADMIN_TOKEN: &str = "fleet-admin-token-of-the-redis-tests";
+
 pub(crate) fn instance(world: &Arc<World>, tier: RedisTier) -> Instance {
     let layer = ScopedCacheLayer::builder()
         .verifier(
@@ -128,7 +131,14 @@ pub(crate) fn instance(world: &Arc<World>, tier: RedisTier) -> Instance {
         .finish();
     let app = Router::new()
         .route_service("/graphql", GraphQL::new(schema))
-        .layer(layer.clone());
+        .layer(layer.clone())
+        .nest(
+            "/admin",
+            scoped_cache::admin::router(
+                &layer,
+                scoped_cache::admin::AdminToken::new(ADMIN_TOKEN).unwrap(),
+            ),
+        );
     Instance { app, layer }
 }
 

@@ -1,0 +1,384 @@
+//! The fleet's two promises under real Redis faults: after a purge or a revocation is
+//! answered as fleet-wide, no instance serves what it removed, and none takes the token,
+//! past `max_lag`; whatever Redis does (a full memory, a user without `SUBSCRIBE`, a
+//! restart from a snapshot, a flush, a stall of writes, an instance cut off), and every
+//! wait re-checks revocation. Each test starts its own `redis-server`, and a real TCP
+//! proxy where a fault sits between one instance and Redis.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use http::StatusCode;
+use scoped_cache::{Purge, Revoke};
+use serde_json::json;
+use tokio::time::Instant;
+
+use common::fleet::{
+    ADMIN_TOKEN, FEED, ME, ask, fleet, fleet_of, in_step, instance, render, tier, tier_of, until,
+};
+use common::proxy::{Mode, Proxy};
+use common::redis_server::RedisServer;
+use common::{member, post, query, send};
+
+async fn redis_cmd<T: redis::FromRedisValue>(server: &RedisServer, args: &[&str]) -> T {
+    let mut conn = server.connection().await;
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query_async(&mut conn).await.unwrap()
+}
+
+async fn used_memory(server: &RedisServer) -> u64 {
+    let info: String = redis_cmd(server, &["INFO", "memory"]).await;
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Asks `instance` for `doc` again and again for `during`, asserting every answer:
+/// the promise must hold on every request, not only eventually.
+async fn always(
+    instance: &common::fleet::Instance,
+    doc: &str,
+    during: Duration,
+    holds: impl Fn(&common::Reply) -> bool,
+    what: &str,
+) {
+    let deadline = Instant::now() + during;
+    while Instant::now() < deadline {
+        let reply = ask(instance, doc, None).await;
+        assert!(holds(&reply), "{what}: {:?} {:?}", reply.status, reply.body);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_cannot_crowd_out_purges_and_revocations() {
+    let server =
+        RedisServer::start_with(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"]).await;
+    let (_world, a, b) = fleet(&server).await;
+    let stored = ask(&a, FEED, None).await;
+    until(&b, FEED, None, Duration::from_secs(2), |r| {
+        r.x_cache() == "HIT"
+    })
+    .await;
+    assert_eq!(tier_of(&ask(&b, FEED, None).await), "memory");
+
+    // An anonymous flood of distinct keys (the query string is in the key).
+    for i in 0..3000 {
+        let reply = send(
+            &a.app,
+            query(&format!("/graphql?r={i}"), None, "{ posts { id title } }"),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    // And then Redis is full all the same (another tenant, a lower maxmemory): writes
+    // are refused while reads and deletes still work.
+    let used = used_memory(&server).await;
+    let _: () = redis_cmd(
+        &server,
+        &[
+            "CONFIG",
+            "SET",
+            "maxmemory",
+            &(used - 64 * 1024).to_string(),
+        ],
+    )
+    .await;
+    let mut conn = server.connection().await;
+    let refused: redis::RedisResult<()> = redis::cmd("SET")
+        .arg("test:probe")
+        .arg("x")
+        .query_async(&mut conn)
+        .await;
+    assert_eq!(refused.unwrap_err().code(), Some("OOM"), "redis is full");
+
+    let purged = a.layer.purge(&Purge::entity("Post", "1")).await.unwrap();
+    assert!(purged.fleet_wide, "the purge made room for its record");
+    let after = until(&b, FEED, None, Duration::from_secs(3), |r| {
+        r.x_cache() == "MISS"
+    })
+    .await;
+    assert_eq!(after.x_cache(), "MISS");
+    assert_ne!(render(&after), render(&stored));
+
+    let alice = member("alice");
+    let revoked = a
+        .layer
+        .revoke(&Revoke::subject("alice", std::time::SystemTime::now()))
+        .await
+        .unwrap();
+    assert!(revoked.fleet_wide);
+    let refused = until(&b, ME, Some(&alice), Duration::from_secs(3), |r| {
+        r.status == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_user_may_not_subscribe_still_converges() {
+    let server = RedisServer::start().await;
+    let _: () = redis_cmd(
+        &server,
+        &[
+            "ACL",
+            "SETUSER",
+            "nosub",
+            "on",
+            ">nosub-password",
+            "~*",
+            "&*",
+            "+@all",
+            "-subscribe",
+            "-psubscribe",
+            "-ssubscribe",
+        ],
+    )
+    .await;
+    let nosub = format!("redis://nosub:nosub-password@127.0.0.1:{}", server.port);
+    let (_world, a, b) = fleet_of(&server, tier(&server.url()), tier(&nosub)).await;
+    let (_, subscribers): (String, u64) =
+        redis_cmd(&server, &["PUBSUB", "NUMSUB", "test:events"]).await;
+    assert_eq!(subscribers, 1, "only A listens");
+
+    let stored = ask(&a, FEED, None).await;
+    until(&b, FEED, None, Duration::from_secs(2), |r| {
+        r.x_cache() == "HIT"
+    })
+    .await;
+    assert_eq!(tier_of(&ask(&b, FEED, None).await), "memory");
+    assert!(
+        a.layer
+            .purge(&Purge::entity("Post", "1"))
+            .await
+            .unwrap()
+            .fleet_wide
+    );
+    let after = until(&b, FEED, None, Duration::from_secs(3), |r| {
+        r.x_cache() == "MISS"
+    })
+    .await;
+    assert_ne!(render(&after), render(&stored), "B read the journal");
+
+    let alice = member("alice");
+    assert_eq!(ask(&b, ME, Some(&alice)).await.status, StatusCode::OK);
+    a.layer
+        .revoke(&Revoke::subject("alice", std::time::SystemTime::now()))
+        .await
+        .unwrap();
+    let refused = until(&b, ME, Some(&alice), Duration::from_secs(3), |r| {
+        r.status == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_from_a_snapshot_never_serves_what_was_purged_after_it() {
+    let mut server = RedisServer::start().await;
+    let (_world, a, b) = fleet(&server).await;
+    let stored = ask(&a, FEED, None).await;
+    until(&b, FEED, None, Duration::from_secs(2), |r| {
+        r.x_cache() == "HIT"
+    })
+    .await;
+    // The snapshot holds the entry; the purge comes after it.
+    let _: () = redis_cmd(&server, &["SAVE"]).await;
+    assert!(
+        a.layer
+            .purge(&Purge::entity("Post", "1"))
+            .await
+            .unwrap()
+            .fleet_wide
+    );
+    until(&b, FEED, None, Duration::from_secs(2), |r| {
+        r.x_cache() == "MISS"
+    })
+    .await;
+
+    server.restart().await;
+    let not_purged = |r: &common::Reply| render(r) != render(&stored);
+    for instance in [&a, &b] {
+        always(
+            instance,
+            FEED,
+            Duration::from_secs(2),
+            not_purged,
+            "the purged answer came back from the snapshot",
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_redis_lost_are_written_back_for_later_instances() {
+    let server = RedisServer::start().await;
+    let (world, a, b) = fleet(&server).await;
+    let alice = member("alice");
+    let revoked = a
+        .layer
+        .revoke(&Revoke::subject("alice", std::time::SystemTime::now()))
+        .await
+        .unwrap();
+    assert!(revoked.fleet_wide);
+    until(&b, ME, Some(&alice), Duration::from_secs(2), |r| {
+        r.status == StatusCode::UNAUTHORIZED
+    })
+    .await;
+
+    let _: () = redis_cmd(&server, &["FLUSHALL"]).await;
+    let c = instance(&world, tier(&server.url()));
+    let refused = until(&c, ME, Some(&alice), Duration::from_secs(5), |r| {
+        r.status == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNAUTHORIZED,
+        "an instance started after the flush learns the revocation"
+    );
+    assert_eq!(
+        ask(&b, ME, Some(&alice)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_redis_is_too_slow_to_record_is_202_and_its_instance_reads_nothing_it_covers() {
+    let server = RedisServer::start().await;
+    let (_world, a, b) = fleet(&server).await;
+    let stored = ask(&a, FEED, None).await;
+    until(&b, FEED, None, Duration::from_secs(2), |r| {
+        r.x_cache() == "HIT"
+    })
+    .await;
+
+    // Writes wait (longer than the insert timeout); reads go on.
+    let _: () = redis_cmd(&server, &["CLIENT", "PAUSE", "1500", "WRITE"]).await;
+    let answer = send(
+        &a.app,
+        post(
+            "/admin/purge",
+            Some(ADMIN_TOKEN),
+            json!({ "tags": ["Post:1"] }),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{:?}", answer.body);
+    assert_eq!(answer.body["shared"], false);
+    // A's own memory is purged, and A reads nothing back from Redis while its purge is
+    // on its way there.
+    let during = ask(&a, FEED, None).await;
+    assert_ne!(render(&during), render(&stored));
+    assert_ne!(tier_of(&during), "redis");
+
+    // Once Redis takes writes again, the purge reaches the fleet.
+    let after = until(&b, FEED, None, Duration::from_secs(5), |r| {
+        r.x_cache() == "MISS"
+    })
+    .await;
+    assert_ne!(render(&after), render(&stored));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_while_waiting_on_another_instances_lease_is_refused() {
+    let server = RedisServer::start().await;
+    let (_world, a, b) = fleet(&server).await;
+    let alice = member("alice");
+    let doc = "{ me slow(ms: 1500) }";
+    let waiting = async {
+        // A holds the lease and executes for 1.5 s; B waits on it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (reply, ()) = tokio::join!(ask(&b, doc, Some(&alice)), async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            a.layer
+                .revoke(&Revoke::subject("alice", std::time::SystemTime::now()))
+                .await
+                .unwrap();
+        });
+        reply
+    };
+    let (_, on_b) = tokio::join!(ask(&a, doc, Some(&alice)), waiting);
+    assert_eq!(on_b.status, StatusCode::UNAUTHORIZED, "{:?}", on_b.body);
+    assert_eq!(on_b.code(), "UNAUTHENTICATED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_serves_a_redis_entry_after_its_local_copy_ended() {
+    let server = RedisServer::start().await;
+    let short = |url: &str| tier(url).local_ttl(Duration::from_millis(500));
+    let (world, a, b) = fleet_of(&server, short(&server.url()), short(&server.url())).await;
+    let doc = "{ flaky }";
+    assert_eq!(ask(&a, doc, None).await.x_cache(), "MISS");
+    let copied = until(&b, doc, None, Duration::from_secs(2), |r| {
+        tier_of(r) == "redis"
+    })
+    .await;
+    assert_eq!(copied.body["data"]["flaky"], 1);
+
+    world.failing.store(true, Ordering::SeqCst);
+    // Past the entry's max-age (1 s) and B's copy (0.5 s): only Redis holds it now,
+    // within stale-if-error (60 s).
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let stale = ask(&b, doc, None).await;
+    assert_eq!(
+        (stale.status, stale.x_cache()),
+        (StatusCode::OK, "STALE"),
+        "{:?}",
+        stale.body
+    );
+    assert_eq!(stale.body["data"]["flaky"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_cut_off_serves_nothing_cached_and_refuses_tokens_until_back() {
+    let server = RedisServer::start().await;
+    let proxy = Proxy::start(server.port).await;
+    let lag = Duration::from_secs(2);
+    let (_world, a, b) = fleet_of(
+        &server,
+        tier(&server.url()),
+        tier(&proxy.url()).max_lag(lag),
+    )
+    .await;
+    let stored = ask(&a, FEED, None).await;
+    until(&b, FEED, None, Duration::from_secs(2), |r| {
+        r.x_cache() == "HIT"
+    })
+    .await;
+    assert_eq!(tier_of(&ask(&b, FEED, None).await), "memory");
+
+    proxy.set(Mode::Cut);
+    // A purge B cannot hear of.
+    assert!(
+        a.layer
+            .purge(&Purge::entity("Post", "1"))
+            .await
+            .unwrap()
+            .fleet_wide
+    );
+    let alice = member("alice");
+    let cut_off = until(&b, FEED, None, lag * 3, |r| r.x_cache() == "MISS").await;
+    assert_eq!(
+        cut_off.x_cache(),
+        "MISS",
+        "its 60-second copy is not served"
+    );
+    assert_ne!(render(&cut_off), render(&stored));
+    let unknown = ask(&b, ME, Some(&alice)).await;
+    assert_eq!(unknown.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(unknown.code(), "AUTH_UNAVAILABLE");
+
+    proxy.set(Mode::Open);
+    in_step(&b).await;
+    assert_eq!(ask(&b, ME, Some(&alice)).await.status, StatusCode::OK);
+}
