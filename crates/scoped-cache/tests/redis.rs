@@ -12,11 +12,13 @@ use http::StatusCode;
 use scoped_cache::{Purge, Revoke};
 use tokio::time::Instant;
 
+use common::fleet::fleet_of;
 use common::fleet::{
     FEED, ME, World, ask, entry_keys, fleet, instance, render, tier, tier_of, until,
 };
 use common::member;
-use common::redis_server::RedisServer;
+use common::redis_server::{RedisServer, free_port};
+use common::tls::Certificates;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miss_on_one_instance_is_a_redis_hit_on_the_other() {
@@ -470,4 +472,96 @@ async fn a_lease_whose_holder_stored_nothing_lets_the_others_go_at_once() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(marked, ["none"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_client_certificate_and_an_acl_user() {
+    let certificates = Certificates::generate();
+    let tls_port = free_port().to_string();
+    let server = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &certificates.path("server.crt"),
+        "--tls-key-file",
+        &certificates.path("server.key"),
+        "--tls-ca-cert-file",
+        &certificates.path("ca.crt"),
+        "--tls-auth-clients",
+        "yes",
+    ])
+    .await;
+    // A user that may touch only its deployment's keys and channel.
+    let mut conn = server.connection().await;
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "cache",
+            "on",
+            ">cache-password",
+            "~test:*",
+            "&test:*",
+            "+@all",
+        ])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let url = format!("rediss://cache:cache-password@127.0.0.1:{tls_port}");
+    let secured = || {
+        tier(&url)
+            .ca_certificate(certificates.read("ca.crt"))
+            .client_certificate(
+                certificates.read("client.crt"),
+                certificates.read("client.key"),
+            )
+    };
+    assert!(!format!("{:?}", secured()).contains("cache-password"));
+    let (_world, a, b) = fleet_of(&server, secured(), secured()).await;
+    let stored = ask(&a, FEED, None).await;
+    let shared = until(&b, FEED, None, Duration::from_secs(2), |r| {
+        tier_of(r) == "redis"
+    })
+    .await;
+    assert_eq!(render(&shared), render(&stored), "shared over TLS");
+    let alice = member("alice");
+    assert!(
+        a.layer
+            .revoke(&Revoke::subject("alice", std::time::SystemTime::now()))
+            .await
+            .unwrap()
+            .fleet_wide
+    );
+    let refused = until(&b, ME, Some(&alice), Duration::from_secs(3), |r| {
+        r.status == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+
+    // Without the client certificate the server hangs up: never in step, tokens 503.
+    let world = Arc::new(World::default());
+    let anonymous = instance(
+        &world,
+        tier(&url).ca_certificate(certificates.read("ca.crt")),
+    );
+    let unknown = until(
+        &anonymous,
+        ME,
+        Some(&member("bob")),
+        Duration::from_secs(1),
+        |_| false,
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::SERVICE_UNAVAILABLE);
+    // A `redis://` URL with TLS settings is refused at build().
+    let plain = scoped_cache::ScopedCacheLayer::builder()
+        .verifier(
+            scoped_cache::Verifier::hmac(scoped_cache::Algorithm::HS256, common::SECRET)
+                .audience([common::AUDIENCE]),
+        )
+        .redis(
+            scoped_cache::RedisTier::new(server.url()).ca_certificate(certificates.read("ca.crt")),
+        )
+        .build();
+    let refused = plain.unwrap_err().to_string();
+    assert!(refused.contains("rediss://"), "{refused}");
 }

@@ -74,7 +74,7 @@ impl std::fmt::Debug for Redis {
 impl Redis {
     pub(crate) fn new(tier: &RedisTier) -> Result<Self, redis::RedisError> {
         Ok(Self {
-            client: redis::Client::open(tier.url.as_str())?,
+            client: client(tier)?,
             manager: OnceLock::new(),
             bulk: OnceLock::new(),
             breaker: Breaker::new(tier.cool_down),
@@ -224,6 +224,25 @@ impl Redis {
         })
         .await
     }
+}
+
+/// The client for `tier`: with a CA or a client certificate, TLS configured with them;
+/// else from the URL alone (`rediss://` with the system's roots).
+fn client(tier: &RedisTier) -> Result<redis::Client, redis::RedisError> {
+    if tier.ca.is_none() && tier.client_certificate.is_none() {
+        return redis::Client::open(tier.url.as_str());
+    }
+    let certificates = redis::TlsCertificates {
+        client_tls: tier
+            .client_certificate
+            .as_ref()
+            .map(|(cert, key)| redis::ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.clone(),
+            }),
+        root_cert: tier.ca.clone(),
+    };
+    redis::Client::build_with_tls(tier.url.as_str(), certificates)
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -85,10 +85,14 @@ pub(crate) const DEFAULT_KEY_PREFIX: &str = "scoped-cache:";
 ///
 /// Nothing connects until the layer serves: the application starts and serves when Redis
 /// is unreachable, and the tier joins in when Redis answers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct RedisTier {
     pub(crate) url: String,
+    /// PEM: the CA that signs the server's certificate (else the system's roots).
+    pub(crate) ca: Option<Vec<u8>>,
+    /// PEM: a client certificate and its key, for servers that require one.
+    pub(crate) client_certificate: Option<(Vec<u8>, Vec<u8>)>,
     pub(crate) prefix: String,
     pub(crate) fetch_timeout: Duration,
     pub(crate) insert_timeout: Duration,
@@ -99,12 +103,50 @@ pub struct RedisTier {
     pub(crate) accept_tokens_when_cut_off: bool,
 }
 
+/// The URL's password is never shown.
+impl std::fmt::Debug for RedisTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTier")
+            .field("url", &redacted(&self.url))
+            .field("ca", &self.ca.is_some())
+            .field("client_certificate", &self.client_certificate.is_some())
+            .field("prefix", &self.prefix)
+            .field("fetch_timeout", &self.fetch_timeout)
+            .field("insert_timeout", &self.insert_timeout)
+            .field("local_ttl", &self.local_ttl)
+            .field("lease", &self.lease)
+            .field("cool_down", &self.cool_down)
+            .field("max_lag", &self.max_lag)
+            .field(
+                "accept_tokens_when_cut_off",
+                &self.accept_tokens_when_cut_off,
+            )
+            .finish()
+    }
+}
+
+/// `url` with whatever sits between `://` and the last `@` (a user and password)
+/// replaced.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://<redacted>@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 impl RedisTier {
-    /// A tier on the Redis at `url` (`redis://host:port/db`, `rediss://` for TLS is not
-    /// built in; `redis+unix:///path` for a socket). Checked by `build()`.
+    /// A tier on the Redis at `url`: `redis://host:port/db`, `rediss://host:port/db` for
+    /// TLS (the server's certificate checked against the system's roots, or
+    /// [`ca_certificate`](Self::ca_certificate)), `redis+unix:///path` for a socket. A
+    /// user and password go in the URL (`redis://user:password@host:6379`, for an ACL
+    /// user); they never appear in logs or `Debug`. Checked by `build()`.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            ca: None,
+            client_certificate: None,
             prefix: DEFAULT_KEY_PREFIX.to_owned(),
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             insert_timeout: DEFAULT_INSERT_TIMEOUT,
@@ -114,6 +156,24 @@ impl RedisTier {
             max_lag: DEFAULT_MAX_LAG,
             accept_tokens_when_cut_off: false,
         }
+    }
+
+    /// The CA certificate (PEM) that signs the server's certificate, for a `rediss://`
+    /// URL; without it the system's roots are used. Checked by `build()`.
+    pub fn ca_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca = Some(pem.into());
+        self
+    }
+
+    /// A client certificate and its private key (PEM), for a `rediss://` server that
+    /// requires one (`tls-auth-clients yes`). Checked by `build()`.
+    pub fn client_certificate(
+        mut self,
+        certificate_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.client_certificate = Some((certificate_pem.into(), key_pem.into()));
+        self
     }
 
     /// The start of every key and of the channel name: one per deployment sharing a Redis
@@ -178,5 +238,24 @@ impl RedisTier {
     pub fn accept_tokens_when_cut_off(mut self, accept: bool) -> Self {
         self.accept_tokens_when_cut_off = accept;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_a_password() {
+        let tier = RedisTier::new("rediss://cache-user:s3cr3t-pa55@redis.internal:6380/0");
+        let shown = format!("{tier:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(!shown.contains("cache-user"), "{shown}");
+        assert!(
+            shown.contains("rediss://<redacted>@redis.internal:6380/0"),
+            "{shown}"
+        );
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redacted("redis://:pw@h:1"), "redis://<redacted>@h:1");
     }
 }

@@ -229,6 +229,13 @@ impl Tier {
     ) -> Result<Self, crate::BuildError> {
         let invalid =
             |field: &'static str, reason: String| crate::BuildError::InvalidRedis { field, reason };
+        let tls = config.url.starts_with("rediss:");
+        if !tls && (config.ca.is_some() || config.client_certificate.is_some()) {
+            return Err(invalid(
+                "url",
+                "a CA or client certificate needs a `rediss://` URL".into(),
+            ));
+        }
         if config.prefix.is_empty() || config.prefix.len() > 128 {
             return Err(invalid("key_prefix", "must be 1 to 128 bytes".into()));
         }
@@ -245,8 +252,14 @@ impl Tier {
             }
         }
         // The error's text could quote the URL, password included: keep only its kind.
-        Self::new(config, l1, revocations, max_entry_bytes)
-            .map_err(|err| invalid("url", format!("not a redis URL ({:?})", err.kind())))
+        Self::new(config, l1, revocations, max_entry_bytes).map_err(|err| {
+            let field = if tls && (config.ca.is_some() || config.client_certificate.is_some()) {
+                "tls"
+            } else {
+                "url"
+            };
+            invalid(field, format!("not usable ({:?})", err.kind()))
+        })
     }
 
     fn new(

@@ -297,3 +297,5 @@ pub(crate) mod hostile;
 pub(crate) mod proxy;
 #[cfg(feature = "redis")]
 pub(crate) mod redis_server;
+#[cfg(feature = "redis")]
+pub(crate) mod tls;
