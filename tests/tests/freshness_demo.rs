@@ -346,7 +346,7 @@ async fn refused_admin_requests_purge_nothing_and_a_type_purge_does() {
     assert_eq!(header(&purged.headers, "cache-control"), "no-store");
     assert_eq!(
         purged.body,
-        json!({"purged": 2}),
+        json!({"purged": 2, "shared": true}),
         "both buckets' lists hold posts"
     );
     assert_served(addr, None, PUBLIC_POSTS, "MISS").await;
@@ -367,7 +367,7 @@ async fn scope_purge_removes_alices_me_and_keeps_bobs() {
 
     let purged = purge(addr, json!({"scope": {"sub": "alice"}})).await;
     assert_eq!(purged.status, StatusCode::OK, "{}", purged.body);
-    assert_eq!(purged.body, json!({"purged": 1}));
+    assert_eq!(purged.body, json!({"purged": 1, "shared": true}));
 
     let again = ask(addr, Some(&alice), ME).await;
     assert_eq!(again.x_cache(), "MISS");
@@ -379,18 +379,18 @@ async fn scope_purge_removes_alices_me_and_keeps_bobs() {
 
     // Every claim given must match: bob's `me` goes, alice's (also a member) stays.
     let purged = purge(addr, json!({"scope": {"role": "member", "sub": "bob"}})).await;
-    assert_eq!(purged.body, json!({"purged": 1}));
+    assert_eq!(purged.body, json!({"purged": 1, "shared": true}));
     assert_served(addr, Some(&alice), ME, "HIT").await;
     assert_served(addr, Some(&bob), ME, "MISS").await;
 
     // Another value of the claim matches nothing.
     let none = purge(addr, json!({"scope": {"sub": "carol"}})).await;
-    assert_eq!(none.body, json!({"purged": 0}));
+    assert_eq!(none.body, json!({"purged": 0, "shared": true}));
     assert_served(addr, Some(&bob), ME, "HIT").await;
 
     // One claim that both buckets hold reaches both.
     let members = purge(addr, json!({"scope": {"role": "member"}})).await;
-    assert_eq!(members.body, json!({"purged": 2}));
+    assert_eq!(members.body, json!({"purged": 2, "shared": true}));
     for t in [&alice, &bob] {
         assert_served(addr, Some(t), ME, "MISS").await;
     }
@@ -410,13 +410,13 @@ async fn tag_and_operation_purges_remove_exactly_their_entries() {
     }
 
     let purged = purge(addr, json!({"tags": ["Post:1"]})).await;
-    assert_eq!(purged.body, json!({"purged": 1}));
+    assert_eq!(purged.body, json!({"purged": 1, "shared": true}));
     assert_served(addr, Some(&alice), post2, "HIT").await;
     assert_served(addr, Some(&alice), feed, "HIT").await;
     assert_served(addr, Some(&alice), post1, "MISS").await;
 
     let purged = purge(addr, json!({"operation": "Feed"})).await;
-    assert_eq!(purged.body, json!({"purged": 1}));
+    assert_eq!(purged.body, json!({"purged": 1, "shared": true}));
     assert_served(addr, Some(&alice), post1, "HIT").await;
     assert_served(addr, Some(&alice), post2, "HIT").await;
     assert_served(addr, Some(&alice), feed, "MISS").await;
@@ -444,18 +444,18 @@ async fn purge_all_removes_every_cached_answer_and_counts_them() {
 
     let purged = purge(addr, json!({"all": true})).await;
     assert_eq!(purged.status, StatusCode::OK, "{}", purged.body);
-    assert_eq!(purged.body, json!({"purged": cached.len()}));
+    assert_eq!(purged.body, json!({"purged": cached.len(), "shared": true}));
     for (t, q) in &cached {
         assert_served(addr, *t, q, "MISS").await;
     }
     // Everything is cached again, once.
     assert_eq!(
         purge(addr, json!({"all": true})).await.body,
-        json!({"purged": cached.len()})
+        json!({"purged": cached.len(), "shared": true})
     );
     assert_eq!(
         purge(addr, json!({"all": true})).await.body,
-        json!({"purged": 0})
+        json!({"purged": 0, "shared": true})
     );
 }
 

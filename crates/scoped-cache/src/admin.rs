@@ -88,7 +88,7 @@
 //! `shared` and the status). Type and
 //! entity tags exist only when the schema has the [`EntityTags`](crate::graphql::EntityTags)
 //! extension ([`ScopedCacheLayer::entity_tags`]). Without it, `tags` and `types` purges
-//! find nothing and answer `{"purged":0}`.
+//! find nothing and answer `{"purged":0,"shared":true}`.
 //!
 //! # `POST /revoke`
 //!
@@ -119,7 +119,7 @@
 //! carries. Revoking a subject also purges the cache buckets scoped to it (see
 //! [`purge_on_revoke`](crate::ScopedCacheLayerBuilder::purge_on_revoke)).
 //!
-//! The answer is `200` with `{"revoked":true}`: from the next request on, a matching token
+//! The answer is `{"revoked":true,"shared":..}` (see above for `shared` and the status): from the next request on, a matching token
 //! gets `401` (`WWW-Authenticate: Bearer error="invalid_token", error_description="token
 //! revoked"`, GraphQL code `UNAUTHENTICATED`), whether or not an answer for it is cached.
 //! Revocations live in this process's memory: they reach every clone of the layer, but

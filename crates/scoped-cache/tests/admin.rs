@@ -70,7 +70,8 @@ async fn x_cache(app: &Router, token: Option<&str>, q: &str) -> String {
 
 fn assert_purged(reply: &Reply, n: u64) {
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
-    assert_eq!(reply.body, json!({ "purged": n }));
+    // A memory-only layer's purges are fleet-wide: every clone shares its store.
+    assert_eq!(reply.body, json!({ "purged": n, "shared": true }));
     assert!(
         reply.headers["content-type"]
             .to_str()
@@ -446,7 +447,7 @@ async fn revoke(app: &Router, body: serde_json::Value) -> Reply {
 #[track_caller]
 fn assert_revoked_ok(reply: &Reply) {
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
-    assert_eq!(reply.body, json!({ "revoked": true }));
+    assert_eq!(reply.body, json!({ "revoked": true, "shared": true }));
     assert_eq!(reply.headers["cache-control"], "no-store");
     assert!(
         reply.headers["content-type"]

@@ -252,41 +252,128 @@ async fn revocations_redis_lost_are_written_back_for_later_instances() {
     );
 }
 
+/// A fault that holds Redis for about 1.5 s: writes only, everything, or the server
+/// itself busy.
+#[derive(Debug, Clone, Copy)]
+enum Hold {
+    PauseWrites,
+    PauseAll,
+    DebugSleep,
+}
+
+async fn hold(server: &RedisServer, fault: Hold) {
+    let mut conn = server.connection().await;
+    let mut cmd = redis::cmd(match fault {
+        Hold::PauseWrites | Hold::PauseAll => "CLIENT",
+        Hold::DebugSleep => "DEBUG",
+    });
+    match fault {
+        Hold::PauseWrites => cmd.arg(&["PAUSE", "1500", "WRITE"]),
+        Hold::PauseAll => cmd.arg(&["PAUSE", "1500", "ALL"]),
+        Hold::DebugSleep => cmd.arg(&["SLEEP", "1.5"]),
+    };
+    // `DEBUG SLEEP` answers when it ends: from a task of its own.
+    let sent = tokio::spawn(async move { cmd.query_async::<()>(&mut conn).await });
+    if matches!(fault, Hold::DebugSleep) {
+        // It holds the server once it is read; the sleep below only lets it be read.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    } else {
+        sent.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_redis_is_too_slow_to_record_is_202_and_its_instance_reads_nothing_it_covers() {
-    let server = RedisServer::start().await;
-    let (_world, a, b) = fleet(&server).await;
+    for fault in [Hold::PauseWrites, Hold::PauseAll, Hold::DebugSleep] {
+        let server = RedisServer::start().await;
+        let (_world, a, b) = fleet(&server).await;
+        let stored = ask(&a, FEED, None).await;
+        until(&b, FEED, None, Duration::from_secs(2), |r| {
+            r.x_cache() == "HIT"
+        })
+        .await;
+
+        // Longer than the insert timeout (500 ms).
+        hold(&server, fault).await;
+        let answer = send(
+            &a.app,
+            post(
+                "/admin/purge",
+                Some(ADMIN_TOKEN),
+                json!({ "tags": ["Post:1"] }),
+            ),
+        )
+        .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::ACCEPTED,
+            "{fault:?}: {:?}",
+            answer.body
+        );
+        assert_eq!(answer.body["shared"], false);
+        // A's own memory is purged, and A reads nothing back from Redis while its purge
+        // is on its way there.
+        let during = ask(&a, FEED, None).await;
+        assert_ne!(render(&during), render(&stored), "{fault:?}");
+        assert_ne!(tier_of(&during), "redis", "{fault:?}");
+
+        // Once Redis answers again, the purge reaches the fleet.
+        let after = until(&b, FEED, None, Duration::from_secs(5), |r| {
+            r.x_cache() == "MISS"
+        })
+        .await;
+        assert_ne!(render(&after), render(&stored), "{fault:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_to_a_replica_that_missed_a_purge_never_serves_what_it_removed() {
+    let primary = RedisServer::start().await;
+    let replica =
+        RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary.port.to_string()]).await;
+    let proxy = Proxy::start(primary.port).await;
+    let (_world, a, b) = fleet_of(&primary, tier(&proxy.url()), tier(&proxy.url())).await;
     let stored = ask(&a, FEED, None).await;
     until(&b, FEED, None, Duration::from_secs(2), |r| {
         r.x_cache() == "HIT"
     })
     .await;
-
-    // Writes wait (longer than the insert timeout); reads go on.
-    let _: () = redis_cmd(&server, &["CLIENT", "PAUSE", "1500", "WRITE"]).await;
-    let answer = send(
-        &a.app,
-        post(
-            "/admin/purge",
-            Some(ADMIN_TOKEN),
-            json!({ "tags": ["Post:1"] }),
-        ),
-    )
-    .await;
-    assert_eq!(answer.status, StatusCode::ACCEPTED, "{:?}", answer.body);
-    assert_eq!(answer.body["shared"], false);
-    // A's own memory is purged, and A reads nothing back from Redis while its purge is
-    // on its way there.
-    let during = ask(&a, FEED, None).await;
-    assert_ne!(render(&during), render(&stored));
-    assert_ne!(tier_of(&during), "redis");
-
-    // Once Redis takes writes again, the purge reaches the fleet.
-    let after = until(&b, FEED, None, Duration::from_secs(5), |r| {
+    // The replica holds the entry, then stops following: it will lack the purge.
+    // (`WAIT` within the test connection's 500 ms response time-out, until it answers.)
+    let mut synced = 0u64;
+    for _ in 0..50 {
+        synced = redis_cmd(&primary, &["WAIT", "1", "300"]).await;
+        if synced == 1 {
+            break;
+        }
+    }
+    assert_eq!(synced, 1, "the replica caught up");
+    let _: () = redis_cmd(&replica, &["REPLICAOF", "NO", "ONE"]).await;
+    assert!(
+        a.layer
+            .purge(&Purge::entity("Post", "1"))
+            .await
+            .unwrap()
+            .fleet_wide
+    );
+    until(&b, FEED, None, Duration::from_secs(2), |r| {
         r.x_cache() == "MISS"
     })
     .await;
-    assert_ne!(render(&after), render(&stored));
+
+    // The replica is promoted in the primary's place.
+    proxy.fail_over(replica.port);
+    let not_purged = |r: &common::Reply| render(r) != render(&stored);
+    for instance in [&a, &b] {
+        always(
+            instance,
+            FEED,
+            Duration::from_secs(2),
+            not_purged,
+            "the promoted replica brought the purged answer back",
+        )
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

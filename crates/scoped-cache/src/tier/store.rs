@@ -342,6 +342,10 @@ impl Tier {
             && self.millis_since_base(now).saturating_sub(synced_at) <= millis(self.max_lag)
     }
 
+    pub(crate) fn max_lag(&self) -> Duration {
+        self.max_lag
+    }
+
     /// Whether revocations are known well enough to take a token now.
     pub(crate) fn knows_revocations(&self, now: Instant) -> bool {
         self.accept_tokens_when_cut_off || self.in_step(now)

@@ -12,7 +12,9 @@
 //! - **lost** (the sequence went back, the record this instance applied last is gone or
 //!   another, or the server is another one): Redis lost changes. This instance records a
 //!   purge of everything written before, writes every revocation it holds back into the
-//!   set, and the fleet reloads it (see [`Change::Recovered`]).
+//!   set, and the fleet reloads it (see [`Change::Recovered`]). It stays out of step for
+//!   `max_lag`, while every other connected instance notices the loss and writes back
+//!   what it holds, then reads the set once more.
 //!
 //! A sync that completes marks the instance in step (see [`Tier::in_step`]); then it
 //! shares what waited for Redis (purges and revocations made while it was away), and
@@ -47,6 +49,10 @@ pub(crate) struct SyncState {
     run_id: Option<String>,
     /// `maxmemory-policy` checked (or found unreadable) once.
     policy_checked: bool,
+    /// After a recovery: not in step before then, so that every instance still connected
+    /// has noticed the loss and written back what it holds; then the revocation set is
+    /// read once more.
+    settling_until: Option<Instant>,
 }
 
 /// Where this instance stands against the journal.
@@ -129,6 +135,17 @@ impl Tier {
         state.synced = true;
         if server.run_id.is_some() {
             state.run_id = server.run_id;
+        }
+        if let Some(until) = state.settling_until {
+            if Instant::now() < until {
+                return more;
+            }
+            if let Err(err) = self.revocations.load(self).await {
+                tracing::debug!(%err, "reloading revocations after a recovery failed; retrying");
+                return false;
+            }
+            state.settling_until = None;
+            tracing::info!("in step with redis again after its loss");
         }
         self.mark_in_step(started, outages);
         self.share_pending().await;
@@ -223,6 +240,7 @@ impl Tier {
         let (seq, digest) = self.record(&Change::Recovered, None).await?;
         self.record_all(seq).await?;
         self.remember(seq, Some(&crate::cache::purge::Selector::All));
+        state.settling_until = Some(Instant::now() + self.max_lag());
         state.applied = seq;
         state.digest = Some(digest);
         self.observe_seq(seq);
