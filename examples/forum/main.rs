@@ -146,7 +146,9 @@ async fn main() -> ExitCode {
         Some(_) => println!(
             "cache: this process's memory in front of Redis (REDIS_URL, key prefix forum:); \
              instances on the same Redis share answers, purges and revocations \
-             (hits say x-cache-tier: memory or redis). Redis unreachable = memory only, until it answers.\n\
+             (hits say x-cache-tier: memory or redis). Redis unreachable for over 5 s = nothing served from \
+             the cache and tokens answered 503, until it answers (purges and revocations answer 202 \
+             \"shared\":false meanwhile).\n\
              to see it shared, start a second instance with another ADDR and the same REDIS_URL, and send \
              both the same Host header (the host is part of every cache key), e.g. add -H 'host: forum.local' \
              to the curl commands below.\n"

@@ -607,7 +607,7 @@ async fn revoking_alice_stops_her_old_token_and_her_new_role_gets_its_own_bucket
     )
     .await;
     assert_eq!(revoked.status, StatusCode::OK);
-    assert_eq!(revoked.body, json!({"revoked": true}));
+    assert_eq!(revoked.body, json!({"revoked": true, "shared": true}));
 
     // Her old token is refused at once, cached answer or not.
     let refused = ask(addr, Some(&old), members).await;

@@ -1,7 +1,9 @@
 //! The Redis tier, measured against a real `redis-server` on loopback that this benchmark
 //! starts itself: L2 hit latency and throughput against an L1 hit, purge latency by tag and
 //! by scope with 100,000 entries, Redis memory per entry with its index share, and the
-//! latency a request pays while Redis is down (breaker closed, then open).
+//! latency a request pays while Redis is down (breaker closed, then open), how fast a
+//! purge and a revocation converge to another instance with pub/sub and without it, and
+//! what the syncers' ticks cost Redis with 1 and 10 instances.
 //!
 //! `cargo bench -p scoped-cache --features redis --bench redis_tier`
 //!
@@ -57,6 +59,118 @@ fn app(tier: Option<RedisTier>) -> (Router, ScopedCacheLayer) {
 
 fn tier(server: &RedisServer) -> RedisTier {
     RedisTier::new(server.url()).key_prefix("bench:")
+}
+
+/// Waits until `app` is in step with Redis (it takes tokens again).
+async fn in_step(app: &Router) {
+    let probe = token("probe");
+    for _ in 0..2000 {
+        let response = app
+            .clone()
+            .oneshot(request("/graphql", Some(&probe), "{ me }"))
+            .await
+            .unwrap();
+        if response.status() != 503 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("never in step");
+}
+
+async fn status(app: &Router, doc: &str, token: Option<&str>) -> u16 {
+    app.clone()
+        .oneshot(request("/graphql", token, doc))
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// From a fleet-wide answer on A until B drops its memory copy (purges) and refuses the
+/// token (revocations); B asks every 100 µs.
+async fn convergence(name: &str, a: (&Router, &ScopedCacheLayer), b: &Router, rounds: usize) {
+    let (a, a_layer) = a;
+    let mut purges = Vec::new();
+    let mut revocations = Vec::new();
+    for round in 0..rounds {
+        let doc = format!("query Conv{round} {{ publicPosts {{ id }} }}");
+        timed(a, &doc, None).await;
+        while timed(b, &doc, None).await.1 != "memory" {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let started = Instant::now();
+        let purged = a_layer
+            .purge(&Purge::operation(format!("Conv{round}")))
+            .await
+            .unwrap();
+        assert!(purged.fleet_wide);
+        while timed(b, &doc, None).await.1 == "memory" {
+            tokio::time::sleep(Duration::from_micros(100)).await;
+        }
+        purges.push(started.elapsed());
+
+        let user = token(&format!("{name}-{round}"));
+        let me = "{ me }";
+        assert_eq!(status(b, me, Some(&user)).await, 200);
+        // Minted in an earlier second than the revocation's cut-off.
+        let started = Instant::now();
+        let revoked = a_layer
+            .revoke(&scoped_cache::Revoke::subject(
+                format!("{name}-{round}"),
+                std::time::SystemTime::now(),
+            ))
+            .await
+            .unwrap();
+        assert!(revoked.fleet_wide);
+        while status(b, me, Some(&user)).await != 401 {
+            tokio::time::sleep(Duration::from_micros(100)).await;
+        }
+        revocations.push(started.elapsed());
+    }
+    summary(&format!("purge, {name}"), purges);
+    summary(&format!("revocation, {name}"), revocations);
+}
+
+/// What the syncers cost an idle Redis over `secs` with `instances` instances.
+async fn tick_cost(server: &RedisServer, instances: usize, secs: u64) {
+    let apps: Vec<Router> = (0..instances).map(|_| app(Some(tier(server))).0).collect();
+    for app in &apps {
+        in_step(app).await;
+    }
+    let stats = |info: &str, field: &str| -> f64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let mut conn = server.connection().await;
+    let read = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            let info: String = redis::cmd("INFO")
+                .arg("all")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            (
+                stats(&info, "used_cpu_user") + stats(&info, "used_cpu_sys"),
+                stats(&info, "total_commands_processed"),
+                stats(&info, "total_net_input_bytes") + stats(&info, "total_net_output_bytes"),
+            )
+        }
+    };
+    let before = read(&mut conn).await;
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let after = read(&mut conn).await;
+    let per_second = |a: f64, b: f64| (b - a) / secs as f64;
+    println!(
+        "| {instances} | {:.2} ms | {:.0} | {:.0} |",
+        per_second(before.0, after.0) * 1e3,
+        per_second(before.1, after.1),
+        per_second(before.2, after.2),
+    );
+    drop(apps);
 }
 
 fn token(sub: &str) -> String {
@@ -177,7 +291,8 @@ async fn run() {
     let mut server = RedisServer::start().await;
     let (a, a_layer) = app(Some(tier(&server)));
     let (b, _) = app(Some(tier(&server)));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    in_step(&a).await;
+    in_step(&b).await;
 
     println!("\n## Lookups through the layer (one request at a time)\n");
     println!("| path | p50 | p99 | requests |\n| --- | --- | --- | --- |");
@@ -218,6 +333,7 @@ async fn run() {
 
     // Throughput of L2 hits: a fresh instance, 32 requests at a time.
     let (c, _) = app(Some(tier(&server)));
+    in_step(&c).await;
     let started = Instant::now();
     for chunk in docs.chunks(32) {
         futures_util::future::join_all(chunk.iter().map(|(doc, _)| timed(&c, doc, None))).await;
@@ -255,6 +371,51 @@ async fn run() {
         "| purge on A until B's memory drops it | p50 | p99 | rounds |\n| --- | --- | --- | --- |"
     );
     summary("operation purge, pub/sub", fanout);
+
+    // Convergence of fleet-wide changes: with pub/sub, and for an instance whose user may
+    // not subscribe (the journal, read every second).
+    println!(
+        "\n## Convergence: from A's fleet-wide answer until B applies it\n\n| change | p50 | p99 | rounds |\n| --- | --- | --- | --- |"
+    );
+    let mut acl = server.connection().await;
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "nosub",
+            "on",
+            ">nosub-password",
+            "~*",
+            "&*",
+            "+@all",
+            "-subscribe",
+        ])
+        .query_async(&mut acl)
+        .await
+        .unwrap();
+    in_step(&b).await;
+    convergence("pub/sub", (&a, &a_layer), &b, 50).await;
+    let (silent, _) = app(Some(
+        RedisTier::new(format!(
+            "redis://nosub:nosub-password@127.0.0.1:{}",
+            server.port
+        ))
+        .key_prefix("bench:"),
+    ));
+    in_step(&silent).await;
+    convergence(
+        "no SUBSCRIBE (journal every second)",
+        (&a, &a_layer),
+        &silent,
+        20,
+    )
+    .await;
+    drop(silent);
+
+    println!(
+        "\n## The syncers' cost to an idle Redis\n\n| instances | Redis CPU per second | commands per second | bytes per second |\n| --- | --- | --- | --- |"
+    );
+    tick_cost(&server, 1, 10).await;
+    tick_cost(&server, 10, 10).await;
 
     // Memory per entry and the index's share.
     let used = |info: &str| -> u64 {

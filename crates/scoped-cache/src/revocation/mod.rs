@@ -277,8 +277,20 @@ impl Revocations {
                 let _ = revoke;
                 true
             }
+            // Its own task, waited on for at most the insert timeout like a purge: a
+            // caller that goes away does not cut it short, and one that waits longer
+            // hears "not yet" (it is queued and retried if Redis never records it).
             #[cfg(feature = "redis")]
-            Revocations::Shared(tier) => tier.revocations.share(tier, revoke).await,
+            Revocations::Shared(tier) => {
+                let shared = std::sync::Arc::clone(tier);
+                let revoke = revoke.clone();
+                let sent =
+                    tokio::spawn(async move { shared.revocations.share(&shared, &revoke).await });
+                matches!(
+                    tokio::time::timeout(tier.redis.insert_timeout, sent).await,
+                    Ok(Ok(true))
+                )
+            }
         }
     }
 

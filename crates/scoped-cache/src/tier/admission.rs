@@ -29,13 +29,20 @@ pub(crate) struct Admission {
     open: AtomicBool,
     /// Logged once per closing, not per entry.
     logged: AtomicBool,
+    /// When it last closed: where `INFO` cannot be read, it opens again this long after,
+    /// and the next refused write closes it again.
+    closed_at: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
+
+/// Where `INFO` cannot be read: how long entries stay out of Redis after it refused one.
+const BLIND_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Admission {
     pub(crate) fn new() -> Self {
         Self {
             open: AtomicBool::new(true),
             logged: AtomicBool::new(false),
+            closed_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -45,6 +52,10 @@ impl Admission {
 
     /// Redis refused a write for its memory.
     pub(crate) fn close(&self) {
+        *self
+            .closed_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tokio::time::Instant::now());
         self.open.store(false, Ordering::Release);
         if !self.logged.swap(true, Ordering::AcqRel) {
             tracing::warn!(
@@ -79,6 +90,14 @@ pub(crate) async fn server_facts(tier: &Tier, policy_checked: &mut bool) -> Serv
     let info = match tier.redis.optional::<(String,)>(&pipe).await {
         Ok((info,)) => info,
         Err(err) => {
+            let closed_at = *tier
+                .admission
+                .closed_at
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if closed_at.is_some_and(|at| at.elapsed() >= BLIND_RETRY) {
+                tier.admission.set(true);
+            }
             if !*policy_checked {
                 tracing::warn!(%err, "cannot read redis INFO: restarts are noticed by the purge sequence only, and redis memory is not watched");
                 *policy_checked = true;

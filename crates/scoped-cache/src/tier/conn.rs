@@ -22,6 +22,12 @@ pub(crate) enum StoreError {
     Timeout(Duration),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// Redis holds something of ours this version cannot read.
+    #[error("unreadable {0} in redis")]
+    Unreadable(&'static str),
+    /// A shared revocation cannot be held here.
+    #[error("a shared revocation does not fit this instance's max_revocations")]
+    RevocationsFull,
 }
 
 impl StoreError {

@@ -5,32 +5,38 @@
 //! The in-process store stays in front as L1; Redis is L2. An L1 miss asks Redis (one round
 //! trip, at most [`fetch_timeout`](RedisTier::fetch_timeout)); an L2 hit fills L1 for at
 //! most [`local_ttl`](RedisTier::local_ttl). A miss is written to Redis off the request path.
-//! Purges and revocations are applied in Redis and published, so every instance drops its
-//! L1 entries and refuses revoked tokens; an instance that lost its subscription flushes L1
-//! when it resubscribes. Redis in trouble never fails a request: a circuit breaker turns the
+//!
+//! Every purge and revocation is recorded in Redis, in a journal every instance reads back
+//! (the syncer: every second, at once when a message on the events channel says so), so
+//! the fleet keeps two promises whatever Redis does: once a change is answered as
+//! fleet-wide, no instance serves what it removed, nor takes the revoked token, later than
+//! [`max_lag`](RedisTier::max_lag). An instance that cannot sync for that long serves
+//! nothing cached and answers tokens `503`. Redis losing data (a restart from a snapshot,
+//! a flush, a failover) is noticed and repaired (see `sync`). A circuit breaker turns the
 //! tier off while Redis errs or is slow, and it resumes by itself.
 //!
 //! # Key layout
 //!
-//! Every key and the channel start with the prefix `P` (default `scoped-cache:`). Each key
-//! is addressed alone (no multi-key command, no `KEYS`, no `SCAN`, no script touching two
-//! keys). Redis Cluster is not supported: the keys would map onto slots, but the purge race
-//! guard relies on one server ordering every command. Redis 7.0 or later; use
-//! `maxmemory-policy noeviction`, since an evicted sequence, record or index set would let
-//! purged answers back.
+//! Every key and the channel start with the prefix `P` (default `scoped-cache:`). Keys are
+//! addressed alone, except the control keys a change records together in one script
+//! (`P seq`, `P log`, `P revocations`); `SCAN` runs only to make room for a record in a
+//! full Redis. Redis Cluster is not supported yet. Redis 7.0 or later; use
+//! `maxmemory-policy noeviction`, since an evicted record or index set would let purged
+//! answers back (entries are kept under 75% of `maxmemory` by the tier itself).
 //!
 //! | key | type | holds | expires |
 //! | --- | --- | --- | --- |
 //! | `P e:<cache key hex>` | string | one response: versioned, length-checked, checksummed, with its whole key (the name holds 128 bits of it) | when the entry is of no more use (max-age plus stale windows) |
-//! | `P t:<tag hash>` | sorted set | members: 16 bytes of the cache keys of the entries holding a type, entity or any-of-type tag; scores: their expiry | members older than now are trimmed on every write; the key a minute after its last member |
+//! | `P t:<tag hash>` | sorted set | members: 16 bytes of the cache keys of the entries holding a type, entity or any-of-type tag; scores: their expiry on Redis's clock | members past it are trimmed on every write; the key a minute after its last member |
 //! | `P r:<name hash>` | string | the sequence number of the last purge of an operation name or a root field | after the longest entry life written (`P life`) |
 //! | `P s:<claim hash>` | hash | scope purges filed under this claim value (the first a purge names): field = the purge's claim set, value = its sequence number | after the longest entry life written |
-//! | `P seq` | string | the purge sequence (`INCR`) | never |
+//! | `P seq` | string | the sequence: every purge and revocation takes the next number | never |
+//! | `P log` | sorted set | the journal: the last 10,000 changes, scored by their number | oldest trimmed on every record |
 //! | `P all` | string | the sequence number of the last purge of everything | never |
 //! | `P life` | string | the longest entry life written, ms | never |
 //! | `P l:<cache key hex>` | string | a miss's lease: one instance executes it | the lease duration |
-//! | `P revocations` | sorted set | every revocation, scored by when it can be forgotten | members trimmed on every write |
-//! | `P events` | channel | purges and revocations, for every instance's memory | |
+//! | `P revocations` | sorted set | every revocation, scored by when it can be forgotten | members trimmed (by Redis's clock) on every write |
+//! | `P events` | channel | a change's number, to wake the syncers | |
 //!
 //! A purge by tag, type or entity reads the index sets it names and deletes their entries.
 //! A purge by operation, root field, claim scope or of everything writes one record, so it
@@ -126,13 +132,17 @@ impl std::fmt::Debug for RedisTier {
 }
 
 /// `url` with whatever sits between `://` and the last `@` (a user and password)
-/// replaced.
+/// replaced, and without its query (`redis+unix:///sock?user=..&pass=..`).
 fn redacted(url: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((url, _)) => (url, "?<redacted>"),
+        None => (url, ""),
+    };
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://<redacted>@{}", &url[..scheme], &url[at + 1..])
+            format!("{}://<redacted>@{}{query}", &url[..scheme], &url[at + 1..])
         }
-        _ => url.to_owned(),
+        _ => format!("{url}{query}"),
     }
 }
 
@@ -199,8 +209,8 @@ impl RedisTier {
     }
 
     /// The longest an L1 copy of an entry read from Redis lives (never longer than the
-    /// entry itself): a purge message this instance missed leaves stale copies for at most
-    /// this long. Default: 5 s.
+    /// entry itself, nor than [`max_lag`](Self::max_lag)): it bounds the memory such
+    /// copies hold. Purges reach copies through the journal, whatever this is. Default: 5 s.
     pub fn local_ttl(mut self, ttl: Duration) -> Self {
         self.local_ttl = ttl;
         self
@@ -257,5 +267,9 @@ mod tests {
         );
         assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(redacted("redis://:pw@h:1"), "redis://<redacted>@h:1");
+        assert_eq!(
+            redacted("redis+unix:///run/redis.sock?db=0&user=u&pass=pw"),
+            "redis+unix:///run/redis.sock?<redacted>"
+        );
     }
 }

@@ -48,11 +48,21 @@ impl SharedRevocations {
         self.memory.revoke(revoke, now)
     }
 
-    /// One from the fleet.
-    pub(crate) fn apply(&self, revoke: &Revoke) {
-        if let Err(err) = self.memory.revoke(revoke, unix_now()) {
-            tracing::error!(%err, "a shared revocation could not be mirrored here");
-        }
+    /// One from the fleet. One that does not fit is an error: this instance cannot
+    /// enforce it, so it must not say it is in step.
+    pub(crate) fn apply(&self, revoke: &Revoke) -> Result<(), StoreError> {
+        self.memory.revoke(revoke, unix_now()).map_err(|err| {
+            tracing::error!(%err, "a shared revocation does not fit here: this instance refuses tokens until it does (raise max_revocations)");
+            StoreError::RevocationsFull
+        })
+    }
+
+    pub(crate) fn has_pending(&self) -> bool {
+        !self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
     }
 
     /// Shares the revocations made here while Redis was away.
@@ -175,8 +185,9 @@ impl SharedRevocations {
         if refused > 0 {
             tracing::error!(
                 refused,
-                "revocations in redis did not fit this instance's max_revocations"
+                "revocations in redis do not fit this instance's max_revocations: it refuses tokens until they do"
             );
+            return Err(StoreError::RevocationsFull);
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,6 +34,9 @@ const RECENT_SHARED_PURGES: usize = 256;
 /// Purges made while Redis was unreachable, replayed when it is back; past this many they
 /// collapse into one purge of everything.
 const MAX_PENDING_PURGES: usize = 1024;
+/// The longest change the journal records; a longer purge is recorded as a purge of
+/// everything.
+const MAX_CHANGE_BYTES: usize = 16 * 1024;
 /// Writes to Redis in flight at once; a miss beyond that is kept in memory only, so a slow
 /// Redis never piles up tasks and the entries they hold.
 const MAX_WRITES_IN_FLIGHT: usize = 256;
@@ -118,6 +121,8 @@ pub(crate) struct Tier {
     pending: Mutex<Vec<Selector>>,
     /// Purges on their way to Redis: reads from Redis wait until they are recorded.
     purging: Arc<AtomicUsize>,
+    /// A replay of what waited for Redis is running.
+    sharing: AtomicBool,
     writes: Arc<Semaphore>,
     /// Leases this instance holds: cache key → token. A store takes its key's lease over
     /// and releases it once the entry is in Redis.
@@ -276,7 +281,9 @@ impl Tier {
             revocations: SharedRevocations::new(revocations),
             admission: Admission::new(),
             max_entry_bytes,
-            local_ttl: config.local_ttl,
+            // A copy outliving `max_lag` could outlive a purge record being written when
+            // it was read.
+            local_ttl: config.local_ttl.min(config.max_lag),
             lease: config.lease,
             max_lag: config.max_lag,
             accept_tokens_when_cut_off: config.accept_tokens_when_cut_off,
@@ -287,6 +294,7 @@ impl Tier {
             recent: Mutex::new(VecDeque::new()),
             pending: Mutex::new(Vec::new()),
             purging: Arc::new(AtomicUsize::new(0)),
+            sharing: AtomicBool::new(false),
             writes: Arc::new(Semaphore::new(MAX_WRITES_IN_FLIGHT)),
             leases: Mutex::new(HashMap::new()),
             tokens: AtomicU64::new(hasher.hash_one(0u8)),
@@ -388,7 +396,15 @@ impl Tier {
         change: &Change,
         revocation: Option<(&[u8], u64)>,
     ) -> Result<(u64, [u8; 16]), StoreError> {
-        let payload = change.encode();
+        let mut payload = change.encode();
+        if payload.len() > MAX_CHANGE_BYTES {
+            // A purge of thousands of long entity ids: recorded as a purge of everything
+            // (more is purged, never less), so the journal stays small.
+            payload = Change::Purge {
+                selector: super::journal::WireSelector::All,
+            }
+            .encode();
+        }
         let floor = self.high();
         let seq: u64 = self
             .with_room(|| {
@@ -431,10 +447,24 @@ impl Tier {
         .await
     }
 
-    /// Shares what waited for Redis: purges, then revocations.
-    pub(crate) async fn share_pending(&self) {
-        self.replay().await;
-        self.revocations.replay(self).await;
+    /// Shares what waited for Redis (purges, then revocations) in a task of its own, one
+    /// at a time, once this instance is in step.
+    pub(crate) fn share_pending_later(self: &Arc<Self>) {
+        let waiting = !self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+            || self.revocations.has_pending();
+        if !waiting || !self.in_step(Instant::now()) || self.sharing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let tier = Arc::clone(self);
+        tokio::spawn(async move {
+            tier.replay().await;
+            tier.revocations.replay(&tier).await;
+            tier.sharing.store(false, Ordering::Release);
+        });
     }
 
     pub(crate) fn epoch(&self) -> Epoch {
@@ -503,6 +533,8 @@ impl Tier {
     /// One round trip: the entry, the purge sequence, the purge records the request's
     /// operation, root fields and claim values could be named in, and the lease.
     async fn fetch(&self, key: &CacheKey, probe: &Probe, lease: Option<u64>) -> Option<Fetched> {
+        // Before the round trip: a number heard meanwhile is no sign that Redis went back.
+        let high = self.high();
         let mut pipe = redis::pipe();
         pipe.get(self.keys.entry(key))
             .get(self.keys.named("seq"))
@@ -540,8 +572,13 @@ impl Tier {
             .next()
             .and_then(|v| redis::from_redis_value(v).ok())
             .flatten();
-        let seq = number(values.next());
-        let all = number(values.next());
+        // An unreadable sequence: as if Redis did not answer. Unreadable records: as if
+        // they purged everything (a miss is always safe).
+        let Some(seq) = number(values.next()) else {
+            tracing::warn!("an unreadable purge sequence in redis; nothing is read from it");
+            return None;
+        };
+        let all = number(values.next()).unwrap_or(u64::MAX);
         // `SET NX GET` answers nil when it set the lease, else what the lease holds.
         let (won, nothing_stored) = match (lease, values.next()) {
             (Some(_), Some(reply)) => match redis::from_redis_value::<Option<String>>(reply) {
@@ -558,13 +595,17 @@ impl Tier {
                 nothing_stored,
             })
         };
-        let operation = number(values.next());
+        // (A `PING` holds the place of an operation record when the request names none.)
+        let operation = match (&probe.operation, values.next()) {
+            (Some(_), value) => number(value).unwrap_or(u64::MAX),
+            (None, _) => 0,
+        };
         let fields: Vec<u64> = values
             .by_ref()
             .take(probe.fields.len())
-            .map(|v| number(Some(v)))
+            .map(|v| number(Some(v)).unwrap_or(u64::MAX))
             .collect();
-        if seq < self.high() {
+        if seq < high {
             // Redis lost changes it had recorded: nothing it holds is served until the
             // syncer has purged what was written before.
             self.redis.wake().notify_one();
@@ -611,8 +652,11 @@ impl Tier {
         }
         let mut records: Vec<(Vec<u8>, u64)> = Vec::new();
         for value in values {
-            let fields: Vec<(Vec<u8>, u64)> = redis::from_redis_value(value).unwrap_or_default();
-            records.extend(fields);
+            match redis::from_redis_value::<Vec<(Vec<u8>, u64)>>(value) {
+                Ok(fields) => records.extend(fields),
+                // A scope record that cannot be read may hold a purge of this bucket.
+                Err(_) => return found(None),
+            }
         }
         // Records of claim values the request did not name (a scope learned meanwhile):
         // one more round trip, rare.
@@ -734,6 +778,7 @@ impl Tier {
             }
         };
         let entry_key = self.keys.entry(key);
+        let high = self.high();
         let mut pipe = redis::pipe();
         // The longest life first: a scope record written from now on outlives this entry.
         pipe.cmd("EVAL")
@@ -768,7 +813,7 @@ impl Tier {
         let (seq,): (Option<u64>,) = self.redis.bulk(&pipe).await?;
         let seq = seq.unwrap_or(0);
         self.observe_seq(seq);
-        let stale = if seq < since.max(self.high()) {
+        let stale = if seq < since.max(high) {
             // Redis lost changes: nothing about this entry can be checked.
             self.redis.wake().notify_one();
             true
@@ -1105,7 +1150,11 @@ impl Tier {
             }
             // Held elsewhere: wait a little, while Redis answers and the lease may stand;
             // not at all if its holder executed and stored nothing.
-            if nothing_stored || !self.reads_redis() || Instant::now() + delay >= deadline {
+            if nothing_stored
+                || !self.reads_redis()
+                || !self.in_step(Instant::now())
+                || Instant::now() + delay >= deadline
+            {
                 return Lease::Execute(None);
             }
             tokio::time::sleep(delay).await;
@@ -1152,9 +1201,12 @@ impl Tier {
     }
 }
 
-fn number(value: Option<Value>) -> u64 {
-    value
-        .and_then(|v| redis::from_redis_value::<Option<u64>>(v).ok())
-        .flatten()
-        .unwrap_or(0)
+/// A number Redis holds: `Some(0)` for none, `None` for a value that is not a number.
+fn number(value: Option<Value>) -> Option<u64> {
+    match value {
+        None => Some(0),
+        Some(v) => redis::from_redis_value::<Option<u64>>(v)
+            .ok()
+            .map(|n| n.unwrap_or(0)),
+    }
 }

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use super::admission;
 use super::conn::StoreError;
-use super::journal::{Change, JOURNAL_LEN, Record};
+use super::journal::{Change, Record};
 use super::store::Tier;
 
 /// How often an instance reads the journal when nothing wakes it: with pub/sub down, a
@@ -53,6 +53,9 @@ pub(crate) struct SyncState {
     /// has noticed the loss and written back what it holds; then the revocation set is
     /// read once more.
     settling_until: Option<Instant>,
+    /// A catch-up that takes several pages: when its first page began, and the outages
+    /// seen then. The instance is in step from then only once the last page is applied.
+    catching_up: Option<(Instant, u64)>,
 }
 
 /// Where this instance stands against the journal.
@@ -62,6 +65,17 @@ enum Standing {
     InStep,
     Behind,
     Lost(&'static str),
+}
+
+/// What applying a page of the journal found.
+#[derive(Debug, PartialEq, Eq)]
+enum Applied {
+    /// Everything up to Redis's sequence.
+    All,
+    /// More records wait.
+    More,
+    /// A number missing between two records: Redis lost it (the script never leaves one).
+    Gap,
 }
 
 /// Runs until the tier is dropped (its owner aborts this task).
@@ -75,7 +89,11 @@ pub(crate) async fn run(tier: Weak<Tier>) {
     loop {
         let more = {
             let Some(owner) = tier.upgrade() else { return };
-            owner.sync(&mut state).await
+            let more = owner.sync(&mut state).await;
+            // What waited for Redis goes in a task of its own: a long replay never
+            // holds the next sync up (the instance would cut itself off).
+            owner.share_pending_later();
+            more
         };
         if more {
             continue;
@@ -90,10 +108,13 @@ pub(crate) async fn run(tier: Weak<Tier>) {
 impl Tier {
     /// One sync; returns whether more of the journal waits to be read at once.
     pub(crate) async fn sync(&self, state: &mut SyncState) -> bool {
-        let outages = self.redis.outages();
-        let started = Instant::now();
+        let began = (Instant::now(), self.redis.outages());
+        // Before the read: a number heard later (a lookup, a write, a record of this
+        // instance's own) is not a sign that Redis went back.
+        let high = self.high();
         let server = admission::server_facts(self, &mut state.policy_checked).await;
-        let read = match self.read_journal(state.applied).await {
+        let fresh = !state.synced;
+        let read = match self.read_journal(state.applied, fresh).await {
             Ok(read) => read,
             Err(err) => {
                 tracing::debug!(%err, "reading the journal failed; retrying");
@@ -107,26 +128,41 @@ impl Tier {
         let standing = if restarted {
             Standing::Lost("the server changed (a restart or a failover)")
         } else {
-            self.standing(state, &read)
+            self.standing(state, &read, high)
         };
         let outcome = match standing {
-            Standing::InStep => self.apply(state, read.records).await,
+            Standing::InStep => match self.apply(state, read.records).await {
+                Ok(Applied::Gap) => self
+                    .recover(state, "a change is missing from the journal")
+                    .await
+                    .map(|()| Applied::All),
+                other => other,
+            },
             Standing::Fresh | Standing::Behind => {
                 if standing == Standing::Behind {
                     tracing::warn!("this instance fell behind the journal; its memory starts over");
                     self.flush_memory().await;
                 }
+                // The newest changes are remembered: an entry read from Redis while one
+                // of their records is still being written is told apart by them.
+                for record in &read.records {
+                    if let Some(super::journal::Change::Purge { selector }) = &record.change
+                        && let Some(selector) = selector.clone().into_selector()
+                    {
+                        self.remember(record.seq, Some(&selector));
+                    }
+                }
                 self.revocations.load(self).await.map(|()| {
                     state.applied = read.seq;
                     state.digest = None;
                     self.observe_seq(read.seq);
-                    false
+                    Applied::All
                 })
             }
-            Standing::Lost(why) => self.recover(state, why).await.map(|()| false),
+            Standing::Lost(why) => self.recover(state, why).await.map(|()| Applied::All),
         };
-        let more = match outcome {
-            Ok(more) => more,
+        let applied = match outcome {
+            Ok(applied) => applied,
             Err(err) => {
                 tracing::debug!(%err, "applying the journal failed; retrying");
                 return false;
@@ -136,9 +172,14 @@ impl Tier {
         if server.run_id.is_some() {
             state.run_id = server.run_id;
         }
+        let (started, outages) = *state.catching_up.get_or_insert(began);
+        if applied == Applied::More {
+            return true;
+        }
+        state.catching_up = None;
         if let Some(until) = state.settling_until {
             if Instant::now() < until {
-                return more;
+                return false;
             }
             if let Err(err) = self.revocations.load(self).await {
                 tracing::debug!(%err, "reloading revocations after a recovery failed; retrying");
@@ -148,12 +189,11 @@ impl Tier {
             tracing::info!("in step with redis again after its loss");
         }
         self.mark_in_step(started, outages);
-        self.share_pending().await;
-        more
+        false
     }
 
-    fn standing(&self, state: &SyncState, read: &JournalRead) -> Standing {
-        if read.seq < self.high().max(state.applied) {
+    fn standing(&self, state: &SyncState, read: &JournalRead, high: u64) -> Standing {
+        if read.seq < high.max(state.applied) {
             return Standing::Lost("its purge sequence went back");
         }
         if !state.synced {
@@ -167,16 +207,21 @@ impl Tier {
                 _ => Standing::InStep,
             },
             // Nothing was ever recorded when this instance last looked.
-            None if state.applied == 0 => Standing::InStep,
+            None if state.applied == 0 && read.seq == 0 => Standing::InStep,
             Some(first) if state.applied == 0 && first.seq == 1 => Standing::InStep,
-            // Ours is gone: trimmed away by newer changes, or lost with Redis's data.
-            _ if read.len >= JOURNAL_LEN => Standing::Behind,
+            // Ours is gone. Trimmed away by newer changes only if the journal's oldest
+            // record is past it; else Redis lost it.
+            _ if read.oldest.is_some_and(|oldest| oldest > state.applied) => Standing::Behind,
             _ => Standing::Lost("the last change applied here is gone"),
         }
     }
 
     /// Applies the records after `state.applied`, in order.
-    async fn apply(&self, state: &mut SyncState, records: Vec<Record>) -> Result<bool, StoreError> {
+    async fn apply(
+        &self,
+        state: &mut SyncState,
+        records: Vec<Record>,
+    ) -> Result<Applied, StoreError> {
         let read = records.len();
         for record in records {
             if record.seq <= state.applied {
@@ -186,12 +231,7 @@ impl Tier {
                 continue;
             }
             if record.seq != state.applied + 1 {
-                // Never written by the recording script; treated like a trimmed journal.
-                tracing::warn!("the journal has a hole; this instance's memory starts over");
-                self.flush_memory().await;
-                self.revocations.load(self).await?;
-                state.synced = false;
-                return Ok(true);
+                return Ok(Applied::Gap);
             }
             if let Some(change) = record.change {
                 self.apply_change(record.seq, change).await?;
@@ -200,7 +240,11 @@ impl Tier {
             state.digest = Some(record.digest);
             self.observe_seq(record.seq);
         }
-        Ok(read > PAGE)
+        Ok(if read > PAGE {
+            Applied::More
+        } else {
+            Applied::All
+        })
     }
 
     async fn apply_change(&self, seq: u64, change: Change) -> Result<(), StoreError> {
@@ -213,7 +257,9 @@ impl Tier {
             Change::Revoke { revoke } => {
                 self.remember(seq, None);
                 if let Some(revoke) = revoke.into_revoke() {
-                    self.revocations.apply(&revoke);
+                    // One that does not fit here cannot be enforced here: the instance
+                    // stays out of step (tokens 503) rather than take it.
+                    self.revocations.apply(&revoke)?;
                 }
             }
             Change::Recovered => {
@@ -247,25 +293,45 @@ impl Tier {
         Ok(())
     }
 
-    async fn read_journal(&self, from: u64) -> Result<JournalRead, StoreError> {
+    /// `P seq`, the journal's length and oldest number, and its records from `from` on
+    /// (for a fresh instance: the newest ones, to remember).
+    async fn read_journal(&self, from: u64, fresh: bool) -> Result<JournalRead, StoreError> {
         let log = self.keys.named("log");
         let mut pipe = redis::pipe();
         pipe.get(self.keys.named("seq"))
-            .zcard(&log)
             .cmd("ZRANGE")
             .arg(&log)
-            .arg(from)
-            .arg("+inf")
-            .arg("BYSCORE")
-            .arg("LIMIT")
             .arg(0)
-            .arg(PAGE + 1);
-        let (seq, len, members): (Option<u64>, u64, Vec<Vec<u8>>) = self.redis.fetch(&pipe).await?;
+            .arg(0);
+        if fresh {
+            pipe.cmd("ZRANGE").arg(&log).arg(-(PAGE as i64)).arg(-1);
+        } else {
+            pipe.cmd("ZRANGE")
+                .arg(&log)
+                .arg(from)
+                .arg("+inf")
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(PAGE + 1);
+        }
+        let (seq, oldest, members): (Option<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>) =
+            self.redis.fetch(&pipe).await?;
+        let seq = match seq {
+            None => 0,
+            Some(raw) => std::str::from_utf8(&raw)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or(StoreError::Unreadable("the purge sequence"))?,
+        };
         let mut records: Vec<Record> = members.iter().filter_map(|m| Record::decode(m)).collect();
         records.sort_by_key(|r| r.seq);
         Ok(JournalRead {
-            seq: seq.unwrap_or(0),
-            len,
+            seq,
+            oldest: oldest
+                .first()
+                .and_then(|m| Record::decode(m))
+                .map(|r| r.seq),
             records,
         })
     }
@@ -276,8 +342,8 @@ impl Tier {
 struct JournalRead {
     /// `P seq`.
     seq: u64,
-    /// Records the journal holds.
-    len: u64,
+    /// The oldest record's number.
+    oldest: Option<u64>,
     /// From the last one applied here on, in order.
     records: Vec<Record>,
 }

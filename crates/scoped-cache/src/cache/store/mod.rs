@@ -256,7 +256,10 @@ impl ResponseStore for Store {
         match self {
             Store::Memory(store) => store.still_valid(entry, since),
             #[cfg(feature = "redis")]
-            Store::Tiered(tier) => tier.l1.still_valid(entry, since),
+            // A cut-off instance cannot know what the fleet purged since.
+            Store::Tiered(tier) => {
+                tier.in_step(Instant::now()) && tier.l1.still_valid(entry, since)
+            }
         }
     }
 
