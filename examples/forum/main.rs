@@ -241,7 +241,8 @@ fn print_welcome(addr: &str, secret: &[u8]) {
          \ntry it (run twice: the second answer is a HIT with the same renderId):\n\
          \ncurl -si http://{addr}/graphql -H 'content-type: application/json' -H 'authorization: Bearer {alice}' -d '{WELCOME_QUERY}'\n\
          \nmint more (with the same JWT_SECRET as this server): cargo run --release --example forum -- token SUB NAME ROLE\
-         \nenvironment: ADDR (listen address), JWT_SECRET (HS256, at least 32 bytes), or JWKS_URL / OIDC_ISSUER\n"
+         \nenvironment: ADDR (listen address), JWT_SECRET (HS256, at least 32 bytes), or JWKS_URL / OIDC_ISSUER, \
+         ADMIN_TOKEN, REDIS_URL\n"
     );
 }
 
@@ -272,22 +273,24 @@ fn print_freshness(addr: &str, alice: Option<&str>, admin_token: Option<&str>) {
          \n  slow(ms) sleeps, so concurrent misses share one execution (the same id; the second waits and is a HIT):\
          \n  curl -s -w '\\n' 'http://{addr}/graphql?query=%7Bslow(ms:2000)%7D' & curl -s -w '\\n' 'http://{addr}/graphql?query=%7Bslow(ms:2000)%7D'; wait\n"
     );
-    let Some(token) = admin_token else {
+    if admin_token.is_none() {
         println!(
             "the admin routes (POST /admin/purge, POST /admin/revoke) are not mounted: set ADMIN_TOKEN (at least 16 bytes) to mount them\n"
         );
         return;
-    };
+    }
     // Tokens printed above were issued this second: "before the next second" covers them.
     let issued_before = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |now| now.as_secs() + 1);
     println!(
-        "purge every cached answer holding a post (answers {{\"purged\":N}}):\n\
-         \ncurl -si -X POST http://{addr}/admin/purge -H 'authorization: Bearer {token}' -H 'content-type: application/json' -d '{{\"types\":[\"Post\"]}}'\n\
+        "purge every cached answer holding a post (answers {{\"purged\":N,\"shared\":true}}; \
+         202 with \"shared\":false when a Redis tier could not record it yet).\n\
+         The operator's credential is not printed: run these where ADMIN_TOKEN is set.\n\
+         \ncurl -si -X POST http://{addr}/admin/purge -H \"authorization: Bearer $ADMIN_TOKEN\" -H 'content-type: application/json' -d '{{\"types\":[\"Post\"]}}'\n\
          \nother bodies: {{\"tags\":[\"Post:1\"]}}, {{\"operation\":\"Welcome\"}}, {{\"scope\":{{\"sub\":\"alice\"}}}}, {{\"all\":true}}\n\
          \nrevoke every token alice holds (the ones printed above get 401 at once; a token minted afterwards works, with whatever role it carries):\n\
-         \ncurl -si -X POST http://{addr}/admin/revoke -H 'authorization: Bearer {token}' -H 'content-type: application/json' -d '{{\"sub\":\"alice\",\"issued_before\":{issued_before}}}'\n\
+         \ncurl -si -X POST http://{addr}/admin/revoke -H \"authorization: Bearer $ADMIN_TOKEN\" -H 'content-type: application/json' -d '{{\"sub\":\"alice\",\"issued_before\":{issued_before}}}'\n\
          \nthen: cargo run --release --example forum -- token alice Alice admin\n"
     );
 }

@@ -290,7 +290,13 @@ fn main() {
 async fn run() {
     let mut server = RedisServer::start().await;
     let (a, a_layer) = app(Some(tier(&server)));
-    let (b, _) = app(Some(tier(&server)));
+    // Copies that outlive the L2 loop, so the L1 loop measures memory hits on a slow
+    // machine too (a copy lives at most `max_lag`).
+    let (b, _) = app(Some(
+        tier(&server)
+            .local_ttl(Duration::from_secs(120))
+            .max_lag(Duration::from_secs(120)),
+    ));
     in_step(&a).await;
     in_step(&b).await;
 
@@ -322,8 +328,17 @@ async fn run() {
         }
     }
     let mut l1 = Vec::with_capacity(N);
+    let mut not_memory = 0;
     for (doc, _) in &docs {
-        l1.push(timed(&b, doc, None).await.0);
+        let (took, tier) = timed(&b, doc, None).await;
+        if tier == "memory" {
+            l1.push(took);
+        } else {
+            not_memory += 1;
+        }
+    }
+    if not_memory > 0 {
+        println!("({not_memory} of {N} were not memory hits)");
     }
     summary("L1 hit (memory)", l1);
     summary("L2 hit (redis, empty L1)", l2);

@@ -50,7 +50,7 @@ pub(crate) async fn listen(tier: Weak<Tier>) {
                     tracing::warn!(
                         %err,
                         tick_ms = TICK.as_millis() as u64,
-                        "cannot subscribe to redis; changes still arrive by reading the journal every tick"
+                        "cannot subscribe to redis; changes still arrive by reading the journal every second"
                     );
                     lost_logged = true;
                 }
