@@ -346,6 +346,37 @@ async fn run() {
         println!("({misses} of {N} were not in Redis: writes skipped while 256 were in flight)");
     }
 
+    // The cost of signed entries on an L2 hit: a signed pair under another prefix.
+    let signed = || {
+        RedisTier::new(server.url())
+            .key_prefix("signed:")
+            .signing_key("a-benchmark-signing-key-of-32-bytes!!")
+    };
+    let (sa, _) = app(Some(signed()));
+    let (sb, _) = app(Some(signed()));
+    in_step(&sa).await;
+    in_step(&sb).await;
+    let few = &docs[..5_000];
+    fill(&sa, &server, few).await;
+    let mut unsigned_l2 = Vec::new();
+    let mut signed_l2 = Vec::new();
+    let (fresh, _) = app(Some(tier(&server)));
+    in_step(&fresh).await;
+    // Alternating, so both see the same machine.
+    for (doc, _) in few {
+        let (took, tier) = timed(&fresh, doc, None).await;
+        if tier == "redis" {
+            unsigned_l2.push(took);
+        }
+        let (took, tier) = timed(&sb, doc, None).await;
+        if tier == "redis" {
+            signed_l2.push(took);
+        }
+    }
+    summary("L2 hit, checksummed (same docs, alternating)", unsigned_l2);
+    summary("L2 hit, signed (HMAC-SHA-256)", signed_l2);
+    drop((sa, sb, fresh));
+
     // Throughput of L2 hits: a fresh instance, 32 requests at a time.
     let (c, _) = app(Some(tier(&server)));
     in_step(&c).await;

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use common::fleet::fleet_of;
 use common::fleet::{
-    FEED, ME, World, ask, entry_keys, fleet, instance, render, tier, tier_of, until,
+    FEED, ME, World, ask, entry_keys, fleet, in_step, instance, render, tier, tier_of, until,
 };
 use common::member;
 use common::redis_server::{RedisServer, free_port};
@@ -575,4 +575,60 @@ async fn tls_with_a_client_certificate_and_an_acl_user() {
         .build();
     let refused = plain.unwrap_err().to_string();
     assert!(refused.contains("rediss://"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_signing_key_nothing_written_without_it_is_read() {
+    let server = RedisServer::start().await;
+    let signed = || tier(&server.url()).signing_key("a-deployment-signing-key-of-32-bytes!!");
+    let (world, a, b) = fleet_of(&server, signed(), signed()).await;
+    let stored = ask(&a, FEED, None).await;
+    let shared = until(&b, FEED, None, Duration::from_secs(2), |r| {
+        tier_of(r) == "redis"
+    })
+    .await;
+    assert_eq!(
+        render(&shared),
+        render(&stored),
+        "signed entries are shared"
+    );
+
+    // Someone who can write to Redis but has no key: an instance without it, same prefix.
+    let stranger = instance(&world, tier(&server.url()));
+    in_step(&stranger).await;
+    let doc = "{ renderId planted: renderId }";
+    let planted = ask(&stranger, doc, None).await;
+    let mut conn = server.connection().await;
+    assert!(
+        !entry_keys(&mut conn).await.is_empty(),
+        "the stranger's answer is in Redis"
+    );
+    let read = ask(&b, doc, None).await;
+    assert_eq!(read.x_cache(), "MISS", "an unsigned answer is never served");
+    assert_ne!(render(&read), render(&planted));
+
+    // A revocation the stranger records is never applied by the signed fleet.
+    let victim = member("victim");
+    stranger
+        .layer
+        .revoke(&Revoke::subject("victim", std::time::SystemTime::now()))
+        .await
+        .unwrap();
+    // A signed revocation after it: once B refuses its token, B has applied the journal
+    // past the stranger's record (it is in order)...
+    let witness = member("witness");
+    assert!(
+        a.layer
+            .revoke(&Revoke::subject("witness", std::time::SystemTime::now()))
+            .await
+            .unwrap()
+            .fleet_wide
+    );
+    let refused = until(&b, ME, Some(&witness), Duration::from_secs(3), |r| {
+        r.status == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    // ...and still takes the victim's token.
+    assert_eq!(ask(&b, ME, Some(&victim)).await.status, StatusCode::OK);
 }

@@ -8,7 +8,9 @@
 //!   is recognised as such instead of being read with the wrong meaning;
 //! - **checksummed**: the first 8 bytes of SHA-256 over everything before them, so a
 //!   truncated or corrupted value is detected. It is not a MAC: it catches accidents,
-//!   not a deliberate writer, who could compute it too;
+//!   not a deliberate writer, who could compute it too; with a
+//!   [`signing_key`](super::RedisTier::signing_key), version 2 ends with an
+//!   HMAC-SHA-256 tag instead (32 bytes), and only values tagged with the key are read;
 //! - **keyed**: the value repeats the cache key it was stored under, so a value moved,
 //!   copied or renamed to another key (another bucket's!) is never served there.
 //!
@@ -40,6 +42,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+use super::seal::{Signer, TAG_LEN};
 use crate::cache::key::CacheKey;
 use crate::cache::purge::{EntryMeta, Tag};
 use crate::cache::store::CachedResponse;
@@ -48,6 +51,8 @@ const MAGIC: [u8; 4] = *b"SCR\x00";
 /// Bumped whenever the layout changes: an old process reading a new value (or the other
 /// way round) sees [`CodecError::UnknownVersion`], a miss, rather than misreading it.
 const VERSION: u8 = 1;
+/// Version 1's layout, ending with an HMAC-SHA-256 tag instead of the checksum.
+const VERSION_SIGNED: u8 = 2;
 /// Magic and version: read before the checksum, whose definition belongs to the version.
 const PREFIX_LEN: usize = MAGIC.len() + 1;
 const CHECKSUM_LEN: usize = 8;
@@ -124,6 +129,9 @@ pub(crate) enum CodecError {
     TrailingBytes,
     #[error("checksum mismatch")]
     ChecksumMismatch,
+    /// A signing key is set and the value is not signed with it.
+    #[error("not signed with this deployment's key")]
+    Unsigned,
     /// The value was written for another key: moved, copied, or planted.
     #[error("value belongs to another key")]
     ForeignKey,
@@ -145,11 +153,28 @@ pub(crate) enum CodecError {
 /// [`CodecError::TooLong`] when a field does not fit its length prefix (an operation
 /// name or entity id over 64 KiB, say): such an entry is not stored, since a wrong
 /// length would make the value mean something else.
+#[cfg(test)]
 pub(crate) fn encode(
     key: &CacheKey,
     entry: &CachedResponse,
     since: u64,
     clock: Clock,
+) -> Result<Vec<u8>, CodecError> {
+    encode_sealed(key, entry, since, clock, None)
+}
+
+/// Encodes `entry`, stored under `key` with purge epoch `since`, signed with `signer`
+/// when there is one (else checksummed).
+///
+/// # Errors
+///
+/// [`CodecError::TooLong`], as for an unsigned value.
+pub(crate) fn encode_sealed(
+    key: &CacheKey,
+    entry: &CachedResponse,
+    since: u64,
+    clock: Clock,
+    signer: Option<&Signer>,
 ) -> Result<Vec<u8>, CodecError> {
     let headers_len: usize = entry
         .headers
@@ -160,7 +185,11 @@ pub(crate) fn encode(
         PREFIX_LEN + 32 + 5 * 8 + 256 + entry.etag.len() + headers_len + entry.body.len(),
     );
     out.extend_from_slice(&MAGIC);
-    out.push(VERSION);
+    out.push(if signer.is_some() {
+        VERSION_SIGNED
+    } else {
+        VERSION
+    });
     out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(&since.to_le_bytes());
     for t in [
@@ -215,8 +244,16 @@ pub(crate) fn encode(
     }
 
     put32(&mut out, &entry.body, "body")?;
-    let sum = checksum(&out);
-    out.extend_from_slice(&sum);
+    match signer {
+        Some(signer) => {
+            let tag = signer.tag(&out);
+            out.extend_from_slice(&tag);
+        }
+        None => {
+            let sum = checksum(&out);
+            out.extend_from_slice(&sum);
+        }
+    }
     Ok(out)
 }
 
@@ -234,11 +271,28 @@ pub(crate) struct Decoded {
 /// # Errors
 ///
 /// Any [`CodecError`]: the value must be treated as a miss.
+#[cfg(test)]
 pub(crate) fn decode(
     key: &CacheKey,
     bytes: &[u8],
     max_body: usize,
     clock: Clock,
+) -> Result<Decoded, CodecError> {
+    decode_sealed(key, bytes, max_body, clock, None)
+}
+
+/// Decodes a value read from under `key`; with `signer`, only a value signed with its
+/// key is read ([`CodecError::Unsigned`] otherwise).
+///
+/// # Errors
+///
+/// Any [`CodecError`]: the value must be treated as a miss.
+pub(crate) fn decode_sealed(
+    key: &CacheKey,
+    bytes: &[u8],
+    max_body: usize,
+    clock: Clock,
+    signer: Option<&Signer>,
 ) -> Result<Decoded, CodecError> {
     // Magic and version first: another format's checksum need not be ours.
     let mut prefix = Reader { rest: bytes };
@@ -246,19 +300,31 @@ pub(crate) fn decode(
         return Err(CodecError::BadMagic);
     }
     let version = prefix.u8()?;
-    if version != VERSION {
-        return Err(CodecError::UnknownVersion(version));
-    }
-
-    // Then the checksum over the whole value, before reading any field: a cut or
-    // corrupted value stops here, and what follows only sees bytes a writer meant.
-    let (signed, sum) = bytes
-        .split_last_chunk::<CHECKSUM_LEN>()
-        .ok_or(CodecError::Truncated)?;
-    let fields = signed.get(PREFIX_LEN..).ok_or(CodecError::Truncated)?;
-    if checksum(signed) != *sum {
-        return Err(CodecError::ChecksumMismatch);
-    }
+    // Then the checksum or the tag over the whole value, before reading any field: a
+    // cut, corrupted or planted value stops here, and what follows only sees bytes a
+    // writer meant.
+    let fields = match (signer, version) {
+        (None, VERSION) => {
+            let (signed, sum) = bytes
+                .split_last_chunk::<CHECKSUM_LEN>()
+                .ok_or(CodecError::Truncated)?;
+            if checksum(signed) != *sum {
+                return Err(CodecError::ChecksumMismatch);
+            }
+            signed.get(PREFIX_LEN..).ok_or(CodecError::Truncated)?
+        }
+        (Some(signer), VERSION_SIGNED) => {
+            let (signed, tag) = bytes
+                .split_last_chunk::<{ TAG_LEN }>()
+                .ok_or(CodecError::Truncated)?;
+            if signed.len() < PREFIX_LEN || !signer.verify(signed, tag) {
+                return Err(CodecError::Unsigned);
+            }
+            signed.get(PREFIX_LEN..).ok_or(CodecError::Truncated)?
+        }
+        (Some(_), VERSION) => return Err(CodecError::Unsigned),
+        (_, version) => return Err(CodecError::UnknownVersion(version)),
+    };
 
     let mut r = Reader { rest: fields };
     if r.array::<32>()? != *key.as_bytes() {
@@ -672,6 +738,41 @@ mod tests {
         );
         assert!(decode(&key(1), b"", MAX_BODY, c).is_err());
         assert!(decode(&key(1), br#"{"data":null}"#, MAX_BODY, c).is_err());
+    }
+
+    #[test]
+    fn with_a_key_only_values_it_signed_are_read() {
+        let c = clock();
+        let signer = Signer::new(b"a-signing-key-of-at-least-32-bytes!!");
+        let other = Signer::new(b"another-key-of-at-least-32-bytes-long");
+        let original = entry(c.now);
+        let signed = encode_sealed(&key(1), &original, 7, c, Some(&signer)).unwrap();
+        let read = decode_sealed(&key(1), &signed, MAX_BODY, c, Some(&signer)).unwrap();
+        assert_eq!((read.since, read.entry.body), (7, original.body.clone()));
+        let unsigned = encode(&key(1), &original, 7, c).unwrap();
+        for (value, signer, why) in [
+            (&unsigned, Some(&signer), "a checksum is not a signature"),
+            (&signed, Some(&other), "another key"),
+        ] {
+            assert_eq!(
+                decode_sealed(&key(1), value, MAX_BODY, c, signer).unwrap_err(),
+                CodecError::Unsigned,
+                "{why}"
+            );
+        }
+        // Any byte changed, the tag included, and the value is refused.
+        for i in 0..signed.len() {
+            let mut altered = signed.clone();
+            altered[i] ^= 0x01;
+            assert!(
+                decode_sealed(&key(1), &altered, MAX_BODY, c, Some(&signer)).is_err(),
+                "{i}"
+            );
+        }
+        assert!(
+            decode(&key(1), &signed, MAX_BODY, c).is_err(),
+            "no key: not read"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
 use serde::{Deserialize, Serialize};
 
+use super::seal::Signer;
 use crate::cache::purge::{Selector, Tag};
 use crate::revocation::{Revoke, RevokeKind};
 
@@ -82,15 +83,17 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    /// `None` for a member that is not a record at all.
-    pub(crate) fn decode(member: &[u8]) -> Option<Self> {
+    /// `None` for a member that is not a record at all. With a signer, a change not
+    /// signed with its key is `None` (the record is skipped).
+    pub(crate) fn decode(member: &[u8], signer: Option<&Signer>) -> Option<Self> {
         if member.len() > MAX_RECORD_BYTES {
             return None;
         }
         let colon = member.iter().position(|b| *b == b':')?;
         let seq = std::str::from_utf8(&member[..colon]).ok()?.parse().ok()?;
         // serde_json bounds nesting.
-        let change = serde_json::from_slice(&member[colon + 1..]).ok();
+        let change = super::seal::open(signer, &member[colon + 1..])
+            .and_then(|text| serde_json::from_slice(text).ok());
         Some(Self {
             seq,
             change,
@@ -229,7 +232,7 @@ mod tests {
             let change = Change::Purge {
                 selector: (&purge.selector).into(),
             };
-            let read = Record::decode(&record(7, &change)).unwrap();
+            let read = Record::decode(&record(7, &change), None).unwrap();
             assert_eq!(read.seq, 7);
             let Some(Change::Purge { selector }) = read.change else {
                 panic!("round trip");
@@ -241,7 +244,7 @@ mod tests {
             revoke: (&revoke).into(),
         };
         let Some(Change::Revoke { revoke: wire }) =
-            Record::decode(&record(1, &change)).unwrap().change
+            Record::decode(&record(1, &change), None).unwrap().change
         else {
             panic!("round trip");
         };
@@ -250,13 +253,16 @@ mod tests {
 
     #[test]
     fn two_records_under_one_number_differ() {
-        let a = Record::decode(&record(3, &Change::Recovered)).unwrap();
-        let b = Record::decode(&record(
-            3,
-            &Change::Purge {
-                selector: WireSelector::All,
-            },
-        ))
+        let a = Record::decode(&record(3, &Change::Recovered), None).unwrap();
+        let b = Record::decode(
+            &record(
+                3,
+                &Change::Purge {
+                    selector: WireSelector::All,
+                },
+            ),
+            None,
+        )
         .unwrap();
         assert_eq!(a.seq, b.seq);
         assert_ne!(
@@ -266,13 +272,30 @@ mod tests {
     }
 
     #[test]
+    fn with_a_key_unsigned_or_forged_changes_are_skipped() {
+        let signer = Signer::new(b"a-signing-key-of-at-least-32-bytes!!");
+        let change = Change::Purge {
+            selector: WireSelector::All,
+        };
+        let mut signed = b"4:".to_vec();
+        signed.extend(signer.seal_text(&change.encode()));
+        assert_eq!(
+            Record::decode(&signed, Some(&signer)).unwrap().change,
+            Some(change.clone())
+        );
+        let planted = record(4, &change);
+        let read = Record::decode(&planted, Some(&signer)).unwrap();
+        assert_eq!((read.seq, read.change), (4, None), "counted, never applied");
+    }
+
+    #[test]
     fn foreign_or_invalid_records_are_skipped() {
-        assert!(Record::decode(b"hello").is_none(), "no number");
-        assert!(Record::decode(&vec![b'1'; MAX_RECORD_BYTES + 1]).is_none());
-        let unknown = Record::decode(b"5:{\"change\":\"from_the_future\"}").unwrap();
+        assert!(Record::decode(b"hello", None).is_none(), "no number");
+        assert!(Record::decode(&vec![b'1'; MAX_RECORD_BYTES + 1], None).is_none());
+        let unknown = Record::decode(b"5:{\"change\":\"from_the_future\"}", None).unwrap();
         assert_eq!((unknown.seq, unknown.change), (5, None));
         let deep = [b"9:".as_slice(), &vec![b'['; 100_000]].concat();
-        assert!(Record::decode(&deep).unwrap().change.is_none());
+        assert!(Record::decode(&deep, None).unwrap().change.is_none());
         let empty = WireRevoke(RevokeKind::Token {
             jti: String::new(),
             exp: 1,

@@ -53,6 +53,7 @@ mod events;
 mod journal;
 mod keys;
 mod revocations;
+mod seal;
 mod store;
 mod sync;
 
@@ -107,6 +108,7 @@ pub struct RedisTier {
     pub(crate) cool_down: Duration,
     pub(crate) max_lag: Duration,
     pub(crate) accept_tokens_when_cut_off: bool,
+    pub(crate) signing_key: Option<Vec<u8>>,
 }
 
 /// The URL's password is never shown.
@@ -126,6 +128,10 @@ impl std::fmt::Debug for RedisTier {
             .field(
                 "accept_tokens_when_cut_off",
                 &self.accept_tokens_when_cut_off,
+            )
+            .field(
+                "signing_key",
+                &self.signing_key.as_ref().map(|_| "<redacted>"),
             )
             .finish()
     }
@@ -165,6 +171,7 @@ impl RedisTier {
             cool_down: DEFAULT_COOL_DOWN,
             max_lag: DEFAULT_MAX_LAG,
             accept_tokens_when_cut_off: false,
+            signing_key: None,
         }
     }
 
@@ -239,6 +246,18 @@ impl RedisTier {
     /// (it cannot know what was revoked meanwhile), until a sync succeeds. Default: 5 s.
     pub fn max_lag(mut self, max_lag: Duration) -> Self {
         self.max_lag = max_lag;
+        self
+    }
+
+    /// A secret (at least 32 bytes) every instance of the deployment shares: each entry,
+    /// journal record and revocation written to Redis carries an HMAC-SHA-256 under it,
+    /// and only values carrying a valid one are read. Whoever can write to Redis without
+    /// the key cannot plant an answer, a purge or a revocation (deleting keys remains
+    /// possible: Redis must still be kept from strangers). Every instance must use the
+    /// same key; values written without it (or with another) are misses. Default: none
+    /// (a checksum catches accidents only). Checked by `build()`.
+    pub fn signing_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.signing_key = Some(key.into());
         self
     }
 

@@ -102,7 +102,8 @@ impl SharedRevocations {
 
     async fn write(&self, tier: &Tier, revoke: &Revoke) -> Result<(), StoreError> {
         let wire = WireRevoke::from(revoke);
-        let member = serde_json::to_vec(&wire).unwrap_or_default();
+        let member =
+            super::seal::seal(tier.signer(), serde_json::to_vec(&wire).unwrap_or_default());
         let forget_at_ms = self
             .memory
             .forget_at(revoke, unix_now())
@@ -127,7 +128,10 @@ impl SharedRevocations {
             tier.with_room(|| {
                 let mut pipe = redis::pipe();
                 for (revoke, forget_at) in page {
-                    let member = serde_json::to_vec(&WireRevoke::from(revoke)).unwrap_or_default();
+                    let member = super::seal::seal(
+                        tier.signer(),
+                        serde_json::to_vec(&WireRevoke::from(revoke)).unwrap_or_default(),
+                    );
                     pipe.zadd(&set, member, forget_at.saturating_mul(1000))
                         .ignore();
                 }
@@ -162,8 +166,9 @@ impl SharedRevocations {
             let (members,): (Vec<Vec<u8>>,) = tier.redis.bulk(&pipe).await?;
             let page = members.len();
             for member in members {
-                match serde_json::from_slice::<WireRevoke>(&member)
-                    .ok()
+                // With a signing key, one not signed with it is not ours: skipped.
+                match super::seal::open(tier.signer(), &member)
+                    .and_then(|text| serde_json::from_slice::<WireRevoke>(text).ok())
                     .and_then(WireRevoke::into_revoke)
                 {
                     Some(revoke) => {

@@ -19,6 +19,7 @@ use super::events;
 use super::journal::{Change, JOURNAL_LEN, RECORD};
 use super::keys::{CLAIM_HASH, Keys, claim_hash, member};
 use super::revocations::SharedRevocations;
+use super::seal::Signer;
 use super::sync;
 use crate::cache::key::CacheKey;
 use crate::cache::purge::{IndexKey, Purge, PurgeError, Purged, Selector};
@@ -34,6 +35,8 @@ const RECENT_SHARED_PURGES: usize = 256;
 /// Purges made while Redis was unreachable, replayed when it is back; past this many they
 /// collapse into one purge of everything.
 const MAX_PENDING_PURGES: usize = 1024;
+/// The shortest signing key taken: 256 bits.
+const MIN_SIGNING_KEY: usize = 32;
 /// The longest change the journal records; a longer purge is recorded as a purge of
 /// everything.
 const MAX_CHANGE_BYTES: usize = 16 * 1024;
@@ -101,6 +104,8 @@ pub(crate) struct Tier {
     pub(crate) l1: MemoryStore,
     pub(crate) revocations: SharedRevocations,
     pub(crate) admission: Admission,
+    /// Signs and checks every value (see [`RedisTier::signing_key`]).
+    signer: Option<Signer>,
     max_entry_bytes: usize,
     local_ttl: Duration,
     lease: Duration,
@@ -241,6 +246,16 @@ impl Tier {
                 "a CA or client certificate needs a `rediss://` URL".into(),
             ));
         }
+        if config
+            .signing_key
+            .as_ref()
+            .is_some_and(|key| key.len() < MIN_SIGNING_KEY)
+        {
+            return Err(invalid(
+                "signing_key",
+                format!("must be at least {MIN_SIGNING_KEY} bytes"),
+            ));
+        }
         if config.prefix.is_empty() || config.prefix.len() > 128 {
             return Err(invalid("key_prefix", "must be 1 to 128 bytes".into()));
         }
@@ -280,6 +295,7 @@ impl Tier {
             l1,
             revocations: SharedRevocations::new(revocations),
             admission: Admission::new(),
+            signer: config.signing_key.as_deref().map(Signer::new),
             max_entry_bytes,
             // A copy outliving `max_lag` could outlive a purge record being written when
             // it was read.
@@ -350,6 +366,10 @@ impl Tier {
             && self.millis_since_base(now).saturating_sub(synced_at) <= millis(self.max_lag)
     }
 
+    pub(crate) fn signer(&self) -> Option<&Signer> {
+        self.signer.as_ref()
+    }
+
     pub(crate) fn max_lag(&self) -> Duration {
         self.max_lag
     }
@@ -405,6 +425,7 @@ impl Tier {
             }
             .encode();
         }
+        let payload = super::seal::seal(self.signer(), payload);
         let floor = self.high();
         let seq: u64 = self
             .with_room(|| {
@@ -427,7 +448,7 @@ impl Tier {
         self.observe_seq(seq);
         let mut member = format!("{seq}:").into_bytes();
         member.extend_from_slice(&payload);
-        let digest = super::journal::Record::decode(&member).map_or([0; 16], |r| r.digest);
+        let digest = super::journal::Record::decode(&member, None).map_or([0; 16], |r| r.digest);
         Ok((seq, digest))
     }
 
@@ -622,7 +643,13 @@ impl Tier {
             );
             return found(None);
         }
-        let decoded = match codec::decode(key, &raw, self.max_entry_bytes, clock()) {
+        let decoded = match codec::decode_sealed(
+            key,
+            &raw,
+            self.max_entry_bytes,
+            clock(),
+            self.signer(),
+        ) {
             Ok(decoded) => decoded,
             Err(err) => {
                 // Never the value or the key's request: they may be private.
@@ -770,7 +797,7 @@ impl Tier {
         if life == 0 {
             return Ok(());
         }
-        let bytes = match codec::encode(key, entry, since, clock) {
+        let bytes = match codec::encode_sealed(key, entry, since, clock, self.signer()) {
             Ok(bytes) => bytes,
             Err(err) => {
                 tracing::debug!(%err, "this entry cannot be written to redis; it stays in memory only");

@@ -324,13 +324,16 @@ impl Tier {
                 .and_then(|s| s.parse().ok())
                 .ok_or(StoreError::Unreadable("the purge sequence"))?,
         };
-        let mut records: Vec<Record> = members.iter().filter_map(|m| Record::decode(m)).collect();
+        let mut records: Vec<Record> = members
+            .iter()
+            .filter_map(|m| Record::decode(m, self.signer()))
+            .collect();
         records.sort_by_key(|r| r.seq);
         Ok(JournalRead {
             seq,
             oldest: oldest
                 .first()
-                .and_then(|m| Record::decode(m))
+                .and_then(|m| Record::decode(m, self.signer()))
                 .map(|r| r.seq),
             records,
         })
