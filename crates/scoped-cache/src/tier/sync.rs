@@ -226,6 +226,11 @@ impl Tier {
         for record in records {
             if record.seq <= state.applied {
                 if record.seq == state.applied {
+                    // Two records under one number (the script never writes that): one
+                    // was planted, or Redis lost the first. Either may hide a change.
+                    if state.digest.is_some_and(|digest| digest != record.digest) {
+                        return Ok(Applied::Gap);
+                    }
                     state.digest = Some(record.digest);
                 }
                 continue;
