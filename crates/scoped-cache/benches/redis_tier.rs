@@ -17,44 +17,14 @@ mod redis_server;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::post;
-use common::{BenchSchema, graphql, request};
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
+use common::{request, token};
 use redis_server::RedisServer;
-use scoped_cache::{Purge, RedisTier, RoutePolicy, Rule, Scope, ScopedCacheLayer, Verifier};
-use serde_json::json;
+use scoped_cache::{Purge, RedisTier, ScopedCacheLayer};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-const SECRET: &[u8] = b"benchmark-secret-that-is-32-bytes";
-
 fn app(tier: Option<RedisTier>) -> (Router, ScopedCacheLayer) {
-    let mut builder = ScopedCacheLayer::builder()
-        .verifier(
-            Verifier::hmac(Algorithm::HS256, SECRET)
-                .issuer(["bench"])
-                .audience(["bench"]),
-        )
-        .max_bytes(512 * 1024 * 1024)
-        .default_rule(Rule::new().max_age(Duration::from_secs(3600)))
-        .rule(Rule::root_field("Query.me").scope(Scope::claims(["sub"])))
-        .route("/graphql", RoutePolicy::cached());
-    if let Some(tier) = tier {
-        builder = builder.redis(tier);
-    }
-    let layer = builder.build().unwrap();
-    let schema: BenchSchema = async_graphql::Schema::build(
-        common::Query,
-        async_graphql::EmptyMutation,
-        async_graphql::EmptySubscription,
-    )
-    .extension(layer.entity_tags())
-    .finish();
-    let router = Router::new()
-        .route("/graphql", post(graphql))
-        .with_state(schema)
-        .layer(layer.clone());
-    (router, layer)
+    common::layered(tier)
 }
 
 fn tier(server: &RedisServer) -> RedisTier {
@@ -171,18 +141,6 @@ async fn tick_cost(server: &RedisServer, instances: usize, secs: u64) {
         per_second(before.2, after.2),
     );
     drop(apps);
-}
-
-fn token(sub: &str) -> String {
-    let now = get_current_timestamp();
-    let claims =
-        json!({"sub": sub, "iss": "bench", "aud": "bench", "iat": now, "exp": now + 86_400});
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET),
-    )
-    .unwrap()
 }
 
 fn feed(n: usize) -> String {

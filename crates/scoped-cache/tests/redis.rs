@@ -593,42 +593,97 @@ async fn with_a_signing_key_nothing_written_without_it_is_read() {
         "signed entries are shared"
     );
 
-    // Someone who can write to Redis but has no key: an instance without it, same prefix.
-    let stranger = instance(&world, tier(&server.url()));
-    in_step(&stranger).await;
-    let doc = "{ renderId planted: renderId }";
-    let planted = ask(&stranger, doc, None).await;
+    // Someone who can write to Redis but has not this fleet's key plants answers under
+    // the keys B reads: one written without a key, one signed with the same key for
+    // another prefix (another app or schema version sharing the key).
     let mut conn = server.connection().await;
-    assert!(
-        !entry_keys(&mut conn).await.is_empty(),
-        "the stranger's answer is in Redis"
-    );
-    let read = ask(&b, doc, None).await;
-    assert_eq!(read.x_cache(), "MISS", "an unsigned answer is never served");
-    assert_ne!(render(&read), render(&planted));
-
-    // A revocation the stranger records is never applied by the signed fleet.
-    let victim = member("victim");
-    stranger
-        .layer
-        .revoke(&Revoke::subject("victim", std::time::SystemTime::now()))
-        .await
-        .unwrap();
-    // A signed revocation after it: once B refuses its token, B has applied the journal
-    // past the stranger's record (it is in order)...
-    let witness = member("witness");
-    assert!(
-        a.layer
-            .revoke(&Revoke::subject("witness", std::time::SystemTime::now()))
+    for (prefix, key, doc) in [
+        ("keyless:", None, "{ renderId planted: renderId }"),
+        (
+            "elsewhere:",
+            Some("a-deployment-signing-key-of-32-bytes!!"),
+            "{ renderId planted: renderId again: renderId }",
+        ),
+    ] {
+        let mut other = scoped_cache::RedisTier::new(server.url())
+            .key_prefix(prefix)
+            .fetch_timeout(Duration::from_secs(2));
+        if let Some(key) = key {
+            other = other.signing_key(key);
+        }
+        let planter = instance(&world, other);
+        in_step(&planter).await;
+        let planted = ask(&planter, doc, None).await;
+        let pattern = format!("{prefix}e:*");
+        // The planter's entry for `doc` (its probe's is there too): the one whose answer
+        // holds `planted`.
+        let written: String = until_some(|| {
+            let mut conn = conn.clone();
+            let pattern = pattern.clone();
+            async move {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(&pattern)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                for key in keys {
+                    let value: Vec<u8> = redis::cmd("GET")
+                        .arg(&key)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    if value.windows(7).any(|w| w == b"planted") {
+                        return Some(key);
+                    }
+                }
+                None
+            }
+        })
+        .await;
+        let target = written.replacen(prefix, "test:", 1);
+        let _: () = redis::cmd("RENAME")
+            .arg(&written)
+            .arg(&target)
+            .query_async(&mut conn)
             .await
-            .unwrap()
-            .fleet_wide
+            .unwrap();
+        let read = ask(&b, doc, None).await;
+        assert_eq!(
+            read.x_cache(),
+            "MISS",
+            "an answer planted from {prefix} is never served"
+        );
+        assert_ne!(render(&read), render(&planted));
+    }
+
+    // An instance with no key (or another) under this prefix would skip the fleet's
+    // signed purges and revocations: it stays out of step, refusing tokens, instead.
+    let stranger = instance(&world, tier(&server.url()));
+    let deadline = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < deadline {
+        assert_eq!(
+            ask(&stranger, ME, Some(&member("alice"))).await.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a keyless instance in a signed fleet never takes tokens"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        ask(&a, ME, Some(&member("alice"))).await.status,
+        StatusCode::OK
     );
-    let refused = until(&b, ME, Some(&witness), Duration::from_secs(3), |r| {
-        r.status == StatusCode::UNAUTHORIZED
-    })
-    .await;
-    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
-    // ...and still takes the victim's token.
-    assert_eq!(ask(&b, ME, Some(&victim)).await.status, StatusCode::OK);
+}
+
+/// Polls `probe` every 10 ms until it finds something (at most 5 s).
+async fn until_some<T, F: std::future::Future<Output = Option<T>>>(
+    mut probe: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "never found");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -504,3 +504,136 @@ async fn an_instance_cut_off_serves_nothing_cached_and_refuses_tokens_until_back
     in_step(&b).await;
     assert_eq!(ask(&b, ME, Some(&alice)).await.status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_record_replayed_under_another_number_is_a_loss_not_a_skipped_purge() {
+    let server = RedisServer::start().await;
+    let proxy = Proxy::start(server.port).await;
+    let key = "a-deployment-signing-key-of-32-bytes!!";
+    let (world, a, b) = fleet_of(
+        &server,
+        tier(&server.url()).signing_key(key),
+        tier(&proxy.url()).signing_key(key),
+    )
+    .await;
+    // An older signed record to replay.
+    assert!(
+        a.layer
+            .revoke(&Revoke::subject("nobody", std::time::SystemTime::now()))
+            .await
+            .unwrap()
+            .fleet_wide
+    );
+    let stored = ask(&a, FEED, None).await;
+    until(&b, FEED, None, Duration::from_secs(2), |r| {
+        tier_of(r) == "memory"
+    })
+    .await;
+    assert_eq!(tier_of(&ask(&b, FEED, None).await), "memory");
+
+    // B lags behind; meanwhile the purge's record is swapped for the older one, replayed
+    // under the purge's number.
+    proxy.set(Mode::Stalled);
+    assert!(
+        a.layer
+            .purge(&Purge::entity("Post", "1"))
+            .await
+            .unwrap()
+            .fleet_wide
+    );
+    let mut conn = server.connection().await;
+    let log: Vec<(Vec<u8>, u64)> = redis::cmd("ZRANGE")
+        .arg("test:log")
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let [.., (older, _), (purge, n)] = log.as_slice() else {
+        panic!("two records: {log:?}");
+    };
+    // A, which would notice its own record replaced, is gone.
+    drop(a);
+    let colon = older.iter().position(|b| *b == b':').unwrap();
+    let replayed = [format!("{n}").as_bytes(), &older[colon..]].concat();
+    let _: () = redis::pipe()
+        .cmd("ZREM")
+        .arg("test:log")
+        .arg(purge)
+        .ignore()
+        .cmd("ZADD")
+        .arg("test:log")
+        .arg(n)
+        .arg(replayed)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    proxy.set(Mode::Open);
+    // A change after it: once B refuses this token (or all tokens, starting over), B has
+    // read past the replayed record.
+    let c = instance(&world, tier(&server.url()).signing_key(key));
+    in_step(&c).await;
+    let witness = member("witness");
+    assert!(
+        c.layer
+            .revoke(&Revoke::subject("witness", std::time::SystemTime::now()))
+            .await
+            .unwrap()
+            .fleet_wide
+    );
+    let refused = until(&b, ME, Some(&witness), Duration::from_secs(5), |r| {
+        r.status != StatusCode::OK
+    })
+    .await;
+    assert_ne!(refused.status, StatusCode::OK);
+
+    // B never serves what the hidden purge removed: it saw a missing record and started
+    // over.
+    always(
+        &b,
+        FEED,
+        Duration::from_secs(2),
+        |r| render(r) != render(&stored),
+        "the purged answer was served past a replayed record",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequence_no_layer_wrote_keeps_instances_out_of_step_until_it_is_deleted() {
+    let server = RedisServer::start().await;
+    let lag = Duration::from_secs(1);
+    let (_world, a, b) = fleet_of(
+        &server,
+        tier(&server.url()).max_lag(lag),
+        tier(&server.url()).max_lag(lag),
+    )
+    .await;
+    let alice = member("alice");
+    // Beyond any sequence a fleet reaches: a layer adopting it could record nothing more.
+    let _: () = redis_cmd(&server, &["SET", "test:seq", "100000000000000"]).await;
+    for instance in [&a, &b] {
+        let refused = until(instance, ME, Some(&alice), lag * 4, |r| {
+            r.status == StatusCode::SERVICE_UNAVAILABLE
+        })
+        .await;
+        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert!(
+        !a.layer
+            .purge(&Purge::entity("Post", "1"))
+            .await
+            .unwrap()
+            .fleet_wide,
+        "nothing is recorded above it"
+    );
+
+    // The operator deletes it: Redis lost the sequence, the fleet recovers.
+    let _: () = redis_cmd(&server, &["DEL", "test:seq"]).await;
+    for instance in [&a, &b] {
+        in_step(instance).await;
+        assert_eq!(ask(instance, ME, Some(&alice)).await.status, StatusCode::OK);
+    }
+}

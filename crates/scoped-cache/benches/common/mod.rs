@@ -36,6 +36,12 @@ impl Query {
     async fn me(&self, ctx: &Context<'_>) -> Option<String> {
         ctx.data_opt::<Claims>()?.subject().map(str::to_owned)
     }
+
+    /// A new number per execution: two equal answers came from one execution.
+    async fn render_id(&self) -> u64 {
+        static RENDERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        RENDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    }
 }
 
 pub(crate) type BenchSchema = Schema<Query, EmptyMutation, EmptySubscription>;
@@ -105,4 +111,23 @@ pub(crate) fn token(sub: &str) -> String {
         &EncodingKey::from_secret(SECRET),
     )
     .unwrap()
+}
+
+/// The benchmarks' layer over `tier` (512 MiB of memory), and a router serving the
+/// schema on `/graphql` through it.
+#[cfg(feature = "redis")]
+pub(crate) fn layered(tier: Option<scoped_cache::RedisTier>) -> (Router, ScopedCacheLayer) {
+    let mut builder = builder().max_bytes(512 * 1024 * 1024);
+    if let Some(tier) = tier {
+        builder = builder.redis(tier);
+    }
+    let layer = builder.build().unwrap();
+    let schema: BenchSchema = Schema::build(Query, EmptyMutation, EmptySubscription)
+        .extension(layer.entity_tags())
+        .finish();
+    let router = Router::new()
+        .route("/graphql", axum::routing::post(graphql))
+        .with_state(schema)
+        .layer(layer.clone());
+    (router, layer)
 }

@@ -42,7 +42,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use super::seal::{Signer, TAG_LEN};
+use super::seal::{Domain, Signer, TAG_LEN};
 use crate::cache::key::CacheKey;
 use crate::cache::purge::{EntryMeta, Tag};
 use crate::cache::store::CachedResponse;
@@ -246,7 +246,7 @@ pub(crate) fn encode_sealed(
     put32(&mut out, &entry.body, "body")?;
     match signer {
         Some(signer) => {
-            let tag = signer.tag(&out);
+            let tag = signer.tag(Domain::Entry, &out);
             out.extend_from_slice(&tag);
         }
         None => {
@@ -317,7 +317,7 @@ pub(crate) fn decode_sealed(
             let (signed, tag) = bytes
                 .split_last_chunk::<{ TAG_LEN }>()
                 .ok_or(CodecError::Truncated)?;
-            if signed.len() < PREFIX_LEN || !signer.verify(signed, tag) {
+            if signed.len() < PREFIX_LEN || !signer.verify(Domain::Entry, signed, tag) {
                 return Err(CodecError::Unsigned);
             }
             signed.get(PREFIX_LEN..).ok_or(CodecError::Truncated)?
@@ -743,8 +743,8 @@ mod tests {
     #[test]
     fn with_a_key_only_values_it_signed_are_read() {
         let c = clock();
-        let signer = Signer::new(b"a-signing-key-of-at-least-32-bytes!!");
-        let other = Signer::new(b"another-key-of-at-least-32-bytes-long");
+        let signer = Signer::new(b"a-signing-key-of-at-least-32-bytes!!", "test:").unwrap();
+        let other = Signer::new(b"another-key-of-at-least-32-bytes-long", "test:").unwrap();
         let original = entry(c.now);
         let signed = encode_sealed(&key(1), &original, 7, c, Some(&signer)).unwrap();
         let read = decode_sealed(&key(1), &signed, MAX_BODY, c, Some(&signer)).unwrap();

@@ -28,6 +28,9 @@ pub(crate) enum StoreError {
     /// A shared revocation cannot be held here.
     #[error("a shared revocation does not fit this instance's max_revocations")]
     RevocationsFull,
+    /// Other instances recorded a change before this one every time it tried.
+    #[error("other instances recorded first {0} times in a row")]
+    Contended(usize),
 }
 
 impl StoreError {

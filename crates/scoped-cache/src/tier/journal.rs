@@ -15,40 +15,90 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
 use serde::{Deserialize, Serialize};
 
-use super::seal::Signer;
+use super::seal::{Domain, Signer};
 use crate::cache::purge::{Selector, Tag};
 use crate::revocation::{Revoke, RevokeKind};
 
 /// Changes the journal keeps (the oldest go first): an instance more than this many
-/// changes behind starts over. At most about 2 KiB each (a selector's tags and a
-/// revocation's names are bounded), so at most about 20 MiB of Redis.
+/// changes behind starts over. At most [`MAX_RECORD_BYTES`] each, so at most about
+/// 170 MiB of Redis, and about 2 KiB each in practice.
 pub(crate) const JOURNAL_LEN: u64 = 10_000;
-/// Longest journal record read; anything longer is not ours.
-const MAX_RECORD_BYTES: usize = 1 << 20;
+/// Longest change recorded: a longer one (a purge of thousands of long entity ids) is
+/// recorded as a purge of everything (more is purged, never less).
+pub(crate) const MAX_CHANGE_BYTES: usize = 16 * 1024;
+/// Longest journal record read: a change, its number and its tag. Redis leaves a longer
+/// member out of the read (it is not ours), which the reader sees as a missing number.
+pub(crate) const MAX_RECORD_BYTES: usize = MAX_CHANGE_BYTES + 128;
+/// Highest sequence number taken as one: far beyond what a fleet records (a million
+/// changes a second for two years), and at most 14 digits, which Redis's scores and
+/// Lua's numbers hold exactly. A higher one was not written by a layer: it is
+/// unreadable, and the instance stays out of step until an operator deletes it.
+pub(crate) const MAX_SEQ: u64 = 1 << 46;
 
-/// Takes the next sequence number (never at or below `ARGV[2]`, the highest this instance
-/// has seen: after Redis lost data the sequence goes on above what the fleet knew),
-/// appends `ARGV[1]` under it, keeps the last `ARGV[3]` changes, and with `KEYS[3]` adds
-/// the revocation `ARGV[4]` scored `ARGV[5]` to the revocation set, trimming what Redis's
-/// own clock says can be forgotten. `#!lua` with no flags: Redis refuses the whole script
-/// when its memory is full, so a record is all or nothing.
+/// Records the change `ARGV[3]` (its member, already numbered `ARGV[2]` and signed) if
+/// the purge sequence still is `ARGV[1]`, keeps the last `ARGV[4]` changes, and with
+/// `KEYS[3]` adds the revocation `ARGV[5]` scored `ARGV[6]` to the revocation set,
+/// trimming what Redis's own clock says can be forgotten. Answers `{1, n}` when it
+/// recorded, else `{0, sequence}` (another instance recorded first: try again above it).
+///
+/// The number is chosen by the writer, not the script, so the writer can sign the
+/// record with its number: a record moved under another number is not valid. `#!lua`
+/// with no flags: Redis refuses the whole script when its memory is full, so a record is
+/// all or nothing and the journal has no holes.
 pub(crate) const RECORD: &str = r"#!lua
-local seq = redis.call('INCR', KEYS[1])
-local floor = tonumber(ARGV[2])
-if seq <= floor then
-  seq = floor + 1
-  redis.call('SET', KEYS[1], seq)
-end
+local current = redis.call('GET', KEYS[1]) or '0'
+if current ~= ARGV[1] then return {0, current} end
+redis.call('SET', KEYS[1], ARGV[2])
 if KEYS[3] then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[5])
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 end
-redis.call('ZADD', KEYS[2], seq, seq .. ':' .. ARGV[1])
-local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
 if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1) end
-return seq";
+return {1, ARGV[2]}";
+
+/// One read of the journal, in one step: the purge sequence (`KEYS[1]`), the journal's
+/// length and its oldest record's number (`KEYS[2]`), the fleet's key check (`KEYS[3]`),
+/// then the records: with `ARGV[1]` = `fresh` the newest `ARGV[2]`, else `ARGV[2]` from
+/// number `ARGV[3]` on. Members longer than `ARGV[4]` bytes are left out in Redis, so a
+/// planted giant never crosses the network (the reader sees a missing number).
+pub(crate) const READ: &str = r"#!lua flags=no-writes
+local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+local out = {
+  redis.call('GET', KEYS[1]) or '',
+  tostring(redis.call('ZCARD', KEYS[2])),
+  oldest[2] or '',
+  redis.call('GET', KEYS[3]) or '',
+}
+local members
+if ARGV[1] == 'fresh' then
+  members = redis.call('ZRANGE', KEYS[2], -tonumber(ARGV[2]), -1)
+else
+  members = redis.call('ZRANGE', KEYS[2], ARGV[3], '+inf', 'BYSCORE', 'LIMIT', 0, ARGV[2])
+end
+local limit = tonumber(ARGV[4])
+for _, member in ipairs(members) do
+  if #member <= limit then out[#out + 1] = member end
+end
+return out";
+
+/// A sequence number as the layer writes it: decimal digits, no sign, no leading zero,
+/// at most [`MAX_SEQ`]. One number has one spelling, so a record cannot be re-spelled
+/// into another that is also valid.
+pub(crate) fn parse_seq(raw: &[u8]) -> Option<u64> {
+    let canonical = !raw.is_empty()
+        && raw.len() <= 14
+        && raw.iter().all(u8::is_ascii_digit)
+        && (raw == b"0" || raw[0] != b'0');
+    if !canonical {
+        return None;
+    }
+    let seq: u64 = std::str::from_utf8(raw).ok()?.parse().ok()?;
+    (seq <= MAX_SEQ).then_some(seq)
+}
 
 /// One recorded change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,8 +123,8 @@ impl Change {
 }
 
 /// A journal record as read back: its sequence number, the change (`None` when it is not
-/// one this version reads: it is skipped) and a digest of the whole record, which tells a
-/// record from another under the same number (Redis lost the first).
+/// one this version reads: it is counted and skipped) and a digest of the whole record,
+/// which tells a record from another under the same number (Redis lost the first).
 #[derive(Debug)]
 pub(crate) struct Record {
     pub(crate) seq: u64,
@@ -83,26 +133,39 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    /// `None` for a member that is not a record at all. With a signer, a change not
-    /// signed with its key is `None` (the record is skipped).
+    /// The journal member of `change` (encoded) under `seq`: `seq:change`, the change
+    /// signed with its number when there is a key.
+    pub(crate) fn member(seq: u64, change: &[u8], signer: Option<&Signer>) -> Vec<u8> {
+        let mut member = format!("{seq}:").into_bytes();
+        member.extend(super::seal::seal(
+            signer,
+            Domain::Record(seq),
+            change.to_vec(),
+        ));
+        member
+    }
+
+    /// `None` for a member that is not a record: no number, or with a signer, not
+    /// signed with its key for its number. The reader then sees that number as missing
+    /// (a loss, recovered), never as a change it may skip.
     pub(crate) fn decode(member: &[u8], signer: Option<&Signer>) -> Option<Self> {
         if member.len() > MAX_RECORD_BYTES {
             return None;
         }
         let colon = member.iter().position(|b| *b == b':')?;
-        let seq = std::str::from_utf8(&member[..colon]).ok()?.parse().ok()?;
-        // serde_json bounds nesting.
-        let change = super::seal::open(signer, &member[colon + 1..])
-            .and_then(|text| serde_json::from_slice(text).ok());
+        let seq = parse_seq(&member[..colon])?;
+        let text = super::seal::open(signer, Domain::Record(seq), &member[colon + 1..])?;
         Some(Self {
             seq,
-            change,
+            // serde_json bounds nesting.
+            change: serde_json::from_slice(text).ok(),
             digest: digest(member),
         })
     }
 }
 
-fn digest(member: &[u8]) -> [u8; 16] {
+/// What tells one record from another under the same number.
+pub(crate) fn digest(member: &[u8]) -> [u8; 16] {
     use sha2::{Digest, Sha256};
     let full = Sha256::digest(member);
     let mut out = [0; 16];
@@ -216,9 +279,7 @@ mod tests {
     use crate::cache::purge::Purge;
 
     fn record(seq: u64, change: &Change) -> Vec<u8> {
-        let mut member = format!("{seq}:").into_bytes();
-        member.extend(change.encode());
-        member
+        Record::member(seq, &change.encode(), None)
     }
 
     #[test]
@@ -272,29 +333,55 @@ mod tests {
     }
 
     #[test]
-    fn with_a_key_unsigned_or_forged_changes_are_skipped() {
-        let signer = Signer::new(b"a-signing-key-of-at-least-32-bytes!!");
+    fn with_a_key_only_records_signed_for_their_number_are_records() {
+        let signer = Signer::new(b"a-signing-key-of-at-least-32-bytes!!", "test:").unwrap();
         let change = Change::Purge {
             selector: WireSelector::All,
         };
-        let mut signed = b"4:".to_vec();
-        signed.extend(signer.seal_text(&change.encode()));
+        let signed = Record::member(4, &change.encode(), Some(&signer));
         assert_eq!(
             Record::decode(&signed, Some(&signer)).unwrap().change,
             Some(change.clone())
         );
-        let planted = record(4, &change);
-        let read = Record::decode(&planted, Some(&signer)).unwrap();
-        assert_eq!((read.seq, read.change), (4, None), "counted, never applied");
+        assert!(
+            Record::decode(&record(4, &change), Some(&signer)).is_none(),
+            "planted: a missing number, not a skipped change"
+        );
+        let moved = [b"5".as_slice(), &signed[1..]].concat();
+        assert!(
+            Record::decode(&moved, Some(&signer)).is_none(),
+            "replayed under another number"
+        );
+    }
+
+    #[test]
+    fn a_sequence_number_has_one_spelling_and_a_bound() {
+        assert_eq!(parse_seq(b"0"), Some(0));
+        assert_eq!(parse_seq(b"42"), Some(42));
+        assert_eq!(parse_seq(MAX_SEQ.to_string().as_bytes()), Some(MAX_SEQ));
+        for raw in [
+            b"".as_slice(),
+            b"+5",
+            b"05",
+            b"-1",
+            b"1e5",
+            b" 5",
+            (MAX_SEQ + 1).to_string().as_bytes(),
+            b"100000000000000000000",
+        ] {
+            assert_eq!(parse_seq(raw), None, "{raw:?}");
+        }
+        assert!(Record::decode(b"05:{}", None).is_none());
     }
 
     #[test]
     fn foreign_or_invalid_records_are_skipped() {
         assert!(Record::decode(b"hello", None).is_none(), "no number");
-        assert!(Record::decode(&vec![b'1'; MAX_RECORD_BYTES + 1], None).is_none());
+        let giant = [b"1:".as_slice(), &vec![b' '; MAX_RECORD_BYTES]].concat();
+        assert!(Record::decode(&giant, None).is_none());
         let unknown = Record::decode(b"5:{\"change\":\"from_the_future\"}", None).unwrap();
         assert_eq!((unknown.seq, unknown.change), (5, None));
-        let deep = [b"9:".as_slice(), &vec![b'['; 100_000]].concat();
+        let deep = [b"9:".as_slice(), &vec![b'['; MAX_CHANGE_BYTES]].concat();
         assert!(Record::decode(&deep, None).unwrap().change.is_none());
         let empty = WireRevoke(RevokeKind::Token {
             jti: String::new(),

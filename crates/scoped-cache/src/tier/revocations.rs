@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::conn::StoreError;
 use super::journal::{Change, WireRevoke};
+use super::seal::Domain;
 use super::store::Tier;
 use crate::claims::Claims;
 use crate::revocation::{MemoryRevocations, RevocationStore, Revoke, RevokeError, UnixClock};
@@ -102,8 +103,11 @@ impl SharedRevocations {
 
     async fn write(&self, tier: &Tier, revoke: &Revoke) -> Result<(), StoreError> {
         let wire = WireRevoke::from(revoke);
-        let member =
-            super::seal::seal(tier.signer(), serde_json::to_vec(&wire).unwrap_or_default());
+        let member = super::seal::seal(
+            tier.signer(),
+            Domain::Revocation,
+            serde_json::to_vec(&wire).unwrap_or_default(),
+        );
         let forget_at_ms = self
             .memory
             .forget_at(revoke, unix_now())
@@ -130,6 +134,7 @@ impl SharedRevocations {
                 for (revoke, forget_at) in page {
                     let member = super::seal::seal(
                         tier.signer(),
+                        Domain::Revocation,
                         serde_json::to_vec(&WireRevoke::from(revoke)).unwrap_or_default(),
                     );
                     pipe.zadd(&set, member, forget_at.saturating_mul(1000))
@@ -167,7 +172,7 @@ impl SharedRevocations {
             let page = members.len();
             for member in members {
                 // With a signing key, one not signed with it is not ours: skipped.
-                match super::seal::open(tier.signer(), &member)
+                match super::seal::open(tier.signer(), Domain::Revocation, &member)
                     .and_then(|text| serde_json::from_slice::<WireRevoke>(text).ok())
                     .and_then(WireRevoke::into_revoke)
                 {

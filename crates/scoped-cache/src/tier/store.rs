@@ -16,7 +16,7 @@ use super::admission::Admission;
 use super::codec::{self, Clock};
 use super::conn::{Redis, StoreError};
 use super::events;
-use super::journal::{Change, JOURNAL_LEN, RECORD};
+use super::journal::{Change, JOURNAL_LEN, MAX_CHANGE_BYTES, MAX_SEQ, RECORD, Record, parse_seq};
 use super::keys::{CLAIM_HASH, Keys, claim_hash, member};
 use super::revocations::SharedRevocations;
 use super::seal::Signer;
@@ -37,9 +37,9 @@ const RECENT_SHARED_PURGES: usize = 256;
 const MAX_PENDING_PURGES: usize = 1024;
 /// The shortest signing key taken: 256 bits.
 const MIN_SIGNING_KEY: usize = 32;
-/// The longest change the journal records; a longer purge is recorded as a purge of
-/// everything.
-const MAX_CHANGE_BYTES: usize = 16 * 1024;
+/// Tries to record one change while other instances record theirs: each miss means
+/// another instance recorded one, so all but a storm of this many get through.
+const RECORD_ATTEMPTS: usize = 16;
 /// Writes to Redis in flight at once; a miss beyond that is kept in memory only, so a slow
 /// Redis never piles up tasks and the entries they hold.
 const MAX_WRITES_IN_FLIGHT: usize = 256;
@@ -271,8 +271,15 @@ impl Tier {
                 return Err(invalid(field, "must not be zero".into()));
             }
         }
+        let signer = match &config.signing_key {
+            Some(key) => Some(
+                Signer::new(key, &config.prefix)
+                    .ok_or_else(|| invalid("signing_key", "not usable as an HMAC key".into()))?,
+            ),
+            None => None,
+        };
         // The error's text could quote the URL, password included: keep only its kind.
-        Self::new(config, l1, revocations, max_entry_bytes).map_err(|err| {
+        Self::new(config, l1, revocations, max_entry_bytes, signer).map_err(|err| {
             let field = if tls && (config.ca.is_some() || config.client_certificate.is_some()) {
                 "tls"
             } else {
@@ -287,6 +294,7 @@ impl Tier {
         l1: MemoryStore,
         revocations: MemoryRevocations,
         max_entry_bytes: usize,
+        signer: Option<Signer>,
     ) -> Result<Self, redis::RedisError> {
         let hasher = RandomState::new();
         Ok(Self {
@@ -295,7 +303,7 @@ impl Tier {
             l1,
             revocations: SharedRevocations::new(revocations),
             admission: Admission::new(),
-            signer: config.signing_key.as_deref().map(Signer::new),
+            signer,
             max_entry_bytes,
             // A copy outliving `max_lag` could outlive a purge record being written when
             // it was read.
@@ -418,38 +426,53 @@ impl Tier {
     ) -> Result<(u64, [u8; 16]), StoreError> {
         let mut payload = change.encode();
         if payload.len() > MAX_CHANGE_BYTES {
-            // A purge of thousands of long entity ids: recorded as a purge of everything
-            // (more is purged, never less), so the journal stays small.
+            // More is purged, never less, and the journal stays small.
             payload = Change::Purge {
                 selector: super::journal::WireSelector::All,
             }
             .encode();
         }
-        let payload = super::seal::seal(self.signer(), payload);
+        // Never at or below the highest number seen here: after Redis lost data the
+        // sequence goes on above what the fleet knew.
         let floor = self.high();
-        let seq: u64 = self
-            .with_room(|| {
-                let mut pipe = redis::pipe();
-                pipe.cmd("EVAL")
-                    .arg(RECORD)
-                    .arg(if revocation.is_some() { 3 } else { 2 })
-                    .arg(self.keys.named("seq"))
-                    .arg(self.keys.named("log"));
-                if revocation.is_some() {
-                    pipe.arg(self.keys.named("revocations"));
-                }
-                pipe.arg(&payload).arg(floor).arg(JOURNAL_LEN);
-                if let Some((member, forget_at_ms)) = revocation {
-                    pipe.arg(member).arg(forget_at_ms);
-                }
-                async move { self.redis.write::<(u64,)>(&pipe).await.map(|(seq,)| seq) }
-            })
-            .await?;
-        self.observe_seq(seq);
-        let mut member = format!("{seq}:").into_bytes();
-        member.extend_from_slice(&payload);
-        let digest = super::journal::Record::decode(&member, None).map_or([0; 16], |r| r.digest);
-        Ok((seq, digest))
+        // The first guess of Redis's sequence; a wrong one costs a round trip.
+        let mut expected = floor;
+        for _ in 0..RECORD_ATTEMPTS {
+            let seq = expected.max(floor) + 1;
+            if seq > MAX_SEQ {
+                return Err(StoreError::Unreadable("the purge sequence"));
+            }
+            let member = Record::member(seq, &payload, self.signer());
+            let (recorded, current): (u8, Vec<u8>) = self
+                .with_room(|| {
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("EVAL")
+                        .arg(RECORD)
+                        .arg(if revocation.is_some() { 3 } else { 2 })
+                        .arg(self.keys.named("seq"))
+                        .arg(self.keys.named("log"));
+                    if revocation.is_some() {
+                        pipe.arg(self.keys.named("revocations"));
+                    }
+                    pipe.arg(expected).arg(seq).arg(&member).arg(JOURNAL_LEN);
+                    if let Some((member, forget_at_ms)) = revocation {
+                        pipe.arg(member).arg(forget_at_ms);
+                    }
+                    async move {
+                        self.redis
+                            .write::<((u8, Vec<u8>),)>(&pipe)
+                            .await
+                            .map(|(r,)| r)
+                    }
+                })
+                .await?;
+            if recorded == 1 {
+                self.observe_seq(seq);
+                return Ok((seq, super::journal::digest(&member)));
+            }
+            expected = parse_seq(&current).ok_or(StoreError::Unreadable("the purge sequence"))?;
+        }
+        Err(StoreError::Contended(RECORD_ATTEMPTS))
     }
 
     /// The record of a purge of everything at `seq`.
@@ -837,8 +860,14 @@ impl Tier {
                 .ignore();
         }
         pipe.get(self.keys.named("seq"));
-        let (seq,): (Option<u64>,) = self.redis.bulk(&pipe).await?;
-        let seq = seq.unwrap_or(0);
+        let (seq,): (Value,) = self.redis.bulk(&pipe).await?;
+        let Some(seq) = number(Some(seq)) else {
+            // Not a sequence the layer wrote: nothing about this entry can be checked.
+            self.redis
+                .write::<()>(redis::pipe().del(&entry_key).ignore())
+                .await?;
+            return Ok(());
+        };
         self.observe_seq(seq);
         let stale = if seq < since.max(high) {
             // Redis lost changes: nothing about this entry can be checked.
@@ -1229,11 +1258,14 @@ impl Tier {
 }
 
 /// A number Redis holds: `Some(0)` for none, `None` for a value that is not a number.
+/// A sequence number (the purge sequence, a record) read back: `Some(0)` when absent,
+/// `None` when not one the layer writes (see [`parse_seq`]).
 fn number(value: Option<Value>) -> Option<u64> {
     match value {
         None => Some(0),
-        Some(v) => redis::from_redis_value::<Option<u64>>(v)
-            .ok()
-            .map(|n| n.unwrap_or(0)),
+        Some(v) => match redis::from_redis_value::<Option<Vec<u8>>>(v).ok()? {
+            None => Some(0),
+            Some(raw) => parse_seq(&raw),
+        },
     }
 }

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use super::admission;
 use super::conn::StoreError;
-use super::journal::{Change, Record};
+use super::journal::{Change, JOURNAL_LEN, MAX_RECORD_BYTES, READ, Record, parse_seq};
 use super::store::Tier;
 
 /// How often an instance reads the journal when nothing wakes it: with pub/sub down, a
@@ -53,6 +53,8 @@ pub(crate) struct SyncState {
     /// has noticed the loss and written back what it holds; then the revocation set is
     /// read once more.
     settling_until: Option<Instant>,
+    /// The fleet signs with another key (or none): logged once.
+    keys_differ: bool,
     /// A catch-up that takes several pages: when its first page began, and the outages
     /// seen then. The instance is in step from then only once the last page is applied.
     catching_up: Option<(Instant, u64)>,
@@ -121,6 +123,9 @@ impl Tier {
                 return false;
             }
         };
+        if !self.keys_match(state, read.key_check.as_deref()).await {
+            return false;
+        }
         let restarted = match (&state.run_id, &server.run_id) {
             (Some(old), Some(new)) => old != new,
             _ => false,
@@ -131,7 +136,7 @@ impl Tier {
             self.standing(state, &read, high)
         };
         let outcome = match standing {
-            Standing::InStep => match self.apply(state, read.records).await {
+            Standing::InStep => match self.apply(state, read.records, read.seq).await {
                 Ok(Applied::Gap) => self
                     .recover(state, "a change is missing from the journal")
                     .await
@@ -142,6 +147,12 @@ impl Tier {
                 if standing == Standing::Behind {
                     tracing::warn!("this instance fell behind the journal; its memory starts over");
                     self.flush_memory().await;
+                    // Had Redis lost the set meanwhile, what this instance holds goes
+                    // back (idempotent).
+                    if let Err(err) = self.revocations.write_back(self).await {
+                        tracing::debug!(%err, "writing revocations back failed; retrying");
+                        return false;
+                    }
                 }
                 // The newest changes are remembered: an entry read from Redis while one
                 // of their records is still being written is told apart by them.
@@ -209,18 +220,23 @@ impl Tier {
             // Nothing was ever recorded when this instance last looked.
             None if state.applied == 0 && read.seq == 0 => Standing::InStep,
             Some(first) if state.applied == 0 && first.seq == 1 => Standing::InStep,
-            // Ours is gone. Trimmed away by newer changes only if the journal's oldest
-            // record is past it; else Redis lost it.
-            _ if read.oldest.is_some_and(|oldest| oldest > state.applied) => Standing::Behind,
+            // Ours is gone. Trimmed away by newer changes only if the journal is full and
+            // its oldest record is past it; else Redis lost it.
+            _ if read.len >= JOURNAL_LEN
+                && read.oldest.is_some_and(|oldest| oldest > state.applied) =>
+            {
+                Standing::Behind
+            }
             _ => Standing::Lost("the last change applied here is gone"),
         }
     }
 
-    /// Applies the records after `state.applied`, in order.
+    /// Applies the records after `state.applied`, in order, up to `seq`.
     async fn apply(
         &self,
         state: &mut SyncState,
         records: Vec<Record>,
+        seq: u64,
     ) -> Result<Applied, StoreError> {
         let read = records.len();
         for record in records {
@@ -247,6 +263,10 @@ impl Tier {
         }
         Ok(if read > PAGE {
             Applied::More
+        } else if state.applied < seq {
+            // The sequence was read first: every record up to it was there to read, and
+            // the last ones are missing (lost, or not ours).
+            Applied::Gap
         } else {
             Applied::All
         })
@@ -298,50 +318,68 @@ impl Tier {
         Ok(())
     }
 
-    /// `P seq`, the journal's length and oldest number, and its records from `from` on
-    /// (for a fresh instance: the newest ones, to remember).
+    /// `P seq`, the journal's length and oldest number, the fleet's key check, and the
+    /// records from `from` on (for a fresh instance: the newest ones, to remember).
     async fn read_journal(&self, from: u64, fresh: bool) -> Result<JournalRead, StoreError> {
-        let log = self.keys.named("log");
         let mut pipe = redis::pipe();
-        pipe.get(self.keys.named("seq"))
-            .cmd("ZRANGE")
-            .arg(&log)
-            .arg(0)
-            .arg(0);
-        if fresh {
-            pipe.cmd("ZRANGE").arg(&log).arg(-(PAGE as i64)).arg(-1);
+        pipe.cmd("EVAL")
+            .arg(READ)
+            .arg(3)
+            .arg(self.keys.named("seq"))
+            .arg(self.keys.named("log"))
+            .arg(self.keys.named("keycheck"))
+            .arg(if fresh { "fresh" } else { "from" })
+            .arg(if fresh { PAGE } else { PAGE + 1 })
+            .arg(from)
+            .arg(MAX_RECORD_BYTES);
+        let (read,): (Vec<Vec<u8>>,) = self.redis.fetch(&pipe).await?;
+        let mut read = read.into_iter();
+        let mut next = || read.next().unwrap_or_default();
+        let (seq, len, oldest, key_check) = (next(), next(), next(), next());
+        let seq = if seq.is_empty() {
+            0
         } else {
-            pipe.cmd("ZRANGE")
-                .arg(&log)
-                .arg(from)
-                .arg("+inf")
-                .arg("BYSCORE")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(PAGE + 1);
-        }
-        let (seq, oldest, members): (Option<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>) =
-            self.redis.fetch(&pipe).await?;
-        let seq = match seq {
-            None => 0,
-            Some(raw) => std::str::from_utf8(&raw)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or(StoreError::Unreadable("the purge sequence"))?,
+            parse_seq(&seq).ok_or(StoreError::Unreadable("the purge sequence"))?
         };
-        let mut records: Vec<Record> = members
-            .iter()
-            .filter_map(|m| Record::decode(m, self.signer()))
+        let mut records: Vec<Record> = read
+            .filter_map(|m| Record::decode(&m, self.signer()))
             .collect();
         records.sort_by_key(|r| r.seq);
         Ok(JournalRead {
             seq,
-            oldest: oldest
-                .first()
-                .and_then(|m| Record::decode(m, self.signer()))
-                .map(|r| r.seq),
+            len: parse_seq(&len).unwrap_or(0),
+            // By its score, which orders the journal (its text may say anything).
+            oldest: parse_seq(&oldest),
+            key_check: (!key_check.is_empty()).then_some(key_check),
             records,
         })
+    }
+
+    /// Whether this instance signs as the fleet does (`P keycheck`; the first instance
+    /// to sync writes its own). One that does not would skip what it cannot read.
+    async fn keys_match(&self, state: &mut SyncState, theirs: Option<&[u8]>) -> bool {
+        let ours = super::seal::key_check(self.signer());
+        let Some(theirs) = theirs else {
+            let mut pipe = redis::pipe();
+            pipe.cmd("SET")
+                .arg(self.keys.named("keycheck"))
+                .arg(&ours)
+                .arg("NX")
+                .ignore();
+            if let Err(err) = self.redis.write::<()>(&pipe).await {
+                tracing::debug!(%err, "writing the key check failed; retrying");
+            }
+            return true;
+        };
+        let matches = theirs == ours.as_bytes();
+        if !matches && !state.keys_differ {
+            tracing::error!(
+                signed_here = self.signer().is_some(),
+                "this instance's signing key differs from the fleet's (RedisTier::signing_key); it stays out of step (caches nothing, refuses tokens) until they match"
+            );
+        }
+        state.keys_differ = !matches;
+        matches
     }
 }
 
@@ -350,8 +388,12 @@ impl Tier {
 struct JournalRead {
     /// `P seq`.
     seq: u64,
+    /// Records the journal holds.
+    len: u64,
     /// The oldest record's number.
     oldest: Option<u64>,
+    /// `P keycheck`, if set.
+    key_check: Option<Vec<u8>>,
     /// From the last one applied here on, in order.
     records: Vec<Record>,
 }
