@@ -26,9 +26,12 @@ pub(crate) const JOURNAL_LEN: u64 = 10_000;
 /// Longest change recorded: a longer one (a purge of thousands of long entity ids) is
 /// recorded as a purge of everything (more is purged, never less).
 pub(crate) const MAX_CHANGE_BYTES: usize = 16 * 1024;
-/// Longest journal record read: a change, its number and its tag. Redis leaves a longer
-/// member out of the read (it is not ours), which the reader sees as a missing number.
-pub(crate) const MAX_RECORD_BYTES: usize = MAX_CHANGE_BYTES + 128;
+/// Longest journal record (and revocation) read: a change, its number and its tag. A
+/// revocation is never collapsed: its two names are at most
+/// [`MAX_NAME_BYTES`](crate::revocation::MAX_NAME_BYTES) each, six bytes a byte once
+/// escaped in JSON, so it fits too. Redis leaves a longer member out of the read (it is
+/// not ours), which the reader sees as a missing number.
+pub(crate) const MAX_RECORD_BYTES: usize = 2 * MAX_CHANGE_BYTES;
 /// Highest sequence number taken as one: far beyond what a fleet records (a million
 /// changes a second for two years), and at most 14 digits, which Redis's scores and
 /// Lua's numbers hold exactly. A higher one was not written by a layer: it is

@@ -253,9 +253,12 @@ impl RedisTier {
     /// journal record and revocation written to Redis carries an HMAC-SHA-256 under it,
     /// and only values carrying a valid one are read. Whoever can write to Redis without
     /// the key cannot plant an answer, a purge or a revocation (deleting keys remains
-    /// possible: Redis must still be kept from strangers). Every instance must use the
-    /// same key; values written without it (or with another) are misses. Default: none
-    /// (a checksum catches accidents only). Checked by `build()`.
+    /// possible: Redis must still be kept from strangers). Every instance of a
+    /// `key_prefix` must use the same key: entries written without it (or with another)
+    /// are misses, and an instance whose key differs from the fleet's stays out of step
+    /// (see [`max_lag`](Self::max_lag)) and logs an error. To turn signing on or change
+    /// the key, deploy under a new `key_prefix`. Default: none (a checksum catches
+    /// accidents only). Checked by `build()`.
     pub fn signing_key(mut self, key: impl Into<Vec<u8>>) -> Self {
         self.signing_key = Some(key.into());
         self

@@ -9,12 +9,22 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::conn::StoreError;
-use super::journal::{Change, WireRevoke};
+use super::journal::{Change, MAX_RECORD_BYTES, WireRevoke};
 use super::seal::Domain;
 use super::store::Tier;
 use crate::claims::Claims;
 use crate::revocation::{MemoryRevocations, RevocationStore, Revoke, RevokeError, UnixClock};
 
+/// A page of the revocation set: how many members the page held, then those no longer
+/// than `ARGV[4]` (a longer one is not ours: it stays in Redis, counted unreadable).
+const LOAD: &str = r"#!lua flags=no-writes
+local page = redis.call('ZRANGE', KEYS[1], ARGV[1], '+inf', 'BYSCORE', 'LIMIT', ARGV[2], ARGV[3])
+local out = {tostring(#page)}
+local limit = tonumber(ARGV[4])
+for _, member in ipairs(page) do
+  if #member <= limit then out[#out + 1] = member end
+end
+return out";
 /// Revocations made while Redis was away, shared when it is back; past this many the
 /// oldest are dropped from the queue (they still hold on this instance), with an error log.
 const MAX_PENDING: usize = 100_000;
@@ -160,16 +170,22 @@ impl SharedRevocations {
         let (mut offset, mut unreadable, mut refused) = (0usize, 0usize, 0usize);
         loop {
             let mut pipe = redis::pipe();
-            pipe.cmd("ZRANGE")
+            pipe.cmd("EVAL")
+                .arg(LOAD)
+                .arg(1)
                 .arg(&set)
                 .arg(now_ms)
-                .arg("+inf")
-                .arg("BYSCORE")
-                .arg("LIMIT")
                 .arg(offset)
-                .arg(PAGE);
-            let (members,): (Vec<Vec<u8>>,) = tier.redis.bulk(&pipe).await?;
-            let page = members.len();
+                .arg(PAGE)
+                .arg(MAX_RECORD_BYTES);
+            let (read,): (Vec<Vec<u8>>,) = tier.redis.bulk(&pipe).await?;
+            let mut read = read.into_iter();
+            let page = read
+                .next()
+                .and_then(|n| std::str::from_utf8(&n).ok()?.parse::<usize>().ok())
+                .unwrap_or(0);
+            let members: Vec<Vec<u8>> = read.collect();
+            unreadable += page.saturating_sub(members.len());
             for member in members {
                 // With a signing key, one not signed with it is not ours: skipped.
                 match super::seal::open(tier.signer(), Domain::Revocation, &member)

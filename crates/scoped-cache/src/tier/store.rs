@@ -120,6 +120,9 @@ pub(crate) struct Tier {
     /// [`Redis::outages`] when the last sync began: an outage since then stops reads from
     /// Redis until the next sync.
     synced_outages: AtomicU64,
+    /// When an unreadable entry was last warned about (ms since `base`): at most one
+    /// warning a minute, however many a rollout or a planted key makes.
+    warned_at: AtomicU64,
     base: Instant,
     /// The last changes heard, by sequence number: purges with their selector.
     recent: Mutex<VecDeque<(u64, Option<Selector>)>>,
@@ -314,6 +317,7 @@ impl Tier {
             seq: AtomicU64::new(0),
             synced_at: AtomicU64::new(u64::MAX),
             synced_outages: AtomicU64::new(u64::MAX),
+            warned_at: AtomicU64::new(u64::MAX),
             base: Instant::now(),
             recent: Mutex::new(VecDeque::new()),
             pending: Mutex::new(Vec::new()),
@@ -351,6 +355,17 @@ impl Tier {
     /// The highest purge sequence heard: Redis answering lower lost changes.
     pub(crate) fn high(&self) -> u64 {
         self.seq.load(Ordering::Acquire)
+    }
+
+    /// Whether to warn of an unreadable value: the first one a minute.
+    fn warn_now(&self) -> bool {
+        let now = self.millis_since_base(Instant::now());
+        let last = self.warned_at.load(Ordering::Relaxed);
+        let due = last == u64::MAX || now.saturating_sub(last) >= 60_000;
+        due && self
+            .warned_at
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     }
 
     fn millis_since_base(&self, at: Instant) -> u64 {
@@ -425,7 +440,7 @@ impl Tier {
         revocation: Option<(&[u8], u64)>,
     ) -> Result<(u64, [u8; 16]), StoreError> {
         let mut payload = change.encode();
-        if payload.len() > MAX_CHANGE_BYTES {
+        if payload.len() > MAX_CHANGE_BYTES && matches!(change, Change::Purge { .. }) {
             // More is purged, never less, and the journal stays small.
             payload = Change::Purge {
                 selector: super::journal::WireSelector::All,
@@ -660,10 +675,12 @@ impl Tier {
             return found(None);
         };
         if raw.len() > self.max_entry_bytes.saturating_add(METADATA_ROOM) {
-            tracing::warn!(
-                bytes = raw.len(),
-                "an oversized value in redis is treated as a miss"
-            );
+            if self.warn_now() {
+                tracing::warn!(
+                    bytes = raw.len(),
+                    "an oversized value in redis is treated as a miss (one warning a minute)"
+                );
+            }
             return found(None);
         }
         let decoded = match codec::decode_sealed(
@@ -676,7 +693,9 @@ impl Tier {
             Ok(decoded) => decoded,
             Err(err) => {
                 // Never the value or the key's request: they may be private.
-                tracing::warn!(%err, bytes = raw.len(), "an unreadable entry in redis is treated as a miss");
+                if self.warn_now() {
+                    tracing::warn!(%err, bytes = raw.len(), "an unreadable entry in redis is treated as a miss (one warning a minute)");
+                }
                 return found(None);
             }
         };
