@@ -637,3 +637,41 @@ async fn a_sequence_no_layer_wrote_keeps_instances_out_of_step_until_it_is_delet
         assert_eq!(ask(instance, ME, Some(&alice)).await.status, StatusCode::OK);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_is_back_in_step_within_a_tick_of_redis_not_a_cool_down() {
+    let server = RedisServer::start().await;
+    let proxy = Proxy::start(server.port).await;
+    let lag = Duration::from_secs(1);
+    // A cool-down no test waits out: only the syncer's probe can bring B back in time.
+    let (_world, a, b) = fleet_of(
+        &server,
+        tier(&server.url()),
+        tier(&proxy.url())
+            .max_lag(lag)
+            .cool_down(Duration::from_secs(600)),
+    )
+    .await;
+    let alice = member("alice");
+    proxy.set(Mode::Cut);
+    // Lookups fail until the breaker opens, and B stands down.
+    let down = until(&b, ME, Some(&alice), lag * 5, |r| {
+        r.status == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+    for n in 0..5 {
+        ask(&b, &format!("query Miss{n} {{ posts {{ id }} }}"), None).await;
+    }
+
+    proxy.set(Mode::Open);
+    in_step(&b).await;
+    assert_eq!(ask(&b, ME, Some(&alice)).await.status, StatusCode::OK);
+    // And its requests read Redis again: the breaker closed with the probe.
+    let stored = ask(&a, FEED, None).await;
+    let shared = until(&b, FEED, None, Duration::from_secs(5), |r| {
+        tier_of(r) == "redis"
+    })
+    .await;
+    assert_eq!(render(&shared), render(&stored));
+}

@@ -172,6 +172,38 @@ impl Redis {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let permit = self.breaker.permit().ok_or(StoreError::Open)?;
+        self.run_with(permit, lane, timeout, call).await
+    }
+
+    /// The syncer's read of the journal, within the fetch timeout. It goes even while
+    /// the breaker is open, as its probe: once a tick and off the request path, so the
+    /// instance learns that Redis is back within a tick of it, not a cool-down (and a
+    /// connection the fault broke is remade by that call, not by a request's).
+    pub(crate) async fn sync_fetch<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        let permit = self.breaker.permit().unwrap_or(Permit::Probe);
+        self.run_with(
+            permit,
+            Lane::Requests,
+            self.fetch_timeout,
+            |mut conn| async move { pipe.query_async(&mut conn).await },
+        )
+        .await
+    }
+
+    async fn run_with<T, F, Fut>(
+        &self,
+        permit: Permit,
+        lane: Lane,
+        timeout: Duration,
+        call: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
         // A call dropped half-way (its caller went away) still reports, so a probe never
         // keeps the breaker open for good.
         let mut report = Report {

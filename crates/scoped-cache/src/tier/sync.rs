@@ -332,7 +332,7 @@ impl Tier {
             .arg(if fresh { PAGE } else { PAGE + 1 })
             .arg(from)
             .arg(MAX_RECORD_BYTES);
-        let (read,): (Vec<Vec<u8>>,) = self.redis.fetch(&pipe).await?;
+        let (read,): (Vec<Vec<u8>>,) = self.redis.sync_fetch(&pipe).await?;
         let mut read = read.into_iter();
         let mut next = || read.next().unwrap_or_default();
         let (seq, len, oldest, key_check) = (next(), next(), next(), next());
