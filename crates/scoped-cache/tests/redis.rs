@@ -583,7 +583,7 @@ async fn with_a_signing_key_nothing_written_without_it_is_read() {
     let signed = || tier(&server.url()).signing_key("a-deployment-signing-key-of-32-bytes!!");
     let (world, a, b) = fleet_of(&server, signed(), signed()).await;
     let stored = ask(&a, FEED, None).await;
-    let shared = until(&b, FEED, None, Duration::from_secs(2), |r| {
+    let shared = until(&b, FEED, None, Duration::from_secs(5), |r| {
         tier_of(r) == "redis"
     })
     .await;

@@ -512,7 +512,9 @@ async fn a_signed_record_replayed_under_another_number_is_a_loss_not_a_skipped_p
     let key = "a-deployment-signing-key-of-32-bytes!!";
     let (world, a, b) = fleet_of(
         &server,
-        tier(&server.url()).signing_key(key),
+        tier(&server.url())
+            .signing_key(key)
+            .insert_timeout(Duration::from_secs(5)),
         tier(&proxy.url()).signing_key(key),
     )
     .await;
@@ -573,7 +575,12 @@ async fn a_signed_record_replayed_under_another_number_is_a_loss_not_a_skipped_p
     proxy.set(Mode::Open);
     // A change after it: once B refuses this token (or all tokens, starting over), B has
     // read past the replayed record.
-    let c = instance(&world, tier(&server.url()).signing_key(key));
+    let c = instance(
+        &world,
+        tier(&server.url())
+            .signing_key(key)
+            .insert_timeout(Duration::from_secs(5)),
+    );
     in_step(&c).await;
     let witness = member("witness");
     assert!(
@@ -612,8 +619,9 @@ async fn a_sequence_no_layer_wrote_keeps_instances_out_of_step_until_it_is_delet
     )
     .await;
     let alice = member("alice");
-    // Beyond any sequence a fleet reaches: a layer adopting it could record nothing more.
-    let _: () = redis_cmd(&server, &["SET", "test:seq", "100000000000000"]).await;
+    // Beyond any sequence a fleet reaches (2^46 + 1): a layer adopting it could soon
+    // record nothing more.
+    let _: () = redis_cmd(&server, &["SET", "test:seq", "70368744177665"]).await;
     for instance in [&a, &b] {
         let refused = until(instance, ME, Some(&alice), lag * 4, |r| {
             r.status == StatusCode::SERVICE_UNAVAILABLE
@@ -654,15 +662,13 @@ async fn an_instance_is_back_in_step_within_a_tick_of_redis_not_a_cool_down() {
     .await;
     let alice = member("alice");
     proxy.set(Mode::Cut);
-    // Lookups fail until the breaker opens, and B stands down.
     let down = until(&b, ME, Some(&alice), lag * 5, |r| {
         r.status == StatusCode::SERVICE_UNAVAILABLE
     })
     .await;
     assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
-    for n in 0..5 {
-        ask(&b, &format!("query Miss{n} {{ posts {{ id }} }}"), None).await;
-    }
+    // The fault lasts: the syncer fails once a tick, and its failures open the breaker.
+    tokio::time::sleep(Duration::from_secs(5)).await;
 
     proxy.set(Mode::Open);
     in_step(&b).await;
@@ -674,4 +680,124 @@ async fn an_instance_is_back_in_step_within_a_tick_of_redis_not_a_cool_down() {
     })
     .await;
     assert_eq!(render(&shared), render(&stored));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_record_swapped_for_an_older_one_as_the_newest_is_never_skipped() {
+    let server = RedisServer::start().await;
+    let proxy = Proxy::start(server.port).await;
+    let key = "a-deployment-signing-key-of-32-bytes!!";
+    let (_world, a, b) = fleet_of(
+        &server,
+        tier(&server.url())
+            .signing_key(key)
+            .insert_timeout(Duration::from_secs(5)),
+        tier(&proxy.url()).signing_key(key),
+    )
+    .await;
+    assert!(
+        a.layer
+            .revoke(&Revoke::subject("nobody", std::time::SystemTime::now()))
+            .await
+            .unwrap()
+            .fleet_wide
+    );
+    let stored = ask(&a, FEED, None).await;
+    until(&b, FEED, None, Duration::from_secs(5), |r| {
+        tier_of(r) == "memory"
+    })
+    .await;
+    assert_eq!(tier_of(&ask(&b, FEED, None).await), "memory");
+
+    // B lags; the purge's record, the newest, is swapped for the older one under its
+    // number, and nothing is recorded after it.
+    proxy.set(Mode::Stalled);
+    assert!(
+        a.layer
+            .purge(&Purge::entity("Post", "1"))
+            .await
+            .unwrap()
+            .fleet_wide
+    );
+    drop(a);
+    let mut conn = server.connection().await;
+    let log: Vec<(Vec<u8>, u64)> = redis::cmd("ZRANGE")
+        .arg("test:log")
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let [.., (older, _), (purge, n)] = log.as_slice() else {
+        panic!("two records: {log:?}");
+    };
+    let colon = older.iter().position(|b| *b == b':').unwrap();
+    let replayed = [format!("{n}").as_bytes(), &older[colon..]].concat();
+    let _: () = redis::pipe()
+        .cmd("ZREM")
+        .arg("test:log")
+        .arg(purge)
+        .ignore()
+        .cmd("ZADD")
+        .arg("test:log")
+        .arg(n)
+        .arg(replayed)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    proxy.set(Mode::Open);
+
+    // Within two ticks B has read the journal, and from then on never serves the answer
+    // the hidden purge removed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    always(
+        &b,
+        FEED,
+        Duration::from_secs(2),
+        |r| render(r) != render(&stored),
+        "the purged answer was served past a replayed newest record",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_revocations_than_a_page_all_load_even_with_one_score() {
+    let server = RedisServer::start().await;
+    let mut conn = server.connection().await;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    // 12,000 revocations that Redis forgets at one moment, a day from now: more than a
+    // page (10,000), all tied on their score.
+    let forget_at_ms = (before + 86_400) * 1000;
+    for chunk in (0..12_000).collect::<Vec<u32>>().chunks(1000) {
+        let mut pipe = redis::pipe();
+        for n in chunk {
+            let member = json!({"kind": "subject", "sub": format!("user{n}"), "iss": null, "before": before});
+            pipe.cmd("ZADD")
+                .arg("test:revocations")
+                .arg(forget_at_ms)
+                .arg(member.to_string())
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await.unwrap();
+    }
+    let world = std::sync::Arc::new(common::fleet::World::default());
+    let c = instance(&world, tier(&server.url()));
+    in_step(&c).await;
+    for n in [0, 9_999, 10_000, 11_999] {
+        assert_eq!(
+            ask(&c, ME, Some(&member(&format!("user{n}")))).await.status,
+            StatusCode::UNAUTHORIZED,
+            "user{n}"
+        );
+    }
+    assert_eq!(
+        ask(&c, ME, Some(&member("someone-else"))).await.status,
+        StatusCode::OK
+    );
 }

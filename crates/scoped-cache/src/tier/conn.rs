@@ -28,6 +28,10 @@ pub(crate) enum StoreError {
     /// A shared revocation cannot be held here.
     #[error("a shared revocation does not fit this instance's max_revocations")]
     RevocationsFull,
+    /// The fleet signs with another key (or none): its instances could not read what this
+    /// one records.
+    #[error("this instance's signing key differs from the fleet's")]
+    KeyMismatch,
     /// Other instances recorded a change before this one every time it tried.
     #[error("other instances recorded first {0} times in a row")]
     Contended(usize),

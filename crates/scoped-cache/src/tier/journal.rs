@@ -39,24 +39,28 @@ pub(crate) const MAX_RECORD_BYTES: usize = 2 * MAX_CHANGE_BYTES;
 pub(crate) const MAX_SEQ: u64 = 1 << 46;
 
 /// Records the change `ARGV[3]` (its member, already numbered `ARGV[2]` and signed) if
-/// the purge sequence still is `ARGV[1]`, keeps the last `ARGV[4]` changes, and with
-/// `KEYS[3]` adds the revocation `ARGV[5]` scored `ARGV[6]` to the revocation set,
-/// trimming what Redis's own clock says can be forgotten. Answers `{1, n}` when it
-/// recorded, else `{0, sequence}` (another instance recorded first: try again above it).
+/// the purge sequence (`KEYS[1]`) still is `ARGV[1]`, keeps the last `ARGV[4]` changes of
+/// the journal (`KEYS[2]`), and with `KEYS[4]` adds the revocation `ARGV[6]` scored
+/// `ARGV[7]` to the revocation set, trimming what Redis's own clock says can be
+/// forgotten. Answers `{1, n}` when it recorded; `{0, sequence}` when another instance
+/// recorded first (try again above it); `{2, check}` when the fleet's key check
+/// (`KEYS[3]`) is not the writer's (`ARGV[5]`): the others could not read its record.
 ///
 /// The number is chosen by the writer, not the script, so the writer can sign the
 /// record with its number: a record moved under another number is not valid. `#!lua`
 /// with no flags: Redis refuses the whole script when its memory is full, so a record is
 /// all or nothing and the journal has no holes.
 pub(crate) const RECORD: &str = r"#!lua
+local check = redis.call('GET', KEYS[3])
+if check and check ~= ARGV[5] then return {2, check} end
 local current = redis.call('GET', KEYS[1]) or '0'
 if current ~= ARGV[1] then return {0, current} end
 redis.call('SET', KEYS[1], ARGV[2])
-if KEYS[3] then
+if KEYS[4] then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[5])
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  redis.call('ZADD', KEYS[4], ARGV[7], ARGV[6])
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
 end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
@@ -65,23 +69,30 @@ return {1, ARGV[2]}";
 
 /// One read of the journal, in one step: the purge sequence (`KEYS[1]`), the journal's
 /// length and its oldest record's number (`KEYS[2]`), the fleet's key check (`KEYS[3]`),
-/// then the records: with `ARGV[1]` = `fresh` the newest `ARGV[2]`, else `ARGV[2]` from
-/// number `ARGV[3]` on. Members longer than `ARGV[4]` bytes are left out in Redis, so a
-/// planted giant never crosses the network (the reader sees a missing number).
+/// how many records the read found, then the records: with `ARGV[1]` = `fresh` the newest
+/// `ARGV[2]`, else `ARGV[2]` from number `ARGV[3]` on. Members longer than `ARGV[4]`
+/// bytes, and a sequence or key check longer than any the layer writes, stay in Redis
+/// (`x` stands for the latter), so a planted giant never crosses the network.
 pub(crate) const READ: &str = r"#!lua flags=no-writes
+local function small(value)
+  if not value then return '' end
+  if #value > 80 then return 'x' end
+  return value
+end
 local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-local out = {
-  redis.call('GET', KEYS[1]) or '',
-  tostring(redis.call('ZCARD', KEYS[2])),
-  oldest[2] or '',
-  redis.call('GET', KEYS[3]) or '',
-}
 local members
 if ARGV[1] == 'fresh' then
   members = redis.call('ZRANGE', KEYS[2], -tonumber(ARGV[2]), -1)
 else
   members = redis.call('ZRANGE', KEYS[2], ARGV[3], '+inf', 'BYSCORE', 'LIMIT', 0, ARGV[2])
 end
+local out = {
+  small(redis.call('GET', KEYS[1])),
+  tostring(redis.call('ZCARD', KEYS[2])),
+  small(oldest[2]),
+  small(redis.call('GET', KEYS[3])),
+  tostring(#members),
+}
 local limit = tonumber(ARGV[4])
 for _, member in ipairs(members) do
   if #member <= limit then out[#out + 1] = member end
@@ -148,8 +159,8 @@ impl Record {
         member
     }
 
-    /// `None` for a member that is not a record: no number, or with a signer, not
-    /// signed with its key for its number. The reader then sees that number as missing
+    /// `None` for a member that is not a record: no number, not JSON, or with a signer,
+    /// not signed with its key for its number. The reader then sees that number as missing
     /// (a loss, recovered), never as a change it may skip.
     pub(crate) fn decode(member: &[u8], signer: Option<&Signer>) -> Option<Self> {
         if member.len() > MAX_RECORD_BYTES {
@@ -158,10 +169,17 @@ impl Record {
         let colon = member.iter().position(|b| *b == b':')?;
         let seq = parse_seq(&member[..colon])?;
         let text = super::seal::open(signer, Domain::Record(seq), &member[colon + 1..])?;
+        // serde_json bounds nesting (too deep is a syntax error).
+        let change = match serde_json::from_slice::<Change>(text) {
+            Ok(change) => Some(change),
+            // JSON this version does not know: a change of a later one, skipped.
+            Err(err) if err.classify() == serde_json::error::Category::Data => None,
+            // Not JSON: signed with a key this instance lacks, or not ours.
+            Err(_) => return None,
+        };
         Some(Self {
             seq,
-            // serde_json bounds nesting.
-            change: serde_json::from_slice(text).ok(),
+            change,
             digest: digest(member),
         })
     }
@@ -385,7 +403,16 @@ mod tests {
         let unknown = Record::decode(b"5:{\"change\":\"from_the_future\"}", None).unwrap();
         assert_eq!((unknown.seq, unknown.change), (5, None));
         let deep = [b"9:".as_slice(), &vec![b'['; MAX_CHANGE_BYTES]].concat();
-        assert!(Record::decode(&deep, None).unwrap().change.is_none());
+        assert!(
+            Record::decode(&deep, None).is_none_or(|r| r.change.is_none()),
+            "nested too deep: never a change"
+        );
+        let signer = Signer::new(b"a-signing-key-of-at-least-32-bytes!!", "test:").unwrap();
+        let sealed = Record::member(9, &Change::Recovered.encode(), Some(&signer));
+        assert!(
+            Record::decode(&sealed, None).is_none(),
+            "signed, read without the key: not a record it may skip"
+        );
         let empty = WireRevoke(RevokeKind::Token {
             jti: String::new(),
             exp: 1,

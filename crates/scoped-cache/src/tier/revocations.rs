@@ -15,16 +15,32 @@ use super::store::Tier;
 use crate::claims::Claims;
 use crate::revocation::{MemoryRevocations, RevocationStore, Revoke, RevokeError, UnixClock};
 
-/// A page of the revocation set: how many members the page held, then those no longer
-/// than `ARGV[4]` (a longer one is not ours: it stays in Redis, counted unreadable).
+/// A page of the revocation set in score order, from score `ARGV[1]` on, past the
+/// `ARGV[2]` members of that score already read: at most `ARGV[3]` members and about
+/// `ARGV[5]` bytes. Answers how many members it went through, the last one's score and how
+/// many of them had it (the next page's cursor), then the members no longer than
+/// `ARGV[4]` (a longer one is not ours: it stays in Redis, counted unreadable). A cursor,
+/// not an offset: members trimmed meanwhile (expired ones) never make a page skip live
+/// ones.
 const LOAD: &str = r"#!lua flags=no-writes
-local page = redis.call('ZRANGE', KEYS[1], ARGV[1], '+inf', 'BYSCORE', 'LIMIT', ARGV[2], ARGV[3])
-local out = {tostring(#page)}
-local limit = tonumber(ARGV[4])
-for _, member in ipairs(page) do
+local page = redis.call('ZRANGE', KEYS[1], ARGV[1], '+inf', 'BYSCORE', 'LIMIT', ARGV[2], ARGV[3], 'WITHSCORES')
+local limit, budget = tonumber(ARGV[4]), tonumber(ARGV[5])
+local out = {'0', ARGV[1], '0'}
+local taken, bytes, last, ties = 0, 0, nil, 0
+for i = 1, #page, 2 do
+  local member, score = page[i], page[i + 1]
+  local size = math.min(#member, limit + 1)
+  if taken > 0 and bytes + size > budget then break end
+  taken = taken + 1
+  bytes = bytes + size
+  if score == last then ties = ties + 1 else last, ties = score, 1 end
   if #member <= limit then out[#out + 1] = member end
 end
+out[1] = tostring(taken)
+if last then out[2] = last; out[3] = tostring(ties) end
 return out";
+/// Bytes of revocations one page brings at most (about 1,000 of the longest).
+const PAGE_BYTES: usize = 4 << 20;
 /// Revocations made while Redis was away, shared when it is back; past this many the
 /// oldest are dropped from the queue (they still hold on this instance), with an error log.
 const MAX_PENDING: usize = 100_000;
@@ -167,25 +183,38 @@ impl SharedRevocations {
     pub(crate) async fn load(&self, tier: &Tier) -> Result<(), StoreError> {
         let now_ms = unix_now().saturating_mul(1000);
         let set = tier.keys.named("revocations");
-        let (mut offset, mut unreadable, mut refused) = (0usize, 0usize, 0usize);
+        let (mut unreadable, mut refused) = (0usize, 0usize);
+        // The cursor: a score, and how many members of that score were read.
+        let (mut from, mut skip) = (now_ms.to_string(), 0usize);
         loop {
             let mut pipe = redis::pipe();
             pipe.cmd("EVAL")
                 .arg(LOAD)
                 .arg(1)
                 .arg(&set)
-                .arg(now_ms)
-                .arg(offset)
+                .arg(&from)
+                .arg(skip)
                 .arg(PAGE)
-                .arg(MAX_RECORD_BYTES);
+                .arg(MAX_RECORD_BYTES)
+                .arg(PAGE_BYTES);
             let (read,): (Vec<Vec<u8>>,) = tier.redis.bulk(&pipe).await?;
             let mut read = read.into_iter();
-            let page = read
-                .next()
-                .and_then(|n| std::str::from_utf8(&n).ok()?.parse::<usize>().ok())
-                .unwrap_or(0);
+            let mut next = || read.next().unwrap_or_default();
+            let count = |raw: Vec<u8>| {
+                std::str::from_utf8(&raw)
+                    .ok()
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or(0)
+            };
+            let (taken, last, ties) = (count(next()), next(), count(next()));
+            if taken == 0 {
+                break;
+            }
+            let last = String::from_utf8_lossy(&last).into_owned();
+            skip = if last == from { skip + ties } else { ties };
+            from = last;
             let members: Vec<Vec<u8>> = read.collect();
-            unreadable += page.saturating_sub(members.len());
+            unreadable += taken.saturating_sub(members.len());
             for member in members {
                 // With a signing key, one not signed with it is not ours: skipped.
                 match super::seal::open(tier.signer(), Domain::Revocation, &member)
@@ -199,10 +228,6 @@ impl SharedRevocations {
                     }
                     None => unreadable += 1,
                 }
-            }
-            offset += page;
-            if page < PAGE {
-                break;
             }
         }
         if unreadable > 0 {

@@ -358,7 +358,7 @@ impl Tier {
     }
 
     /// Whether to warn of an unreadable value: the first one a minute.
-    fn warn_now(&self) -> bool {
+    pub(crate) fn warn_now(&self) -> bool {
         let now = self.millis_since_base(Instant::now());
         let last = self.warned_at.load(Ordering::Relaxed);
         let due = last == u64::MAX || now.saturating_sub(last) >= 60_000;
@@ -452,6 +452,7 @@ impl Tier {
         let floor = self.high();
         // The first guess of Redis's sequence; a wrong one costs a round trip.
         let mut expected = floor;
+        let key_check = super::seal::key_check(self.signer());
         for _ in 0..RECORD_ATTEMPTS {
             let seq = expected.max(floor) + 1;
             if seq > MAX_SEQ {
@@ -463,13 +464,18 @@ impl Tier {
                     let mut pipe = redis::pipe();
                     pipe.cmd("EVAL")
                         .arg(RECORD)
-                        .arg(if revocation.is_some() { 3 } else { 2 })
+                        .arg(if revocation.is_some() { 4 } else { 3 })
                         .arg(self.keys.named("seq"))
-                        .arg(self.keys.named("log"));
+                        .arg(self.keys.named("log"))
+                        .arg(self.keys.named("keycheck"));
                     if revocation.is_some() {
                         pipe.arg(self.keys.named("revocations"));
                     }
-                    pipe.arg(expected).arg(seq).arg(&member).arg(JOURNAL_LEN);
+                    pipe.arg(expected)
+                        .arg(seq)
+                        .arg(&member)
+                        .arg(JOURNAL_LEN)
+                        .arg(&key_check);
                     if let Some((member, forget_at_ms)) = revocation {
                         pipe.arg(member).arg(forget_at_ms);
                     }
@@ -481,9 +487,13 @@ impl Tier {
                     }
                 })
                 .await?;
-            if recorded == 1 {
-                self.observe_seq(seq);
-                return Ok((seq, super::journal::digest(&member)));
+            match recorded {
+                1 => {
+                    self.observe_seq(seq);
+                    return Ok((seq, super::journal::digest(&member)));
+                }
+                2 => return Err(StoreError::KeyMismatch),
+                _ => {}
             }
             expected = parse_seq(&current).ok_or(StoreError::Unreadable("the purge sequence"))?;
         }
@@ -634,7 +644,11 @@ impl Tier {
         // An unreadable sequence: as if Redis did not answer. Unreadable records: as if
         // they purged everything (a miss is always safe).
         let Some(seq) = number(values.next()) else {
-            tracing::warn!("an unreadable purge sequence in redis; nothing is read from it");
+            if self.warn_now() {
+                tracing::warn!(
+                    "an unreadable purge sequence in redis; nothing is read from it (one warning a minute)"
+                );
+            }
             return None;
         };
         let all = number(values.next()).unwrap_or(u64::MAX);

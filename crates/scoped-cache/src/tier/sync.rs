@@ -89,27 +89,45 @@ pub(crate) async fn run(tier: Weak<Tier>) {
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let more = {
+        let step = {
             let Some(owner) = tier.upgrade() else { return };
-            let more = owner.sync(&mut state).await;
+            let step = owner.sync(&mut state).await;
             // What waited for Redis goes in a task of its own: a long replay never
             // holds the next sync up (the instance would cut itself off).
             owner.share_pending_later();
-            more
+            step
         };
-        if more {
-            continue;
-        }
-        tokio::select! {
-            _ = ticks.tick() => {}
-            () = wake.notified() => {}
+        match step {
+            Step::More => continue,
+            // A failed sync woke this task itself (an outage wakes it): it tries again
+            // on the tick, so a Redis in trouble gets one read a second from it.
+            Step::Failed => {
+                ticks.tick().await;
+            }
+            Step::Done => {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    () = wake.notified() => {}
+                }
+            }
         }
     }
 }
 
+/// How a sync ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// More of the journal waits: read it at once.
+    More,
+    /// Until the next tick or wake.
+    Done,
+    /// Redis did not answer as it should: try again on the tick.
+    Failed,
+}
+
 impl Tier {
-    /// One sync; returns whether more of the journal waits to be read at once.
-    pub(crate) async fn sync(&self, state: &mut SyncState) -> bool {
+    /// One sync.
+    pub(crate) async fn sync(&self, state: &mut SyncState) -> Step {
         let began = (Instant::now(), self.redis.outages());
         // Before the read: a number heard later (a lookup, a write, a record of this
         // instance's own) is not a sign that Redis went back.
@@ -119,12 +137,18 @@ impl Tier {
         let read = match self.read_journal(state.applied, fresh).await {
             Ok(read) => read,
             Err(err) => {
-                tracing::debug!(%err, "reading the journal failed; retrying");
-                return false;
+                if matches!(err, StoreError::Unreadable(_)) && self.warn_now() {
+                    // Not a fault that passes: an operator must look (one warning a
+                    // minute).
+                    tracing::warn!(%err, "the journal cannot be read; this instance stays out of step until it can");
+                } else {
+                    tracing::debug!(%err, "reading the journal failed; retrying");
+                }
+                return Step::Failed;
             }
         };
         if !self.keys_match(state, read.key_check.as_deref()).await {
-            return false;
+            return Step::Failed;
         }
         let restarted = match (&state.run_id, &server.run_id) {
             (Some(old), Some(new)) => old != new,
@@ -136,7 +160,7 @@ impl Tier {
             self.standing(state, &read, high)
         };
         let outcome = match standing {
-            Standing::InStep => match self.apply(state, read.records, read.seq).await {
+            Standing::InStep => match self.apply(state, read.records, read.read, read.seq).await {
                 Ok(Applied::Gap) => self
                     .recover(state, "a change is missing from the journal")
                     .await
@@ -151,7 +175,7 @@ impl Tier {
                     // back (idempotent).
                     if let Err(err) = self.revocations.write_back(self).await {
                         tracing::debug!(%err, "writing revocations back failed; retrying");
-                        return false;
+                        return Step::Failed;
                     }
                 }
                 // The newest changes are remembered: an entry read from Redis while one
@@ -176,7 +200,7 @@ impl Tier {
             Ok(applied) => applied,
             Err(err) => {
                 tracing::debug!(%err, "applying the journal failed; retrying");
-                return false;
+                return Step::Failed;
             }
         };
         state.synced = true;
@@ -185,22 +209,22 @@ impl Tier {
         }
         let (started, outages) = *state.catching_up.get_or_insert(began);
         if applied == Applied::More {
-            return true;
+            return Step::More;
         }
         state.catching_up = None;
         if let Some(until) = state.settling_until {
             if Instant::now() < until {
-                return false;
+                return Step::Done;
             }
             if let Err(err) = self.revocations.load(self).await {
                 tracing::debug!(%err, "reloading revocations after a recovery failed; retrying");
-                return false;
+                return Step::Failed;
             }
             state.settling_until = None;
             tracing::info!("in step with redis again after its loss");
         }
         self.mark_in_step(started, outages);
-        false
+        Step::Done
     }
 
     fn standing(&self, state: &SyncState, read: &JournalRead, high: u64) -> Standing {
@@ -231,14 +255,15 @@ impl Tier {
         }
     }
 
-    /// Applies the records after `state.applied`, in order, up to `seq`.
+    /// Applies the records after `state.applied`, in order, up to `seq`; `read` is how
+    /// many members the page held (some may not have been records).
     async fn apply(
         &self,
         state: &mut SyncState,
         records: Vec<Record>,
+        read: usize,
         seq: u64,
     ) -> Result<Applied, StoreError> {
-        let read = records.len();
         for record in records {
             if record.seq <= state.applied {
                 if record.seq == state.applied {
@@ -335,7 +360,7 @@ impl Tier {
         let (read,): (Vec<Vec<u8>>,) = self.redis.sync_fetch(&pipe).await?;
         let mut read = read.into_iter();
         let mut next = || read.next().unwrap_or_default();
-        let (seq, len, oldest, key_check) = (next(), next(), next(), next());
+        let (seq, len, oldest, key_check, read_count) = (next(), next(), next(), next(), next());
         let seq = if seq.is_empty() {
             0
         } else {
@@ -352,30 +377,51 @@ impl Tier {
             oldest: parse_seq(&oldest),
             key_check: (!key_check.is_empty()).then_some(key_check),
             records,
+            read: std::str::from_utf8(&read_count)
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
         })
     }
 
-    /// Whether this instance signs as the fleet does (`P keycheck`; the first instance
-    /// to sync writes its own). One that does not would skip what it cannot read.
-    async fn keys_match(&self, state: &mut SyncState, theirs: Option<&[u8]>) -> bool {
+    /// Whether this instance signs as the fleet does (`P keycheck`: the first instance
+    /// to sync after it is gone writes its own). One that does not would skip what it
+    /// cannot read, and what it records would be unreadable to the others.
+    async fn keys_match(&self, state: &mut SyncState, found: Option<&[u8]>) -> bool {
         let ours = super::seal::key_check(self.signer());
-        let Some(theirs) = theirs else {
-            let mut pipe = redis::pipe();
-            pipe.cmd("SET")
-                .arg(self.keys.named("keycheck"))
-                .arg(&ours)
-                .arg("NX")
-                .ignore();
-            if let Err(err) = self.redis.write::<()>(&pipe).await {
-                tracing::debug!(%err, "writing the key check failed; retrying");
+        let theirs = match found {
+            Some(theirs) => theirs.to_vec(),
+            None => {
+                let claimed = self
+                    .with_room(|| {
+                        let mut pipe = redis::pipe();
+                        pipe.cmd("SET")
+                            .arg(self.keys.named("keycheck"))
+                            .arg(&ours)
+                            .arg("NX")
+                            .arg("GET");
+                        async move { self.redis.write::<(Option<Vec<u8>>,)>(&pipe).await }
+                    })
+                    .await;
+                match claimed {
+                    // Ours now.
+                    Ok((None,)) => return true,
+                    // Another instance was first.
+                    Ok((Some(theirs),)) => theirs,
+                    Err(err) => {
+                        tracing::debug!(%err, "writing the key check failed; retrying");
+                        return false;
+                    }
+                }
             }
-            return true;
         };
         let matches = theirs == ours.as_bytes();
         if !matches && !state.keys_differ {
+            // Tags of a constant, not secrets: they tell an operator which key is which.
             tracing::error!(
-                signed_here = self.signer().is_some(),
-                "this instance's signing key differs from the fleet's (RedisTier::signing_key); it stays out of step (caches nothing, refuses tokens) until they match"
+                here = %ours,
+                fleet = %String::from_utf8_lossy(&theirs),
+                "this instance's signing key differs from the fleet's (RedisTier::signing_key); it stays out of step (caches nothing, refuses tokens unless accept_tokens_when_cut_off) and records nothing until they match"
             );
         }
         state.keys_differ = !matches;
@@ -396,4 +442,6 @@ struct JournalRead {
     key_check: Option<Vec<u8>>,
     /// From the last one applied here on, in order.
     records: Vec<Record>,
+    /// Members the read returned before any was found not to be a record.
+    read: usize,
 }
