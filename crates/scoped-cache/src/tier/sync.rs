@@ -33,6 +33,8 @@ use super::store::Tier;
 /// How often an instance reads the journal when nothing wakes it: with pub/sub down, a
 /// change reaches every instance within this plus a round trip.
 pub(crate) const TICK: Duration = Duration::from_secs(1);
+/// The wait after a failed sync, doubled after each failure up to [`TICK`].
+const FIRST_RETRY: Duration = Duration::from_millis(100);
 /// Records read per round trip.
 const PAGE: usize = 1000;
 
@@ -86,6 +88,7 @@ pub(crate) async fn run(tier: Weak<Tier>) {
         return;
     };
     let mut state = SyncState::default();
+    let mut retry = FIRST_RETRY;
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -97,12 +100,18 @@ pub(crate) async fn run(tier: Weak<Tier>) {
             owner.share_pending_later();
             step
         };
+        if step != Step::Failed {
+            retry = FIRST_RETRY;
+        }
         match step {
             Step::More => continue,
-            // A failed sync woke this task itself (an outage wakes it): it tries again
-            // on the tick, so a Redis in trouble gets one read a second from it.
+            // A failed sync woke this task itself (an outage wakes it), so it does not
+            // wait for wakes: it tries again soon (the first call after a fault often
+            // only remakes the connection), then less and less often, at most once a
+            // tick: a Redis in trouble gets a read a second from it.
             Step::Failed => {
-                ticks.tick().await;
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(TICK);
             }
             Step::Done => {
                 tokio::select! {
