@@ -180,10 +180,10 @@ impl Redis {
     }
 
     /// The syncer's read of the journal, within the fetch timeout. It goes even while
-    /// the breaker is open, as its probe: at most about once a tick, off the request
-    /// path, so the
-    /// instance learns that Redis is back within a tick of it, not a cool-down (and a
-    /// connection the fault broke is remade by that call, not by a request's).
+    /// the breaker is open, as its probe (off the request path, and after a few quick
+    /// retries at most once a tick), so the instance learns that Redis is back within a
+    /// tick of it, not a cool-down; and a connection the fault broke is remade by that
+    /// call, not by a request's.
     pub(crate) async fn sync_fetch<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
