@@ -188,14 +188,23 @@ impl Redis {
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, StoreError> {
-        let permit = self.breaker.permit().unwrap_or(Permit::Probe);
-        self.run_with(
-            permit,
-            Lane::Requests,
-            self.fetch_timeout,
-            |mut conn| async move { pipe.query_async(&mut conn).await },
-        )
-        .await
+        let call = || {
+            let permit = self.breaker.permit().unwrap_or(Permit::Probe);
+            self.run_with(
+                permit,
+                Lane::Requests,
+                self.fetch_timeout,
+                |mut conn| async move { pipe.query_async(&mut conn).await },
+            )
+        };
+        match call().await {
+            // The connection a fault broke: this call only had it remade, so the next
+            // one, at once, tells whether Redis is back.
+            Err(StoreError::Redis(err)) if err.is_connection_dropped() || err.is_io_error() => {
+                call().await
+            }
+            outcome => outcome,
+        }
     }
 
     async fn run_with<T, F, Fut>(
