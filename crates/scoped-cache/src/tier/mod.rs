@@ -17,16 +17,17 @@
 //!
 //! # Key layout
 //!
-//! Every key and the channel start with the prefix `P` (default `scoped-cache:`). Keys are
-//! addressed alone, except the control keys a change records together in one script
-//! (`P seq`, `P log`, `P revocations`); `SCAN` runs only to make room for a record in a
+//! Every key and the channel start with the prefix `P` (default `scoped-cache:`, written
+//! right before the rest: `scoped-cache:seq`). Keys are addressed alone, except the control
+//! keys a change records together in one script (`P seq`, `P log`, `P keycheck`,
+//! `P revocations`); `SCAN` runs only to make room for a record in a
 //! full Redis. Redis Cluster is not supported yet. Redis 7.0 or later; use
 //! `maxmemory-policy noeviction`, since an evicted record or index set would let purged
 //! answers back (entries are kept under 75% of `maxmemory` by the tier itself).
 //!
 //! | key | type | holds | expires |
 //! | --- | --- | --- | --- |
-//! | `P e:<cache key hex>` | string | one response: versioned, length-checked, checksummed, with its whole key (the name holds 128 bits of it) | when the entry is of no more use (max-age plus stale windows) |
+//! | `P e:<cache key hex>` | string | one response: versioned, length-checked, checksummed (or signed), with its whole key (the name holds 128 bits of it) | when the entry is of no more use (max-age plus stale windows) |
 //! | `P t:<tag hash>` | sorted set | members: 16 bytes of the cache keys of the entries holding a type, entity or any-of-type tag; scores: their expiry on Redis's clock | members past it are trimmed on every write; the key a minute after its last member |
 //! | `P r:<name hash>` | string | the sequence number of the last purge of an operation name or a root field | after the longest entry life written (`P life`) |
 //! | `P s:<claim hash>` | hash | scope purges filed under this claim value (the first a purge names): field = the purge's claim set, value = its sequence number | after the longest entry life written |
@@ -37,6 +38,7 @@
 //! | `P l:<cache key hex>` | string | a miss's lease: one instance executes it | the lease duration |
 //! | `P revocations` | sorted set | every revocation, scored by when it can be forgotten | members trimmed (by Redis's clock) on every write |
 //! | `P events` | channel | a change's number, to wake the syncers | |
+//! | `P keycheck` | string | which signing key the fleet uses (a tag of it, or `unsigned`), written by the first instance to sync | never |
 //!
 //! A purge by tag, type or entity reads the index sets it names and deletes their entries.
 //! A purge by operation, root field, claim scope or of everything writes one record, so it

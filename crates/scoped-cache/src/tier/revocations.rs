@@ -96,8 +96,17 @@ impl SharedRevocations {
     pub(crate) async fn replay(&self, tier: &Tier) {
         let pending =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        let waited = pending.len();
+        let mut shared = 0usize;
         for revoke in pending {
-            self.send(tier, &revoke, false).await;
+            shared += usize::from(self.send(tier, &revoke, false).await);
+        }
+        if shared > 0 {
+            tracing::info!(
+                shared,
+                still_waiting = waited - shared,
+                "revocations that waited for redis are shared with the fleet"
+            );
         }
     }
 
