@@ -430,7 +430,8 @@ impl Tier {
             tracing::error!(
                 here = %ours,
                 fleet = %String::from_utf8_lossy(&theirs),
-                "this instance's signing key differs from the fleet's (RedisTier::signing_key); it stays out of step (caches nothing, refuses tokens unless accept_tokens_when_cut_off) and records nothing until they match"
+                key = %self.keys.named("keycheck"),
+                "this instance's signing key differs from the fleet's (RedisTier::signing_key); it stays out of step (caches nothing, refuses tokens unless accept_tokens_when_cut_off) and records nothing until they match; if the fleet's is the wrong one, stop the instances that use it and delete this key"
             );
         }
         state.keys_differ = !matches;
