@@ -284,8 +284,7 @@ impl Revocations {
             Revocations::Shared(tier) => {
                 let shared = std::sync::Arc::clone(tier);
                 let revoke = revoke.clone();
-                let sent =
-                    tokio::spawn(async move { shared.revocations.share(&shared, &revoke).await });
+                let sent = tokio::spawn(async move { shared.share_revocation(&revoke).await });
                 matches!(
                     tokio::time::timeout(tier.redis.insert_timeout, sent).await,
                     Ok(Ok(true))

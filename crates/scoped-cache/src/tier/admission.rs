@@ -13,8 +13,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::conn::Redis;
 use super::conn::StoreError;
-use super::store::Tier;
+use super::keys::Keys;
 
 /// The share of `maxmemory` entries may fill; the rest stays for records.
 pub(crate) const ENTRY_SHARE: f64 = 0.75;
@@ -84,19 +85,22 @@ pub(crate) struct ServerFacts {
 
 /// Reads `INFO server memory` (and once the eviction policy), updating the admission.
 /// Nothing of it is required: an ACL may refuse `INFO` or `CONFIG`.
-pub(crate) async fn server_facts(tier: &Tier, policy_checked: &mut bool) -> ServerFacts {
+pub(crate) async fn server_facts(
+    redis: &Redis,
+    admission: &Admission,
+    policy_checked: &mut bool,
+) -> ServerFacts {
     let mut pipe = redis::pipe();
     pipe.cmd("INFO").arg("server").arg("memory");
-    let info = match tier.redis.optional::<(String,)>(&pipe).await {
+    let info = match redis.optional::<(String,)>(&pipe).await {
         Ok((info,)) => info,
         Err(err) => {
-            let closed_at = *tier
-                .admission
+            let closed_at = *admission
                 .closed_at
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if closed_at.is_some_and(|at| at.elapsed() >= BLIND_RETRY) {
-                tier.admission.set(true);
+                admission.set(true);
             }
             if !*policy_checked {
                 tracing::warn!(%err, "cannot read redis INFO: restarts are noticed by the purge sequence only, and redis memory is not watched");
@@ -117,22 +121,21 @@ pub(crate) async fn server_facts(tier: &Tier, policy_checked: &mut bool) -> Serv
     {
         // Exact enough: memory figures well below 2^52 bytes.
         #[allow(clippy::cast_precision_loss)]
-        tier.admission
-            .set((used as f64) < (max as f64) * ENTRY_SHARE);
+        admission.set((used as f64) < (max as f64) * ENTRY_SHARE);
     }
     if !*policy_checked {
         *policy_checked = true;
-        check_policy(tier, max).await;
+        check_policy(redis, max).await;
     }
     ServerFacts {
         run_id: field("run_id").map(str::to_owned),
     }
 }
 
-async fn check_policy(tier: &Tier, max: Option<u64>) {
+async fn check_policy(redis: &Redis, max: Option<u64>) {
     let mut pipe = redis::pipe();
     pipe.cmd("CONFIG").arg("GET").arg("maxmemory-policy");
-    match tier.redis.optional::<(Vec<String>,)>(&pipe).await {
+    match redis.optional::<(Vec<String>,)>(&pipe).await {
         Ok((pair,)) => match pair.get(1).map(String::as_str) {
             Some("noeviction") if max == Some(0) => tracing::warn!(
                 "redis has no maxmemory: entries expire by their TTL, but redis memory has no bound"
@@ -151,51 +154,54 @@ async fn check_policy(tier: &Tier, max: Option<u64>) {
     }
 }
 
-impl Tier {
-    /// Runs a write of a record; one Redis refused for its memory is tried again after
-    /// entries made room.
-    pub(crate) async fn with_room<T, F, Fut>(&self, mut write: F) -> Result<T, StoreError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, StoreError>>,
-    {
-        let mut cursor = 0u64;
-        let mut rounds = 0;
-        loop {
-            match write().await {
-                Err(err) if err.is_oom() && rounds < ROOM_ROUNDS => {
-                    self.admission.close();
-                    rounds += 1;
-                    let (next, deleted) = self.make_room(cursor).await?;
-                    tracing::debug!(deleted, "made room in redis for a record");
-                    cursor = next;
-                    if cursor == 0 && deleted == 0 {
-                        // A full scan found nothing of ours to drop: the memory is not
-                        // ours to free.
-                        return write().await;
-                    }
+/// Runs a write of a record; one Redis refused for its memory is tried again after
+/// this deployment's entries (`keys`) made room.
+pub(crate) async fn with_room<T, F, Fut>(
+    redis: &Redis,
+    admission: &Admission,
+    keys: &Keys,
+    mut write: F,
+) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut cursor = 0u64;
+    let mut rounds = 0;
+    loop {
+        match write().await {
+            Err(err) if err.is_oom() && rounds < ROOM_ROUNDS => {
+                admission.close();
+                rounds += 1;
+                let (next, deleted) = make_room(redis, keys, cursor).await?;
+                tracing::debug!(deleted, "made room in redis for a record");
+                cursor = next;
+                if cursor == 0 && deleted == 0 {
+                    // A full scan found nothing of ours to drop: the memory is not
+                    // ours to free.
+                    return write().await;
                 }
-                outcome => return outcome,
             }
+            outcome => return outcome,
         }
     }
+}
 
-    /// Deletes the entries one `SCAN` step from `cursor` finds; returns the next cursor
-    /// and how many were deleted.
-    async fn make_room(&self, cursor: u64) -> Result<(u64, usize), StoreError> {
+/// Deletes the entries one `SCAN` step from `cursor` finds; returns the next cursor and
+/// how many were deleted.
+async fn make_room(redis: &Redis, keys: &Keys, cursor: u64) -> Result<(u64, usize), StoreError> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("SCAN")
+        .arg(cursor)
+        .arg("MATCH")
+        .arg(keys.entry_pattern())
+        .arg("COUNT")
+        .arg(SCAN_COUNT);
+    let ((next, found),): ((u64, Vec<Vec<u8>>),) = redis.bulk(&pipe).await?;
+    if !found.is_empty() {
         let mut pipe = redis::pipe();
-        pipe.cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(self.keys.entry_pattern())
-            .arg("COUNT")
-            .arg(SCAN_COUNT);
-        let ((next, keys),): ((u64, Vec<Vec<u8>>),) = self.redis.bulk(&pipe).await?;
-        if !keys.is_empty() {
-            let mut pipe = redis::pipe();
-            pipe.cmd("UNLINK").arg(&keys).ignore();
-            self.redis.bulk::<()>(&pipe).await?;
-        }
-        Ok((next, keys.len()))
+        pipe.cmd("UNLINK").arg(&found).ignore();
+        redis.bulk::<()>(&pipe).await?;
     }
+    Ok((next, found.len()))
 }

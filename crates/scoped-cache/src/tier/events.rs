@@ -5,34 +5,39 @@
 //! whose subscription fails (an ACL without `+subscribe`, a proxy without pub/sub, a
 //! dropped connection) still converges within a tick, and says so once in the log.
 
-use std::sync::Weak;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-
-use super::store::Tier;
-use super::sync::TICK;
+use tokio::sync::Notify;
 
 /// How often a quiet subscription is checked with a `PING` (a connection that died
 /// without closing would otherwise slow convergence to the tick for ever).
 const PING_EVERY: Duration = Duration::from_secs(5);
 
+/// What the subscriber needs: no more of the tier than this.
+pub(crate) struct Subscription {
+    pub(crate) client: redis::Client,
+    /// `P events`.
+    pub(crate) channel: String,
+    /// For subscribing and for a `PING`'s answer.
+    pub(crate) timeout: Duration,
+    /// The syncer's.
+    pub(crate) wake: Arc<Notify>,
+}
+
 /// Subscribes, and resubscribes whenever the subscription is lost, until the tier is
 /// dropped (its owner aborts this task).
-pub(crate) async fn listen(tier: Weak<Tier>) {
+pub(crate) async fn listen(subscription: Subscription) {
+    let Subscription {
+        client,
+        channel,
+        timeout,
+        wake,
+    } = subscription;
     let mut backoff = Duration::from_millis(50);
     let mut lost_logged = false;
     loop {
-        let Some((client, channel, timeout, wake)) = tier.upgrade().map(|t| {
-            (
-                t.redis.client().clone(),
-                t.keys.named("events"),
-                t.redis.insert_timeout.max(Duration::from_secs(1)),
-                t.redis.wake(),
-            )
-        }) else {
-            return;
-        };
         let subscribed = tokio::time::timeout(timeout, async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
@@ -49,7 +54,6 @@ pub(crate) async fn listen(tier: Weak<Tier>) {
                     };
                     tracing::warn!(
                         %err,
-                        tick_ms = TICK.as_millis() as u64,
                         "cannot subscribe to redis; changes still arrive by reading the journal every second"
                     );
                     lost_logged = true;
@@ -73,9 +77,6 @@ pub(crate) async fn listen(tier: Weak<Tier>) {
                 message = stream.next() => {
                     if message.is_none() {
                         break;
-                    }
-                    if tier.strong_count() == 0 {
-                        return;
                     }
                     wake.notify_one();
                 }

@@ -52,6 +52,7 @@ mod breaker;
 mod codec;
 mod conn;
 mod events;
+mod held;
 mod journal;
 mod keys;
 mod revocations;

@@ -4,16 +4,12 @@
 //! script; instances apply the journal as they sync, and load the whole set when they
 //! start, fall behind, or are told Redis lost changes.
 
-use std::collections::VecDeque;
-use std::sync::{Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use super::conn::StoreError;
+use super::held::unix_now;
 use super::journal::{Change, MAX_RECORD_BYTES, WireRevoke};
 use super::seal::Domain;
 use super::store::Tier;
-use crate::claims::Claims;
-use crate::revocation::{MemoryRevocations, RevocationStore, Revoke, RevokeError, UnixClock};
+use crate::revocation::{RevocationStore, Revoke};
 
 /// A page of the revocation set in score order, from score `ARGV[1]` on, past the
 /// `ARGV[2]` members of that score already read: at most `ARGV[3]` members and about
@@ -41,65 +37,17 @@ if last then out[2] = last; out[3] = tostring(ties) end
 return out";
 /// Bytes of revocations one page brings at most (about 1,000 of the longest).
 const PAGE_BYTES: usize = 4 << 20;
-/// Revocations made while Redis was away, shared when it is back; past this many the
-/// oldest are dropped from the queue (they still hold on this instance), with an error log.
-const MAX_PENDING: usize = 100_000;
 /// Revocations read or written back per round trip.
 const PAGE: usize = 10_000;
 
-#[derive(Debug)]
-pub(crate) struct SharedRevocations {
-    memory: MemoryRevocations,
-    pending: Mutex<VecDeque<Revoke>>,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
-}
-
-impl SharedRevocations {
-    pub(crate) fn new(memory: MemoryRevocations) -> Self {
-        Self {
-            memory,
-            pending: Mutex::new(VecDeque::new()),
-        }
-    }
-
-    pub(crate) fn is_revoked(&self, claims: &Claims, clock: &UnixClock) -> bool {
-        self.memory.is_revoked(claims, clock)
-    }
-
-    pub(crate) fn revoke(&self, revoke: &Revoke, now: u64) -> Result<(), RevokeError> {
-        self.memory.revoke(revoke, now)
-    }
-
-    /// One from the fleet. One that does not fit is an error: this instance cannot
-    /// enforce it, so it must not say it is in step.
-    pub(crate) fn apply(&self, revoke: &Revoke) -> Result<(), StoreError> {
-        self.memory.revoke(revoke, unix_now()).map_err(|err| {
-            tracing::error!(%err, "a shared revocation does not fit here: this instance refuses tokens until it does (raise max_revocations)");
-            StoreError::RevocationsFull
-        })
-    }
-
-    pub(crate) fn has_pending(&self) -> bool {
-        !self
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
-    }
-
+impl Tier {
     /// Shares the revocations made here while Redis was away.
-    pub(crate) async fn replay(&self, tier: &Tier) {
-        let pending =
-            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+    pub(crate) async fn replay_revocations(&self) {
+        let pending = self.revocations.take_pending();
         let waited = pending.len();
         let mut shared = 0usize;
         for revoke in pending {
-            shared += usize::from(self.send(tier, &revoke, false).await);
+            shared += usize::from(self.send_revocation(&revoke, false).await);
         }
         if shared > 0 {
             tracing::info!(
@@ -112,70 +60,64 @@ impl SharedRevocations {
 
     /// Records `revoke` in Redis and wakes the fleet; if Redis does not record it, it is
     /// queued. Returns whether Redis recorded it.
-    pub(crate) async fn share(&self, tier: &Tier, revoke: &Revoke) -> bool {
-        self.send(tier, revoke, true).await
+    pub(crate) async fn share_revocation(&self, revoke: &Revoke) -> bool {
+        self.send_revocation(revoke, true).await
     }
 
-    async fn send(&self, tier: &Tier, revoke: &Revoke, first: bool) -> bool {
-        match self.write(tier, revoke).await {
+    async fn send_revocation(&self, revoke: &Revoke, first: bool) -> bool {
+        match self.write_revocation(revoke).await {
             Ok(()) => true,
             Err(err) => {
                 if first && !matches!(err, StoreError::Open) {
                     tracing::warn!(%err, "a revocation holds on this instance only until redis answers");
                 }
-                let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-                if pending.len() >= MAX_PENDING {
-                    tracing::error!(
-                        "too many revocations wait for redis; the oldest is shared no more"
-                    );
-                    drop(pending.pop_front());
-                }
-                pending.push_back(revoke.clone());
+                self.revocations.queue(revoke.clone());
                 false
             }
         }
     }
 
-    async fn write(&self, tier: &Tier, revoke: &Revoke) -> Result<(), StoreError> {
+    async fn write_revocation(&self, revoke: &Revoke) -> Result<(), StoreError> {
         let wire = WireRevoke::from(revoke);
         let member = super::seal::seal(
-            tier.signer(),
+            self.signer(),
             Domain::Revocation,
             serde_json::to_vec(&wire).unwrap_or_default(),
         );
         let forget_at_ms = self
-            .memory
+            .revocations
+            .memory()
             .forget_at(revoke, unix_now())
             .saturating_mul(1000);
-        let (seq, _) = tier
+        let (seq, _) = self
             .record(
                 &Change::Revoke { revoke: wire },
                 Some((&member, forget_at_ms)),
             )
             .await?;
-        tier.remember(seq, None);
-        tier.publish(seq).await;
+        self.remember(seq, None);
+        self.publish(seq).await;
         Ok(())
     }
 
     /// Writes every revocation held here back into the set (Redis lost it).
-    pub(crate) async fn write_back(&self, tier: &Tier) -> Result<(), StoreError> {
+    pub(crate) async fn write_back_revocations(&self) -> Result<(), StoreError> {
         let now = unix_now();
-        let held = self.memory.export(now);
-        let set = tier.keys.named("revocations");
+        let held = self.revocations.memory().export(now);
+        let set = self.keys.named("revocations");
         for page in held.chunks(PAGE) {
-            tier.with_room(|| {
+            self.with_room(|| {
                 let mut pipe = redis::pipe();
                 for (revoke, forget_at) in page {
                     let member = super::seal::seal(
-                        tier.signer(),
+                        self.signer(),
                         Domain::Revocation,
                         serde_json::to_vec(&WireRevoke::from(revoke)).unwrap_or_default(),
                     );
                     pipe.zadd(&set, member, forget_at.saturating_mul(1000))
                         .ignore();
                 }
-                async move { tier.redis.bulk::<()>(&pipe).await }
+                async move { self.redis.bulk::<()>(&pipe).await }
             })
             .await?;
         }
@@ -189,9 +131,9 @@ impl SharedRevocations {
     }
 
     /// Mirrors every revocation Redis holds, a page per round trip.
-    pub(crate) async fn load(&self, tier: &Tier) -> Result<(), StoreError> {
+    pub(crate) async fn load_revocations(&self) -> Result<(), StoreError> {
         let now_ms = unix_now().saturating_mul(1000);
-        let set = tier.keys.named("revocations");
+        let set = self.keys.named("revocations");
         let (mut unreadable, mut refused) = (0usize, 0usize);
         // The cursor: a score, and how many members of that score were read.
         let (mut from, mut skip) = (now_ms.to_string(), 0usize);
@@ -206,7 +148,7 @@ impl SharedRevocations {
                 .arg(PAGE)
                 .arg(MAX_RECORD_BYTES)
                 .arg(PAGE_BYTES);
-            let (read,): (Vec<Vec<u8>>,) = tier.redis.bulk(&pipe).await?;
+            let (read,): (Vec<Vec<u8>>,) = self.redis.bulk(&pipe).await?;
             let mut read = read.into_iter();
             let mut next = || read.next().unwrap_or_default();
             let count = |raw: Vec<u8>| {
@@ -226,12 +168,17 @@ impl SharedRevocations {
             unreadable += taken.saturating_sub(members.len());
             for member in members {
                 // With a signing key, one not signed with it is not ours: skipped.
-                match super::seal::open(tier.signer(), Domain::Revocation, &member)
+                match super::seal::open(self.signer(), Domain::Revocation, &member)
                     .and_then(|text| serde_json::from_slice::<WireRevoke>(text).ok())
                     .and_then(WireRevoke::into_revoke)
                 {
                     Some(revoke) => {
-                        if self.memory.revoke(&revoke, unix_now()).is_err() {
+                        if self
+                            .revocations
+                            .memory()
+                            .revoke(&revoke, unix_now())
+                            .is_err()
+                        {
                             refused += 1;
                         }
                     }

@@ -12,15 +12,13 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::RedisTier;
-use super::admission::Admission;
+use super::admission::{self, Admission};
 use super::codec::{self, Clock};
 use super::conn::{Redis, StoreError};
-use super::events;
+use super::held::SharedRevocations;
 use super::journal::{Change, JOURNAL_LEN, MAX_CHANGE_BYTES, MAX_SEQ, RECORD, Record, parse_seq};
 use super::keys::{CLAIM_HASH, Keys, claim_hash, member};
-use super::revocations::SharedRevocations;
 use super::seal::Signer;
-use super::sync;
 use crate::cache::key::CacheKey;
 use crate::cache::purge::{IndexKey, Purge, PurgeError, Purged, Selector};
 use crate::cache::store::{
@@ -136,7 +134,8 @@ pub(crate) struct Tier {
     /// and releases it once the entry is in Redis.
     leases: Mutex<HashMap<CacheKey, u64>>,
     tokens: AtomicU64,
-    tasks: OnceLock<(AbortOnDrop, AbortOnDrop)>,
+    /// The syncer and the subscriber (see [`sync`](super::sync)), started once.
+    pub(crate) tasks: OnceLock<(AbortOnDrop, AbortOnDrop)>,
 }
 
 impl std::fmt::Debug for Tier {
@@ -148,8 +147,9 @@ impl std::fmt::Debug for Tier {
     }
 }
 
+/// A task that ends with its owner.
 #[derive(Debug)]
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -330,22 +330,14 @@ impl Tier {
         })
     }
 
-    /// Starts the syncer and the subscriber, once, if a runtime is here (`build()` may
-    /// run outside one; then the first request starts them). They end when the tier is
-    /// dropped.
-    pub(crate) fn start(self: &Arc<Self>) {
-        if self.tasks.get().is_some() {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        self.tasks.get_or_init(|| {
-            (
-                AbortOnDrop(runtime.spawn(sync::run(Arc::downgrade(self)))),
-                AbortOnDrop(runtime.spawn(events::listen(Arc::downgrade(self)))),
-            )
-        });
+    /// Runs a write of a record, making room among this deployment's entries if Redis's
+    /// memory is full (see [`admission::with_room`]).
+    pub(crate) async fn with_room<T, F, Fut>(&self, write: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        admission::with_room(&self.redis, &self.admission, &self.keys, write).await
     }
 
     pub(crate) fn observe_seq(&self, seq: u64) {
@@ -531,7 +523,7 @@ impl Tier {
         let tier = Arc::clone(self);
         tokio::spawn(async move {
             tier.replay().await;
-            tier.revocations.replay(&tier).await;
+            tier.replay_revocations().await;
             tier.sharing.store(false, Ordering::Release);
         });
     }

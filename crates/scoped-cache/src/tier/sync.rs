@@ -20,15 +20,16 @@
 //! shares what waited for Redis (purges and revocations made while it was away), and
 //! updates the admission of entries from Redis's memory figures.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::admission;
 use super::conn::StoreError;
+use super::events;
 use super::journal::{Change, JOURNAL_LEN, MAX_RECORD_BYTES, READ, Record, parse_seq};
-use super::store::Tier;
+use super::store::{AbortOnDrop, Tier};
 
 /// How often an instance reads the journal when nothing wakes it: with pub/sub down, a
 /// change reaches every instance within this plus a round trip.
@@ -135,13 +136,38 @@ pub(crate) enum Step {
 }
 
 impl Tier {
+    /// Starts the syncer and the subscriber, once, if a runtime is here (`build()` may
+    /// run outside one; then the first request starts them). They end when the tier is
+    /// dropped.
+    pub(crate) fn start(self: &Arc<Self>) {
+        if self.tasks.get().is_some() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        self.tasks.get_or_init(|| {
+            let subscription = events::Subscription {
+                client: self.redis.client().clone(),
+                channel: self.keys.named("events"),
+                timeout: self.redis.insert_timeout.max(Duration::from_secs(1)),
+                wake: self.redis.wake(),
+            };
+            (
+                AbortOnDrop(runtime.spawn(run(Arc::downgrade(self)))),
+                AbortOnDrop(runtime.spawn(events::listen(subscription))),
+            )
+        });
+    }
+
     /// One sync.
     pub(crate) async fn sync(&self, state: &mut SyncState) -> Step {
         let began = (Instant::now(), self.redis.outages());
         // Before the read: a number heard later (a lookup, a write, a record of this
         // instance's own) is not a sign that Redis went back.
         let high = self.high();
-        let server = admission::server_facts(self, &mut state.policy_checked).await;
+        let server =
+            admission::server_facts(&self.redis, &self.admission, &mut state.policy_checked).await;
         let fresh = !state.synced;
         let read = match self.read_journal(state.applied, fresh).await {
             Ok(read) => read,
@@ -182,7 +208,7 @@ impl Tier {
                     self.flush_memory().await;
                     // Had Redis lost the set meanwhile, what this instance holds goes
                     // back (idempotent).
-                    if let Err(err) = self.revocations.write_back(self).await {
+                    if let Err(err) = self.write_back_revocations().await {
                         tracing::debug!(%err, "writing revocations back failed; retrying");
                         return Step::Failed;
                     }
@@ -196,7 +222,7 @@ impl Tier {
                         self.remember(record.seq, Some(&selector));
                     }
                 }
-                self.revocations.load(self).await.map(|()| {
+                self.load_revocations().await.map(|()| {
                     state.applied = read.seq;
                     state.digest = None;
                     self.observe_seq(read.seq);
@@ -225,7 +251,7 @@ impl Tier {
             if Instant::now() < until {
                 return Step::Done;
             }
-            if let Err(err) = self.revocations.load(self).await {
+            if let Err(err) = self.load_revocations().await {
                 tracing::debug!(%err, "reloading revocations after a recovery failed; retrying");
                 return Step::Failed;
             }
@@ -324,7 +350,7 @@ impl Tier {
             Change::Recovered => {
                 self.apply_purge(seq, crate::cache::purge::Selector::All)
                     .await;
-                self.revocations.load(self).await?;
+                self.load_revocations().await?;
             }
         }
         Ok(())
@@ -340,8 +366,8 @@ impl Tier {
         self.flush_memory().await;
         // Ours back into the set, then the set as the fleet wrote it back (another
         // instance may have noticed first).
-        self.revocations.write_back(self).await?;
-        self.revocations.load(self).await?;
+        self.write_back_revocations().await?;
+        self.load_revocations().await?;
         let (seq, digest) = self.record(&Change::Recovered, None).await?;
         self.record_all(seq).await?;
         self.remember(seq, Some(&crate::cache::purge::Selector::All));
