@@ -108,8 +108,11 @@
 //!
 //! # Feature flags
 //!
-//! None yet; the crate verifies with jsonwebtoken's `aws_lc_rs` backend and installs it
-//! as the process default at `build()`, so a dependency that turns on jsonwebtoken's
+//! - `redis`: Redis as the shared tier (`RedisTier`): responses, tags, purges,
+//!   revocations and fleet-wide coalescing, shared by every instance. Off by default.
+//!
+//! The crate verifies with jsonwebtoken's `aws_lc_rs` backend and installs it as the
+//! process default at `build()`, so a dependency that turns on jsonwebtoken's
 //! `rust_crypto` feature cannot make verification panic.
 
 #![deny(missing_docs)]
