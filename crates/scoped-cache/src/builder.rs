@@ -57,7 +57,9 @@ pub struct ScopedCacheLayerBuilder {
     #[cfg(feature = "redis")]
     redis: Option<crate::tier::RedisTier>,
     routes: Vec<(String, RoutePolicy)>,
-    default_route: RoutePolicy,
+    /// `None`: not chosen, [`RoutePolicy::verify_only`] (and unmatched routes are warned
+    /// about, once each).
+    default_route: Option<RoutePolicy>,
 }
 
 impl Default for ScopedCacheLayerBuilder {
@@ -91,7 +93,7 @@ impl Default for ScopedCacheLayerBuilder {
             #[cfg(feature = "redis")]
             redis: None,
             routes: Vec::new(),
-            default_route: RoutePolicy::verify_only(),
+            default_route: None,
         }
     }
 }
@@ -347,9 +349,11 @@ impl ScopedCacheLayerBuilder {
     }
 
     /// The policy of routes not named by [`route`](Self::route). Default:
-    /// [`RoutePolicy::verify_only`].
+    /// [`RoutePolicy::verify_only`], and then each route pattern that matches no named
+    /// route is warned about once (it may be a misspelt or nested route); choosing a
+    /// default says the other routes are meant to get it, so nothing is warned about.
     pub fn default_route(mut self, policy: RoutePolicy) -> Self {
-        self.default_route = policy;
+        self.default_route = Some(policy);
         self
     }
 

@@ -69,6 +69,9 @@ impl RoutePolicy {
 pub(crate) struct Routes {
     exact: HashMap<String, RoutePolicy>,
     fallback: RoutePolicy,
+    /// The fallback was chosen (`default_route`): routes that get it are meant to, and
+    /// are not warned about.
+    chosen: bool,
     /// Route patterns already warned about: a bounded set (an app has finitely many
     /// routes, and raw request paths are never put here).
     warned: Mutex<HashSet<String>>,
@@ -79,10 +82,12 @@ pub(crate) struct Routes {
 const MAX_WARNED: usize = 256;
 
 impl Routes {
-    pub(crate) fn new(exact: HashMap<String, RoutePolicy>, fallback: RoutePolicy) -> Self {
+    /// `fallback`: the chosen default policy, if one was.
+    pub(crate) fn new(exact: HashMap<String, RoutePolicy>, fallback: Option<RoutePolicy>) -> Self {
         Self {
             exact,
-            fallback,
+            fallback: fallback.unwrap_or_else(RoutePolicy::verify_only),
+            chosen: fallback.is_some(),
             warned: Mutex::default(),
             warned_unrouted: AtomicBool::new(false),
         }
@@ -103,7 +108,7 @@ impl Routes {
         match found {
             Some(policy) => *policy,
             None => {
-                if !self.exact.is_empty() {
+                if !self.exact.is_empty() && !self.chosen {
                     self.warn_unmatched(matched);
                 }
                 self.fallback
@@ -144,7 +149,7 @@ mod tests {
     fn exact_routes_win_and_others_fall_back() {
         let routes = Routes::new(
             HashMap::from([("/graphql".to_owned(), RoutePolicy::cached())]),
-            RoutePolicy::verify_only(),
+            Some(RoutePolicy::verify_only()),
         );
         let req = Request::get("/graphql?query={me{id}}").body(()).unwrap();
         assert_eq!(routes.resolve(&req), RoutePolicy::cached());
@@ -159,7 +164,7 @@ mod tests {
                 "/api/graphql".to_owned(),
                 RoutePolicy::cached().require_auth(true),
             )]),
-            RoutePolicy::passthrough(),
+            Some(RoutePolicy::passthrough()),
         );
         // A router nested at `/api` sees `/graphql`; the client sent `/api/graphql`.
         let mut req = Request::get("/graphql").body(()).unwrap();
@@ -168,6 +173,26 @@ mod tests {
         assert_eq!(
             routes.resolve(&req),
             RoutePolicy::cached().require_auth(true)
+        );
+    }
+
+    #[test]
+    fn only_an_unchosen_default_is_warned_about() {
+        let named = || HashMap::from([("/graphql".to_owned(), RoutePolicy::cached())]);
+        let unrouted = || Request::get("/nowhere").body(()).unwrap();
+
+        let implicit = Routes::new(named(), None);
+        assert_eq!(implicit.resolve(&unrouted()), RoutePolicy::verify_only());
+        assert!(
+            implicit.warned_unrouted.load(Ordering::Relaxed),
+            "a route the default reached by accident is reported"
+        );
+
+        let chosen = Routes::new(named(), Some(RoutePolicy::passthrough()));
+        assert_eq!(chosen.resolve(&unrouted()), RoutePolicy::passthrough());
+        assert!(
+            !chosen.warned_unrouted.load(Ordering::Relaxed),
+            "a chosen default is meant: no warning on every health check or 404"
         );
     }
 }
