@@ -14,10 +14,29 @@ use crate::scope::{ClaimPath, Decision};
 /// Most fields whose scope is learned; past it, new fields are executed and never stored.
 pub(crate) const MAX_LEARNED: usize = 4096;
 
+/// Claims that differ from one token to the next of the same user: a scope holding one
+/// would make a bucket per token, so a field that reads one is never stored instead.
+const PER_TOKEN: [&str; 4] = ["exp", "iat", "nbf", "jti"];
+
+/// What is known of one field.
+#[derive(Debug, Clone)]
+enum Known {
+    /// The claims it reads: its scope.
+    Claims(Arc<[ClaimPath]>),
+    /// It reads a claim of [`PER_TOKEN`]: its answers are never stored.
+    PerToken,
+}
+
+fn per_token(path: &ClaimPath) -> bool {
+    path.segments()
+        .first()
+        .is_some_and(|name| PER_TOKEN.contains(&name.as_str()))
+}
+
 /// The scopes learned so far.
 #[derive(Debug, Default)]
 pub(crate) struct LearnedScopes {
-    fields: RwLock<HashMap<Arc<str>, Arc<[ClaimPath]>>>,
+    fields: RwLock<HashMap<Arc<str>, Known>>,
 }
 
 /// The decision for one request once learned scopes are known.
@@ -25,7 +44,8 @@ pub(crate) struct LearnedScopes {
 pub(crate) enum Resolved<'d> {
     /// Every learned field's scope is known: this is the decision to cache under.
     Known(Cow<'d, Decision>),
-    /// Some field has not been learned yet: execute, learn, do not store.
+    /// Some field has not been learned yet, or reads a claim that differs per token:
+    /// execute, learn, do not store.
     Learning,
 }
 
@@ -39,8 +59,8 @@ impl LearnedScopes {
         let mut scope: Vec<ClaimPath> = decision.scope.to_vec();
         for subject in decision.learned.iter() {
             match fields.get(subject) {
-                Some(learned) => scope.extend(learned.iter().cloned()),
-                None => return Resolved::Learning,
+                Some(Known::Claims(learned)) => scope.extend(learned.iter().cloned()),
+                Some(Known::PerToken) | None => return Resolved::Learning,
             }
         }
         scope.sort();
@@ -60,9 +80,16 @@ impl LearnedScopes {
         }
         let mut widened = Vec::new();
         let mut fields = self.fields.write().unwrap_or_else(PoisonError::into_inner);
+        let reads_per_token = reads.iter().any(per_token);
         for subject in decision.learned.iter() {
             match fields.get(subject) {
-                Some(known) => {
+                Some(Known::PerToken) => {}
+                // Its stored answers were shared by every token of a bucket.
+                Some(Known::Claims(_)) if reads_per_token => {
+                    fields.insert(Arc::clone(subject), Known::PerToken);
+                    widened.push(Arc::clone(subject));
+                }
+                Some(Known::Claims(known)) => {
                     let new: Vec<&ClaimPath> = reads
                         .iter()
                         .filter(|read| !known.iter().any(|k| k.covers(read)))
@@ -74,14 +101,19 @@ impl LearnedScopes {
                     wider.extend(new.into_iter().cloned());
                     wider.sort();
                     wider.dedup();
-                    fields.insert(Arc::clone(subject), wider.into());
+                    fields.insert(Arc::clone(subject), Known::Claims(wider.into()));
                     widened.push(Arc::clone(subject));
                 }
                 None if fields.len() < MAX_LEARNED => {
-                    let mut learned = reads.to_vec();
-                    learned.sort();
-                    learned.dedup();
-                    fields.insert(Arc::clone(subject), learned.into());
+                    let known = if reads_per_token {
+                        Known::PerToken
+                    } else {
+                        let mut learned = reads.to_vec();
+                        learned.sort();
+                        learned.dedup();
+                        Known::Claims(learned.into())
+                    };
+                    fields.insert(Arc::clone(subject), known);
                 }
                 None => {}
             }
@@ -95,13 +127,16 @@ impl LearnedScopes {
     /// checked under the read lock).
     fn knows(&self, decision: &Decision, reads: &[ClaimPath]) -> bool {
         let fields = self.fields.read().unwrap_or_else(PoisonError::into_inner);
-        decision.learned.iter().all(|subject| {
-            fields.get(subject).is_some_and(|known| {
-                reads
+        decision
+            .learned
+            .iter()
+            .all(|subject| match fields.get(subject) {
+                Some(Known::PerToken) => true,
+                Some(Known::Claims(known)) => reads
                     .iter()
-                    .all(|read| known.iter().any(|k| k.covers(read)))
+                    .all(|read| !per_token(read) && known.iter().any(|k| k.covers(read))),
+                None => false,
             })
-        })
     }
 }
 
@@ -159,5 +194,30 @@ mod tests {
             learned.resolve(&decision(&[])),
             Resolved::Known(Cow::Borrowed(_))
         ));
+    }
+
+    #[test]
+    fn a_field_that_reads_a_per_token_claim_is_never_stored() {
+        let learned = LearnedScopes::default();
+        let me = decision(&["Query.me"]);
+        // First seen reading `exp`: never a bucket per token, never stored.
+        assert!(learned.learn(&me, &paths(&["sub", "exp"])).is_empty());
+        assert!(matches!(learned.resolve(&me), Resolved::Learning));
+
+        // Learned from `sub`, then seen reading `jti`: its stored answers go, and from
+        // then on it is not stored.
+        let feed = decision(&["Query.feed"]);
+        learned.learn(&feed, &paths(&["sub"]));
+        assert_eq!(scope_of(learned.resolve(&feed)), ["/sub"]);
+        assert_eq!(
+            learned.learn(&feed, &paths(&["sub", "jti"])),
+            [Arc::<str>::from("Query.feed")]
+        );
+        assert!(matches!(learned.resolve(&feed), Resolved::Learning));
+        assert!(learned.learn(&feed, &paths(&["iat"])).is_empty(), "once");
+        for name in PER_TOKEN {
+            assert!(per_token(&ClaimPath::top_level(name)));
+        }
+        assert!(!per_token(&ClaimPath::parse("org.exp").unwrap()));
     }
 }
