@@ -47,10 +47,24 @@ pub struct Claims {
     kid: Option<Arc<str>>,
 }
 
-/// What one request read from its claims.
+/// What one request read from its claims: each path, and the root field whose resolvers
+/// read it (`None`: read outside any, or without the entity-tags extension that tells).
 #[derive(Debug, Default)]
 pub(crate) struct ReadLog {
-    paths: Mutex<Vec<ClaimPath>>,
+    paths: Mutex<Vec<(ClaimPath, Option<Arc<str>>)>>,
+}
+
+tokio::task_local! {
+    /// The root field (`Type.field`) being resolved: set around each root field's
+    /// resolution by the entity-tags extension, so a learned scope credits a field only
+    /// with the claims its own resolvers read.
+    static ROOT_FIELD: Arc<str>;
+}
+
+/// Runs `resolve`, a root field's resolution, with the claims it reads credited to
+/// `field` (`Type.field`).
+pub(crate) async fn reading_for<F: std::future::Future>(field: Arc<str>, resolve: F) -> F::Output {
+    ROOT_FIELD.scope(field, resolve).await
 }
 
 /// The read log of one request, in its extensions, shared by every layer that handles it.
@@ -91,18 +105,27 @@ impl ReadLog {
     }
 
     fn record(&self, path: ClaimPath) {
+        let field = ROOT_FIELD.try_with(Arc::clone).ok();
         let mut paths = self.paths.lock().unwrap_or_else(PoisonError::into_inner);
-        if !paths.contains(&path) {
-            paths.push(path);
+        if !paths.iter().any(|(p, f)| *p == path && *f == field) {
+            paths.push((path, field));
         }
     }
 
-    /// Every path read so far.
-    pub(crate) fn snapshot(&self) -> Vec<ClaimPath> {
-        self.paths
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    /// The paths `subject` is credited with: those its own resolvers read, and those read
+    /// outside any root field's resolution (anyone's, so everyone's). A subject that is not
+    /// a root field (an operation's rule) is credited with every read.
+    pub(crate) fn reads_of(&self, subject: &str) -> Vec<ClaimPath> {
+        let paths = self.paths.lock().unwrap_or_else(PoisonError::into_inner);
+        let field = subject.contains('.') && !subject.starts_with("operation");
+        let mut credited: Vec<ClaimPath> = Vec::with_capacity(paths.len());
+        for (path, by) in paths.iter() {
+            let counts = !field || by.as_deref().is_none_or(|by| by == subject);
+            if counts && !credited.contains(path) {
+                credited.push(path.clone());
+            }
+        }
+        credited
     }
 
     /// The first read that none of `scope` covers, if any.
@@ -110,6 +133,7 @@ impl ReadLog {
         let paths = self.paths.lock().unwrap_or_else(PoisonError::into_inner);
         paths
             .iter()
+            .map(|(path, _)| path)
             .find(|read| !scope.iter().any(|s| s.covers(read)))
             .cloned()
     }

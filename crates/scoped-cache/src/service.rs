@@ -843,7 +843,9 @@ impl Shared {
     /// Records what a learned field's execution read; a scope that widened has its
     /// narrower entries purged.
     async fn learn(&self, decision: &Decision, reads: &ReadLog) {
-        let widened = self.learned.learn(decision, &reads.snapshot());
+        let widened = self
+            .learned
+            .learn(decision, |subject| reads.reads_of(subject));
         if widened.is_empty() {
             return;
         }

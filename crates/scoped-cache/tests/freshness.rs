@@ -586,3 +586,22 @@ async fn learned_scopes_separate_callers_by_what_was_read_and_widen() {
     let executions = f.world.greetings.load(Ordering::SeqCst);
     assert_eq!(executions, 6);
 }
+
+#[tokio::test]
+async fn a_learned_field_is_credited_only_with_what_its_own_resolvers_read() {
+    let f = fixture();
+    let alice = member("alice");
+    let bob = member("bob");
+    // Asked beside `me` (which reads `sub`) first: `greeting` itself reads only `role`.
+    let both = f.ask_as(&alice, "{ greeting me }").await;
+    assert_eq!(both.body["data"]["me"], "alice");
+    let greeting = "{ greeting }";
+    assert_eq!(f.ask_as(&alice, greeting).await.x_cache(), "MISS");
+    // So bob, of the same role, shares alice's entry: `me`'s read did not make
+    // `greeting` per-user.
+    let shared = f.ask_as(&bob, greeting).await;
+    assert_eq!(
+        (shared.x_cache(), shared.body["data"]["greeting"].as_str()),
+        ("HIT", Some("hello member"))
+    );
+}

@@ -368,10 +368,18 @@ impl Extension for TagsExtension {
         info: ResolveInfo<'_>,
         next: NextResolve<'_>,
     ) -> ServerResult<Option<Value>> {
-        let mutation = (info.path_node.parent.is_none()
-            && ctx.schema_env.registry.mutation_type.as_deref() == Some(info.parent_type))
-        .then(|| info.name.to_owned());
-        let resolved = next.run(ctx, info).await;
+        let root = info.path_node.parent.is_none();
+        let registry = &ctx.schema_env.registry;
+        let mutation = (root && registry.mutation_type.as_deref() == Some(info.parent_type))
+            .then(|| info.name.to_owned());
+        // A root query field's resolvers read claims for it alone: a learned scope is
+        // credited per field, so one operation cannot widen another field's scope.
+        let resolved = if root && registry.query_type == info.parent_type {
+            let field: Arc<str> = format!("Query.{}", info.name).into();
+            crate::claims::reading_for(field, next.run(ctx, info)).await
+        } else {
+            next.run(ctx, info).await
+        };
         // A mutation field that failed (refused, invalid input) is taken to have changed
         // nothing: otherwise anyone could empty the cache by sending mutations they may
         // not run.

@@ -71,17 +71,30 @@ impl LearnedScopes {
         }))
     }
 
-    /// Records what an execution of `decision`'s learning fields read; returns the fields
-    /// whose scope widened (their stored entries are now too widely shared). A field seen
-    /// for the first time is learned, not widened.
-    pub(crate) fn learn(&self, decision: &Decision, reads: &[ClaimPath]) -> Vec<Arc<str>> {
-        if decision.learned.is_empty() || self.knows(decision, reads) {
+    /// Records what an execution of `decision`'s learning fields read (`reads_of` a
+    /// subject: the claims it is credited with); returns the fields whose scope widened
+    /// (their stored entries are now too widely shared). A field seen for the first time
+    /// is learned, not widened.
+    pub(crate) fn learn(
+        &self,
+        decision: &Decision,
+        reads_of: impl Fn(&str) -> Vec<ClaimPath>,
+    ) -> Vec<Arc<str>> {
+        if decision.learned.is_empty() {
+            return Vec::new();
+        }
+        let reads: Vec<(&Arc<str>, Vec<ClaimPath>)> = decision
+            .learned
+            .iter()
+            .map(|subject| (subject, reads_of(subject)))
+            .collect();
+        if self.knows(&reads) {
             return Vec::new();
         }
         let mut widened = Vec::new();
         let mut fields = self.fields.write().unwrap_or_else(PoisonError::into_inner);
-        let reads_per_token = reads.iter().any(per_token);
-        for subject in decision.learned.iter() {
+        for (subject, reads) in reads {
+            let reads_per_token = reads.iter().any(per_token);
             match fields.get(subject) {
                 Some(Known::PerToken) => {}
                 // Its stored answers were shared by every token of a bucket.
@@ -123,14 +136,13 @@ impl LearnedScopes {
 }
 
 impl LearnedScopes {
-    /// Whether every field of `decision` is learned and covers `reads` (the common case,
+    /// Whether every subject is learned and covers what it read (the common case,
     /// checked under the read lock).
-    fn knows(&self, decision: &Decision, reads: &[ClaimPath]) -> bool {
+    fn knows(&self, reads: &[(&Arc<str>, Vec<ClaimPath>)]) -> bool {
         let fields = self.fields.read().unwrap_or_else(PoisonError::into_inner);
-        decision
-            .learned
+        reads
             .iter()
-            .all(|subject| match fields.get(subject) {
+            .all(|(subject, reads)| match fields.get(*subject) {
                 Some(Known::PerToken) => true,
                 Some(Known::Claims(known)) => reads
                     .iter()
@@ -173,11 +185,11 @@ mod tests {
         let learned = LearnedScopes::default();
         let me = decision(&["Query.me"]);
         assert!(matches!(learned.resolve(&me), Resolved::Learning));
-        assert!(learned.learn(&me, &paths(&["sub"])).is_empty());
+        assert!(learned.learn(&me, |_| paths(&["sub"])).is_empty());
         assert_eq!(scope_of(learned.resolve(&me)), ["/sub"]);
         // A read already covered changes nothing.
-        assert!(learned.learn(&me, &paths(&["sub"])).is_empty());
-        let widened = learned.learn(&me, &paths(&["role", "sub"]));
+        assert!(learned.learn(&me, |_| paths(&["sub"])).is_empty());
+        let widened = learned.learn(&me, |_| paths(&["role", "sub"]));
         assert_eq!(widened, [Arc::<str>::from("Query.me")]);
         assert_eq!(scope_of(learned.resolve(&me)), ["/role", "/sub"]);
     }
@@ -185,7 +197,7 @@ mod tests {
     #[test]
     fn an_operation_waits_for_all_its_fields() {
         let learned = LearnedScopes::default();
-        learned.learn(&decision(&["Query.me"]), &paths(&["sub"]));
+        learned.learn(&decision(&["Query.me"]), |_| paths(&["sub"]));
         assert!(matches!(
             learned.resolve(&decision(&["Query.me", "Query.feed"])),
             Resolved::Learning
@@ -201,20 +213,20 @@ mod tests {
         let learned = LearnedScopes::default();
         let me = decision(&["Query.me"]);
         // First seen reading `exp`: never a bucket per token, never stored.
-        assert!(learned.learn(&me, &paths(&["sub", "exp"])).is_empty());
+        assert!(learned.learn(&me, |_| paths(&["sub", "exp"])).is_empty());
         assert!(matches!(learned.resolve(&me), Resolved::Learning));
 
         // Learned from `sub`, then seen reading `jti`: its stored answers go, and from
         // then on it is not stored.
         let feed = decision(&["Query.feed"]);
-        learned.learn(&feed, &paths(&["sub"]));
+        learned.learn(&feed, |_| paths(&["sub"]));
         assert_eq!(scope_of(learned.resolve(&feed)), ["/sub"]);
         assert_eq!(
-            learned.learn(&feed, &paths(&["sub", "jti"])),
+            learned.learn(&feed, |_| paths(&["sub", "jti"])),
             [Arc::<str>::from("Query.feed")]
         );
         assert!(matches!(learned.resolve(&feed), Resolved::Learning));
-        assert!(learned.learn(&feed, &paths(&["iat"])).is_empty(), "once");
+        assert!(learned.learn(&feed, |_| paths(&["iat"])).is_empty(), "once");
         for name in PER_TOKEN {
             assert!(per_token(&ClaimPath::top_level(name)));
         }
