@@ -17,7 +17,8 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use common::fleet::{
-    ADMIN_TOKEN, FEED, ME, ask, fleet, fleet_of, in_step, instance, render, tier, tier_of, until,
+    ADMIN_TOKEN, FEED, ME, ask, entry_keys, fleet, fleet_of, in_step, instance, render, tier,
+    tier_of, until,
 };
 use common::proxy::{Mode, Proxy};
 use common::redis_server::RedisServer;
@@ -673,13 +674,19 @@ async fn an_instance_is_back_in_step_within_a_tick_of_redis_not_a_cool_down() {
     proxy.set(Mode::Open);
     in_step(&b).await;
     assert_eq!(ask(&b, ME, Some(&alice)).await.status, StatusCode::OK);
-    // And its requests read Redis again: the breaker closed with the probe.
-    let stored = ask(&a, FEED, None).await;
-    let shared = until(&b, FEED, None, Duration::from_secs(5), |r| {
-        tier_of(r) == "redis"
-    })
-    .await;
-    assert_eq!(render(&shared), render(&stored));
+    // And its requests read Redis again: the breaker closed with the probe (with it open
+    // for ten minutes, B would only ever execute or serve its memory).
+    // A's answer first lands in Redis (else B would execute and keep its own).
+    let mut conn = server.connection().await;
+    let before = entry_keys(&mut conn).await.len();
+    ask(&a, FEED, None).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while entry_keys(&mut conn).await.len() == before {
+        assert!(Instant::now() < deadline, "A's answer never reached Redis");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let shared = ask(&b, FEED, None).await;
+    assert_eq!(tier_of(&shared), "redis");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
