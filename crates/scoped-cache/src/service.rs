@@ -734,7 +734,7 @@ impl Shared {
         ) {
             tracing::debug!(?reason, "response not stored");
             let response = Response::from_parts(parts, body);
-            return (self.labelled_miss(response, lookup), Err(reason));
+            return (self.unstored_miss(response, lookup), Err(reason));
         }
         let bytes = match read_bounded(body, self.limits.entry_bytes).await {
             Ok(bytes) => bytes,
@@ -778,11 +778,24 @@ impl Shared {
             }
             (Err(reason), _) => Err(reason),
         };
-        if let Err(reason) = &outcome {
-            tracing::debug!(?reason, "response not stored");
-        }
         let response = Response::from_parts(parts, Body::from(bytes));
-        (self.labelled_miss(response, lookup), outcome)
+        match &outcome {
+            Ok(()) => (self.labelled_miss(response, lookup), outcome),
+            Err(reason) => {
+                tracing::debug!(?reason, "response not stored");
+                (self.unstored_miss(response, lookup), outcome)
+            }
+        }
+    }
+
+    /// A miss that was not stored: like any uncached answer to an authenticated caller,
+    /// `private`, so a shared cache in front cannot store what this layer would not (it
+    /// may have read a claim no scope covers).
+    fn unstored_miss(&self, mut response: Response, lookup: &Lookup<'_>) -> Response {
+        if lookup.claims.is_some() {
+            cache::control::make_private(response.headers_mut());
+        }
+        self.labelled_miss(response, lookup)
     }
 
     /// The entry to store for a response; `None` when its lifetime is beyond the clock.

@@ -210,3 +210,23 @@ async fn other_authorization_schemes_are_anonymous_when_ignored() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body["data"]["me"], serde_json::Value::Null);
 }
+
+#[tokio::test]
+async fn an_answer_not_stored_is_private_to_an_authenticated_caller() {
+    let (app, _) = app();
+    // `leaky` reads `sub`, which no scope covers: executed, served, never stored.
+    let reply = send(&app, query("/graphql", Some(&member("alice")), "{ leaky }")).await;
+    assert_eq!(
+        (reply.x_cache(), reply.body["data"]["leaky"].as_str()),
+        ("MISS", Some("alice"))
+    );
+    let control = reply
+        .headers
+        .get("cache-control")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(
+        control.contains("private"),
+        "a shared cache in front may not store it: {control:?}"
+    );
+}
