@@ -862,9 +862,25 @@ impl Shared {
         if widened.is_empty() {
             return;
         }
-        tracing::info!(fields = ?widened, "a learned scope widened; its narrower entries are purged");
-        if let Err(err) = self.store.purge(&Purge::fields(widened)).await {
-            tracing::warn!(%err, "purging a widened scope's entries failed");
+        tracing::info!(subjects = ?widened, "a learned scope widened; its narrower entries are purged");
+        // A subject is a root field (`Query.feed`), an operation's rule (`operation Feed`),
+        // or the default rule of an operation without either (`operation`).
+        let mut fields = Vec::new();
+        let mut purges = Vec::new();
+        for subject in widened {
+            match subject.strip_prefix("operation") {
+                Some("") => purges.push(Purge::all()),
+                Some(name) => purges.push(Purge::operation(name.trim_start())),
+                None => fields.push(subject),
+            }
+        }
+        if !fields.is_empty() {
+            purges.push(Purge::fields(fields));
+        }
+        for purge in purges {
+            if let Err(err) = self.store.purge(&purge).await {
+                tracing::warn!(%err, "purging a widened scope's entries failed");
+            }
         }
     }
 

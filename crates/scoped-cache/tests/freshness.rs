@@ -605,3 +605,46 @@ async fn a_learned_field_is_credited_only_with_what_its_own_resolvers_read() {
         ("HIT", Some("hello member"))
     );
 }
+
+#[tokio::test]
+async fn a_learned_operation_rule_that_widens_purges_its_narrower_entries() {
+    let world = World::seeded();
+    let layer = ScopedCacheLayer::builder()
+        .verifier(
+            Verifier::hmac(scoped_cache::Algorithm::HS256, SECRET)
+                .issuer([ISSUER])
+                .audience([AUDIENCE]),
+        )
+        .default_rule(Rule::new().max_age(Duration::from_secs(60)))
+        .rule(Rule::operation("Greet").scope(Scope::auto()))
+        .route("/graphql", RoutePolicy::cached())
+        .build()
+        .unwrap();
+    let schema = Schema::build(Query, Mutation, EmptySubscription)
+        .data(Arc::clone(&world))
+        .extension(layer.entity_tags())
+        .finish();
+    let app = Router::new()
+        .route_service("/graphql", GraphQL::new(schema))
+        .layer(layer.clone());
+    let greet = "query Greet { greeting }";
+    let alice = member("alice");
+    // Learned (`role`), then stored.
+    for _ in 0..2 {
+        send(&app, query("/graphql", Some(&alice), greet)).await;
+    }
+    let hit = send(&app, query("/graphql", Some(&alice), greet)).await;
+    assert_eq!(hit.x_cache(), "HIT");
+    let stored = layer.stats().entries;
+    assert!(stored >= 1);
+
+    // An admin's greeting reads `sub` too: the operation's scope widens, and what was
+    // stored under `role` alone goes.
+    let admin = token(json!({"sub": "root", "role": "admin"}));
+    send(&app, query("/graphql", Some(&admin), greet)).await;
+    assert_eq!(
+        layer.stats().entries,
+        stored - 1,
+        "the narrower entry is purged"
+    );
+}
