@@ -752,7 +752,11 @@ impl Shared {
                 Err(NotStored::UnreliableTags)
             }
             (Ok(lifetimes), Keep::Store(epoch)) => {
-                let etag = validator::etag(&lookup.bucket, &bytes);
+                let content_type = parts
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .map_or(&b""[..], HeaderValue::as_bytes);
+                let etag = validator::etag(&lookup.bucket, content_type, &bytes);
                 match self.entry(&parts.headers, &bytes, &etag, lifetimes, lookup, report) {
                     Some(entry) => {
                         if self.store.insert(lookup.key, entry, epoch).await {

@@ -648,3 +648,38 @@ async fn a_learned_operation_rule_that_widens_purges_its_narrower_entries() {
         "the narrower entry is purged"
     );
 }
+
+#[tokio::test]
+async fn a_304_confirms_only_the_media_type_it_was_given_for() {
+    let f = fixture();
+    let alice = member("alice");
+    let get = |accept: &str, tag: Option<&str>| {
+        let mut req = get_me(&alice, tag);
+        req.headers_mut()
+            .insert("accept", http::HeaderValue::from_str(accept).unwrap());
+        req
+    };
+    let json = send(&f.app, get("application/json", None)).await;
+    let json_tag = json.headers["etag"].to_str().unwrap().to_owned();
+    let grj = "application/graphql-response+json";
+    // The other representation, stored, then asked with the JSON one's tag.
+    send(&f.app, get(grj, None)).await;
+    let other = send(&f.app, get(grj, Some(&json_tag))).await;
+    assert_eq!(other.x_cache(), "HIT");
+    assert_eq!(
+        other.status,
+        StatusCode::OK,
+        "a tag of application/json does not confirm {grj}"
+    );
+    assert!(
+        other.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with(grj)
+    );
+    // Its own tag does.
+    let own = other.headers["etag"].to_str().unwrap().to_owned();
+    assert_ne!(own, json_tag);
+    let confirmed = send(&f.app, get(grj, Some(&own))).await;
+    assert_eq!(confirmed.status, StatusCode::NOT_MODIFIED);
+}

@@ -13,11 +13,15 @@ use sha2::{Digest, Sha256};
 use crate::scope::Bucket;
 
 /// The strong ETag of `body` stored in `bucket`.
-pub(crate) fn etag(bucket: &Bucket, body: &[u8]) -> HeaderValue {
+pub(crate) fn etag(bucket: &Bucket, content_type: &[u8], body: &[u8]) -> HeaderValue {
     let mut hasher = Sha256::new();
-    hasher.update(b"scoped-cache/etag/v1");
+    hasher.update(b"scoped-cache/etag/v2");
     hasher.update((bucket.as_bytes().len() as u64).to_le_bytes());
     hasher.update(bucket.as_bytes());
+    // One body in two media types is two representations (RFC 9110 §8.8.3): a 304 for
+    // one must not confirm the other.
+    hasher.update((content_type.len() as u64).to_le_bytes());
+    hasher.update(content_type);
     hasher.update(body);
     let digest = hasher.finalize();
     let tag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(&digest[..18]));
@@ -73,14 +77,33 @@ mod tests {
     #[test]
     fn equal_bodies_in_two_buckets_have_different_tags() {
         let body = br#"{"data":{"me":null}}"#;
-        assert_eq!(etag(&bucket("a"), body), etag(&bucket("a"), body));
-        assert_ne!(etag(&bucket("a"), body), etag(&bucket("b"), body));
-        assert_ne!(etag(&bucket("a"), body), etag(&bucket("a"), b"{}"));
+        let json = b"application/json";
+        assert_eq!(
+            etag(&bucket("a"), json, body),
+            etag(&bucket("a"), json, body)
+        );
+        assert_ne!(
+            etag(&bucket("a"), json, body),
+            etag(&bucket("b"), json, body)
+        );
+        assert_ne!(
+            etag(&bucket("a"), json, body),
+            etag(&bucket("a"), json, b"{}")
+        );
+    }
+
+    #[test]
+    fn one_body_in_two_media_types_has_two_tags() {
+        let body = br#"{"data":{"me":null}}"#;
+        assert_ne!(
+            etag(&bucket("a"), b"application/json", body),
+            etag(&bucket("a"), b"application/graphql-response+json", body)
+        );
     }
 
     #[test]
     fn if_none_match_lists_weak_tags_and_star() {
-        let tag = etag(&bucket("a"), b"x");
+        let tag = etag(&bucket("a"), b"application/json", b"x");
         let text = tag.to_str().unwrap().to_owned();
         let h = [HeaderValue::from_str(&format!("\"other\", W/{text}")).unwrap()];
         assert!(none_match_hits(&h, &tag));
@@ -88,6 +111,9 @@ mod tests {
         assert!(!none_match_hits(&conditional("\"other\""), &tag));
         assert!(!none_match_hits(&[], &tag));
         // Another bucket's tag never matches.
-        assert!(!none_match_hits(&[etag(&bucket("b"), b"x")], &tag));
+        assert!(!none_match_hits(
+            &[etag(&bucket("b"), b"application/json", b"x")],
+            &tag
+        ));
     }
 }
