@@ -18,13 +18,18 @@ pub(crate) const MAX_LEARNED: usize = 4096;
 /// would make a bucket per token, so a field that reads one is never stored instead.
 const PER_TOKEN: [&str; 4] = ["exp", "iat", "nbf", "jti"];
 
+/// Most claim paths one field's scope learns; a field seen reading more (paths taken from
+/// its input, say) is never stored, so no client can make it widen, and purge, forever.
+pub(crate) const MAX_PATHS: usize = 32;
+
 /// What is known of one field.
 #[derive(Debug, Clone)]
 enum Known {
     /// The claims it reads: its scope.
     Claims(Arc<[ClaimPath]>),
-    /// It reads a claim of [`PER_TOKEN`]: its answers are never stored.
-    PerToken,
+    /// It reads a claim of [`PER_TOKEN`], or more than [`MAX_PATHS`]: its answers are
+    /// never stored.
+    NotStored,
 }
 
 fn per_token(path: &ClaimPath) -> bool {
@@ -60,7 +65,7 @@ impl LearnedScopes {
         for subject in decision.learned.iter() {
             match fields.get(subject) {
                 Some(Known::Claims(learned)) => scope.extend(learned.iter().cloned()),
-                Some(Known::PerToken) | None => return Resolved::Learning,
+                Some(Known::NotStored) | None => return Resolved::Learning,
             }
         }
         scope.sort();
@@ -96,10 +101,10 @@ impl LearnedScopes {
         for (subject, reads) in reads {
             let reads_per_token = reads.iter().any(per_token);
             match fields.get(subject) {
-                Some(Known::PerToken) => {}
+                Some(Known::NotStored) => {}
                 // Its stored answers were shared by every token of a bucket.
                 Some(Known::Claims(_)) if reads_per_token => {
-                    fields.insert(Arc::clone(subject), Known::PerToken);
+                    fields.insert(Arc::clone(subject), Known::NotStored);
                     widened.push(Arc::clone(subject));
                 }
                 Some(Known::Claims(known)) => {
@@ -114,16 +119,21 @@ impl LearnedScopes {
                     wider.extend(new.into_iter().cloned());
                     wider.sort();
                     wider.dedup();
-                    fields.insert(Arc::clone(subject), Known::Claims(wider.into()));
+                    let known = if wider.len() > MAX_PATHS {
+                        Known::NotStored
+                    } else {
+                        Known::Claims(wider.into())
+                    };
+                    fields.insert(Arc::clone(subject), known);
                     widened.push(Arc::clone(subject));
                 }
                 None if fields.len() < MAX_LEARNED => {
-                    let known = if reads_per_token {
-                        Known::PerToken
+                    let mut learned = reads.to_vec();
+                    learned.sort();
+                    learned.dedup();
+                    let known = if reads_per_token || learned.len() > MAX_PATHS {
+                        Known::NotStored
                     } else {
-                        let mut learned = reads.to_vec();
-                        learned.sort();
-                        learned.dedup();
                         Known::Claims(learned.into())
                     };
                     fields.insert(Arc::clone(subject), known);
@@ -143,7 +153,7 @@ impl LearnedScopes {
         reads
             .iter()
             .all(|(subject, reads)| match fields.get(*subject) {
-                Some(Known::PerToken) => true,
+                Some(Known::NotStored) => true,
                 Some(Known::Claims(known)) => reads
                     .iter()
                     .all(|read| !per_token(read) && known.iter().any(|k| k.covers(read))),
@@ -231,5 +241,25 @@ mod tests {
             assert!(per_token(&ClaimPath::top_level(name)));
         }
         assert!(!per_token(&ClaimPath::parse("org.exp").unwrap()));
+    }
+
+    #[test]
+    fn a_field_cannot_widen_without_bound() {
+        let learned = LearnedScopes::default();
+        let field = decision(&["Query.byPath"]);
+        let path = |n: usize| ClaimPath::top_level(format!("c{n}"));
+        learned.learn(&field, |_| vec![path(0)]);
+        // Each new path widens (and purges) once, up to the bound...
+        for n in 1..MAX_PATHS {
+            assert_eq!(learned.learn(&field, |_| vec![path(n)]).len(), 1);
+        }
+        assert_eq!(learned.learn(&field, |_| vec![path(MAX_PATHS)]).len(), 1);
+        // ...past which the field is never stored, and nothing widens again.
+        assert!(matches!(learned.resolve(&field), Resolved::Learning));
+        assert!(
+            learned
+                .learn(&field, |_| vec![path(MAX_PATHS + 1)])
+                .is_empty()
+        );
     }
 }
