@@ -351,7 +351,8 @@ impl ScopedCacheLayerBuilder {
     /// The policy of routes not named by [`route`](Self::route). Default:
     /// [`RoutePolicy::verify_only`], and then each route pattern that matches no named
     /// route is warned about once (it may be a misspelt or nested route); choosing a
-    /// default says the other routes are meant to get it, so nothing is warned about.
+    /// default says the other routes are meant to get it, so only those whose path names
+    /// `graphql` still are.
     pub fn default_route(mut self, policy: RoutePolicy) -> Self {
         self.default_route = Some(policy);
         self

@@ -108,7 +108,10 @@ impl Routes {
         match found {
             Some(policy) => *policy,
             None => {
-                if !self.exact.is_empty() && !self.chosen {
+                // A chosen default is meant for the other routes (health checks, 404s),
+                // but a GraphQL route that gets it is likely a misspelt `route(..)`.
+                let graphql = || req.uri().path().to_ascii_lowercase().contains("graphql");
+                if !self.exact.is_empty() && (!self.chosen || graphql()) {
                     self.warn_unmatched(matched);
                 }
                 self.fallback
@@ -194,5 +197,9 @@ mod tests {
             !chosen.warned_unrouted.load(Ordering::Relaxed),
             "a chosen default is meant: no warning on every health check or 404"
         );
+        // Unless a GraphQL route gets it (a misspelt `route(..)`).
+        let graphql = Request::get("/api/GraphQL").body(()).unwrap();
+        assert_eq!(chosen.resolve(&graphql), RoutePolicy::passthrough());
+        assert!(chosen.warned_unrouted.load(Ordering::Relaxed));
     }
 }

@@ -868,12 +868,17 @@ impl Shared {
         }
         tracing::info!(subjects = ?widened, "a learned scope widened; its narrower entries are purged");
         // A subject is a root field (`Query.feed`), an operation's rule (`operation Feed`),
-        // or the default rule of an operation without either (`operation`).
+        // or the default rule of an operation without either (`operation`); the narrower
+        // entries are under keys no lookup makes any more, purged to free their room (and
+        // for instances that have not learned the wider scope yet).
         let mut fields = Vec::new();
         let mut purges = Vec::new();
         for subject in widened {
             match subject.strip_prefix("operation") {
-                Some("") => purges.push(Purge::all()),
+                // Operations without root fields (`{ __typename }`) name nothing narrower
+                // to purge, and purging everything would let any client empty the cache:
+                // their entries are under keys no lookup makes any more, and expire.
+                Some("") => {}
                 Some(name) => purges.push(Purge::operation(name.trim_start())),
                 None => fields.push(subject),
             }

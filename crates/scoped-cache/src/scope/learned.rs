@@ -32,6 +32,17 @@ enum Known {
     NotStored,
 }
 
+/// Said once per field (it becomes never stored once): the claim's path may come from a
+/// handler or extension reading every claim (`Claims::deserialize` into a struct with
+/// `exp`), which counts for every field.
+fn not_stored(subject: &str, why: &str) {
+    tracing::warn!(
+        field = subject,
+        why,
+        "a learned field is never stored from now on; reads made outside any field's resolution (a handler deserializing all claims) count for every field"
+    );
+}
+
 fn per_token(path: &ClaimPath) -> bool {
     path.segments()
         .first()
@@ -104,6 +115,10 @@ impl LearnedScopes {
                 Some(Known::NotStored) => {}
                 // Its stored answers were shared by every token of a bucket.
                 Some(Known::Claims(_)) if reads_per_token => {
+                    not_stored(
+                        subject,
+                        "it reads a claim that differs per token (exp, iat, nbf or jti)",
+                    );
                     fields.insert(Arc::clone(subject), Known::NotStored);
                     widened.push(Arc::clone(subject));
                 }
@@ -120,6 +135,7 @@ impl LearnedScopes {
                     wider.sort();
                     wider.dedup();
                     let known = if wider.len() > MAX_PATHS {
+                        not_stored(subject, "it reads more than 32 claim paths");
                         Known::NotStored
                     } else {
                         Known::Claims(wider.into())
@@ -132,6 +148,10 @@ impl LearnedScopes {
                     learned.sort();
                     learned.dedup();
                     let known = if reads_per_token || learned.len() > MAX_PATHS {
+                        not_stored(
+                            subject,
+                            "it reads a claim that differs per token (exp, iat, nbf or jti), or more than 32 claim paths",
+                        );
                         Known::NotStored
                     } else {
                         Known::Claims(learned.into())

@@ -70,8 +70,12 @@ impl Scope {
     /// members-only posts) widens the scope the first time that data shows up, and until
     /// then its entries are shared more widely than they will be afterwards (each one was
     /// correct for what its own execution read). When one operation selects several
-    /// learned fields, each learns every read of the operation. Learned scopes live in
-    /// memory, per layer, for at most 4,096 fields; they are forgotten on restart.
+    /// learned fields, each learns the reads made while it resolved, plus those made
+    /// outside any field (with the layer's [`EntityTags`](crate::graphql::EntityTags)
+    /// extension in the schema; without it, every read of the operation). A field seen
+    /// reading `exp`, `iat`, `nbf` or `jti`, or more than 32 claim paths, is never stored
+    /// (logged once). Learned scopes live in memory, per layer, for at most 4,096 fields;
+    /// they are forgotten on restart.
     ///
     /// ```
     /// use scoped_cache::{Rule, Scope};
