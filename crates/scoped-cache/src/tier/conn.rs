@@ -199,8 +199,14 @@ impl Redis {
         };
         match call().await {
             // The connection a fault broke: this call only had it remade, so the next
-            // one, at once, tells whether Redis is back.
+            // one, at once, tells whether Redis is back. The same fault broke the bulk
+            // connection: a ping has it remade too (a ping neither asks nor feeds the
+            // breaker), or the first write after the fault would fail and count as a
+            // new outage.
             Err(StoreError::Redis(err)) if err.is_connection_dropped() || err.is_io_error() => {
+                let _ = self
+                    .optional::<()>(redis::pipe().cmd("PING").ignore())
+                    .await;
                 call().await
             }
             outcome => outcome,
