@@ -51,7 +51,26 @@ pub struct Claims {
 /// read it (`None`: read outside any, or without the entity-tags extension that tells).
 #[derive(Debug, Default)]
 pub(crate) struct ReadLog {
-    paths: Mutex<Vec<(ClaimPath, Option<Arc<str>>)>>,
+    reads: Mutex<Reads>,
+}
+
+/// The most distinct reads (a path, and the root field that read it) one request records.
+/// Resolvers choose the paths, and a path may come from client input: past this many the
+/// log stops growing, and the response is not stored (what was not recorded cannot be
+/// known to be covered).
+const MAX_DISTINCT_READS: usize = 256;
+
+/// One read: a claim path, and the root field whose resolvers read it.
+type Read = (ClaimPath, Option<Arc<str>>);
+
+#[derive(Debug, Default)]
+struct Reads {
+    /// In the order first read, so what is reported is the first read.
+    order: Vec<Read>,
+    /// The same reads, so a repeated one costs a hash, not a scan.
+    seen: std::collections::HashSet<Read>,
+    /// The first read past [`MAX_DISTINCT_READS`], if any.
+    overflow: Option<ClaimPath>,
 }
 
 tokio::task_local! {
@@ -105,36 +124,53 @@ impl ReadLog {
     }
 
     fn record(&self, path: ClaimPath) {
-        let field = ROOT_FIELD.try_with(Arc::clone).ok();
-        let mut paths = self.paths.lock().unwrap_or_else(PoisonError::into_inner);
-        if !paths.iter().any(|(p, f)| *p == path && *f == field) {
-            paths.push((path, field));
+        let read = (path, ROOT_FIELD.try_with(Arc::clone).ok());
+        let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
+        if reads.seen.contains(&read) {
+            return;
         }
+        if reads.order.len() >= MAX_DISTINCT_READS {
+            reads.overflow.get_or_insert(read.0);
+            return;
+        }
+        reads.seen.insert(read.clone());
+        reads.order.push(read);
     }
 
     /// The paths `subject` is credited with: those its own resolvers read, and those read
     /// outside any root field's resolution (anyone's, so everyone's). A subject that is not
     /// a root field (an operation's rule) is credited with every read.
     pub(crate) fn reads_of(&self, subject: &str) -> Vec<ClaimPath> {
-        let paths = self.paths.lock().unwrap_or_else(PoisonError::into_inner);
+        let reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
         let field = subject.contains('.') && !subject.starts_with("operation");
-        let mut credited: Vec<ClaimPath> = Vec::with_capacity(paths.len());
-        for (path, by) in paths.iter() {
+        let mut credited: Vec<ClaimPath> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (path, by) in &reads.order {
             let counts = !field || by.as_deref().is_none_or(|by| by == subject);
-            if counts && !credited.contains(path) {
+            if counts && seen.insert(path) {
                 credited.push(path.clone());
             }
+        }
+        // Reads past the bound were not kept: who read them is unknown, so everyone did.
+        if let Some(path) = &reads.overflow
+            && seen.insert(path)
+        {
+            credited.push(path.clone());
         }
         credited
     }
 
-    /// The first read that none of `scope` covers, if any.
+    /// The first read that none of `scope` covers, if any, whichever root field read it
+    /// (an entry holds every field's answer). Past the bound on distinct reads, the first
+    /// one not kept, covered or not: the reads after it are unknown.
     pub(crate) fn first_uncovered(&self, scope: &[ClaimPath]) -> Option<ClaimPath> {
-        let paths = self.paths.lock().unwrap_or_else(PoisonError::into_inner);
-        paths
+        let reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
+        reads
+            .order
             .iter()
             .map(|(path, _)| path)
             .find(|read| !scope.iter().any(|s| s.covers(read)))
+            .or(reads.overflow.as_ref())
             .cloned()
     }
 }
@@ -402,6 +438,48 @@ mod tests {
                 .first_uncovered(&[path("sub"), path("role")])
                 .is_none()
         );
+    }
+
+    #[test]
+    fn any_root_fields_read_counts_against_the_scope() {
+        let c = claims(json!({"sub": "u1", "role": "member"}));
+        let log = c.read_log();
+        let read_in = |field: &str, p: &str| {
+            let c = c.clone();
+            let p = path(p);
+            futures_util::FutureExt::now_or_never(reading_for(Arc::from(field), async move {
+                c.get(&p);
+            }))
+            .unwrap();
+        };
+        read_in("Query.me", "sub");
+        read_in("Query.feed", "role");
+        // Credited per field for learning...
+        assert_eq!(log.reads_of("Query.feed"), vec![path("role")]);
+        // ...but the entry holds both fields' answers: every read counts.
+        assert_eq!(log.first_uncovered(&[path("role")]), Some(path("sub")));
+        assert_eq!(log.first_uncovered(&[path("sub")]), Some(path("role")));
+        assert_eq!(log.first_uncovered(&[path("sub"), path("role")]), None);
+    }
+
+    #[test]
+    fn reads_past_the_bound_are_never_covered() {
+        let c = claims(json!({"sub": "u1"}));
+        for n in 0..MAX_DISTINCT_READS + 10 {
+            c.get(&path(&format!("groups.g{n}")));
+        }
+        // Every read is under `groups`, but those not kept cannot be known to be.
+        assert_eq!(
+            c.read_log().first_uncovered(&[path("groups")]),
+            Some(path(&format!("groups.g{MAX_DISTINCT_READS}")))
+        );
+        assert!(c.read_log().reads_of("Query.me").len() > MAX_DISTINCT_READS);
+        // Repeats cost nothing and add nothing.
+        let c = claims(json!({"sub": "u1"}));
+        for _ in 0..10_000 {
+            c.get(&path("sub"));
+        }
+        assert_eq!(c.read_log().first_uncovered(&[path("sub")]), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use moka::Expiry;
+use serde_json::{Map, Value};
 
 use crate::claims::Claims;
 use crate::jwt::keys::ResolvedKey;
@@ -30,6 +31,8 @@ pub(crate) struct Verified {
     pub(crate) leeway: Duration,
     /// When its claims are valid, leeway included.
     pub(crate) window: Window,
+    /// What its claims cost in memory, in bytes (see [`claims_weight`]).
+    weight: usize,
 }
 
 impl Verified {
@@ -43,6 +46,7 @@ impl Verified {
     ) -> Self {
         Self {
             window: rules.window(claims.raw()),
+            weight: claims_weight(claims.raw()),
             claims,
             issuer,
             source,
@@ -51,6 +55,67 @@ impl Verified {
         }
     }
 }
+
+/// What one heap allocation of `bytes` costs: glibc's malloc rounds a request up to 16
+/// bytes with 8 of its own, and never hands out less than 32.
+fn allocation(bytes: usize) -> usize {
+    if bytes == 0 {
+        0
+    } else {
+        (bytes.saturating_add(8 + 15) & !15).max(32)
+    }
+}
+
+/// What parsed claims cost in memory, in bytes: each JSON value's slot (32 bytes), each
+/// string's and array's own allocation (by capacity), and each object entry's share of
+/// its B-tree node (key and value slots at two thirds' fill, the node's allocation
+/// included). A token of a few thousand small group ids costs several times its length
+/// parsed, and that is what the byte bound must count. Iterative: claims nest as deep as
+/// the JSON parser allowed, and this must not recurse on input.
+fn claims_weight(claims: &Map<String, Value>) -> usize {
+    const VALUE: usize = std::mem::size_of::<Value>();
+    const ENTRY: usize = (std::mem::size_of::<String>() + VALUE) * 3 / 2 + 8;
+    let mut weight = VALUE;
+    let mut objects = vec![claims];
+    let mut arrays: Vec<&Vec<Value>> = Vec::new();
+    fn weigh<'a>(
+        value: &'a Value,
+        objects: &mut Vec<&'a Map<String, Value>>,
+        arrays: &mut Vec<&'a Vec<Value>>,
+    ) -> usize {
+        match value {
+            Value::String(text) => allocation(text.capacity()),
+            Value::Array(items) => {
+                arrays.push(items);
+                allocation(items.capacity().saturating_mul(VALUE))
+            }
+            Value::Object(map) => {
+                objects.push(map);
+                0
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        }
+    }
+    loop {
+        if let Some(map) = objects.pop() {
+            for (key, value) in map {
+                weight = weight
+                    .saturating_add(ENTRY + allocation(key.capacity()))
+                    .saturating_add(weigh(value, &mut objects, &mut arrays));
+            }
+        } else if let Some(items) = arrays.pop() {
+            for value in items {
+                weight = weight.saturating_add(weigh(value, &mut objects, &mut arrays));
+            }
+        } else {
+            return weight;
+        }
+    }
+}
+
+/// What an entry costs besides its token and claims: the `Verified` record, the claims'
+/// handles and read log, and moka's own bookkeeping (its entry, deque and timer nodes).
+const ENTRY_OVERHEAD: usize = 512;
 
 /// Keyed by the whole token, never by anything weaker: two tokens share an entry only if
 /// they are the same bytes.
@@ -102,10 +167,9 @@ impl TokenCache {
         Self {
             entries: moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
-                .weigher(|token: &Arc<str>, _| {
-                    // Token, claims map and bookkeeping: claims are about as large as the
-                    // token's payload, which is most of the token.
-                    u32::try_from(token.len() * 2 + 256).unwrap_or(u32::MAX)
+                .weigher(|token: &Arc<str>, verified: &Arc<Verified>| {
+                    let weight = allocation(token.len() + 16) + verified.weight + ENTRY_OVERHEAD;
+                    u32::try_from(weight).unwrap_or(u32::MAX)
                 })
                 .expire_after(UntilExp)
                 .build_with_hasher(crate::hash::Trusted::default()),
