@@ -16,7 +16,7 @@ use crate::graphql::schema::RootFields;
 use crate::guard::{DEFAULT_MAX_NESTING, DEFAULT_MAX_SELECTIONS, DocumentLimits, MAX_MAX_NESTING};
 use crate::jwt::TokenVerifier;
 use crate::jwt::token::TokenSource;
-use crate::layer::{Limits, Shared};
+use crate::pipeline::{Limits, Pipeline};
 use crate::revocation::{
     DEFAULT_MAX_REVOCATIONS, DEFAULT_RETENTION, MemoryRevocations, Revocations, UnixClock,
 };
@@ -60,6 +60,13 @@ pub struct ScopedCacheLayerBuilder {
     /// `None`: not chosen, [`RoutePolicy::verify_only`] (and unmatched routes are warned
     /// about, once each).
     default_route: Option<RoutePolicy>,
+}
+
+impl ScopedCacheLayer {
+    /// Starts configuring a layer.
+    pub fn builder() -> ScopedCacheLayerBuilder {
+        ScopedCacheLayerBuilder::default()
+    }
 }
 
 impl Default for ScopedCacheLayerBuilder {
@@ -479,7 +486,7 @@ impl ScopedCacheLayerBuilder {
         let vary =
             HeaderValue::from_str(&vary).map_err(|_| BuildError::InvalidKeyHeader(vary.clone()))?;
         Ok(ScopedCacheLayer {
-            shared: Arc::new(Shared {
+            shared: Arc::new(Pipeline {
                 verifier,
                 tokens: TokenSource {
                     cookie: self.token_cookie,

@@ -2,25 +2,13 @@
 
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue};
 use tower::Layer;
 
-use crate::builder::ScopedCacheLayerBuilder;
-use crate::cache::inflight::InFlight;
-use crate::cache::invalidate::Invalidations;
 use crate::cache::purge::{Purge, PurgeError, Purged};
-use crate::cache::request::Preparer;
-use crate::cache::store::{CacheStats, ResponseStore, Store};
+use crate::cache::store::{CacheStats, ResponseStore};
 use crate::graphql::EntityTags;
-use crate::guard::DocumentLimits;
-use crate::jwt::TokenVerifier;
-use crate::jwt::token::TokenSource;
-use crate::revocation::{
-    RevocationStore, Revocations, Revoke, RevokeError, RevokeKind, Revoked, UnixClock,
-};
-use crate::route::Routes;
-use crate::scope::RuleSet;
-use crate::scope::learned::LearnedScopes;
+use crate::pipeline::Pipeline;
+use crate::revocation::{RevocationStore, Revoke, RevokeError, RevokeKind, Revoked};
 use crate::service::ScopedCache;
 
 /// Verifies bearer JWTs, puts [`Claims`](crate::Claims) into request extensions, and caches
@@ -30,48 +18,10 @@ use crate::service::ScopedCache;
 /// an example.
 #[derive(Debug, Clone)]
 pub struct ScopedCacheLayer {
-    pub(crate) shared: Arc<Shared>,
-}
-
-/// Everything the service needs, built once.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) verifier: TokenVerifier,
-    pub(crate) tokens: TokenSource,
-    pub(crate) routes: Routes,
-    pub(crate) rules: RuleSet,
-    pub(crate) preparer: Preparer,
-    pub(crate) store: Store,
-    pub(crate) in_flight: Arc<InFlight>,
-    pub(crate) learned: LearnedScopes,
-    pub(crate) invalidations: Invalidations,
-    /// For [`ScopedCacheLayer::entity_tags`].
-    pub(crate) entity_ids: Vec<(String, String)>,
-    pub(crate) max_entity_tags: usize,
-    pub(crate) revocations: Revocations,
-    pub(crate) clock: UnixClock,
-    /// Whether revoking a subject purges the buckets scoped to it.
-    pub(crate) purge_on_revoke: bool,
-    pub(crate) coalesce: bool,
-    pub(crate) limits: Limits,
-    /// Request headers in every key besides `Host` and `Accept`.
-    pub(crate) key_headers: Vec<HeaderName>,
-    pub(crate) vary: HeaderValue,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
-    pub(crate) entry_bytes: usize,
-    pub(crate) request_bytes: usize,
-    pub(crate) document: DocumentLimits,
+    pub(crate) shared: Arc<Pipeline>,
 }
 
 impl ScopedCacheLayer {
-    /// Starts configuring a layer.
-    pub fn builder() -> ScopedCacheLayerBuilder {
-        ScopedCacheLayerBuilder::default()
-    }
-
     /// Removes every cached entry `purge` selects, from every clone of this layer (and,
     /// with a [Redis tier](crate::ScopedCacheLayerBuilder::redis), from every instance);
     /// says how many were removed and whether the purge is fleet-wide yet (see

@@ -136,6 +136,7 @@ mod hash;
 mod jwt;
 mod layer;
 mod media;
+mod pipeline;
 mod rejection;
 mod report;
 mod revocation;

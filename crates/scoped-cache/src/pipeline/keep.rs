@@ -1,0 +1,245 @@
+//! What becomes of a miss's response: stored (with its lifetimes, tags and `ETag`), or
+//! not and why, and what a learned scope learns from it.
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::header::ETAG;
+use http::{HeaderValue, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use tokio::time::Instant;
+
+use crate::cache::purge::{EntryMeta, Purge, Tag};
+use crate::cache::store::{CachedResponse, Epoch, ResponseStore};
+use crate::cache::{self, NotStored, validator};
+use crate::claims::ReadLog;
+use crate::rejection::graphql_error;
+use crate::report::ExecutionReport;
+use crate::scope::Decision;
+
+use super::Pipeline;
+use super::lookup::{Lookup, scope_claims};
+
+/// What becomes of a miss's response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Keep {
+    /// Store it if it may be stored (an execution that started at this epoch).
+    Store(Epoch),
+    /// Never store it: only learn the scope of its fields from what it read.
+    LearnOnly,
+}
+
+/// Whether a miss's response may be stored, and under which lifetimes and epoch: the
+/// response's own verdict (`lifetimes`), then what the request allows (`keep`), then
+/// whether its entity tags can be relied on (a response tagged wrongly would never be
+/// purged by the mutations that change it).
+pub(super) fn decide(
+    lifetimes: Result<cache::Lifetimes, NotStored>,
+    keep: Keep,
+    unreliable_tags: bool,
+) -> Result<(cache::Lifetimes, Epoch), NotStored> {
+    let lifetimes = lifetimes?;
+    match keep {
+        Keep::LearnOnly => Err(NotStored::Learning),
+        Keep::Store(_) if unreliable_tags => Err(NotStored::UnreliableTags),
+        Keep::Store(epoch) => Ok((lifetimes, epoch)),
+    }
+}
+
+/// Whether a learned scope learns from this response: when it would be stored, or when
+/// the only thing keeping it out is a claim read its scope does not cover yet (that read
+/// is what widens it). Responses with errors teach nothing.
+pub(super) fn should_learn(
+    decision: &Decision,
+    lifetimes: &Result<cache::Lifetimes, NotStored>,
+) -> bool {
+    !decision.learned.is_empty()
+        && matches!(lifetimes, Ok(_) | Err(NotStored::UncoveredClaimRead(_)))
+}
+
+impl Pipeline {
+    /// Stores a miss's response if it may be stored (`keep`), learns the scope of learned
+    /// fields from what it read, and labels it. Returns the response and whether it was
+    /// stored.
+    pub(super) async fn finish_miss(
+        &self,
+        response: Response,
+        lookup: &Lookup<'_>,
+        reads: &ReadLog,
+        keep: Keep,
+    ) -> (Response, Result<(), NotStored>) {
+        let (mut parts, body) = response.into_parts();
+        let report = ExecutionReport::take(&mut parts.headers);
+        let size = http_body::Body::size_hint(&body).upper();
+        if let Err(reason) = cache::check_head(
+            parts.status,
+            &parts.headers,
+            size,
+            self.limits.entry_bytes,
+            &self.key_headers,
+        ) {
+            tracing::debug!(?reason, "response not stored");
+            let response = Response::from_parts(parts, body);
+            return (self.unstored_miss(response, lookup), Err(reason));
+        }
+        let bytes = match read_bounded(body, self.limits.entry_bytes).await {
+            Ok(bytes) => bytes,
+            // A layer-made 502: labelled like any answer that was not stored.
+            Err(failed) => return (self.unstored_miss(failed, lookup), Err(NotStored::Status)),
+        };
+        let lifetimes = cache::lifetimes(&parts.headers, &bytes, lookup.decision, reads);
+        if should_learn(lookup.decision, &lifetimes) {
+            self.learn(lookup.decision, reads).await;
+        }
+        let unreliable = report.as_ref().is_some_and(|r| r.unreliable);
+        let outcome = match decide(lifetimes, keep, unreliable) {
+            Ok((lifetimes, epoch)) => {
+                let content_type = parts
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .map_or(&b""[..], HeaderValue::as_bytes);
+                let etag = validator::etag(&lookup.bucket, content_type, &bytes);
+                match self.entry(&parts.headers, &bytes, &etag, lifetimes, lookup, report) {
+                    None => Err(NotStored::ZeroTtl),
+                    Some(entry) => {
+                        if self.store.insert(lookup.key, entry, epoch).await {
+                            parts.headers.insert(ETAG, etag);
+                            Ok(())
+                        } else {
+                            Err(NotStored::PurgedMeanwhile)
+                        }
+                    }
+                }
+            }
+            Err(NotStored::UncoveredClaimRead(path)) if lookup.decision.learned.is_empty() => {
+                // Configuration bug, not an attack: say which claim (its path, never its value).
+                tracing::warn!(claim = %path, "a resolver read a claim outside the rule's scope; response not cached");
+                Err(NotStored::UncoveredClaimRead(path))
+            }
+            Err(reason) => Err(reason),
+        };
+        let response = Response::from_parts(parts, Body::from(bytes));
+        match &outcome {
+            Ok(()) => (self.labelled_miss(response, lookup), outcome),
+            Err(reason) => {
+                tracing::debug!(?reason, "response not stored");
+                (self.unstored_miss(response, lookup), outcome)
+            }
+        }
+    }
+
+    /// The entry to store for a response; `None` when its lifetime is beyond the clock.
+    pub(super) fn entry(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        etag: &http::HeaderValue,
+        lifetimes: cache::Lifetimes,
+        lookup: &Lookup<'_>,
+        report: Option<ExecutionReport>,
+    ) -> Option<CachedResponse> {
+        let now = Instant::now();
+        let expires_at = now.checked_add(lifetimes.ttl)?;
+        Some(CachedResponse {
+            headers: cache::stored_headers(headers, lookup.decision.is_scoped()),
+            // An exact-size copy: the collected body may be a slice of a larger buffer (or
+            // a `Vec` with spare capacity), which the byte bound would not see.
+            body: Bytes::copy_from_slice(body),
+            etag: etag.clone(),
+            stored_at: now,
+            expires_at,
+            stale_until: expires_at
+                .checked_add(lifetimes.stale_while_revalidate)
+                .unwrap_or(expires_at),
+            error_until: expires_at
+                .checked_add(lifetimes.stale_if_error)
+                .unwrap_or(expires_at),
+            meta: self.entry_meta(lookup, report),
+        })
+    }
+
+    /// What an entry is tagged with: the entities and types in it (at most
+    /// `max_entity_tags` entities, past which their types match any entity), its
+    /// operation, its bucket's claim values and its root fields.
+    pub(super) fn entry_meta(
+        &self,
+        lookup: &Lookup<'_>,
+        report: Option<ExecutionReport>,
+    ) -> EntryMeta {
+        let mut tags = Vec::new();
+        if let Some(report) = report {
+            tags.extend(report.types.into_iter().map(|t| Tag::Type(t.into())));
+            let mut overflowed = report.overflowed;
+            for (index, (ty, id)) in report.entities.into_iter().enumerate() {
+                if index < self.max_entity_tags {
+                    tags.push(Tag::Entity(ty.into(), id.into()));
+                } else if !overflowed.contains(&ty) {
+                    overflowed.push(ty);
+                }
+            }
+            tags.extend(overflowed.into_iter().map(|t| Tag::AnyOf(t.into())));
+        }
+        EntryMeta::new(
+            tags,
+            lookup.name.cloned(),
+            scope_claims(lookup),
+            lookup.root_fields.to_vec(),
+        )
+    }
+
+    /// Records what a learned field's execution read; a scope that widened has its
+    /// narrower entries purged.
+    pub(super) async fn learn(&self, decision: &Decision, reads: &ReadLog) {
+        let widened = self
+            .learned
+            .learn(decision, |subject| reads.reads_of(subject));
+        if widened.is_empty() {
+            return;
+        }
+        tracing::info!(subjects = ?widened, "a learned scope widened; its narrower entries are purged");
+        // A subject is a root field (`Query.feed`), an operation's rule (`operation Feed`),
+        // or the default rule of an operation without either (`operation`); the narrower
+        // entries are under keys no lookup makes any more, purged to free their room (and
+        // for instances that have not learned the wider scope yet).
+        let mut fields = Vec::new();
+        let mut purges = Vec::new();
+        for subject in widened {
+            match subject.strip_prefix("operation") {
+                // Operations without root fields (`{ __typename }`) name nothing narrower
+                // to purge, and purging everything would let any client empty the cache:
+                // their entries are under keys no lookup makes any more, and expire.
+                Some("") => {}
+                Some(name) => purges.push(Purge::operation(name.trim_start())),
+                None => fields.push(subject),
+            }
+        }
+        if !fields.is_empty() {
+            purges.push(Purge::fields(fields));
+        }
+        for purge in purges {
+            if let Err(err) = self.store.purge(&purge).await {
+                tracing::warn!(%err, "purging a widened scope's entries failed");
+            }
+        }
+    }
+}
+
+/// Reads a response body the size hint promised is at most `limit` bytes; a body that
+/// breaks that promise is cut off rather than buffered without bound. A body that fails
+/// becomes a GraphQL-shaped 502.
+pub(super) async fn read_bounded(body: Body, limit: usize) -> Result<Bytes, Response> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(_) => {
+            tracing::warn!("inner service failed while sending its response body");
+            Err(graphql_error(
+                StatusCode::BAD_GATEWAY,
+                "response body failed",
+                "INTERNAL_SERVER_ERROR",
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,227 @@
+//! The request pipeline: the state every request runs on, and the one function that runs
+//! it, as a straight line.
+//!
+//! How a request flows (each step a module here, or a component it calls):
+//!
+//! 1. **Route policy** ([`crate::route`]): pass through, verify only, or cache.
+//! 2. **Token** ([`crate::jwt`]): the bearer JWT (or cookie) is verified; a bad one is
+//!    refused with `401`.
+//! 3. **Intake** ([`intake`]): the guard bounds the body, the document's nesting and
+//!    selections, GET's rules and cookie requests; the cache prepares what it knows of the
+//!    request (canonical document, operation, root fields, the rules' decision).
+//! 4. **Revocation** ([`crate::revocation`]): after the body is read, before any lookup.
+//! 5. **Decision and bucket** ([`crate::scope`]): the rules and learned scopes pick the
+//!    claims that scope the answer; their values make the bucket, and with the request's
+//!    target the key ([`lookup`]).
+//! 6. **Lookup** ([`crate::cache::store`]): fresh is served, stale is served and
+//!    revalidated, stale-if-error is kept as a fallback ([`respond`]).
+//! 7. **Execute** ([`miss`]): once per key, here and across the fleet.
+//! 8. **Store** ([`keep`]): whether the answer may be stored, for how long, with which
+//!    tags.
+//! 9. **Respond** ([`respond`]): one place gives every answer its cache headers.
+//!
+//! Requests the cache does not store, and the purges mutations make, go through
+//! [`uncached`].
+
+mod intake;
+mod keep;
+mod lookup;
+mod miss;
+mod respond;
+mod uncached;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderName, HeaderValue, Method, Request, request};
+use tokio::time::Instant;
+use tower::Service;
+
+use crate::cache::CacheStatus;
+use crate::cache::inflight::InFlight;
+use crate::cache::invalidate::Invalidations;
+use crate::cache::key::{CacheKey, Target};
+use crate::cache::request::{Prepared, Preparer};
+use crate::cache::store::{Freshness, ResponseStore, Store};
+use crate::claims::{Claims, RequestReads};
+use crate::guard::DocumentLimits;
+use crate::jwt::TokenVerifier;
+use crate::jwt::token::TokenSource;
+use crate::rejection::{AuthError, AuthErrorKind, negotiated};
+use crate::revocation::{Revocations, UnixClock};
+use crate::route::Routes;
+use crate::scope::learned::{LearnedScopes, Resolved};
+use crate::scope::{Bucket, RuleSet};
+
+use keep::Keep;
+use lookup::{Asked, Lookup, probe};
+use miss::Miss;
+
+/// Everything a request runs on, built once by the builder and shared by every clone of
+/// the layer and its services.
+#[derive(Debug)]
+pub(crate) struct Pipeline {
+    pub(crate) verifier: TokenVerifier,
+    pub(crate) tokens: TokenSource,
+    pub(crate) routes: Routes,
+    pub(crate) rules: RuleSet,
+    pub(crate) preparer: Preparer,
+    pub(crate) store: Store,
+    pub(crate) in_flight: Arc<InFlight>,
+    pub(crate) learned: LearnedScopes,
+    pub(crate) invalidations: Invalidations,
+    /// For [`ScopedCacheLayer::entity_tags`](crate::ScopedCacheLayer::entity_tags).
+    pub(crate) entity_ids: Vec<(String, String)>,
+    pub(crate) max_entity_tags: usize,
+    pub(crate) revocations: Revocations,
+    pub(crate) clock: UnixClock,
+    /// Whether revoking a subject purges the buckets scoped to it.
+    pub(crate) purge_on_revoke: bool,
+    pub(crate) coalesce: bool,
+    pub(crate) limits: Limits,
+    /// Request headers in every key besides `Host` and `Accept`.
+    pub(crate) key_headers: Vec<HeaderName>,
+    pub(crate) vary: HeaderValue,
+}
+
+/// The size bounds a request and an entry are held to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) entry_bytes: usize,
+    pub(crate) request_bytes: usize,
+    pub(crate) document: DocumentLimits,
+}
+
+impl Pipeline {
+    /// The whole request, in order: route policy → token → revocation → checked and
+    /// prepared request → decision and bucket → lookup → execute → store.
+    pub(crate) async fn handle<S>(
+        self: Arc<Self>,
+        req: Request<Body>,
+        inner: S,
+    ) -> Result<Response, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
+        let policy = self.routes.resolve(&req);
+        if !policy.verify {
+            return Box::pin(self.passthrough(req, inner)).await;
+        }
+        let (parts, body) = req.into_parts();
+        let claims = match self.authenticate(&parts).await {
+            Ok(claims) => claims,
+            Err(kind) => {
+                let refusal = AuthError::new(kind).into_response();
+                return Ok(self.refused(negotiated(refusal, &parts.headers)));
+            }
+        };
+        // Taken before the body is read and the revocation checked: a purge that a
+        // revocation makes after that still keeps this request's answer out of the cache.
+        let epoch = self.store.epoch();
+        if claims.is_none() && policy.require_auth {
+            let refusal = AuthError::new(AuthErrorKind::MissingToken).into_response();
+            return Ok(self.refused(negotiated(refusal, &parts.headers)));
+        }
+
+        let checked = match self.check(&parts, body, &claims, policy).await {
+            Ok(checked) => checked,
+            Err(refusal) => return Ok(self.refused(refusal.into_response(&parts.headers))),
+        };
+        // After the body is read (a revoked token must not trickle one in and run), before
+        // any cached answer is looked up.
+        if let Some(refusal) = self.revoked(claims.as_ref()) {
+            return Ok(self.refused_revoked(refusal, &parts.headers));
+        }
+        let prepared = checked.prepared.as_deref();
+        let Some(Prepared::Operation {
+            decision,
+            digest,
+            name,
+            root_fields,
+            ..
+        }) = prepared
+        else {
+            return Box::pin(self.uncached(parts, checked.body, claims.as_ref(), inner, prepared))
+                .await;
+        };
+        if decision.bypass || decision.max_age.is_zero() {
+            return Box::pin(self.uncached(parts, checked.body, claims.as_ref(), inner, prepared))
+                .await;
+        }
+        let (decision, keep) = match self.learned.resolve(decision) {
+            Resolved::Known(decision) => (decision, None),
+            Resolved::Learning => (std::borrow::Cow::Borrowed(decision), Some(Keep::LearnOnly)),
+        };
+        let bucket = Bucket::derive(&decision.scope, claims.as_ref());
+        let target = Target::new(&parts, &self.key_headers, parts.method != Method::GET);
+        let lookup = Lookup {
+            key: CacheKey::new(&target, digest, &bucket),
+            bucket,
+            decision: &decision,
+            name: name.as_ref(),
+            root_fields,
+            claims: claims.as_ref(),
+        };
+        if keep == Some(Keep::LearnOnly) {
+            return Box::pin(self.learn_only(parts, checked.body, &lookup, inner)).await;
+        }
+
+        let asked = Asked::of(&parts);
+        let now = Instant::now();
+        let mut fallback = None;
+        if let Some(found) = self.store.get(&lookup.key, now, || probe(&lookup)).await {
+            match found.entry.freshness(now) {
+                Some(Freshness::Fresh) => {
+                    return Ok(self.hit(&asked, &found, &lookup, CacheStatus::Hit, now));
+                }
+                Some(Freshness::Stale) => {
+                    let response = self.hit(&asked, &found, &lookup, CacheStatus::Stale, now);
+                    self.revalidate(&lookup, parts, checked.body, inner, epoch);
+                    return Ok(response);
+                }
+                Some(Freshness::IfError) => fallback = Some(found),
+                None => {}
+            }
+        }
+        // Everything past a hit runs in a future of its own, so a hit's request carries
+        // (and moves) only the state of the hit path.
+        let miss = Miss {
+            parts,
+            body: checked.body,
+            lookup: &lookup,
+            asked: &asked,
+            fallback,
+            epoch,
+        };
+        Box::pin(self.miss(miss, inner)).await
+    }
+
+    pub(super) async fn authenticate(
+        &self,
+        parts: &request::Parts,
+    ) -> Result<Option<Claims>, AuthErrorKind> {
+        match self.tokens.extract(&parts.headers)? {
+            None => Ok(None),
+            Some(token) => self.verifier.verify(token).await.map(Some),
+        }
+    }
+
+    /// Why a request with `claims` is refused for revocation, if it is: revoked, or
+    /// revocations unknown (a shared tier cut off from Redis).
+    pub(super) fn revoked(&self, claims: Option<&Claims>) -> Option<AuthErrorKind> {
+        self.revocations.refusal(claims?, &self.clock)
+    }
+}
+
+/// Puts the claims (recording into the request's shared read log) into the request's
+/// extensions for the handler, just before it runs; returns the log to check afterwards.
+pub(super) fn hand_on(parts: &mut request::Parts, claims: Option<&Claims>) -> RequestReads {
+    let reads = RequestReads::of(&mut parts.extensions);
+    if let Some(claims) = claims {
+        parts.extensions.insert(claims.with_reads(&reads));
+    }
+    reads
+}

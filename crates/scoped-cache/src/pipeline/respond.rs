@@ -1,0 +1,125 @@
+//! Every answer's cache headers, in one place: `x-cache`, `private`, `Vary`, `Age`,
+//! `ETag` and `304`, for hits, misses and the layer's own refusals.
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use http::header::{ETAG, VARY};
+use tokio::time::Instant;
+
+use crate::cache::store::Hit;
+use crate::cache::{self, CacheStatus, validator};
+use crate::rejection::{AuthError, AuthErrorKind, negotiated};
+use crate::scope::Decision;
+
+use super::Pipeline;
+use super::lookup::{Asked, Lookup};
+
+impl Pipeline {
+    /// Serves `entry`: the body, or `304` when the request already holds it.
+    pub(super) fn hit(
+        &self,
+        asked: &Asked,
+        hit: &Hit,
+        lookup: &Lookup<'_>,
+        status: CacheStatus,
+        now: Instant,
+    ) -> Response {
+        let entry = &hit.entry;
+        // An outer layer that stores this answer must know which claims it depends on.
+        if let Some(reads) = &asked.outer_reads {
+            reads.log().record_scope(&lookup.decision.scope);
+        }
+        let mut response = if validator::none_match_hits(&asked.none_match, &entry.etag) {
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            *response.headers_mut() = validator::not_modified_headers(&entry.headers, &entry.etag);
+            response
+        } else {
+            let mut response = Response::new(Body::from(entry.body.clone()));
+            *response.headers_mut() = cache::served_headers(&entry.headers, &entry.etag);
+            response
+        };
+        let headers = response.headers_mut();
+        cache::set_age(headers, now.saturating_duration_since(entry.stored_at));
+        if let Some(tier) = self.store.tier_header(hit.source) {
+            headers.insert(cache::X_CACHE_TIER, tier);
+        }
+        self.labelled(
+            response,
+            status,
+            Some(lookup.decision),
+            lookup.claims.is_some(),
+        )
+    }
+
+    /// A miss that was not stored: like any uncached answer to an authenticated caller,
+    /// `private`, so a shared cache in front cannot store what this layer would not (it
+    /// may have read a claim no scope covers).
+    pub(super) fn unstored_miss(&self, mut response: Response, lookup: &Lookup<'_>) -> Response {
+        if lookup.claims.is_some() {
+            cache::control::make_private(response.headers_mut());
+        }
+        self.labelled_miss(response, lookup)
+    }
+
+    pub(super) fn labelled_miss(&self, response: Response, lookup: &Lookup<'_>) -> Response {
+        self.labelled(
+            response,
+            CacheStatus::Miss,
+            Some(lookup.decision),
+            lookup.claims.is_some(),
+        )
+    }
+
+    /// An answer the layer made itself depends on the same request headers as any other
+    /// (the token, `Accept`): say so, for caches in front.
+    pub(super) fn refused(&self, mut response: Response) -> Response {
+        response.headers_mut().append(VARY, self.vary.clone());
+        response
+    }
+
+    pub(super) fn refused_revoked(
+        &self,
+        kind: AuthErrorKind,
+        headers: &http::HeaderMap,
+    ) -> Response {
+        let refusal = AuthError::new(kind).into_response();
+        self.refused(negotiated(refusal, headers))
+    }
+
+    pub(super) fn labelled(
+        &self,
+        mut response: Response,
+        status: CacheStatus,
+        decision: Option<&Decision>,
+        authenticated: bool,
+    ) -> Response {
+        cache::label(
+            response.headers_mut(),
+            status,
+            decision,
+            authenticated,
+            &self.vary,
+        );
+        response
+    }
+}
+
+/// A stored miss answers `304` when the request already holds what was stored.
+pub(super) fn not_modified_if_matching(asked: &Asked, response: Response) -> Response {
+    let Some(etag) = response.headers().get(ETAG) else {
+        return response;
+    };
+    if !validator::none_match_hits(&asked.none_match, etag) {
+        return response;
+    }
+    let mut headers = validator::not_modified_headers(response.headers(), etag);
+    if let Some(status) = response.headers().get(cache::X_CACHE) {
+        headers.insert(cache::X_CACHE, status.clone());
+    }
+    let mut not_modified = Response::new(Body::empty());
+    *not_modified.status_mut() = StatusCode::NOT_MODIFIED;
+    *not_modified.headers_mut() = headers;
+    not_modified
+}

@@ -1,0 +1,161 @@
+//! Requests the cache does not store (pass-through routes, verify-only routes,
+//! mutations, operations a rule bypasses), and the purges a mutation's response makes.
+
+use std::sync::Arc;
+
+use async_graphql::parser::types::OperationType;
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderValue, Request, StatusCode, request};
+use tower::Service;
+
+use crate::cache::request::Prepared;
+use crate::cache::store::ResponseStore;
+use crate::cache::{self, CacheStatus};
+use crate::claims::Claims;
+use crate::report::ExecutionReport;
+
+use super::keep::read_bounded;
+use super::{Pipeline, hand_on};
+
+impl Pipeline {
+    /// A route the layer does not verify: the request goes to the handler as it is.
+    pub(super) async fn passthrough<S>(
+        &self,
+        req: Request<Body>,
+        mut inner: S,
+    ) -> Result<Response, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response>,
+    {
+        let response = inner.call(req).await?;
+        // The entity-tags report is for this layer only, never for clients; a mutation it
+        // reports purges here too.
+        Ok(self.invalidate(response, &[]).await)
+    }
+
+    /// Passes a request the cache does not store to the handler; a mutation's response
+    /// purges what it invalidates before it is returned.
+    pub(super) async fn uncached<S>(
+        &self,
+        mut parts: request::Parts,
+        body: Bytes,
+        claims: Option<&Claims>,
+        mut inner: S,
+        prepared: Option<&Prepared>,
+    ) -> Result<Response, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response>,
+    {
+        hand_on(&mut parts, claims);
+        let response = inner
+            .call(Request::from_parts(parts, Body::from(body)))
+            .await?;
+        let (mutation_fields, decision): (&[Arc<str>], _) = match prepared {
+            Some(Prepared::Operation {
+                ty,
+                root_fields,
+                decision,
+                ..
+            }) => (
+                if *ty == OperationType::Mutation {
+                    root_fields
+                } else {
+                    &[]
+                },
+                Some(decision),
+            ),
+            _ => (&[], None),
+        };
+        let response = self.invalidate(response, mutation_fields).await;
+        Ok(self.labelled(response, CacheStatus::Bypass, decision, claims.is_some()))
+    }
+
+    /// Takes the entity-tags reports off `response` and purges what the mutations that
+    /// ran invalidate, before the response is returned. `mutation_fields` are the root
+    /// fields of a mutation the layer read itself (`Mutation.createPost`), for a schema
+    /// without the extension.
+    pub(super) async fn invalidate(
+        &self,
+        mut response: Response,
+        mutation_fields: &[Arc<str>],
+    ) -> Response {
+        let reports = ExecutionReport::take_all(response.headers_mut());
+        // The common case (a query, a passthrough route): nothing to look at.
+        if reports.is_empty() && mutation_fields.is_empty() {
+            return response;
+        }
+        let reported = !reports.is_empty();
+        // Which mutation fields ran without an error: the extension says so (each item of
+        // a batch has its own report, and only mutation items' entities count); without
+        // it, a clean response to a mutation the layer read says all of them did. A
+        // refused or failed mutation purges nothing, or anyone could empty the cache.
+        let mutated = ExecutionReport::merge_all(
+            reports
+                .into_iter()
+                .filter(|r| !r.mutations.is_empty())
+                .collect(),
+        );
+        let ran: Vec<&str> = if reported {
+            mutated.mutations.iter().map(String::as_str).collect()
+        } else if self
+            .invalidations
+            .declares(mutation_fields.iter().map(|f| &**f))
+        {
+            let clean;
+            (response, clean) = self.read_outcome(response).await;
+            if clean {
+                mutation_fields
+                    .iter()
+                    .filter_map(|f| f.strip_prefix("Mutation."))
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        } else {
+            Vec::new()
+        };
+        let mut fleet_wide = None;
+        for purge in self.invalidations.purges(&ran, Some(&mutated)) {
+            match self.store.purge(&purge).await {
+                Ok(purged) => {
+                    tracing::debug!(removed = purged.removed, "a mutation purged entries");
+                    fleet_wide = Some(fleet_wide.unwrap_or(true) && purged.fleet_wide);
+                }
+                Err(err) => tracing::warn!(%err, "a mutation's purge failed"),
+            }
+        }
+        if let Some(fleet_wide) = fleet_wide
+            && self.store.is_shared()
+        {
+            response.headers_mut().insert(
+                cache::X_CACHE_INVALIDATION,
+                HeaderValue::from_static(if fleet_wide { "fleet-wide" } else { "pending" }),
+            );
+        }
+        response
+    }
+
+    /// Whether `response` is a clean `200` GraphQL result, reading its body when it is
+    /// small enough to be an entry (a larger one counts as clean: purging more is safe).
+    pub(super) async fn read_outcome(&self, response: Response) -> (Response, bool) {
+        if response.status() != StatusCode::OK {
+            return (response, false);
+        }
+        let (parts, body) = response.into_parts();
+        let small = http_body::Body::size_hint(&body)
+            .upper()
+            .is_some_and(|size| size <= self.limits.entry_bytes as u64);
+        if !small {
+            return (Response::from_parts(parts, body), true);
+        }
+        match read_bounded(body, self.limits.entry_bytes).await {
+            Ok(bytes) => {
+                let clean = !cache::has_errors(&bytes);
+                (Response::from_parts(parts, Body::from(bytes)), clean)
+            }
+            Err(failed) => (failed, false),
+        }
+    }
+}
