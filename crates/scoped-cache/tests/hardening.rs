@@ -689,3 +689,65 @@ async fn a_request_in_array_form_is_checked_too() {
     }
     assert_eq!(counters.executions(), 0);
 }
+
+/// A body that promises 64 bytes (small enough to be stored) and fails instead.
+struct FailingBody;
+
+impl http_body::Body for FailingBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Ready(Some(Err(std::io::Error::other("the upstream went away"))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(64)
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_fails_is_a_labelled_502_never_stored() {
+    let runs = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&runs);
+    let handler = move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async {
+            let mut response = Body::new(FailingBody).into_response();
+            response
+                .headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            response
+        }
+    };
+    let app = Router::new()
+        .route("/graphql", post(handler))
+        .layer(echo_layer());
+    let alice = member("alice");
+    for _ in 0..2 {
+        let reply = send(
+            &app,
+            echo_post("/graphql")
+                .header("authorization", format!("Bearer {alice}"))
+                .body(Body::from(json!({"query": "{ renderId }"}).to_string()))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+        // Like any answer the layer did not store: labelled, varying on the token, and
+        // private to the caller it was made for.
+        assert_eq!(reply.x_cache(), "MISS");
+        assert!(reply.headers.contains_key("vary"));
+        assert!(
+            reply.headers["cache-control"]
+                .to_str()
+                .unwrap()
+                .contains("private")
+        );
+        assert_eq!(reply.body["errors"][0]["extensions"]["code"], "INTERNAL_SERVER_ERROR");
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "never stored");
+}
