@@ -441,28 +441,6 @@ impl ScopedCacheLayerBuilder {
                 return Err(BuildError::InvalidEntityId(format!("{ty}.{field}")));
             }
         }
-        let memory = MemoryStore::new(self.max_bytes);
-        let denied = MemoryRevocations::new(
-            self.max_revocations,
-            leeway,
-            self.revocation_retention.as_secs(),
-        );
-        #[cfg(feature = "redis")]
-        let (store, revocations) = match &self.redis {
-            Some(config) => {
-                let tier = Arc::new(crate::tier::Tier::build(
-                    config,
-                    memory,
-                    denied,
-                    self.max_entry_bytes,
-                )?);
-                tier.start();
-                (Store::Tiered(Arc::clone(&tier)), Revocations::Shared(tier))
-            }
-            None => (Store::Memory(memory), Revocations::Memory(denied)),
-        };
-        #[cfg(not(feature = "redis"))]
-        let (store, revocations) = (Store::Memory(memory), Revocations::Memory(denied));
         let mut routes = HashMap::new();
         for (path, policy) in self.routes {
             if !path.starts_with('/') {
@@ -485,7 +463,30 @@ impl ScopedCacheLayerBuilder {
         // Header names are tokens, so this is a valid header value.
         let vary =
             HeaderValue::from_str(&vary).map_err(|_| BuildError::InvalidKeyHeader(vary.clone()))?;
-        Ok(ScopedCacheLayer {
+        let rules = RuleSet::compile(self.default_rule, self.rules, schema.as_ref())?;
+        // Everything is checked: only now is anything started (the Redis tier's tasks).
+        let memory = MemoryStore::new(self.max_bytes);
+        let denied = MemoryRevocations::new(
+            self.max_revocations,
+            leeway,
+            self.revocation_retention.as_secs(),
+        );
+        #[cfg(feature = "redis")]
+        let (store, revocations) = match &self.redis {
+            Some(config) => {
+                let tier = Arc::new(crate::tier::Tier::build(
+                    config,
+                    memory,
+                    denied,
+                    self.max_entry_bytes,
+                )?);
+                (Store::Tiered(Arc::clone(&tier)), Revocations::Shared(tier))
+            }
+            None => (Store::Memory(memory), Revocations::Memory(denied)),
+        };
+        #[cfg(not(feature = "redis"))]
+        let (store, revocations) = (Store::Memory(memory), Revocations::Memory(denied));
+        let layer = ScopedCacheLayer {
             shared: Arc::new(Pipeline {
                 verifier,
                 tokens: TokenSource {
@@ -494,7 +495,7 @@ impl ScopedCacheLayerBuilder {
                     ignore_other_schemes: self.ignore_other_schemes,
                 },
                 routes: Routes::new(routes, self.default_route),
-                rules: RuleSet::compile(self.default_rule, self.rules, schema.as_ref())?,
+                rules,
                 preparer: Preparer::new(self.max_bytes / 8 + 1, self.max_nesting),
                 store,
                 in_flight: Arc::new(InFlight::default()),
@@ -517,7 +518,12 @@ impl ScopedCacheLayerBuilder {
                 key_headers,
                 vary,
             }),
-        })
+        };
+        #[cfg(feature = "redis")]
+        if let Store::Tiered(tier) = &layer.shared.store {
+            tier.start();
+        }
+        Ok(layer)
     }
 }
 
