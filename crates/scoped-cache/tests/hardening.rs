@@ -747,7 +747,31 @@ async fn a_body_that_fails_is_a_labelled_502_never_stored() {
                 .unwrap()
                 .contains("private")
         );
-        assert_eq!(reply.body["errors"][0]["extensions"]["code"], "INTERNAL_SERVER_ERROR");
+        assert_eq!(
+            reply.body["errors"][0]["extensions"]["code"],
+            "INTERNAL_SERVER_ERROR"
+        );
     }
     assert_eq!(runs.load(Ordering::SeqCst), 2, "never stored");
+}
+
+#[tokio::test]
+async fn a_miss_and_a_hit_carry_one_vary_line() {
+    let (app, _) = echo_app(echo_layer(), Some("Accept, Host"));
+    for expected in ["MISS", "HIT"] {
+        let reply = send(
+            &app,
+            echo_post("/graphql")
+                .body(Body::from(json!({"query": "{ renderId }"}).to_string()))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(reply.x_cache(), expected);
+        let lines: Vec<_> = reply.headers.get_all("vary").iter().collect();
+        assert_eq!(lines.len(), 1, "{expected}: {lines:?}");
+        let names = lines[0].to_str().unwrap().to_ascii_lowercase();
+        for name in ["authorization", "accept", "host"] {
+            assert!(names.split(", ").any(|n| n == name), "{expected}: {names}");
+        }
+    }
 }

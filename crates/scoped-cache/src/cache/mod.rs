@@ -235,11 +235,13 @@ pub(crate) fn representation_headers(headers: &HeaderMap) -> HeaderMap {
 
 /// The headers an entry is stored with: its [`representation_headers`], made private
 /// when the operation is claim-scoped, as every answer from it will be.
-pub(crate) fn stored_headers(headers: &HeaderMap, scoped: bool) -> HeaderMap {
+pub(crate) fn stored_headers(headers: &HeaderMap, scoped: bool, vary: &HeaderValue) -> HeaderMap {
     let mut stored = representation_headers(headers);
     if scoped {
         control::make_private(&mut stored);
     }
+    // Merged once here, so a hit's label finds it done.
+    merge_vary(&mut stored, vary);
     stored
 }
 
@@ -277,7 +279,58 @@ pub(crate) fn label(
     if private {
         control::make_private(headers);
     }
-    headers.append(VARY, vary.clone());
+    merge_vary(headers, vary);
+}
+
+/// The most names a response's own `Vary` lines add to the layer's.
+const MAX_EXTRA_VARY: usize = 32;
+
+/// Gives `headers` one `Vary` line: the layer's (`ours`, every request header a key
+/// holds), plus each name the response's own lines add; `*` if they say `*` or cannot be
+/// read (nothing else is safe to claim then). One line, not two: some caches in front
+/// read only the first. A line that already starts with ours (a stored entry's, merged
+/// when it was stored) is left as it is, so a hit does no work here.
+pub(crate) fn merge_vary(headers: &mut HeaderMap, ours: &HeaderValue) {
+    let mut lines = headers.get_all(VARY).iter();
+    match (lines.next(), lines.next()) {
+        (None, _) => {
+            headers.insert(VARY, ours.clone());
+            return;
+        }
+        (Some(only), None)
+            if only
+                .as_bytes()
+                .strip_prefix(ours.as_bytes())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(b",")) =>
+        {
+            return;
+        }
+        _ => {}
+    }
+    let mut merged = String::from(ours.to_str().unwrap_or_default());
+    let mut extra = 0;
+    for line in headers.get_all(VARY) {
+        let Ok(text) = line.to_str() else {
+            headers.insert(VARY, HeaderValue::from_static("*"));
+            return;
+        };
+        for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name == "*" || extra == MAX_EXTRA_VARY {
+                headers.insert(VARY, HeaderValue::from_static("*"));
+                return;
+            }
+            if !merged
+                .split(',')
+                .any(|known| known.trim().eq_ignore_ascii_case(name))
+            {
+                merged.push_str(", ");
+                merged.push_str(name);
+                extra += 1;
+            }
+        }
+    }
+    let merged = HeaderValue::from_str(&merged).unwrap_or_else(|_| HeaderValue::from_static("*"));
+    headers.insert(VARY, merged);
 }
 
 pub(crate) fn set_age(headers: &mut HeaderMap, age: Duration) {
@@ -306,6 +359,45 @@ mod tests {
     use super::*;
     use crate::claims::Claims;
     use crate::scope::ClaimPath;
+
+    fn varied(lines: &[&str]) -> Vec<String> {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append(VARY, HeaderValue::from_str(line).unwrap());
+        }
+        merge_vary(
+            &mut headers,
+            &HeaderValue::from_static("authorization, accept"),
+        );
+        headers
+            .get_all(VARY)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn every_answer_has_one_vary_line_naming_everything() {
+        assert_eq!(varied(&[]), ["authorization, accept"]);
+        assert_eq!(varied(&["Accept"]), ["authorization, accept"]);
+        assert_eq!(
+            varied(&["accept", "Accept-Language, host"]),
+            ["authorization, accept, Accept-Language, host"]
+        );
+        // A line that starts with ours but names another header is not ours.
+        assert_eq!(
+            varied(&["authorization, accept-language"]),
+            ["authorization, accept, accept-language"]
+        );
+        // Already merged (a stored entry's): left as it is.
+        assert_eq!(
+            varied(&["authorization, accept, host"]),
+            ["authorization, accept, host"]
+        );
+        assert_eq!(varied(&["accept", "*"]), ["*"]);
+        let many: Vec<String> = (0..=MAX_EXTRA_VARY).map(|n| format!("x-{n}")).collect();
+        assert_eq!(varied(&[&many.join(", ")]), ["*"]);
+    }
 
     fn decision(scope: &[&str], max_age: u64) -> Decision {
         Decision {

@@ -141,7 +141,7 @@ impl Pipeline {
         let now = Instant::now();
         let expires_at = now.checked_add(lifetimes.ttl)?;
         Some(CachedResponse {
-            headers: cache::stored_headers(headers, lookup.decision.is_scoped()),
+            headers: cache::stored_headers(headers, lookup.decision.is_scoped(), &self.vary),
             // An exact-size copy: the collected body may be a slice of a larger buffer (or
             // a `Vec` with spare capacity), which the byte bound would not see.
             body: Bytes::copy_from_slice(body),

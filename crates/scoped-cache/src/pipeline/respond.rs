@@ -4,7 +4,7 @@
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
-use http::header::{ETAG, VARY};
+use http::header::ETAG;
 use tokio::time::Instant;
 
 use crate::cache::store::Hit;
@@ -75,7 +75,7 @@ impl Pipeline {
     /// An answer the layer made itself depends on the same request headers as any other
     /// (the token, `Accept`): say so, for caches in front.
     pub(super) fn refused(&self, mut response: Response) -> Response {
-        response.headers_mut().append(VARY, self.vary.clone());
+        cache::merge_vary(response.headers_mut(), &self.vary);
         response
     }
 

@@ -23,7 +23,11 @@ fn decision(learned: &[&str]) -> Decision {
         stale_while_revalidate: None,
         stale_if_error: None,
         bypass: false,
-        learned: learned.iter().map(|s| Arc::from(*s)).collect::<Vec<_>>().into(),
+        learned: learned
+            .iter()
+            .map(|s| Arc::from(*s))
+            .collect::<Vec<_>>()
+            .into(),
     }
 }
 
