@@ -65,7 +65,8 @@ pub(crate) fn builder(verifier: Verifier) -> ScopedCacheLayerBuilder {
         // A new post belongs at the top of every list of posts. (Entries holding a post
         // that a mutation returns are purged anyway: the schema tags them.)
         .invalidate("Mutation.createPost", ["Post"])
-        .route("/graphql", RoutePolicy::cached())
+        // Served by scoped_cache::graphql: one entry per media type, not per Accept spelling.
+        .route("/graphql", RoutePolicy::cached().negotiated_accept())
         .route("/graphql/nocache", RoutePolicy::verify_only())
         .default_route(RoutePolicy::passthrough())
 }

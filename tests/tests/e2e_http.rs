@@ -259,3 +259,47 @@ async fn anonymous_me_is_null_and_public_posts_are_seeded() {
     assert_eq!(reply.body["data"]["me"], serde_json::Value::Null);
     assert!(reply.body["data"]["publicPosts"].as_array().unwrap().len() >= 5);
 }
+
+#[tokio::test]
+async fn accept_spellings_of_one_media_type_share_one_entry() {
+    let (addr, forum) = forum().await;
+    let body = bytes::Bytes::from(json!({"query": "{ publicPosts { id } renderId }"}).to_string());
+    let ask = |accept: Option<&'static str>| {
+        let body = body.clone();
+        async move {
+            let mut headers = vec![("content-type", "application/json")];
+            if let Some(accept) = accept {
+                headers.push(("accept", accept));
+            }
+            exchange(addr, Method::POST, "/graphql", &headers, body).await
+        }
+    };
+    let (status, first, _) = ask(Some("application/json")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first["x-cache"], "MISS");
+    for spelling in [
+        None,
+        Some("*/*"),
+        Some("application/json;q=0.9"),
+        Some("application/*"),
+    ] {
+        let (_, headers, _) = ask(spelling).await;
+        assert_eq!(headers["x-cache"], "HIT", "{spelling:?}");
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json")
+        );
+    }
+    // The other media type is another representation: an entry of its own.
+    let (_, other, _) = ask(Some("application/graphql-response+json")).await;
+    assert_eq!(other["x-cache"], "MISS");
+    assert!(
+        other["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/graphql-response+json")
+    );
+    assert_eq!(forum.executions.load(Ordering::SeqCst), 2);
+}

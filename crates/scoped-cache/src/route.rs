@@ -19,13 +19,16 @@ use http::Request;
 /// let members_only = RoutePolicy::cached().require_auth(true);
 /// let no_cache = RoutePolicy::verify_only();
 /// let health = RoutePolicy::passthrough();
-/// # let _ = (cached, members_only, no_cache, health);
+/// // Served by `scoped_cache::graphql`: one entry per media type, not per `Accept` spelling.
+/// let negotiated = RoutePolicy::cached().negotiated_accept();
+/// # let _ = (cached, members_only, no_cache, health, negotiated);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoutePolicy {
     pub(crate) verify: bool,
     pub(crate) cache: bool,
     pub(crate) require_auth: bool,
+    pub(crate) negotiated_accept: bool,
 }
 
 impl RoutePolicy {
@@ -35,6 +38,7 @@ impl RoutePolicy {
             verify: true,
             cache: true,
             require_auth: false,
+            negotiated_accept: false,
         }
     }
 
@@ -52,6 +56,7 @@ impl RoutePolicy {
             verify: false,
             cache: false,
             require_auth: false,
+            negotiated_accept: false,
         }
     }
 
@@ -60,6 +65,23 @@ impl RoutePolicy {
     #[must_use]
     pub fn require_auth(mut self, required: bool) -> Self {
         self.require_auth = required;
+        self
+    }
+
+    /// Says the route's handler picks the response's media type from `Accept` by the
+    /// GraphQL-over-HTTP rules, and reads nothing else of it, as
+    /// [`scoped_cache::graphql`](crate::graphql)'s `GraphQL` and `GraphQLRequest` do. The
+    /// cache key then holds the media type negotiated rather than the header's spelling:
+    /// `*/*`, `application/json`, `application/json;q=0.9` and no `Accept` at all share
+    /// one entry instead of making one each (and one execution each).
+    ///
+    /// Only for such handlers: one that reads `Accept` another way (a GraphiQL page for
+    /// `text/html`, `multipart/mixed` for incremental delivery, as async-graphql-axum's
+    /// does) would have one answer served for another. Default: off, and the key holds
+    /// every `Accept` line as sent.
+    #[must_use]
+    pub fn negotiated_accept(mut self) -> Self {
+        self.negotiated_accept = true;
         self
     }
 }

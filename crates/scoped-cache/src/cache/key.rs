@@ -6,6 +6,7 @@ use http::{HeaderMap, HeaderName, Uri};
 use sha2::{Digest, Sha256};
 
 use crate::canonical::{put_field, put_json};
+use crate::media::{self, ResponseMedia};
 use crate::scope::Bucket;
 
 /// Bumped whenever the key derivation changes, so old entries in a shared store are
@@ -44,6 +45,9 @@ pub(crate) struct Target<'r> {
     /// GraphQL request itself (its digest is keyed, unknown parameters are not cached);
     /// a POST's query string is something else a handler may read (`?lang=fr`).
     query: bool,
+    /// Whether `Accept` is keyed by the media type it negotiates, not as sent (see
+    /// [`RoutePolicy::negotiated_accept`](crate::RoutePolicy::negotiated_accept)).
+    negotiated_accept: bool,
 }
 
 impl<'r> Target<'r> {
@@ -57,7 +61,14 @@ impl<'r> Target<'r> {
             parts,
             key_headers,
             query,
+            negotiated_accept: false,
         }
+    }
+
+    /// Keys `Accept` by the media type it negotiates.
+    pub(crate) fn negotiated_accept(mut self, negotiated: bool) -> Self {
+        self.negotiated_accept = negotiated;
+        self
     }
 
     /// The URI the client sent: a router nested under `/t/{tenant}` strips that prefix
@@ -85,7 +96,18 @@ impl<'r> Target<'r> {
             },
         );
         put_all(hasher, &self.parts.headers, &HOST);
-        put_all(hasher, &self.parts.headers, &ACCEPT);
+        if self.negotiated_accept {
+            // A count no header list reaches, then the media type: never the same bytes
+            // as any `Accept` lines fed as sent.
+            hasher.update(u64::MAX.to_le_bytes());
+            hasher.update([match media::negotiate(&self.parts.headers) {
+                None => 0,
+                Some(ResponseMedia::Json) => 1,
+                Some(ResponseMedia::GraphqlResponseJson) => 2,
+            }]);
+        } else {
+            put_all(hasher, &self.parts.headers, &ACCEPT);
+        }
         for name in self.key_headers {
             put_all(hasher, &self.parts.headers, name);
         }
@@ -193,6 +215,47 @@ mod tests {
             &d,
             &Bucket::derive(&[], None),
         )
+    }
+
+    #[test]
+    fn a_negotiated_accept_keys_the_media_type_not_its_spelling() {
+        let key = |accept: Option<&str>, negotiated: bool| {
+            let mut request = http::Request::post("/graphql");
+            if let Some(accept) = accept {
+                request = request.header(ACCEPT, accept);
+            }
+            let (parts, _) = request.body(()).unwrap().into_parts();
+            CacheKey::new(
+                &Target::new(&parts, &[], true).negotiated_accept(negotiated),
+                &digest(json!({})),
+                &Bucket::derive(&[], None),
+            )
+        };
+        let json = key(Some("application/json"), true);
+        for same in [
+            None,
+            Some("*/*"),
+            Some("application/json;q=0.9"),
+            Some("application/*"),
+        ] {
+            assert_eq!(key(same, true), json, "{same:?}");
+        }
+        let graphql = key(Some("application/graphql-response+json"), true);
+        assert_ne!(graphql, json);
+        assert_eq!(
+            key(
+                Some("application/json;q=0.5, application/graphql-response+json"),
+                true
+            ),
+            graphql
+        );
+        assert_ne!(key(Some("text/html"), true), json);
+        // As sent, every spelling is a key of its own, and none is a negotiated one.
+        assert_ne!(
+            key(Some("*/*"), false),
+            key(Some("application/json"), false)
+        );
+        assert_ne!(key(Some("application/json"), false), json);
     }
 
     fn get(uri: &str) -> http::request::Builder {

@@ -156,7 +156,8 @@ impl Pipeline {
             Resolved::Learning => (std::borrow::Cow::Borrowed(decision), Some(Keep::LearnOnly)),
         };
         let bucket = Bucket::derive(&decision.scope, claims.as_ref());
-        let target = Target::new(&parts, &self.key_headers, parts.method != Method::GET);
+        let target = Target::new(&parts, &self.key_headers, parts.method != Method::GET)
+            .negotiated_accept(policy.negotiated_accept);
         let lookup = Lookup {
             key: CacheKey::new(&target, digest, &bucket),
             bucket,
