@@ -517,6 +517,9 @@ impl ScopedCacheLayerBuilder {
                 },
                 key_headers,
                 vary,
+                examiners: tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+                ),
             }),
         };
         #[cfg(feature = "redis")]

@@ -775,3 +775,31 @@ async fn a_miss_and_a_hit_carry_one_vary_line() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_large_document_is_examined_off_the_runtime() {
+    // One thread runs every request here, as one worker would: a document examined where
+    // its request runs would hold it until its parse is done.
+    let (app, _) = app();
+    let fields = "renderId ".repeat(100_000);
+    let large =
+        json!({ "query": format!("{{ {fields} ...F }} fragment F on Query {{ renderId }}") });
+    assert!(large.to_string().len() > 800 * 1024);
+    let big = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, common::post("/graphql", None, large)).await }
+    });
+    // Lets the large request start: it runs until it waits for its examination.
+    tokio::task::yield_now().await;
+    let small = send(
+        &app,
+        common::post("/graphql", None, json!({"query": "{ renderId }"})),
+    )
+    .await;
+    assert_eq!(small.status, StatusCode::OK);
+    // The small request was answered while the large one's parse (seconds, unoptimized)
+    // was still running on the blocking pool.
+    assert!(!big.is_finished(), "the large document held the runtime");
+    let big = big.await.unwrap();
+    assert_eq!(big.code(), "GRAPHQL_VALIDATION_FAILED", "{:?}", big.body);
+}

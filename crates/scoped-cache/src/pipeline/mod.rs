@@ -83,6 +83,8 @@ pub(crate) struct Pipeline {
     /// Request headers in every key besides `Host` and `Accept`.
     pub(crate) key_headers: Vec<HeaderName>,
     pub(crate) vary: HeaderValue,
+    /// Permits to examine a large request text on the blocking pool (one per core).
+    pub(crate) examiners: tokio::sync::Semaphore,
 }
 
 /// The size bounds a request and an entry are held to.
@@ -126,8 +128,8 @@ impl Pipeline {
             return Ok(self.refused(negotiated(refusal, &parts.headers)));
         }
 
-        let checked = match self.check(&parts, body, &claims, policy).await {
-            Ok(checked) => checked,
+        let intake = match self.intake(&parts, body, &claims, policy).await {
+            Ok(intake) => intake,
             Err(refusal) => return Ok(self.refused(refusal.into_response(&parts.headers))),
         };
         // After the body is read (a revoked token must not trickle one in and run), before
@@ -135,7 +137,7 @@ impl Pipeline {
         if let Some(refusal) = self.revoked(claims.as_ref()) {
             return Ok(self.refused_revoked(refusal, &parts.headers));
         }
-        let prepared = checked.prepared.as_deref();
+        let prepared = intake.prepared.as_deref();
         let Some(Prepared::Operation {
             decision,
             digest,
@@ -144,11 +146,11 @@ impl Pipeline {
             ..
         }) = prepared
         else {
-            return Box::pin(self.uncached(parts, checked.body, claims.as_ref(), inner, prepared))
+            return Box::pin(self.uncached(parts, intake.body, claims.as_ref(), inner, prepared))
                 .await;
         };
         if decision.bypass || decision.max_age.is_zero() {
-            return Box::pin(self.uncached(parts, checked.body, claims.as_ref(), inner, prepared))
+            return Box::pin(self.uncached(parts, intake.body, claims.as_ref(), inner, prepared))
                 .await;
         }
         let (decision, keep) = match self.learned.resolve(decision) {
@@ -167,7 +169,7 @@ impl Pipeline {
             claims: claims.as_ref(),
         };
         if keep == Some(Keep::LearnOnly) {
-            return Box::pin(self.learn_only(parts, checked.body, &lookup, inner)).await;
+            return Box::pin(self.learn_only(parts, intake.body, &lookup, inner)).await;
         }
 
         let asked = Asked::of(&parts);
@@ -180,7 +182,7 @@ impl Pipeline {
                 }
                 Some(Freshness::Stale) => {
                     let response = self.hit(&asked, &found, &lookup, CacheStatus::Stale, now);
-                    self.revalidate(&lookup, parts, checked.body, inner, epoch);
+                    self.revalidate(&lookup, parts, intake.body, inner, epoch);
                     return Ok(response);
                 }
                 Some(Freshness::IfError) => fallback = Some(found),
@@ -191,7 +193,7 @@ impl Pipeline {
         // (and moves) only the state of the hit path.
         let miss = Miss {
             parts,
-            body: checked.body,
+            body: intake.body,
             lookup: &lookup,
             asked: &asked,
             fallback,
