@@ -450,19 +450,24 @@ impl ScopedCacheLayerBuilder {
                 return Err(BuildError::DuplicateRoute(path));
             }
         }
-        // Everything in a request's headers that is part of the cache key.
-        let mut vary = String::from("authorization, ");
-        if self.token_cookie.is_some() {
-            vary.push_str("cookie, ");
-        }
-        vary.push_str("accept");
+        // Everything in a request's headers that is part of the cache key: the token's
+        // headers, then the rest (all an outer layer is told of).
+        let mut keyed = String::from("accept");
         for name in &key_headers {
-            vary.push_str(", ");
-            vary.push_str(name.as_str());
+            keyed.push_str(", ");
+            keyed.push_str(name.as_str());
         }
-        // Header names are tokens, so this is a valid header value.
+        let identity = if self.token_cookie.is_some() {
+            "authorization, cookie, "
+        } else {
+            "authorization, "
+        };
+        // Header names are tokens, so these are valid header values.
+        let vary = format!("{identity}{keyed}");
         let vary =
             HeaderValue::from_str(&vary).map_err(|_| BuildError::InvalidKeyHeader(vary.clone()))?;
+        let vary_for_outer = HeaderValue::from_str(&keyed)
+            .map_err(|_| BuildError::InvalidKeyHeader(keyed.clone()))?;
         let rules = RuleSet::compile(self.default_rule, self.rules, schema.as_ref())?;
         // Everything is checked: only now is anything started (the Redis tier's tasks).
         let memory = MemoryStore::new(self.max_bytes);
@@ -517,6 +522,7 @@ impl ScopedCacheLayerBuilder {
                 },
                 key_headers,
                 vary,
+                vary_for_outer,
                 examiners: tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
                 ),

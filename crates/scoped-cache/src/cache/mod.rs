@@ -81,6 +81,9 @@ pub(crate) enum NotStored {
     UnreliableTags,
     /// A purge since the execution started matched it.
     PurgedMeanwhile,
+    /// Another cache (an inner layer) served it stale, or with an `Age` that does not
+    /// parse.
+    Stale,
 }
 
 /// Checks that need only the head, so a response that cannot be stored is streamed
@@ -183,6 +186,22 @@ fn storable_ttl(
         Some(max_age) => max_age.min(decision.max_age),
         None => decision.max_age,
     };
+    // An answer that comes from another cache (an inner layer's hit) has aged there: it
+    // is fresh only for what is left (RFC 9111 §4.2.3), and a stale one not at all.
+    if headers.get(X_CACHE).is_some_and(|status| status == "STALE") {
+        return Err(NotStored::Stale);
+    }
+    let ttl = match headers.get(AGE) {
+        None => ttl,
+        Some(age) => {
+            let age = age
+                .to_str()
+                .ok()
+                .and_then(|age| age.trim().parse::<u64>().ok())
+                .ok_or(NotStored::Stale)?;
+            ttl.saturating_sub(Duration::from_secs(age))
+        }
+    };
     if ttl.is_zero() {
         return Err(NotStored::ZeroTtl);
     }
@@ -241,7 +260,7 @@ pub(crate) fn stored_headers(headers: &HeaderMap, scoped: bool, vary: &HeaderVal
         control::make_private(&mut stored);
     }
     // Merged once here, so a hit's label finds it done.
-    merge_vary(&mut stored, vary);
+    merge_vary(&mut stored, vary, false);
     stored
 }
 
@@ -268,6 +287,7 @@ pub(crate) fn label(
     decision: Option<&Decision>,
     authenticated: bool,
     vary: &HeaderValue,
+    outer: bool,
 ) {
     headers.insert(X_CACHE, status.header());
     let private = match status {
@@ -279,7 +299,7 @@ pub(crate) fn label(
     if private {
         control::make_private(headers);
     }
-    merge_vary(headers, vary);
+    merge_vary(headers, vary, outer);
 }
 
 /// The most names a response's own `Vary` lines add to the layer's.
@@ -290,7 +310,13 @@ const MAX_EXTRA_VARY: usize = 32;
 /// read (nothing else is safe to claim then). One line, not two: some caches in front
 /// read only the first. A line that already starts with ours (a stored entry's, merged
 /// when it was stored) is left as it is, so a hit does no work here.
-pub(crate) fn merge_vary(headers: &mut HeaderMap, ours: &HeaderValue) {
+///
+/// For an `outer` layer around this one, `ours` leaves out `Authorization` and `Cookie`,
+/// and so do the merged names: what the answer depends on in them is the claims, which
+/// this layer reports to the outer one (whose bucket must cover them), and an answer
+/// that depends on them otherwise is one this layer would not store, and tells the outer
+/// one so.
+pub(crate) fn merge_vary(headers: &mut HeaderMap, ours: &HeaderValue, outer: bool) {
     let mut lines = headers.get_all(VARY).iter();
     match (lines.next(), lines.next()) {
         (None, _) => {
@@ -315,6 +341,12 @@ pub(crate) fn merge_vary(headers: &mut HeaderMap, ours: &HeaderValue) {
             return;
         };
         for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if outer
+                && (name.eq_ignore_ascii_case("authorization")
+                    || name.eq_ignore_ascii_case("cookie"))
+            {
+                continue;
+            }
             if name == "*" || extra == MAX_EXTRA_VARY {
                 headers.insert(VARY, HeaderValue::from_static("*"));
                 return;
@@ -368,6 +400,7 @@ mod tests {
         merge_vary(
             &mut headers,
             &HeaderValue::from_static("authorization, accept"),
+            false,
         );
         headers
             .get_all(VARY)
@@ -613,6 +646,7 @@ mod tests {
             Some(&decision(&["sub"], 60)),
             true,
             &vary,
+            false,
         );
         assert_eq!(h[X_CACHE], "MISS");
         assert_eq!(h[http::header::CACHE_CONTROL], "private, max-age=30");
@@ -623,11 +657,18 @@ mod tests {
     fn bypassed_answers_vary_and_are_private_when_authenticated() {
         let vary = HeaderValue::from_static("authorization");
         let mut authed = headers(None);
-        label(&mut authed, CacheStatus::Bypass, None, true, &vary);
+        label(&mut authed, CacheStatus::Bypass, None, true, &vary, false);
         assert_eq!(authed[VARY], "authorization");
         assert_eq!(authed[http::header::CACHE_CONTROL], "private");
         let mut anonymous = headers(None);
-        label(&mut anonymous, CacheStatus::Bypass, None, false, &vary);
+        label(
+            &mut anonymous,
+            CacheStatus::Bypass,
+            None,
+            false,
+            &vary,
+            false,
+        );
         assert_eq!(anonymous[VARY], "authorization");
         assert!(!anonymous.contains_key(http::header::CACHE_CONTROL));
     }

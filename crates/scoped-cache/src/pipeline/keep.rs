@@ -70,6 +70,12 @@ impl Pipeline {
     ) -> (Response, Result<(), NotStored>) {
         let (mut parts, body) = response.into_parts();
         let report = ExecutionReport::take(&mut parts.headers);
+        // An outer layer stores this answer too, and tags it by the same report.
+        if lookup.outer
+            && let Some(report) = &report
+        {
+            report.attach(&mut parts.headers);
+        }
         let size = http_body::Body::size_hint(&body).upper();
         if let Err(reason) = cache::check_head(
             parts.status,

@@ -31,6 +31,9 @@ pub(super) struct Lookup<'a> {
     pub(super) name: Option<&'a Arc<str>>,
     pub(super) root_fields: &'a [Arc<str>],
     pub(super) claims: Option<&'a Claims>,
+    /// Whether another layer around this one handles the request too (its answer goes
+    /// on to that layer's cache).
+    pub(super) outer: bool,
 }
 
 /// What a cached answer needs from the request, taken before the request moves on.
@@ -92,6 +95,8 @@ impl OwnedLookup {
             name: self.name.as_ref(),
             root_fields: &self.root_fields,
             claims: self.claims.as_ref(),
+            // A background revalidation answers no one.
+            outer: false,
         }
     }
 }

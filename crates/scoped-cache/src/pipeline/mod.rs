@@ -83,6 +83,9 @@ pub(crate) struct Pipeline {
     /// Request headers in every key besides `Host` and `Accept`.
     pub(crate) key_headers: Vec<HeaderName>,
     pub(crate) vary: HeaderValue,
+    /// `vary` without `Authorization` and `Cookie`, for an answer that goes on to an outer
+    /// layer (see [`crate::cache::merge_vary`]).
+    pub(crate) vary_for_outer: HeaderValue,
     /// Permits to examine a large request text on the blocking pool (one per core).
     pub(crate) examiners: tokio::sync::Semaphore,
 }
@@ -160,6 +163,7 @@ impl Pipeline {
         let bucket = Bucket::derive(&decision.scope, claims.as_ref());
         let target = Target::new(&parts, &self.key_headers, parts.method != Method::GET)
             .negotiated_accept(policy.negotiated_accept);
+        let asked = Asked::of(&parts);
         let lookup = Lookup {
             key: CacheKey::new(&target, digest, &bucket),
             bucket,
@@ -167,12 +171,12 @@ impl Pipeline {
             name: name.as_ref(),
             root_fields,
             claims: claims.as_ref(),
+            outer: asked.outer_reads.is_some(),
         };
         if keep == Some(Keep::LearnOnly) {
             return Box::pin(self.learn_only(parts, intake.body, &lookup, inner)).await;
         }
 
-        let asked = Asked::of(&parts);
         let now = Instant::now();
         let mut fallback = None;
         if let Some(found) = self.store.get(&lookup.key, now, || probe(&lookup)).await {

@@ -7,9 +7,11 @@ use http::StatusCode;
 use http::header::ETAG;
 use tokio::time::Instant;
 
+use crate::cache::purge::{EntryMeta, Tag};
 use crate::cache::store::Hit;
 use crate::cache::{self, CacheStatus, validator};
 use crate::rejection::{AuthError, AuthErrorKind, negotiated};
+use crate::report::ExecutionReport;
 use crate::scope::Decision;
 
 use super::Pipeline;
@@ -45,20 +47,31 @@ impl Pipeline {
         if let Some(tier) = self.store.tier_header(hit.source) {
             headers.insert(cache::X_CACHE_TIER, tier);
         }
+        // An outer layer that stores this answer tags it as this entry is tagged, so the
+        // mutations that purge this entry purge its copy too.
+        if lookup.outer {
+            report_of(&entry.meta).attach(headers);
+        }
         self.labelled(
             response,
             status,
             Some(lookup.decision),
             lookup.claims.is_some(),
+            lookup.outer,
         )
     }
 
     /// A miss that was not stored: like any uncached answer to an authenticated caller,
     /// `private`, so a shared cache in front cannot store what this layer would not (it
     /// may have read a claim no scope covers).
+    /// An outer layer does not store it either: this one may have had a reason the outer
+    /// cannot see (a `Vary` on the token, a rule that bypasses it).
     pub(super) fn unstored_miss(&self, mut response: Response, lookup: &Lookup<'_>) -> Response {
         if lookup.claims.is_some() {
             cache::control::make_private(response.headers_mut());
+        }
+        if lookup.outer {
+            not_for_outer(response.headers_mut());
         }
         self.labelled_miss(response, lookup)
     }
@@ -69,13 +82,14 @@ impl Pipeline {
             CacheStatus::Miss,
             Some(lookup.decision),
             lookup.claims.is_some(),
+            lookup.outer,
         )
     }
 
     /// An answer the layer made itself depends on the same request headers as any other
     /// (the token, `Accept`): say so, for caches in front.
     pub(super) fn refused(&self, mut response: Response) -> Response {
-        cache::merge_vary(response.headers_mut(), &self.vary);
+        cache::merge_vary(response.headers_mut(), &self.vary, false);
         response
     }
 
@@ -94,13 +108,20 @@ impl Pipeline {
         status: CacheStatus,
         decision: Option<&Decision>,
         authenticated: bool,
+        outer: bool,
     ) -> Response {
+        let vary = if outer {
+            &self.vary_for_outer
+        } else {
+            &self.vary
+        };
         cache::label(
             response.headers_mut(),
             status,
             decision,
             authenticated,
-            &self.vary,
+            vary,
+            outer,
         );
         response
     }
@@ -122,4 +143,27 @@ pub(super) fn not_modified_if_matching(asked: &Asked, response: Response) -> Res
     *not_modified.status_mut() = StatusCode::NOT_MODIFIED;
     *not_modified.headers_mut() = headers;
     not_modified
+}
+
+/// What an entry's tags say, as the execution report that tagged it said it.
+fn report_of(meta: &EntryMeta) -> ExecutionReport {
+    let mut report = ExecutionReport::default();
+    for tag in &meta.tags {
+        match tag {
+            Tag::Type(ty) => report.types.push(ty.to_string()),
+            Tag::Entity(ty, id) => report.entities.push((ty.to_string(), id.to_string())),
+            Tag::AnyOf(ty) => report.overflowed.push(ty.to_string()),
+        }
+    }
+    report
+}
+
+/// Tells an outer layer not to store this answer (an unreliable report makes any layer
+/// refuse it; the outermost layer strips it, so no client sees it).
+pub(super) fn not_for_outer(headers: &mut http::HeaderMap) {
+    ExecutionReport {
+        unreliable: true,
+        ..ExecutionReport::default()
+    }
+    .attach(headers);
 }

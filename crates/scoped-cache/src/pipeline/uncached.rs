@@ -13,10 +13,11 @@ use tower::Service;
 use crate::cache::request::Prepared;
 use crate::cache::store::ResponseStore;
 use crate::cache::{self, CacheStatus};
-use crate::claims::Claims;
+use crate::claims::{Claims, RequestReads};
 use crate::report::ExecutionReport;
 
 use super::keep::read_bounded;
+use super::respond::not_for_outer;
 use super::{Pipeline, hand_on};
 
 impl Pipeline {
@@ -29,10 +30,11 @@ impl Pipeline {
     where
         S: Service<Request<Body>, Response = Response>,
     {
+        let outer = RequestReads::existing(req.extensions()).is_some();
         let response = inner.call(req).await?;
-        // The entity-tags report is for this layer only, never for clients; a mutation it
+        // The entity-tags report is for the layers only, never for clients; a mutation it
         // reports purges here too.
-        Ok(self.invalidate(response, &[]).await)
+        Ok(self.invalidate(response, &[], outer).await)
     }
 
     /// Passes a request the cache does not store to the handler; a mutation's response
@@ -48,6 +50,7 @@ impl Pipeline {
     where
         S: Service<Request<Body>, Response = Response>,
     {
+        let outer = RequestReads::existing(&parts.extensions).is_some();
         hand_on(&mut parts, claims);
         let response = inner
             .call(Request::from_parts(parts, Body::from(body)))
@@ -68,20 +71,37 @@ impl Pipeline {
             ),
             _ => (&[], None),
         };
-        let response = self.invalidate(response, mutation_fields).await;
-        Ok(self.labelled(response, CacheStatus::Bypass, decision, claims.is_some()))
+        let mut response = self.invalidate(response, mutation_fields, outer).await;
+        // Not stored here, so not around this layer either.
+        if outer {
+            not_for_outer(response.headers_mut());
+        }
+        Ok(self.labelled(
+            response,
+            CacheStatus::Bypass,
+            decision,
+            claims.is_some(),
+            outer,
+        ))
     }
 
     /// Takes the entity-tags reports off `response` and purges what the mutations that
     /// ran invalidate, before the response is returned. `mutation_fields` are the root
     /// fields of a mutation the layer read itself (`Mutation.createPost`), for a schema
-    /// without the extension.
+    /// without the extension. With an `outer` layer around this one, the reports go on
+    /// to it too: its entries hold what the mutation changed as well.
     pub(super) async fn invalidate(
         &self,
         mut response: Response,
         mutation_fields: &[Arc<str>],
+        outer: bool,
     ) -> Response {
         let reports = ExecutionReport::take_all(response.headers_mut());
+        if outer {
+            for report in &reports {
+                report.attach(response.headers_mut());
+            }
+        }
         // The common case (a query, a passthrough route): nothing to look at.
         if reports.is_empty() && mutation_fields.is_empty() {
             return response;
