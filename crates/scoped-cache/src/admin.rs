@@ -162,9 +162,8 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, WWW_AUTHENTICATE};
+use http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -173,11 +172,12 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::cache::purge::Purge;
-use crate::credential::{Authorization, authorization};
 use crate::error::BuildError;
 use crate::layer::ScopedCacheLayer;
-use crate::media::is_json;
 use crate::revocation::{Revoke, RevokeError};
+use crate::wire::body::{self, BodyError};
+use crate::wire::credential::{Authorization, authorization};
+use crate::wire::media::is_json;
 
 /// The largest request body the admin routes read: 64 KiB. Larger bodies are answered with `413`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -410,33 +410,17 @@ fn authorize(token: &AdminToken, headers: &HeaderMap) -> Result<(), Refusal> {
 
 /// Reads at most [`MAX_BODY_BYTES`]; beyond that, or on a declared length beyond it, `413`.
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Refusal> {
-    let too_large = || {
-        Refusal::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is larger than {MAX_BODY_BYTES} bytes"),
-        )
-    };
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-        return Err(too_large());
-    }
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if is_length_limit(&*e) => Err(too_large()),
-        Err(_) => Err(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "the body could not be read",
-        )),
-    }
-}
-
-/// Whether `error` is, or was caused by, a body length limit: ours, or one an outer layer
-/// put on the body.
-fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
-    std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<LengthLimitError>())
+    body::read_bounded(Some(headers), body, MAX_BODY_BYTES)
+        .await
+        .map_err(|err| match err {
+            BodyError::TooLarge => Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+            ),
+            BodyError::Unreadable => {
+                Refusal::new(StatusCode::BAD_REQUEST, "the body could not be read")
+            }
+        })
 }
 
 /// What a purge request body is, for messages.

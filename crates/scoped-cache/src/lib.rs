@@ -127,7 +127,6 @@ mod builder;
 mod cache;
 mod canonical;
 mod claims;
-mod credential;
 mod error;
 mod future;
 pub mod graphql;
@@ -135,7 +134,6 @@ mod guard;
 mod hash;
 mod jwt;
 mod layer;
-mod media;
 mod pipeline;
 mod rejection;
 mod report;
@@ -147,6 +145,7 @@ mod service;
 pub(crate) mod test_helpers;
 #[cfg(feature = "redis")]
 mod tier;
+mod wire;
 
 pub use self::builder::ScopedCacheLayerBuilder;
 pub use self::cache::purge::{Purge, PurgeError, Purged};

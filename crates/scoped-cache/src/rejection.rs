@@ -186,7 +186,8 @@ impl IntoResponse for AuthError {
 /// Gives a response the layer made itself the media type the request accepts:
 /// `application/graphql-response+json` when it prefers that, else `application/json`.
 pub(crate) fn negotiated(mut response: Response, request: &http::HeaderMap) -> Response {
-    let media = crate::media::negotiate(request).unwrap_or(crate::media::ResponseMedia::Json);
+    let media =
+        crate::wire::media::negotiate(request).unwrap_or(crate::wire::media::ResponseMedia::Json);
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, media.content_type());

@@ -6,8 +6,8 @@ use http::{HeaderMap, HeaderName, Uri};
 use sha2::{Digest, Sha256};
 
 use crate::canonical::{put_field, put_json};
-use crate::media::{self, ResponseMedia};
 use crate::scope::Bucket;
+use crate::wire::media::{self, ResponseMedia};
 
 /// Bumped whenever the key derivation changes, so old entries in a shared store are
 /// never read with a new meaning.

@@ -5,7 +5,6 @@
 //! `errors`, exceed the entry size, are `private` without a claim scope, or were produced
 //! by resolvers that read a claim the scope does not cover.
 
-pub(crate) mod control;
 pub(crate) mod inflight;
 pub(crate) mod invalidate;
 pub(crate) mod key;
@@ -26,6 +25,7 @@ use serde::de::IgnoredAny;
 
 use crate::claims::ReadLog;
 use crate::scope::Decision;
+use crate::wire::control;
 
 /// `x-cache`: `HIT`, `STALE` (served past its max-age while it is revalidated, or because
 /// revalidating failed), `MISS` or `BYPASS`.

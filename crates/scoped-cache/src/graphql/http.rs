@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, VARY};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError};
+use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use tower::Service;
 
@@ -30,8 +30,8 @@ use crate::claims::Claims;
 use crate::future::ResponseFuture;
 use crate::graphql::document::{expanded_selections, select_operation_type};
 use crate::guard::{MAX_MAX_NESTING, nesting};
-use crate::media::{self, ResponseMedia};
 use crate::rejection::{BAD_REQUEST, METHOD_NOT_ALLOWED, PERSISTED_QUERY_NOT_FOUND};
+use crate::wire::media::{self, ResponseMedia};
 
 /// Machine code of a document that is not valid GraphQL syntax.
 pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
@@ -701,7 +701,7 @@ async fn read_post(req: http::Request<Body>) -> Result<Read, Refused> {
         .collect()
         .await
         .map_err(|err| {
-            if is_length_limit(&*err.into_inner()) {
+            if crate::wire::body::is_length_limit(&*err.into_inner()) {
                 RejectionKind::BodyTooLarge
             } else {
                 RejectionKind::BodyUnreadable
@@ -827,17 +827,6 @@ fn json_refusal(err: serde_json::Error) -> Refused {
         _ => RejectionKind::MalformedJson,
     }
     .into()
-}
-
-fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(err);
-    while let Some(err) = source {
-        if err.is::<LengthLimitError>() {
-            return true;
-        }
-        source = err.source();
-    }
-    false
 }
 
 /// Exactly one `Content-Type`, `application/json`, and if a charset is named, UTF-8.

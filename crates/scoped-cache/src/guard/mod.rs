@@ -21,18 +21,18 @@ use async_graphql::parser::types::OperationType;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN};
+use http::header::{ALLOW, CONTENT_TYPE, HOST, ORIGIN};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, request};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 
 use crate::graphql::GRAPHQL_VALIDATION_FAILED;
 use crate::graphql::document::{expanded_selections, select_operation_type};
-use crate::media::{ResponseMedia, is_json, negotiate};
 use crate::rejection::{
     BAD_REQUEST, FORBIDDEN, METHOD_NOT_ALLOWED, PERSISTED_QUERY_NOT_FOUND, graphql_error,
     negotiated,
 };
+use crate::wire::body::{self, BodyError};
+use crate::wire::media::{ResponseMedia, is_json, negotiate};
 
 /// The default for [`max_nesting`](crate::ScopedCacheLayerBuilder::max_nesting).
 pub(crate) const DEFAULT_MAX_NESTING: usize = 64;
@@ -164,21 +164,12 @@ pub(crate) async fn read_body(
     body: Body,
     limit: usize,
 ) -> Result<Bytes, Refusal> {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(Refusal::BodyTooLarge);
-    }
-    if http_body::Body::is_end_stream(&body) {
-        return Ok(Bytes::new());
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(Refusal::BodyTooLarge),
-        Err(_) => Err(Refusal::BodyUnreadable),
-    }
+    body::read_bounded(Some(headers), body, limit)
+        .await
+        .map_err(|err| match err {
+            BodyError::TooLarge => Refusal::BodyTooLarge,
+            BodyError::Unreadable => Refusal::BodyUnreadable,
+        })
 }
 
 /// What a JSON body turned out to be.

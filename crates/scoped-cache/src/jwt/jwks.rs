@@ -15,9 +15,9 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::BuildError;
-use crate::cache::control;
 use crate::jwt::keyset::KeySet;
 use crate::rejection::AuthErrorKind;
+use crate::wire::control;
 
 /// Longest [`fetch_timeout`](JwksSourceBuilder::fetch_timeout): a provider slower than this
 /// is down, and waiters wait a few timeouts at most.

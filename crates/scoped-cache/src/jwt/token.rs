@@ -4,8 +4,8 @@
 use headers::{Cookie, HeaderMapExt};
 use http::{HeaderMap, header};
 
-use crate::credential::{Authorization, authorization};
 use crate::rejection::AuthErrorKind;
+use crate::wire::credential::{Authorization, authorization};
 
 /// Whether every byte of `token` is one of RFC 6750's `b64token` (letters, digits and
 /// `-._~+/=`), which a JWT is. Written without branches, so the compiler can check many

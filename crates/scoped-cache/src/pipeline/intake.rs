@@ -90,7 +90,7 @@ impl Pipeline {
         let cacheable = policy.cache
             && match parts.method {
                 Method::GET => true,
-                Method::POST => crate::media::is_json(&parts.headers),
+                Method::POST => crate::wire::media::is_json(&parts.headers),
                 _ => false,
             };
         // A text the preparer has seen was examined when it was first prepared.

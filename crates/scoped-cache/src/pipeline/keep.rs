@@ -6,7 +6,6 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::header::ETAG;
 use http::{HeaderValue, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use tokio::time::Instant;
 
 use crate::cache::purge::{EntryMeta, Purge, Tag};
@@ -234,18 +233,14 @@ impl Pipeline {
 /// breaks that promise is cut off rather than buffered without bound. A body that fails
 /// becomes a GraphQL-shaped 502.
 pub(super) async fn read_bounded(body: Body, limit: usize) -> Result<Bytes, Response> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(_) => {
+    crate::wire::body::read_bounded(None, body, limit)
+        .await
+        .map_err(|_| {
             tracing::warn!("inner service failed while sending its response body");
-            Err(graphql_error(
+            graphql_error(
                 StatusCode::BAD_GATEWAY,
                 "response body failed",
                 "INTERNAL_SERVER_ERROR",
-            ))
-        }
-    }
+            )
+        })
 }
-
-#[cfg(test)]
-mod tests;

@@ -13,7 +13,7 @@ use tower::Service;
 
 use crate::cache::inflight::Role;
 use crate::cache::store::{Epoch, Hit, Lease, ResponseStore};
-use crate::cache::{self, CacheStatus, NotStored};
+use crate::cache::{CacheStatus, NotStored};
 use crate::claims::RequestReads;
 use crate::rejection::graphql_error;
 
@@ -180,7 +180,7 @@ impl Pipeline {
             .await;
         // Its scope is not known yet: it may depend on any claim.
         if lookup.claims.is_some() {
-            cache::control::make_private(response.headers_mut());
+            crate::wire::control::make_private(response.headers_mut());
         }
         Ok(response)
     }

@@ -68,7 +68,7 @@ impl Pipeline {
     /// cannot see (a `Vary` on the token, a rule that bypasses it).
     pub(super) fn unstored_miss(&self, mut response: Response, lookup: &Lookup<'_>) -> Response {
         if lookup.claims.is_some() {
-            cache::control::make_private(response.headers_mut());
+            crate::wire::control::make_private(response.headers_mut());
         }
         if lookup.outer {
             not_for_outer(response.headers_mut());
