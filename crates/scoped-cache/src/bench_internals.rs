@@ -9,7 +9,7 @@
 //! caused it.
 
 use std::cell::Cell;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_graphql::parser::types::OperationType;
 use bytes::Bytes;
@@ -45,15 +45,9 @@ const SECRET: &[u8] = b"benchmark-secret-that-is-32-bytes";
 /// A `jti` no revocation names.
 const JTI: &str = "5b0d1c3e-8f2a-4c6b-9e7d-1a2b3c4d5e6f";
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
-}
-
 /// A verified token's claims, as an identity provider issues them: valid for a day.
 fn claims_map() -> Map<String, Value> {
-    let now = unix_now();
+    let now = crate::clock::now_seconds();
     let claims = json!({
         "sub": "u1", "iss": "bench", "aud": "bench", "name": "Ada", "role": "member",
         "org": {"id": "acme"}, "iat": now, "exp": now + 86_400, "jti": JTI,
@@ -319,7 +313,7 @@ impl RevocationCheck {
             0,
             DEFAULT_RETENTION.as_secs(),
         );
-        let now = unix_now();
+        let now = crate::clock::now_seconds();
         for n in 0..revoked {
             let jti = format!("{n:08x}-0000-4000-8000-{n:012x}");
             store.revoke(&Revoke::token_unix(jti, now + 86_400), now)?;

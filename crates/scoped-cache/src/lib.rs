@@ -127,6 +127,7 @@ mod builder;
 mod cache;
 mod canonical;
 mod claims;
+mod clock;
 mod error;
 mod future;
 pub mod graphql;

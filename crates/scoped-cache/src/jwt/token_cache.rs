@@ -2,7 +2,7 @@
 //! signature verification.
 
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use moka::Expiry;
 use serde_json::{Map, Value};
@@ -142,7 +142,14 @@ impl Expiry<Arc<str>, Arc<Verified>> for UntilExp {
         verified: &Arc<Verified>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(time_to_expiry(&verified.claims, verified.leeway, now_seconds()).unwrap_or(NO_EXP_TTL))
+        Some(
+            time_to_expiry(
+                &verified.claims,
+                verified.leeway,
+                crate::clock::now_seconds_f64(),
+            )
+            .unwrap_or(NO_EXP_TTL),
+        )
     }
 }
 
@@ -153,13 +160,6 @@ fn time_to_expiry(claims: &Claims, leeway: Duration, now: f64) -> Option<Duratio
     let left = exp + leeway.as_secs_f64() - now;
     // Not a number or beyond `Duration`: not worth keeping.
     Some(Duration::try_from_secs_f64(left.max(0.0)).unwrap_or(Duration::ZERO))
-}
-
-fn now_seconds() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
 }
 
 impl TokenCache {

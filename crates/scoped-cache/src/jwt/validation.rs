@@ -5,7 +5,7 @@
 //! `jsonwebtoken::crypto::verify` and the claims here, once, on the map the resolvers get.
 //! The rules follow jsonwebtoken ≥ 10.3: `exp` and `nbf` must be JSON numbers.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
@@ -37,7 +37,7 @@ impl Window {
 
     /// Whether the claims are valid now, by the wall clock `exp` is written in.
     pub(crate) fn contains_now(&self) -> bool {
-        self.contains(now_seconds())
+        self.contains(crate::clock::now_seconds_f64())
     }
 }
 
@@ -55,7 +55,7 @@ impl ClaimRules {
     }
 
     pub(crate) fn check(&self, claims: &Map<String, Value>) -> Result<(), AuthErrorKind> {
-        self.check_at(claims, now_seconds())
+        self.check_at(claims, crate::clock::now_seconds_f64())
     }
 
     fn check_at(&self, claims: &Map<String, Value>, now: f64) -> Result<(), AuthErrorKind> {
@@ -99,13 +99,6 @@ impl ClaimRules {
 /// A NumericDate: a JSON number of seconds. Strings are refused, as jsonwebtoken ≥ 10.3 does.
 fn numeric_date(value: &Value) -> Option<f64> {
     value.as_f64().filter(|n| n.is_finite())
-}
-
-fn now_seconds() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
 }
 
 #[cfg(test)]

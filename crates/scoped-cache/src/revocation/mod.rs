@@ -19,12 +19,11 @@
 
 mod memory;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use tokio::time::Instant;
+use std::time::{Duration, SystemTime};
 
 pub(crate) use self::memory::MemoryRevocations;
 use crate::claims::Claims;
+pub(crate) use crate::clock::UnixClock;
 use crate::rejection::AuthErrorKind;
 
 /// One revocation, for [`ScopedCacheLayer::revoke`](crate::ScopedCacheLayer::revoke).
@@ -90,24 +89,11 @@ pub enum RevokeError {
 /// what each revocation holds in memory.
 pub const MAX_NAME_BYTES: usize = 1024;
 
-fn unix(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
-}
-
-/// Unix seconds of `time`, rounded up: "issued before now" then covers tokens issued
-/// earlier in the current second.
-fn unix_ceil(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
-        since.as_secs() + u64::from(since.subsec_nanos() > 0)
-    })
-}
-
 impl Revoke {
     /// The token whose `jti` is `jti`, which expires at `exp` (its `exp` claim): remembered
     /// until then, plus the verifiers' longest leeway.
     pub fn token(jti: impl Into<String>, exp: SystemTime) -> Self {
-        Self::token_unix(jti, unix(exp))
+        Self::token_unix(jti, crate::clock::seconds(exp))
     }
 
     /// Like [`token`](Self::token), with `exp` in Unix seconds as in the claim.
@@ -125,7 +111,7 @@ impl Revoke {
     /// [`of_issuer`](Self::of_issuer) narrows it. The client's next token, issued afterwards,
     /// works, with whatever claims it now carries.
     pub fn subject(sub: impl Into<String>, issued_before: SystemTime) -> Self {
-        Self::subject_unix(sub, unix_ceil(issued_before))
+        Self::subject_unix(sub, crate::clock::seconds_ceil(issued_before))
     }
 
     /// Like [`subject`](Self::subject), with `issued_before` in Unix seconds.
@@ -143,7 +129,7 @@ impl Revoke {
     /// key, or an identity provider's breach), or only those signed by one key with
     /// [`key_id`](Self::key_id).
     pub fn issuer(iss: impl Into<String>, issued_before: SystemTime) -> Self {
-        Self::issuer_unix(iss, unix_ceil(issued_before))
+        Self::issuer_unix(iss, crate::clock::seconds_ceil(issued_before))
     }
 
     /// Like [`issuer`](Self::issuer), with `issued_before` in Unix seconds.
@@ -306,7 +292,7 @@ impl Revocations {
                 // `build()` may have run outside a runtime: the syncer starts with the
                 // first request, whichever route it takes.
                 tier.start();
-                (!tier.knows_revocations(Instant::now()))
+                (!tier.knows_revocations(tokio::time::Instant::now()))
                     .then_some(AuthErrorKind::RevocationsUnavailable)
             }
         }
@@ -339,31 +325,6 @@ impl RevocationStore for Revocations {
             #[cfg(feature = "redis")]
             Revocations::Shared(tier) => tier.revocations.revoke(revoke, now),
         }
-    }
-}
-
-/// Unix seconds that follow tokio's clock (so paused-time tests can move them), anchored
-/// to the wall clock when the layer was built.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct UnixClock {
-    anchor_unix: u64,
-    anchor: Instant,
-}
-
-impl UnixClock {
-    pub(crate) fn new() -> Self {
-        Self {
-            anchor_unix: unix(SystemTime::now()),
-            anchor: Instant::now(),
-        }
-    }
-
-    pub(crate) fn now(&self) -> u64 {
-        self.anchor_unix.saturating_add(
-            Instant::now()
-                .saturating_duration_since(self.anchor)
-                .as_secs(),
-        )
     }
 }
 

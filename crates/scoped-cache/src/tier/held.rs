@@ -4,7 +4,6 @@
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::conn::StoreError;
 use crate::claims::Claims;
@@ -17,12 +16,6 @@ const MAX_PENDING: usize = 100_000;
 pub(crate) struct SharedRevocations {
     memory: MemoryRevocations,
     pending: Mutex<VecDeque<Revoke>>,
-}
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
 }
 
 impl SharedRevocations {
@@ -44,7 +37,7 @@ impl SharedRevocations {
     /// One from the fleet. One that does not fit is an error: this instance cannot
     /// enforce it, so it must not say it is in step.
     pub(crate) fn apply(&self, revoke: &Revoke) -> Result<(), StoreError> {
-        self.memory.revoke(revoke, unix_now()).map_err(|err| {
+        self.memory.revoke(revoke, crate::clock::now_seconds()).map_err(|err| {
             tracing::error!(%err, "a shared revocation does not fit here: this instance refuses tokens until it does (raise max_revocations)");
             StoreError::RevocationsFull
         })

@@ -5,7 +5,6 @@
 //! start, fall behind, or are told Redis lost changes.
 
 use super::conn::StoreError;
-use super::held::unix_now;
 use super::journal::{Change, MAX_RECORD_BYTES, WireRevoke};
 use super::seal::Domain;
 use super::store::Tier;
@@ -87,7 +86,7 @@ impl Tier {
         let forget_at_ms = self
             .revocations
             .memory()
-            .forget_at(revoke, unix_now())
+            .forget_at(revoke, crate::clock::now_seconds())
             .saturating_mul(1000);
         let (seq, _) = self
             .record(
@@ -102,7 +101,7 @@ impl Tier {
 
     /// Writes every revocation held here back into the set (Redis lost it).
     pub(crate) async fn write_back_revocations(&self) -> Result<(), StoreError> {
-        let now = unix_now();
+        let now = crate::clock::now_seconds();
         let held = self.revocations.memory().export(now);
         let set = self.keys.named("revocations");
         for page in held.chunks(PAGE) {
@@ -132,7 +131,7 @@ impl Tier {
 
     /// Mirrors every revocation Redis holds, a page per round trip.
     pub(crate) async fn load_revocations(&self) -> Result<(), StoreError> {
-        let now_ms = unix_now().saturating_mul(1000);
+        let now_ms = crate::clock::now_seconds().saturating_mul(1000);
         let set = self.keys.named("revocations");
         let (mut unreadable, mut refused) = (0usize, 0usize);
         // The cursor: a score, and how many members of that score were read.
@@ -176,7 +175,7 @@ impl Tier {
                         if self
                             .revocations
                             .memory()
-                            .revoke(&revoke, unix_now())
+                            .revoke(&revoke, crate::clock::now_seconds())
                             .is_err()
                         {
                             refused += 1;
