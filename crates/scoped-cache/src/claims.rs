@@ -92,15 +92,23 @@ pub(crate) async fn reading_for<F: std::future::Future>(field: Arc<str>, resolve
 /// resolvers read. Both record into this one log, so the outer layer, which stores too,
 /// sees every read (and an inner layer's hit reports the scope its entry was stored under).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct RequestReads(Arc<ReadLog>);
+pub(crate) struct RequestReads {
+    log: Arc<ReadLog>,
+    /// The claims the layer that made the log verified (the outermost one), if any.
+    caller: Option<Arc<Map<String, Value>>>,
+}
 
 impl RequestReads {
-    /// The request's shared log, created if no outer layer made one.
-    pub(crate) fn of(extensions: &mut http::Extensions) -> Self {
+    /// The request's shared log, created if no outer layer made one (then `claims` are
+    /// the caller's, as this layer verified them).
+    pub(crate) fn of(extensions: &mut http::Extensions, claims: Option<&Claims>) -> Self {
         if let Some(reads) = extensions.get::<RequestReads>() {
             return reads.clone();
         }
-        let reads = Self::default();
+        let reads = Self {
+            log: Arc::default(),
+            caller: claims.map(|claims| Arc::clone(&claims.map)),
+        };
         extensions.insert(reads.clone());
         reads
     }
@@ -111,7 +119,20 @@ impl RequestReads {
     }
 
     pub(crate) fn log(&self) -> &ReadLog {
-        &self.0
+        &self.log
+    }
+
+    /// Whether `claims` are the claims the outer layer verified (none on both sides
+    /// counts): only then is its bucket the caller this layer answers. Two layers may
+    /// read different credentials (one the header, one a cookie).
+    pub(crate) fn same_caller(&self, claims: Option<&Claims>) -> bool {
+        match (&self.caller, claims) {
+            (None, None) => true,
+            (Some(caller), Some(claims)) => {
+                Arc::ptr_eq(caller, &claims.map) || **caller == *claims.map
+            }
+            _ => false,
+        }
     }
 }
 
@@ -209,7 +230,7 @@ impl Claims {
     pub(crate) fn with_reads(&self, reads: &RequestReads) -> Self {
         Self {
             map: Arc::clone(&self.map),
-            reads: Arc::clone(&reads.0),
+            reads: Arc::clone(&reads.log),
             kid: self.kid.clone(),
         }
     }

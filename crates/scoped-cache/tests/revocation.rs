@@ -359,7 +359,10 @@ async fn revoked_jti_is_kept_until_exp_plus_leeway_then_forgotten() {
 
     // Past it, the token is expired, and the revocation forgotten and its room reused.
     tokio::time::advance(Duration::from_secs(3)).await;
-    assert_eq!(me(&app, &session).await.body["errors"][0]["message"], "token expired");
+    assert_eq!(
+        me(&app, &session).await.body["errors"][0]["message"],
+        "token expired"
+    );
     let later = exp + 3600;
     layer
         .revoke(&Revoke::token_unix("next", later))

@@ -35,6 +35,12 @@ impl Query {
         }]
     }
 
+    async fn me(&self, ctx: &Context<'_>) -> Option<String> {
+        ctx.data_opt::<scoped_cache::Claims>()?
+            .subject()
+            .map(str::to_owned)
+    }
+
     async fn render_id(&self, ctx: &Context<'_>) -> u64 {
         ctx.data_unchecked::<Arc<Renders>>()
             .0
@@ -194,4 +200,62 @@ async fn what_the_inner_layer_does_not_store_the_outer_does_not_either() {
         );
     }
     assert_eq!(outer.stats().entries, 0);
+}
+
+/// A layer whose `Query.me` is scoped by `sub`, reading the token from the header and,
+/// with `cookie`, from the `session` cookie too.
+fn sub_layer(cookie: bool) -> ScopedCacheLayer {
+    let builder = ScopedCacheLayer::builder()
+        .verifier(
+            Verifier::hmac(scoped_cache::Algorithm::HS256, SECRET)
+                .issuer([ISSUER])
+                .audience([AUDIENCE]),
+        )
+        .default_rule(minute())
+        .rule(Rule::root_field("Query.me").scope(scoped_cache::Scope::claims(["sub"])))
+        .route("/graphql", RoutePolicy::cached());
+    if cookie {
+        builder.token_cookie("session")
+    } else {
+        builder
+    }
+    .build()
+    .unwrap()
+}
+
+async fn me(app: &Router, cookie: Option<&str>) -> common::Reply {
+    let mut request = query("/graphql", None, "{ me renderId }");
+    if let Some(token) = cookie {
+        request
+            .headers_mut()
+            .insert("cookie", format!("session={token}").parse().unwrap());
+    }
+    send(app, request).await
+}
+
+#[tokio::test]
+async fn layers_that_read_different_credentials_never_share_an_answer() {
+    let alice = common::member("alice");
+    // The route's layer reads the cookie; the app-wide one around it, only the header:
+    // the outer layer sees an anonymous caller where the inner one sees alice.
+    let (inner, outer) = (sub_layer(true), sub_layer(false));
+    let app = stack(&inner, &outer);
+    assert_eq!(me(&app, Some(&alice)).await.body["data"]["me"], "alice");
+    assert_eq!(outer.stats().entries, 0, "the outer layer keyed no caller");
+    let anonymous = me(&app, None).await;
+    assert_eq!(anonymous.body["data"]["me"], serde_json::Value::Null);
+
+    // The other way round: the outer layer sees alice, the inner one an anonymous caller,
+    // and the handler only what the inner one keyed.
+    let (inner, outer) = (sub_layer(false), sub_layer(true));
+    let app = stack(&inner, &outer);
+    assert_eq!(
+        me(&app, Some(&alice)).await.body["data"]["me"],
+        serde_json::Value::Null
+    );
+    assert_eq!(outer.stats().entries, 0);
+    assert_eq!(
+        me(&app, None).await.body["data"]["me"],
+        serde_json::Value::Null
+    );
 }

@@ -70,7 +70,7 @@ impl Pipeline {
         let (mut parts, body) = response.into_parts();
         let report = ExecutionReport::take(&mut parts.headers);
         // An outer layer stores this answer too, and tags it by the same report.
-        if lookup.outer
+        if lookup.outer.exists()
             && let Some(report) = &report
         {
             report.attach(&mut parts.headers);

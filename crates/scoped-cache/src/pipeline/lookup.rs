@@ -31,9 +31,37 @@ pub(super) struct Lookup<'a> {
     pub(super) name: Option<&'a Arc<str>>,
     pub(super) root_fields: &'a [Arc<str>],
     pub(super) claims: Option<&'a Claims>,
-    /// Whether another layer around this one handles the request too (its answer goes
-    /// on to that layer's cache).
-    pub(super) outer: bool,
+    /// Another layer around this one, whose cache the answer goes on to.
+    pub(super) outer: Outer,
+}
+
+/// Another layer around this one on the same route, as this one sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outer {
+    /// None: this layer answers the client.
+    None,
+    /// One that verified the same claims (or none, as this one): it may store this
+    /// layer's answers, keyed by its own bucket.
+    SameCaller,
+    /// One that verified other claims (another credential, or none where this one had
+    /// one): its bucket is another caller's, and it must store nothing this layer says.
+    OtherCaller,
+}
+
+impl Outer {
+    /// The outer layer of a request whose shared log is `outer_reads`, for a layer that
+    /// verified `claims`.
+    pub(super) fn of(outer_reads: Option<&RequestReads>, claims: Option<&Claims>) -> Self {
+        match outer_reads {
+            None => Self::None,
+            Some(reads) if reads.same_caller(claims) => Self::SameCaller,
+            Some(_) => Self::OtherCaller,
+        }
+    }
+
+    pub(super) fn exists(self) -> bool {
+        self != Self::None
+    }
 }
 
 /// What a cached answer needs from the request, taken before the request moves on.
@@ -96,7 +124,7 @@ impl OwnedLookup {
             root_fields: &self.root_fields,
             claims: self.claims.as_ref(),
             // A background revalidation answers no one.
-            outer: false,
+            outer: Outer::None,
         }
     }
 }

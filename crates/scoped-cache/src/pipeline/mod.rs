@@ -55,7 +55,7 @@ use crate::scope::learned::{LearnedScopes, Resolved};
 use crate::scope::{Bucket, RuleSet};
 
 use keep::Keep;
-use lookup::{Asked, Lookup, probe};
+use lookup::{Asked, Lookup, Outer, probe};
 use miss::Miss;
 
 /// Everything a request runs on, built once by the builder and shared by every clone of
@@ -171,7 +171,7 @@ impl Pipeline {
             name: name.as_ref(),
             root_fields,
             claims: claims.as_ref(),
-            outer: asked.outer_reads.is_some(),
+            outer: Outer::of(asked.outer_reads.as_ref(), claims.as_ref()),
         };
         if keep == Some(Keep::LearnOnly) {
             return Box::pin(self.learn_only(parts, intake.body, &lookup, inner)).await;
@@ -225,10 +225,17 @@ impl Pipeline {
 
 /// Puts the claims (recording into the request's shared read log) into the request's
 /// extensions for the handler, just before it runs; returns the log to check afterwards.
+/// Without claims, any an outer layer put there are taken out: the handler reads what
+/// this layer keyed, and this layer keyed no caller.
 pub(super) fn hand_on(parts: &mut request::Parts, claims: Option<&Claims>) -> RequestReads {
-    let reads = RequestReads::of(&mut parts.extensions);
-    if let Some(claims) = claims {
-        parts.extensions.insert(claims.with_reads(&reads));
+    let reads = RequestReads::of(&mut parts.extensions, claims);
+    match claims {
+        Some(claims) => {
+            parts.extensions.insert(claims.with_reads(&reads));
+        }
+        None => {
+            parts.extensions.remove::<Claims>();
+        }
     }
     reads
 }

@@ -15,7 +15,7 @@ use crate::report::ExecutionReport;
 use crate::scope::Decision;
 
 use super::Pipeline;
-use super::lookup::{Asked, Lookup};
+use super::lookup::{Asked, Lookup, Outer};
 
 impl Pipeline {
     /// Serves `entry`: the body, or `304` when the request already holds it.
@@ -49,7 +49,7 @@ impl Pipeline {
         }
         // An outer layer that stores this answer tags it as this entry is tagged, so the
         // mutations that purge this entry purge its copy too.
-        if lookup.outer {
+        if lookup.outer.exists() {
             report_of(&entry.meta).attach(headers);
         }
         self.labelled(
@@ -64,13 +64,14 @@ impl Pipeline {
     /// A miss that was not stored: like any uncached answer to an authenticated caller,
     /// `private`, so a shared cache in front cannot store what this layer would not (it
     /// may have read a claim no scope covers).
+    ///
     /// An outer layer does not store it either: this one may have had a reason the outer
     /// cannot see (a `Vary` on the token, a rule that bypasses it).
     pub(super) fn unstored_miss(&self, mut response: Response, lookup: &Lookup<'_>) -> Response {
         if lookup.claims.is_some() {
             crate::wire::control::make_private(response.headers_mut());
         }
-        if lookup.outer {
+        if lookup.outer.exists() {
             not_for_outer(response.headers_mut());
         }
         self.labelled_miss(response, lookup)
@@ -108,20 +109,24 @@ impl Pipeline {
         status: CacheStatus,
         decision: Option<&Decision>,
         authenticated: bool,
-        outer: bool,
+        outer: Outer,
     ) -> Response {
-        let vary = if outer {
-            &self.vary_for_outer
-        } else {
-            &self.vary
+        // An outer layer of the same caller is told the headers this one keys besides the
+        // token's; one of another caller stores nothing this layer says.
+        let vary = match outer {
+            Outer::SameCaller => &self.vary_for_outer,
+            Outer::None | Outer::OtherCaller => &self.vary,
         };
+        if outer == Outer::OtherCaller {
+            not_for_outer(response.headers_mut());
+        }
         cache::label(
             response.headers_mut(),
             status,
             decision,
             authenticated,
             vary,
-            outer,
+            outer == Outer::SameCaller,
         );
         response
     }

@@ -17,6 +17,7 @@ use crate::claims::{Claims, RequestReads};
 use crate::report::ExecutionReport;
 
 use super::keep::read_bounded;
+use super::lookup::Outer;
 use super::respond::not_for_outer;
 use super::{Pipeline, hand_on};
 
@@ -50,7 +51,7 @@ impl Pipeline {
     where
         S: Service<Request<Body>, Response = Response>,
     {
-        let outer = RequestReads::existing(&parts.extensions).is_some();
+        let outer = Outer::of(RequestReads::existing(&parts.extensions), claims);
         hand_on(&mut parts, claims);
         let response = inner
             .call(Request::from_parts(parts, Body::from(body)))
@@ -71,9 +72,11 @@ impl Pipeline {
             ),
             _ => (&[], None),
         };
-        let mut response = self.invalidate(response, mutation_fields, outer).await;
+        let mut response = self
+            .invalidate(response, mutation_fields, outer.exists())
+            .await;
         // Not stored here, so not around this layer either.
-        if outer {
+        if outer.exists() {
             not_for_outer(response.headers_mut());
         }
         Ok(self.labelled(
