@@ -523,9 +523,9 @@ impl ScopedCacheLayerBuilder {
                 key_headers,
                 vary,
                 vary_for_outer,
-                examiners: tokio::sync::Semaphore::new(
+                examiners: Arc::new(tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
-                ),
+                )),
             }),
         };
         #[cfg(feature = "redis")]

@@ -776,30 +776,53 @@ async fn a_miss_and_a_hit_carry_one_vary_line() {
     }
 }
 
-#[tokio::test]
-async fn a_large_document_is_examined_off_the_runtime() {
-    // One thread runs every request here, as one worker would: a document examined where
-    // its request runs would hold it until its parse is done.
-    let (app, _) = app();
-    let fields = "renderId ".repeat(100_000);
-    let large =
-        json!({ "query": format!("{{ {fields} ...F }} fragment F on Query {{ renderId }}") });
-    assert!(large.to_string().len() > 800 * 1024);
+/// Sends `large` and, meanwhile, a small request, on this test's one thread: the small
+/// one must be answered while the large one's examination (seconds, unoptimized) is still
+/// running on the blocking pool, or it held the thread a worker would be.
+async fn answered_while_examined(app: &Router, large: Request<Body>) -> common::Reply {
     let big = tokio::spawn({
         let app = app.clone();
-        async move { send(&app, common::post("/graphql", None, large)).await }
+        async move { send(&app, large).await }
     });
     // Lets the large request start: it runs until it waits for its examination.
     tokio::task::yield_now().await;
     let small = send(
-        &app,
+        app,
         common::post("/graphql", None, json!({"query": "{ renderId }"})),
     )
     .await;
     assert_eq!(small.status, StatusCode::OK);
-    // The small request was answered while the large one's parse (seconds, unoptimized)
-    // was still running on the blocking pool.
-    assert!(!big.is_finished(), "the large document held the runtime");
-    let big = big.await.unwrap();
+    assert!(!big.is_finished(), "the large request held the runtime");
+    big.await.unwrap()
+}
+
+fn large_document() -> String {
+    let fields = "renderId ".repeat(100_000);
+    format!("{{ {fields} ...F }} fragment F on Query {{ renderId }}")
+}
+
+#[tokio::test]
+async fn a_large_document_is_examined_off_the_runtime() {
+    let (app, _) = app();
+    let large = json!({ "query": large_document() });
+    assert!(large.to_string().len() > 800 * 1024);
+    let big = answered_while_examined(&app, common::post("/graphql", None, large)).await;
     assert_eq!(big.code(), "GRAPHQL_VALIDATION_FAILED", "{:?}", big.body);
+}
+
+#[tokio::test]
+async fn a_large_multipart_request_is_examined_off_the_runtime() {
+    let (app, counters) = app();
+    let operations = json!({ "query": large_document() }).to_string();
+    let body = format!(
+        "--B\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n{operations}\r\n\
+         --B\r\nContent-Disposition: form-data; name=\"map\"\r\n\r\n{{}}\r\n--B--\r\n"
+    );
+    let large = Request::post("/graphql/nocache")
+        .header("content-type", "multipart/form-data; boundary=B")
+        .body(Body::from(body))
+        .unwrap();
+    let big = answered_while_examined(&app, large).await;
+    assert_eq!(big.code(), "GRAPHQL_VALIDATION_FAILED", "{:?}", big.body);
+    assert_eq!(counters.executions(), 1, "only the small request ran");
 }

@@ -4,9 +4,10 @@
 //!
 //! Checking and preparing a document parse it, at worst in full (a fragment spread makes
 //! the guard count the expanded selections; preparing canonicalizes it), and parsing a
-//! megabyte takes a few hundred milliseconds. A request text longer than
-//! [`EXAMINE_INLINE_BYTES`] is examined on tokio's blocking pool, a few at a time, so no
-//! runtime worker is held by one (the hit path's requests are never behind it).
+//! megabyte takes a few hundred milliseconds. A request text (a GET's query string, a
+//! body, a multipart request's) longer than [`EXAMINE_INLINE_BYTES`] is examined on
+//! tokio's blocking pool, one per core at a time, so no runtime worker is held by one
+//! (the hit path's requests are never behind it).
 
 use std::sync::Arc;
 
@@ -74,13 +75,21 @@ impl Pipeline {
             _ => guard::read_body(&parts.headers, body, self.limits.request_bytes).await?,
         };
         if !get && let Some(content_type) = guard::multipart_type(&parts.headers) {
+            let content_type = content_type.to_owned();
+            let operations = body.clone();
+            let limits = self.limits.document;
             // Boxed: a multipart reader's state has no place in every request's.
-            Box::pin(guard::check_multipart(
-                content_type,
-                body.clone(),
-                &self.limits.document,
-            ))
-            .await?;
+            let check = Box::pin(async move {
+                guard::check_multipart(&content_type, operations, &limits).await
+            });
+            if body.len() <= EXAMINE_INLINE_BYTES {
+                check.await?;
+            } else {
+                // Its reader needs no I/O (the body is in memory): it runs to the end
+                // on a blocking thread.
+                let runtime = tokio::runtime::Handle::current();
+                self.off_runtime(move |_| runtime.block_on(check)).await?;
+            }
             return Ok(Intake {
                 body,
                 prepared: None,
@@ -121,15 +130,30 @@ impl Pipeline {
         if length <= EXAMINE_INLINE_BYTES {
             return self.examine(text);
         }
-        // One examination per core at a time: a flood of large documents queues here,
-        // with its bodies already bounded, rather than taking every blocking thread.
-        let Ok(_permit) = self.examiners.acquire().await else {
+        self.off_runtime(move |pipeline| pipeline.examine(text))
+            .await
+    }
+
+    /// Runs `work` on the blocking pool, one per core at a time: a flood of large
+    /// documents queues here, with its bodies already bounded, rather than taking every
+    /// blocking thread. The permit goes with the work, so a request that stops waiting
+    /// (its client went away) does not free a core its work still takes.
+    async fn off_runtime<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Pipeline) -> Result<T, Refusal> + Send + 'static,
+    ) -> Result<T, Refusal> {
+        let Ok(permit) = Arc::clone(&self.examiners).acquire_owned().await else {
             return Err(Refusal::BodyUnreadable);
         };
         let pipeline = Arc::clone(self);
-        tokio::task::spawn_blocking(move || pipeline.examine(text))
-            .await
-            .unwrap_or(Err(Refusal::BodyUnreadable))
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let _entered = span.enter();
+            work(&pipeline)
+        })
+        .await
+        .unwrap_or(Err(Refusal::BodyUnreadable))
     }
 
     /// The checks and preparation that parse the request's text: linear in it, and

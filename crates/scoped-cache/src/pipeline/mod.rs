@@ -87,7 +87,7 @@ pub(crate) struct Pipeline {
     /// layer (see [`crate::cache::merge_vary`]).
     pub(crate) vary_for_outer: HeaderValue,
     /// Permits to examine a large request text on the blocking pool (one per core).
-    pub(crate) examiners: tokio::sync::Semaphore,
+    pub(crate) examiners: Arc<tokio::sync::Semaphore>,
 }
 
 /// The size bounds a request and an entry are held to.
