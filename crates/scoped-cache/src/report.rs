@@ -56,6 +56,10 @@ pub(crate) struct ExecutionReport {
     /// never saw the document): the response must not be stored.
     #[serde(default, rename = "x", skip_serializing_if = "std::ops::Not::not")]
     pub(crate) unreliable: bool,
+    /// Seconds an inner layer will still serve this answer fresh: an outer layer that
+    /// stores it keeps it fresh no longer.
+    #[serde(default, rename = "f", skip_serializing_if = "Option::is_none")]
+    pub(crate) fresh_for: Option<u64>,
 }
 
 impl ExecutionReport {
@@ -138,6 +142,10 @@ impl ExecutionReport {
         self.overflowed.extend(other.overflowed);
         self.mutations.extend(other.mutations);
         self.unreliable |= other.unreliable;
+        self.fresh_for = match (self.fresh_for, other.fresh_for) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -156,6 +164,7 @@ mod tests {
             overflowed: vec![],
             mutations: vec!["createPost".into()],
             unreliable: false,
+            fresh_for: Some(12),
         };
         let mut headers = HeaderMap::new();
         headers.insert("content-type", HeaderValue::from_static("application/json"));

@@ -259,3 +259,35 @@ async fn layers_that_read_different_credentials_never_share_an_answer() {
         serde_json::Value::Null
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_outer_layer_keeps_an_answer_no_longer_than_the_inner_one() {
+    let inner = layer(Rule::new().max_age(Duration::from_secs(10)));
+    let outer = layer(minute());
+    let app = stack(&inner, &outer);
+    let first = feed(&app).await;
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(feed(&app).await.x_cache(), "HIT");
+    // The inner layer's 10 seconds are over: neither serves it fresh.
+    tokio::time::advance(Duration::from_secs(6)).await;
+    let later = feed(&app).await;
+    assert_eq!(later.x_cache(), "MISS");
+    assert_ne!(
+        later.body["data"]["renderId"],
+        first.body["data"]["renderId"]
+    );
+
+    // Stored from an inner hit 4 seconds old: 6 seconds left, at the outer layer too.
+    tokio::time::advance(Duration::from_secs(4)).await;
+    outer.purge(&Purge::all()).await.unwrap();
+    let from_inner = feed(&app).await;
+    assert_eq!(
+        from_inner.body["data"]["renderId"],
+        later.body["data"]["renderId"]
+    );
+    tokio::time::advance(Duration::from_secs(7)).await;
+    assert_ne!(
+        feed(&app).await.body["data"]["renderId"],
+        later.body["data"]["renderId"]
+    );
+}

@@ -1,6 +1,8 @@
 //! What becomes of a miss's response: stored (with its lifetimes, tags and `ETag`), or
 //! not and why, and what a learned scope learns from it.
 
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
@@ -32,12 +34,22 @@ pub(super) enum Keep {
 /// response's own verdict (`lifetimes`), then what the request allows (`keep`), then
 /// whether its entity tags can be relied on (a response tagged wrongly would never be
 /// purged by the mutations that change it).
+///
+/// `fresh_for`: how long an inner layer (on the same route, closer to the handler) still
+/// serves this answer fresh; this layer keeps it fresh no longer.
 pub(super) fn decide(
     lifetimes: Result<cache::Lifetimes, NotStored>,
     keep: Keep,
     unreliable_tags: bool,
+    fresh_for: Option<Duration>,
 ) -> Result<(cache::Lifetimes, Epoch), NotStored> {
-    let lifetimes = lifetimes?;
+    let mut lifetimes = lifetimes?;
+    if let Some(fresh_for) = fresh_for {
+        lifetimes.ttl = lifetimes.ttl.min(fresh_for);
+        if lifetimes.ttl.is_zero() {
+            return Err(NotStored::ZeroTtl);
+        }
+    }
     match keep {
         Keep::LearnOnly => Err(NotStored::Learning),
         Keep::Store(_) if unreliable_tags => Err(NotStored::UnreliableTags),
@@ -69,10 +81,13 @@ impl Pipeline {
     ) -> (Response, Result<(), NotStored>) {
         let (mut parts, body) = response.into_parts();
         let report = ExecutionReport::take(&mut parts.headers);
-        // An outer layer stores this answer too, and tags it by the same report.
-        if lookup.outer.exists()
-            && let Some(report) = &report
-        {
+        // An outer layer stores this answer too, and tags it by the same report (with,
+        // once this layer stored it, how long it stays fresh here).
+        let mut for_outer = lookup
+            .outer
+            .exists()
+            .then(|| report.clone().unwrap_or_default());
+        if let Some(report) = &for_outer {
             report.attach(&mut parts.headers);
         }
         let size = http_body::Body::size_hint(&body).upper();
@@ -97,8 +112,17 @@ impl Pipeline {
             self.learn(lookup.decision, reads).await;
         }
         let unreliable = report.as_ref().is_some_and(|r| r.unreliable);
-        let outcome = match decide(lifetimes, keep, unreliable) {
+        let fresh_for = report
+            .as_ref()
+            .and_then(|r| r.fresh_for)
+            .map(Duration::from_secs);
+        let outcome = match decide(lifetimes, keep, unreliable, fresh_for) {
             Ok((lifetimes, epoch)) => {
+                if let Some(report) = &mut for_outer {
+                    ExecutionReport::take(&mut parts.headers);
+                    report.fresh_for = Some(lifetimes.ttl.as_secs());
+                    report.attach(&mut parts.headers);
+                }
                 let content_type = parts
                     .headers
                     .get(http::header::CONTENT_TYPE)

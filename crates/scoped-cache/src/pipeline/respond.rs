@@ -50,7 +50,9 @@ impl Pipeline {
         // An outer layer that stores this answer tags it as this entry is tagged, so the
         // mutations that purge this entry purge its copy too.
         if lookup.outer.exists() {
-            report_of(&entry.meta).attach(headers);
+            let mut report = report_of(&entry.meta);
+            report.fresh_for = Some(entry.expires_at.saturating_duration_since(now).as_secs());
+            report.attach(headers);
         }
         self.labelled(
             response,

@@ -34,7 +34,7 @@ fn decision(learned: &[&str]) -> Decision {
 #[test]
 fn a_storable_response_is_stored_at_the_epoch_the_execution_began() {
     assert_eq!(
-        decide(Ok(lifetimes()), Keep::Store(EPOCH), false),
+        decide(Ok(lifetimes()), Keep::Store(EPOCH), false, None),
         Ok((lifetimes(), EPOCH))
     );
 }
@@ -47,7 +47,7 @@ fn the_responses_own_verdict_comes_first() {
         NotStored::ZeroTtl,
     ] {
         for keep in [Keep::Store(EPOCH), Keep::LearnOnly] {
-            assert_eq!(decide(Err(reason.clone()), keep, true), Err(reason.clone()));
+            assert_eq!(decide(Err(reason.clone()), keep, true, None), Err(reason.clone()));
         }
     }
 }
@@ -55,7 +55,7 @@ fn the_responses_own_verdict_comes_first() {
 #[test]
 fn an_execution_that_only_learns_is_never_stored() {
     assert_eq!(
-        decide(Ok(lifetimes()), Keep::LearnOnly, false),
+        decide(Ok(lifetimes()), Keep::LearnOnly, false, None),
         Err(NotStored::Learning)
     );
 }
@@ -63,7 +63,7 @@ fn an_execution_that_only_learns_is_never_stored() {
 #[test]
 fn unreliable_entity_tags_keep_a_response_out() {
     assert_eq!(
-        decide(Ok(lifetimes()), Keep::Store(EPOCH), true),
+        decide(Ok(lifetimes()), Keep::Store(EPOCH), true, None),
         Err(NotStored::UnreliableTags)
     );
 }
@@ -80,4 +80,14 @@ fn a_learned_scope_learns_from_stored_answers_and_uncovered_reads_only() {
     assert!(!should_learn(&learned, &Err(NotStored::ZeroTtl)));
     // Nothing to learn without a learned scope.
     assert!(!should_learn(&decision(&[]), &Ok(lifetimes())));
+}
+
+#[test]
+fn an_inner_layers_freshness_bounds_this_ones() {
+    let stored = |fresh_for| decide(Ok(lifetimes()), Keep::Store(EPOCH), false, fresh_for);
+    let ttl = |fresh_for| stored(fresh_for).map(|(lifetimes, _)| lifetimes.ttl);
+    assert_eq!(ttl(Some(Duration::from_secs(10))), Ok(Duration::from_secs(10)));
+    assert_eq!(ttl(Some(Duration::from_secs(600))), Ok(Duration::from_secs(60)));
+    assert_eq!(ttl(None), Ok(Duration::from_secs(60)));
+    assert_eq!(stored(Some(Duration::ZERO)), Err(NotStored::ZeroTtl));
 }
