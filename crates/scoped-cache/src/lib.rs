@@ -65,6 +65,15 @@
 //! 6. On a miss the schema runs once, however many requests for the key arrive meanwhile
 //!    (they wait for its stored response); a clean `200` result is stored for
 //!    `min(rule max-age, response max-age)`.
+//! 7. Every answer gets its cache headers in one place: `x-cache`, `Cache-Control:
+//!    private` where the answer is scoped, one `Vary` line, `Age` and a bucket-bound `ETag`.
+//!
+//! In the source, one function runs these steps in this order, `Pipeline::handle` in
+//! `src/pipeline/mod.rs`, and each step is a module beside it: `intake` (checks and
+//! preparation), `lookup` (key, bucket, coalescing), `miss` (execution), `keep` (what is
+//! stored, a pure decision), `respond` (headers) and `uncached` (bypasses and the purges
+//! mutations make). Token verification (`jwt/`) and the cache (`cache/`, `tier/`) share
+//! HTTP formats through a leaf module (`wire/`), never each other.
 //!
 //! # Freshness
 //!

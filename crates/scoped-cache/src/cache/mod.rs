@@ -311,11 +311,12 @@ const MAX_EXTRA_VARY: usize = 32;
 /// read only the first. A line that already starts with ours (a stored entry's, merged
 /// when it was stored) is left as it is, so a hit does no work here.
 ///
-/// For an `outer` layer around this one, `ours` leaves out `Authorization` and `Cookie`,
-/// and so do the merged names: what the answer depends on in them is the claims, which
-/// this layer reports to the outer one (whose bucket must cover them), and an answer
-/// that depends on them otherwise is one this layer would not store, and tells the outer
-/// one so.
+/// For an `outer` layer around this one that verified the same caller, `ours` leaves out
+/// `Authorization` and `Cookie`, and so do the merged names: what the answer depends on
+/// in them is the claims, which this layer reports to the outer one (whose read check
+/// then needs its scope to cover them), and an answer that depends on them otherwise is
+/// one this layer would not store, and tells the outer one so. An outer layer of another
+/// caller gets the whole `Vary` and is told to store nothing.
 pub(crate) fn merge_vary(headers: &mut HeaderMap, ours: &HeaderValue, outer: bool) {
     let mut lines = headers.get_all(VARY).iter();
     match (lines.next(), lines.next()) {

@@ -99,8 +99,9 @@ pub(crate) struct Limits {
 }
 
 impl Pipeline {
-    /// The whole request, in order: route policy → token → revocation → checked and
-    /// prepared request → decision and bucket → lookup → execute → store.
+    /// The whole request, in order: route policy → token → intake (the body read and
+    /// checked, the request prepared) → revocation → decision and bucket → lookup →
+    /// execute → store → respond.
     pub(crate) async fn handle<S>(
         self: Arc<Self>,
         req: Request<Body>,

@@ -197,20 +197,24 @@ impl Redis {
                 |mut conn| async move { pipe.query_async(&mut conn).await },
             )
         };
-        match call().await {
+        let was_open = !self.breaker.is_closed();
+        let outcome = match call().await {
             // The connection a fault broke: this call only had it remade, so the next
-            // one, at once, tells whether Redis is back. The same fault broke the bulk
-            // connection: a ping has it remade too (a ping neither asks nor feeds the
-            // breaker), or the first write after the fault would fail and count as a
-            // new outage.
+            // one, at once, tells whether Redis is back.
             Err(StoreError::Redis(err)) if err.is_connection_dropped() || err.is_io_error() => {
-                let _ = self
-                    .optional::<()>(redis::pipe().cmd("PING").ignore())
-                    .await;
                 call().await
             }
             outcome => outcome,
+        };
+        // The outage is over. The fault that opened the breaker broke the bulk connection
+        // too: a ping has it remade now (a ping neither asks nor feeds the breaker), or
+        // the first write after the fault would fail and count as a new outage.
+        if was_open && outcome.is_ok() {
+            let _ = self
+                .optional::<()>(redis::pipe().cmd("PING").ignore())
+                .await;
         }
+        outcome
     }
 
     async fn run_with<T, F, Fut>(
