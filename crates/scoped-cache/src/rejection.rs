@@ -7,6 +7,8 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
+use crate::wire::media::{ResponseMedia, negotiate};
+
 /// Machine code of a request rejected for its token (or its lack of one).
 pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
 /// Machine code of a request whose token could not be checked because keys are unavailable.
@@ -21,6 +23,178 @@ pub const FORBIDDEN: &str = "FORBIDDEN";
 /// Machine code of an automatic persisted query whose hash is not known: the client
 /// resends it with its document (the code Apollo clients and async-graphql use).
 pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
+
+/// Machine code of a document that is not valid GraphQL syntax.
+pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
+/// Machine code of a request refused before execution for any other reason the GraphQL
+/// server gives: validation, the operation to run, variable values, limits. Errors that
+/// already carry a code keep it.
+pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
+/// Machine code of a request whose `Accept` header admits no JSON media type (406).
+pub const NOT_ACCEPTABLE: &str = "NOT_ACCEPTABLE";
+/// Machine code of a `POST` whose body is not `application/json` (415).
+pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
+
+/// Why a request was refused before it ran: the one vocabulary of the layer's own
+/// refusals and of [`scoped_cache::graphql`](crate::graphql)'s handler
+/// ([`GraphQLRejectionKind`](crate::graphql::GraphQLRejectionKind) is this type). Each
+/// kind has one status (by the media type answered in), one machine code and one
+/// message, whoever refuses; and every refusal puts its kind into the response's
+/// extensions, so outer layers and tests read it without parsing JSON.
+///
+/// ```
+/// use scoped_cache::RefusalKind;
+///
+/// assert_eq!(RefusalKind::UnsupportedMediaType.code(), "UNSUPPORTED_MEDIA_TYPE");
+/// assert_eq!(RefusalKind::CrossSite.code(), "FORBIDDEN");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RefusalKind {
+    /// The `Accept` header admits neither `application/graphql-response+json` nor
+    /// `application/json`.
+    NotAcceptable,
+    /// A method other than `GET`, `HEAD` and `POST`.
+    MethodNotAllowed,
+    /// A `GET` or `HEAD` whose operation is a mutation or subscription.
+    NotAQueryOverGet,
+    /// A `POST` without `Content-Type: application/json` (multipart uploads included),
+    /// or with a charset other than UTF-8.
+    UnsupportedMediaType,
+    /// The body exceeds the body limit.
+    BodyTooLarge,
+    /// The body could not be read.
+    BodyUnreadable,
+    /// The body is not JSON.
+    MalformedJson,
+    /// The JSON is not a GraphQL request: `query` or `operationName` not a string,
+    /// `variables` or `extensions` not an object, an empty batch, a malformed query string.
+    InvalidParameters,
+    /// No `query` (and no persisted-query hash).
+    MissingQuery,
+    /// The document nests brackets too deeply to be parsed safely.
+    TooDeep,
+    /// The document is not valid GraphQL syntax.
+    DocumentParse,
+    /// A `GET` or `HEAD` whose operation cannot be told (no such name, or several
+    /// operations and no name).
+    UnknownOperation,
+    /// A `GET` or `HEAD` carrying only a persisted-query hash: the client resends it with
+    /// its document, so the operation can be checked to be a query.
+    PersistedQueryNotFound,
+    /// The document expands to more field selections than allowed once every fragment
+    /// spread is expanded.
+    TooManySelections,
+    /// A `GET` parameter (`query`, `operationName`, `extensions`) given more than once.
+    RepeatedParameter,
+    /// A state-changing request authenticated by the token cookie that is not
+    /// `application/json` (a cross-site form could have sent it).
+    CookieNeedsJson,
+    /// A request authenticated by the token cookie that a browser sent from another site.
+    CrossSite,
+}
+
+impl RefusalKind {
+    /// The HTTP status, answering in `media`: well-formed GraphQL-over-HTTP requests that
+    /// fail validation are `200` for legacy `application/json` clients, which read
+    /// errors from the body.
+    pub(crate) fn status(self, media: ResponseMedia) -> StatusCode {
+        match self {
+            Self::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+            Self::MethodNotAllowed | Self::NotAQueryOverGet => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UnsupportedMediaType | Self::CookieNeedsJson => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::CrossSite => StatusCode::FORBIDDEN,
+            Self::BodyUnreadable
+            | Self::MalformedJson
+            | Self::InvalidParameters
+            | Self::MissingQuery
+            | Self::TooDeep
+            | Self::RepeatedParameter => StatusCode::BAD_REQUEST,
+            Self::DocumentParse | Self::UnknownOperation | Self::TooManySelections => match media {
+                ResponseMedia::GraphqlResponseJson => StatusCode::BAD_REQUEST,
+                ResponseMedia::Json => StatusCode::OK,
+            },
+            Self::PersistedQueryNotFound => StatusCode::OK,
+        }
+    }
+
+    /// The machine code in the GraphQL error's `extensions.code`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::NotAcceptable => NOT_ACCEPTABLE,
+            Self::MethodNotAllowed | Self::NotAQueryOverGet => METHOD_NOT_ALLOWED,
+            Self::UnsupportedMediaType | Self::CookieNeedsJson => UNSUPPORTED_MEDIA_TYPE,
+            Self::DocumentParse => GRAPHQL_PARSE_FAILED,
+            Self::UnknownOperation | Self::TooManySelections => GRAPHQL_VALIDATION_FAILED,
+            Self::PersistedQueryNotFound => PERSISTED_QUERY_NOT_FOUND,
+            Self::CrossSite => FORBIDDEN,
+            Self::BodyTooLarge
+            | Self::BodyUnreadable
+            | Self::MalformedJson
+            | Self::InvalidParameters
+            | Self::MissingQuery
+            | Self::TooDeep
+            | Self::RepeatedParameter => BAD_REQUEST,
+        }
+    }
+
+    /// The message of the GraphQL error.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::NotAcceptable => "accept application/graphql-response+json or application/json",
+            Self::MethodNotAllowed => "use GET or POST",
+            Self::NotAQueryOverGet => "only queries may be sent with GET",
+            Self::UnsupportedMediaType => {
+                "send the request as content-type application/json (utf-8)"
+            }
+            Self::BodyTooLarge => "request body too large",
+            Self::BodyUnreadable => "request body could not be read",
+            Self::MalformedJson => "request body is not valid JSON",
+            Self::InvalidParameters => {
+                "invalid request: `query` and `operationName` must be strings, \
+                 `variables` and `extensions` objects, a batch a non-empty array"
+            }
+            Self::MissingQuery => "the request has no `query`",
+            Self::TooDeep => "document nests too deeply",
+            Self::DocumentParse => "the document is not valid GraphQL",
+            Self::UnknownOperation => "the operation to run cannot be determined",
+            Self::PersistedQueryNotFound => "PersistedQueryNotFound",
+            Self::TooManySelections => "document expands to too many field selections",
+            Self::RepeatedParameter => "a request parameter is given more than once",
+            Self::CookieNeedsJson => {
+                "a request authenticated by cookie must be sent as application/json"
+            }
+            Self::CrossSite => "cross-site request refused",
+        }
+    }
+
+    /// The `Allow` header a `405` carries.
+    pub(crate) fn allow(self) -> Option<HeaderValue> {
+        match self {
+            Self::MethodNotAllowed => Some(HeaderValue::from_static("GET, HEAD, POST")),
+            Self::NotAQueryOverGet => Some(HeaderValue::from_static("POST")),
+            _ => None,
+        }
+    }
+
+    /// The layer's own answer for this refusal of `request`: GraphQL-shaped, in the media
+    /// type it accepts, with this kind in its extensions.
+    pub(crate) fn into_response(self, request: &http::HeaderMap) -> Response {
+        let media = negotiate(request).unwrap_or(ResponseMedia::Json);
+        let mut response = negotiated(
+            graphql_error(self.status(media), self.message(), self.code()),
+            request,
+        );
+        if let Some(allow) = self.allow() {
+            response.headers_mut().insert(header::ALLOW, allow);
+        }
+        response.extensions_mut().insert(self);
+        response
+    }
+}
 
 /// Why a request's credentials were refused.
 ///
@@ -217,6 +391,38 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_refusal_says_the_same_whoever_makes_it_and_carries_its_kind() {
+        let mut request = http::HeaderMap::new();
+        request.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/graphql-response+json"),
+        );
+        let response = RefusalKind::CookieNeedsJson.into_response(&request);
+        assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(
+            response.extensions().get::<RefusalKind>(),
+            Some(&RefusalKind::CookieNeedsJson)
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        // The same code as the handler's 415.
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"],
+            RefusalKind::UnsupportedMediaType.code()
+        );
+        let get = RefusalKind::NotAQueryOverGet.into_response(&request);
+        assert_eq!(get.headers()[header::ALLOW], "POST");
+        // Validation failures answer legacy JSON clients with 200, like the handler.
+        for kind in [RefusalKind::TooManySelections, RefusalKind::DocumentParse] {
+            assert_eq!(kind.status(ResponseMedia::Json), StatusCode::OK);
+            assert_eq!(
+                kind.status(ResponseMedia::GraphqlResponseJson),
+                StatusCode::BAD_REQUEST
+            );
+        }
+    }
 
     #[tokio::test]
     async fn unauthenticated_is_graphql_shaped_401_with_challenge() {

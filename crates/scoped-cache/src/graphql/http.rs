@@ -30,19 +30,8 @@ use crate::claims::Claims;
 use crate::future::ResponseFuture;
 use crate::graphql::document::{expanded_selections, select_operation_type};
 use crate::guard::{MAX_MAX_NESTING, nesting};
-use crate::rejection::{BAD_REQUEST, METHOD_NOT_ALLOWED, PERSISTED_QUERY_NOT_FOUND};
+use crate::rejection::GRAPHQL_VALIDATION_FAILED;
 use crate::wire::media::{self, ResponseMedia};
-
-/// Machine code of a document that is not valid GraphQL syntax.
-pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
-/// Machine code of a request refused before execution for any other reason the GraphQL
-/// server gives: validation, the operation to run, variable values, limits. Errors that
-/// already carry a code keep it.
-pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
-/// Machine code of a request whose `Accept` header admits no JSON media type (406).
-pub const NOT_ACCEPTABLE: &str = "NOT_ACCEPTABLE";
-/// Machine code of a `POST` whose body is not `application/json` (415).
-pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
 
 /// Parse error messages quote the offending line of the document; past this many bytes the
 /// quote is cut, so a one-line megabyte document does not come back whole.
@@ -370,42 +359,9 @@ pub struct GraphQLRejection {
     error: Option<Box<ServerError>>,
 }
 
-/// The reason behind a [`GraphQLRejection`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum GraphQLRejectionKind {
-    /// The `Accept` header admits neither `application/graphql-response+json` nor
-    /// `application/json`.
-    NotAcceptable,
-    /// A method other than `GET`, `HEAD` and `POST`.
-    MethodNotAllowed,
-    /// A `GET` or `HEAD` whose operation is a mutation or subscription.
-    NotAQueryOverGet,
-    /// A `POST` without `Content-Type: application/json` (multipart uploads included),
-    /// or with a charset other than UTF-8.
-    UnsupportedMediaType,
-    /// The body exceeds the body limit.
-    BodyTooLarge,
-    /// The body could not be read.
-    BodyUnreadable,
-    /// The body is not JSON.
-    MalformedJson,
-    /// The JSON is not a GraphQL request: `query` or `operationName` not a string,
-    /// `variables` or `extensions` not an object, an empty batch, a malformed query string.
-    InvalidParameters,
-    /// No `query` (and no persisted-query hash).
-    MissingQuery,
-    /// The document nests brackets too deeply to be parsed safely.
-    TooDeep,
-    /// The document is not valid GraphQL syntax.
-    DocumentParse,
-    /// A `GET` or `HEAD` whose operation cannot be told (no such name, or several
-    /// operations and no name).
-    UnknownOperation,
-    /// A `GET` or `HEAD` carrying only a persisted-query hash: the client resends it with
-    /// its document, so the operation can be checked to be a query.
-    PersistedQueryNotFound,
-}
+/// The reason behind a [`GraphQLRejection`]: the crate's one vocabulary of refusals,
+/// [`RefusalKind`](crate::RefusalKind).
+pub type GraphQLRejectionKind = crate::RefusalKind;
 
 use GraphQLRejectionKind as RejectionKind;
 
@@ -425,65 +381,18 @@ impl GraphQLRejection {
 
     /// The HTTP status this rejection answers with.
     pub fn status(&self) -> StatusCode {
-        match self.kind {
-            RejectionKind::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
-            RejectionKind::MethodNotAllowed | RejectionKind::NotAQueryOverGet => {
-                StatusCode::METHOD_NOT_ALLOWED
-            }
-            RejectionKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            RejectionKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            RejectionKind::BodyUnreadable
-            | RejectionKind::MalformedJson
-            | RejectionKind::InvalidParameters
-            | RejectionKind::MissingQuery
-            | RejectionKind::TooDeep => StatusCode::BAD_REQUEST,
-            // Well-formed GraphQL-over-HTTP requests: legacy clients read errors from 200s.
-            RejectionKind::DocumentParse | RejectionKind::UnknownOperation => match self.media {
-                ResponseMedia::GraphqlResponseJson => StatusCode::BAD_REQUEST,
-                ResponseMedia::Json => StatusCode::OK,
-            },
-            RejectionKind::PersistedQueryNotFound => StatusCode::OK,
-        }
+        self.kind.status(self.media)
     }
 
     /// The machine code in the GraphQL error's `extensions.code`.
     pub fn code(&self) -> &'static str {
-        match self.kind {
-            RejectionKind::NotAcceptable => NOT_ACCEPTABLE,
-            RejectionKind::MethodNotAllowed | RejectionKind::NotAQueryOverGet => METHOD_NOT_ALLOWED,
-            RejectionKind::UnsupportedMediaType => UNSUPPORTED_MEDIA_TYPE,
-            RejectionKind::DocumentParse => GRAPHQL_PARSE_FAILED,
-            RejectionKind::UnknownOperation => GRAPHQL_VALIDATION_FAILED,
-            RejectionKind::PersistedQueryNotFound => PERSISTED_QUERY_NOT_FOUND,
-            _ => BAD_REQUEST,
-        }
+        self.kind.code()
     }
 }
 
 impl fmt::Display for GraphQLRejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.kind {
-            RejectionKind::NotAcceptable => {
-                "accept application/graphql-response+json or application/json"
-            }
-            RejectionKind::MethodNotAllowed => "use GET or POST",
-            RejectionKind::NotAQueryOverGet => "only queries may be sent with GET",
-            RejectionKind::UnsupportedMediaType => {
-                "send the request as content-type application/json (utf-8)"
-            }
-            RejectionKind::BodyTooLarge => "request body too large",
-            RejectionKind::BodyUnreadable => "request body could not be read",
-            RejectionKind::MalformedJson => "request body is not valid JSON",
-            RejectionKind::InvalidParameters => {
-                "invalid request: `query` and `operationName` must be strings, \
-                 `variables` and `extensions` objects, a batch a non-empty array"
-            }
-            RejectionKind::MissingQuery => "the request has no `query`",
-            RejectionKind::TooDeep => "document nests too deeply",
-            RejectionKind::DocumentParse => "the document is not valid GraphQL",
-            RejectionKind::UnknownOperation => "the operation to run cannot be determined",
-            RejectionKind::PersistedQueryNotFound => "PersistedQueryNotFound",
-        })
+        f.write_str(self.kind.message())
     }
 }
 
@@ -498,15 +407,8 @@ impl IntoResponse for GraphQLRejection {
             None => ServerError::new(self.to_string(), None),
         };
         let mut response = error_response(status, self.media, error, code);
-        let headers = response.headers_mut();
-        match self.kind {
-            RejectionKind::MethodNotAllowed => {
-                headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
-            }
-            RejectionKind::NotAQueryOverGet => {
-                headers.insert(ALLOW, HeaderValue::from_static("POST"));
-            }
-            _ => {}
+        if let Some(allow) = self.kind.allow() {
+            response.headers_mut().insert(ALLOW, allow);
         }
         response.extensions_mut().insert(self.kind);
         response
@@ -864,6 +766,10 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+    use crate::rejection::{
+        BAD_REQUEST, GRAPHQL_PARSE_FAILED, NOT_ACCEPTABLE, PERSISTED_QUERY_NOT_FOUND,
+        UNSUPPORTED_MEDIA_TYPE,
+    };
 
     struct Query;
 

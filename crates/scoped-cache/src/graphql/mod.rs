@@ -144,11 +144,13 @@ pub(crate) mod schema;
 mod tags;
 
 pub use self::http::{
-    DEFAULT_MAX_SELECTIONS, GRAPHQL_PARSE_FAILED, GRAPHQL_VALIDATION_FAILED, GraphQL,
-    GraphQLRejection, GraphQLRejectionKind, GraphQLRequest, GraphQLResponse, NOT_ACCEPTABLE,
-    UNSUPPORTED_MEDIA_TYPE,
+    DEFAULT_MAX_SELECTIONS, GraphQL, GraphQLRejection, GraphQLRejectionKind, GraphQLRequest,
+    GraphQLResponse,
 };
 pub use self::tags::{DEFAULT_MAX_ENTITY_TAGS, EntityTags};
+pub use crate::rejection::{
+    GRAPHQL_PARSE_FAILED, GRAPHQL_VALIDATION_FAILED, NOT_ACCEPTABLE, UNSUPPORTED_MEDIA_TYPE,
+};
 
 use crate::Claims;
 

@@ -19,20 +19,14 @@ use std::borrow::Cow;
 use async_graphql::parser::parse_query;
 use async_graphql::parser::types::OperationType;
 use axum::body::Body;
-use axum::response::Response;
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE, HOST, ORIGIN};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, request};
+use http::header::{CONTENT_TYPE, HOST, ORIGIN};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, request};
 use serde::Deserialize;
 
-use crate::graphql::GRAPHQL_VALIDATION_FAILED;
 use crate::graphql::document::{expanded_selections, select_operation_type};
-use crate::rejection::{
-    BAD_REQUEST, FORBIDDEN, METHOD_NOT_ALLOWED, PERSISTED_QUERY_NOT_FOUND, graphql_error,
-    negotiated,
-};
 use crate::wire::body::{self, BodyError};
-use crate::wire::media::{ResponseMedia, is_json, negotiate};
+use crate::wire::media::is_json;
 
 /// The default for [`max_nesting`](crate::ScopedCacheLayerBuilder::max_nesting).
 pub(crate) const DEFAULT_MAX_NESTING: usize = 64;
@@ -68,94 +62,9 @@ pub(crate) fn check_document(query: &str, limits: &DocumentLimits) -> Result<(),
 const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Why the layer answers a request itself instead of passing it on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    BodyTooLarge,
-    BodyUnreadable,
-    TooDeep,
-    TooManySelections,
-    RepeatedParameter,
-    MalformedJson,
-    NotAQueryOverGet,
-    CookieNeedsJson,
-    CrossSite,
-    PersistedQueryNotFound,
-}
-
-impl Refusal {
-    /// The GraphQL-shaped answer, in the media type the request accepts.
-    ///
-    /// A document that is too large to validate is answered like a validation failure, as
-    /// the handler does: 400 for `application/graphql-response+json`, 200 for legacy
-    /// `application/json` clients (the GraphQL-over-HTTP rule for well-formed requests).
-    pub(crate) fn into_response(self, request: &HeaderMap) -> Response {
-        let media = negotiate(request).unwrap_or(ResponseMedia::Json);
-        let (status, message, code) = match self {
-            Refusal::BodyTooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large",
-                BAD_REQUEST,
-            ),
-            Refusal::BodyUnreadable => (
-                StatusCode::BAD_REQUEST,
-                "request body could not be read",
-                BAD_REQUEST,
-            ),
-            Refusal::TooDeep => (
-                StatusCode::BAD_REQUEST,
-                "document nests too deeply",
-                BAD_REQUEST,
-            ),
-            Refusal::TooManySelections => (
-                match media {
-                    ResponseMedia::GraphqlResponseJson => StatusCode::BAD_REQUEST,
-                    ResponseMedia::Json => StatusCode::OK,
-                },
-                "document expands to too many field selections",
-                GRAPHQL_VALIDATION_FAILED,
-            ),
-            Refusal::RepeatedParameter => (
-                StatusCode::BAD_REQUEST,
-                "a request parameter is given more than once",
-                BAD_REQUEST,
-            ),
-            Refusal::MalformedJson => (
-                StatusCode::BAD_REQUEST,
-                "request body is not a valid GraphQL JSON request",
-                BAD_REQUEST,
-            ),
-            Refusal::NotAQueryOverGet => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "only queries may be sent with GET",
-                METHOD_NOT_ALLOWED,
-            ),
-            Refusal::CookieNeedsJson => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "a request authenticated by cookie must be sent as application/json",
-                BAD_REQUEST,
-            ),
-            Refusal::CrossSite => (
-                StatusCode::FORBIDDEN,
-                "cross-site request refused",
-                FORBIDDEN,
-            ),
-            // What async-graphql and Apollo clients expect: the client resends the document.
-            Refusal::PersistedQueryNotFound => (
-                StatusCode::OK,
-                "PersistedQueryNotFound",
-                PERSISTED_QUERY_NOT_FOUND,
-            ),
-        };
-        let mut response = negotiated(graphql_error(status, message, code), request);
-        if self == Refusal::NotAQueryOverGet {
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("POST"));
-        }
-        response
-    }
-}
+/// Why the layer answers a request itself instead of passing it on: the crate's one
+/// vocabulary ([`RefusalKind`]), answered by [`RefusalKind::into_response`].
+pub(crate) use crate::rejection::RefusalKind as Refusal;
 
 /// Reads a request body of at most `limit` bytes. A declared `Content-Length` beyond the
 /// limit is refused before reading anything.
