@@ -329,14 +329,14 @@ impl IntoResponse for GraphQLResponse {
 ///
 /// | kind | status | code |
 /// | --- | --- | --- |
-/// | `NotAcceptable` | 406 | [`NOT_ACCEPTABLE`] |
+/// | `NotAcceptable` | 406 | [`NOT_ACCEPTABLE`](crate::graphql::NOT_ACCEPTABLE) |
 /// | `MethodNotAllowed` | 405, `Allow: GET, HEAD, POST` | [`METHOD_NOT_ALLOWED`](crate::METHOD_NOT_ALLOWED) |
 /// | `NotAQueryOverGet` | 405, `Allow: POST` | [`METHOD_NOT_ALLOWED`](crate::METHOD_NOT_ALLOWED) |
-/// | `UnsupportedMediaType` | 415 | [`UNSUPPORTED_MEDIA_TYPE`] |
+/// | `UnsupportedMediaType` | 415 | [`UNSUPPORTED_MEDIA_TYPE`](crate::graphql::UNSUPPORTED_MEDIA_TYPE) |
 /// | `BodyTooLarge` | 413 | [`BAD_REQUEST`](crate::BAD_REQUEST) |
 /// | `BodyUnreadable`, `MalformedJson`, `InvalidParameters`, `MissingQuery`, `TooDeep` | 400 | [`BAD_REQUEST`](crate::BAD_REQUEST) |
-/// | `DocumentParse` | 400, or 200 as `application/json` | [`GRAPHQL_PARSE_FAILED`] |
-/// | `UnknownOperation` | 400, or 200 as `application/json` | [`GRAPHQL_VALIDATION_FAILED`] |
+/// | `DocumentParse` | 400, or 200 as `application/json` | [`GRAPHQL_PARSE_FAILED`](crate::graphql::GRAPHQL_PARSE_FAILED) |
+/// | `UnknownOperation` | 400, or 200 as `application/json` | [`GRAPHQL_VALIDATION_FAILED`](crate::graphql::GRAPHQL_VALIDATION_FAILED) |
 /// | `PersistedQueryNotFound` | 200 | [`PERSISTED_QUERY_NOT_FOUND`](crate::PERSISTED_QUERY_NOT_FOUND) |
 ///
 /// ```
