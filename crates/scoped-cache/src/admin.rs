@@ -173,6 +173,7 @@ use subtle::ConstantTimeEq;
 
 use crate::cache::purge::Purge;
 use crate::error::BuildError;
+use crate::graphql::document::is_graphql_name;
 use crate::layer::ScopedCacheLayer;
 use crate::revocation::{Revoke, RevokeError};
 use crate::wire::body::{self, BodyError};
@@ -551,7 +552,7 @@ fn parse_purge(body: &[u8]) -> Result<ParsedPurge, String> {
         non_empty("tags", &tags)?;
         for tag in &tags {
             let ty = tag.split_once(':').map_or(tag.as_str(), |(ty, _)| ty);
-            if !is_name(ty) || tag.ends_with(':') {
+            if !is_graphql_name(ty) || tag.ends_with(':') {
                 return Err(format!(
                     "tag `{}` is neither a type name (`Post`) nor an entity (`Post:42`)",
                     clip(tag)
@@ -561,7 +562,7 @@ fn parse_purge(body: &[u8]) -> Result<ParsedPurge, String> {
         (Purge::tags(&tags), "tags")
     } else if let Some(types) = types {
         non_empty("types", &types)?;
-        if let Some(ty) = types.iter().find(|ty| !is_name(ty)) {
+        if let Some(ty) = types.iter().find(|ty| !is_graphql_name(ty)) {
             return Err(format!(
                 "type `{}` is not a GraphQL type name; entities (`Post:42`) go in `tags`",
                 clip(ty)
@@ -569,7 +570,7 @@ fn parse_purge(body: &[u8]) -> Result<ParsedPurge, String> {
         }
         (Purge::types(&types), "types")
     } else if let Some(operation) = operation {
-        if !is_name(&operation) {
+        if !is_graphql_name(&operation) {
             return Err(format!(
                 "operation `{}` is not a GraphQL operation name",
                 clip(&operation)
@@ -597,15 +598,6 @@ fn non_empty(field: &str, list: &[String]) -> Result<(), String> {
         return Err(format!("`{field}` is empty"));
     }
     Ok(())
-}
-
-/// A GraphQL name: `[_A-Za-z][_0-9A-Za-z]*`.
-fn is_name(text: &str) -> bool {
-    let mut bytes = text.bytes();
-    bytes
-        .next()
-        .is_some_and(|b| b == b'_' || b.is_ascii_alphabetic())
-        && bytes.all(|b| b == b'_' || b.is_ascii_alphanumeric())
 }
 
 /// `text`, cut to [`MAX_MESSAGE_CHARS`] characters.

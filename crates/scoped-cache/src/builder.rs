@@ -12,6 +12,7 @@ use crate::cache::purge::Tag;
 use crate::cache::request::Preparer;
 use crate::cache::store::{MemoryStore, Store};
 use crate::graphql::DEFAULT_MAX_ENTITY_TAGS;
+use crate::graphql::document::is_graphql_name;
 use crate::graphql::schema::RootFields;
 use crate::guard::{DEFAULT_MAX_NESTING, DEFAULT_MAX_SELECTIONS, DocumentLimits, MAX_MAX_NESTING};
 use crate::jwt::TokenVerifier;
@@ -590,15 +591,6 @@ fn compile_invalidations(
         }
     }
     Ok(compiled)
-}
-
-/// `[_A-Za-z][_0-9A-Za-z]*`
-fn is_graphql_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    bytes
-        .next()
-        .is_some_and(|b| b == b'_' || b.is_ascii_alphabetic())
-        && bytes.all(|b| b == b'_' || b.is_ascii_alphanumeric())
 }
 
 /// The default bound of the response cache.

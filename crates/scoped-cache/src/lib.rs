@@ -151,6 +151,7 @@ mod revocation;
 mod route;
 mod scope;
 mod service;
+mod task;
 #[cfg(test)]
 pub(crate) mod test_helpers;
 #[cfg(feature = "redis")]

@@ -69,20 +69,51 @@ fn select_operation<'d>(
     doc: &'d ExecutableDocument,
     name: Option<&str>,
 ) -> Result<(Option<&'d Name>, &'d OperationDefinition), Unanalyzable> {
-    match (&doc.operations, name) {
-        (DocumentOperations::Single(op), None) => Ok((None, &op.node)),
-        (DocumentOperations::Single(_), Some(_)) => Err(Unanalyzable::NoSuchOperation),
+    selected_operation(&doc.operations, name).ok_or(Unanalyzable::NoSuchOperation)
+}
+
+/// The operation async-graphql will run for `name`: the named one, or, without a name,
+/// the only one; with its name, if it has one. The one rule every part of the crate
+/// picks an operation by.
+pub(crate) fn selected_operation<'d>(
+    operations: &'d DocumentOperations,
+    name: Option<&str>,
+) -> Option<(Option<&'d Name>, &'d OperationDefinition)> {
+    match (operations, name) {
+        (DocumentOperations::Single(op), None) => Some((None, &op.node)),
         (DocumentOperations::Multiple(ops), Some(name)) => ops
             .get_key_value(name)
-            .map(|(name, op)| (Some(name), &op.node))
-            .ok_or(Unanalyzable::NoSuchOperation),
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops
-            .iter()
-            .next()
-            .map(|(name, op)| (Some(name), &op.node))
-            .ok_or(Unanalyzable::NoSuchOperation),
-        (DocumentOperations::Multiple(_), None) => Err(Unanalyzable::NoSuchOperation),
+            .map(|(name, op)| (Some(name), &op.node)),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
+            ops.iter().next().map(|(name, op)| (Some(name), &op.node))
+        }
+        _ => None,
     }
+}
+
+/// [`selected_operation`], to rewrite it (the same rule; Rust gives the two borrows two
+/// bodies).
+pub(crate) fn selected_operation_mut<'d>(
+    operations: &'d mut DocumentOperations,
+    name: Option<&str>,
+) -> Option<&'d mut OperationDefinition> {
+    match (operations, name) {
+        (DocumentOperations::Single(op), None) => Some(&mut op.node),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get_mut(name).map(|op| &mut op.node),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
+            ops.values_mut().next().map(|op| &mut op.node)
+        }
+        _ => None,
+    }
+}
+
+/// A GraphQL name: `[_A-Za-z][_0-9A-Za-z]*`.
+pub(crate) fn is_graphql_name(text: &str) -> bool {
+    let mut bytes = text.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b == b'_' || b.is_ascii_alphabetic())
+        && bytes.all(|b| b == b'_' || b.is_ascii_alphanumeric())
 }
 
 /// Root field names in document order, through inline fragments and fragment spreads.

@@ -21,8 +21,8 @@ use async_graphql::extensions::{
 };
 use async_graphql::indexmap::{IndexMap, IndexSet};
 use async_graphql::parser::types::{
-    DocumentOperations, ExecutableDocument, Field, InlineFragment, OperationDefinition,
-    OperationType, Selection, SelectionSet, TypeCondition,
+    ExecutableDocument, Field, InlineFragment, OperationType, Selection, SelectionSet,
+    TypeCondition,
 };
 use async_graphql::registry::{MetaType, MetaTypeName, Registry};
 use async_graphql::{
@@ -30,6 +30,7 @@ use async_graphql::{
     Value, Variables,
 };
 
+use crate::graphql::document::{selected_operation, selected_operation_mut};
 use crate::report::ExecutionReport;
 
 /// The most entities one response is tagged with by default (see [`EntityTags::max_tags`]).
@@ -406,7 +407,7 @@ fn plan(
     doc: &mut ExecutableDocument,
     operation_name: Option<&str>,
 ) -> ServerResult<Plan> {
-    let Some(operation) = selected_operation(&doc.operations, operation_name) else {
+    let Some((_, operation)) = selected_operation(&doc.operations, operation_name) else {
         // async-graphql refuses the request before executing anything.
         return Ok(Plan::Unseen);
     };
@@ -437,35 +438,6 @@ fn plan(
     }
     rewriter.rewrite(roots);
     Ok(Plan::Rewritten(rewriter.out))
-}
-
-/// The operation async-graphql will run: the named one, or the only one.
-fn selected_operation<'d>(
-    operations: &'d DocumentOperations,
-    name: Option<&str>,
-) -> Option<&'d OperationDefinition> {
-    match (operations, name) {
-        (DocumentOperations::Single(op), None) => Some(&op.node),
-        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name).map(|op| &op.node),
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
-            ops.values().next().map(|op| &op.node)
-        }
-        _ => None,
-    }
-}
-
-fn selected_operation_mut<'d>(
-    operations: &'d mut DocumentOperations,
-    name: Option<&str>,
-) -> Option<&'d mut OperationDefinition> {
-    match (operations, name) {
-        (DocumentOperations::Single(op), None) => Some(&mut op.node),
-        (DocumentOperations::Multiple(ops), Some(name)) => ops.get_mut(name).map(|op| &mut op.node),
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
-            ops.values_mut().next().map(|op| &mut op.node)
-        }
-        _ => None,
-    }
 }
 
 /// The number of field selections in the whole document, or the position of the first

@@ -16,6 +16,7 @@ use crate::cache::store::{Epoch, Hit, Lease, ResponseStore};
 use crate::cache::{CacheStatus, NotStored};
 use crate::claims::RequestReads;
 use crate::rejection::graphql_error;
+use crate::task::AbortOnDrop;
 
 use super::keep::Keep;
 use super::lookup::{Asked, Lookup, OwnedLookup, probe};
@@ -257,14 +258,6 @@ where
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
-    /// Aborts the execution when the caller stops waiting for it (time-out, or the
-    /// request itself was dropped), so a hung handler never runs on unseen.
-    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-    impl<T> Drop for AbortOnDrop<T> {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
     let mut task = AbortOnDrop(tokio::spawn(inner.call(request)));
     match tokio::time::timeout(REVALIDATE_TIMEOUT, &mut task.0).await {
         Err(_) => Err(Failure::TimedOut),

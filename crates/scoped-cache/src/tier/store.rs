@@ -26,6 +26,7 @@ use crate::cache::store::{
     ResponseStore, Source,
 };
 use crate::revocation::MemoryRevocations;
+use crate::task::AbortOnDrop;
 
 /// Shared purges remembered to tell whether one happened to match an entry written
 /// meanwhile; an entry older than all of them is not kept in Redis.
@@ -135,7 +136,7 @@ pub(crate) struct Tier {
     leases: Mutex<HashMap<CacheKey, u64>>,
     tokens: AtomicU64,
     /// The syncer and the subscriber (see [`sync`](super::sync)), started once.
-    pub(crate) tasks: OnceLock<(AbortOnDrop, AbortOnDrop)>,
+    pub(crate) tasks: OnceLock<(AbortOnDrop<()>, AbortOnDrop<()>)>,
 }
 
 impl std::fmt::Debug for Tier {
@@ -144,16 +145,6 @@ impl std::fmt::Debug for Tier {
             .field("redis", &self.redis)
             .field("l1", &self.l1)
             .finish_non_exhaustive()
-    }
-}
-
-/// A task that ends with its owner.
-#[derive(Debug)]
-pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

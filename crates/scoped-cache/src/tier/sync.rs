@@ -29,7 +29,8 @@ use super::admission;
 use super::conn::StoreError;
 use super::events;
 use super::journal::{Change, JOURNAL_LEN, MAX_RECORD_BYTES, READ, Record, parse_seq};
-use super::store::{AbortOnDrop, Tier};
+use super::store::Tier;
+use crate::task::AbortOnDrop;
 
 /// How often an instance reads the journal when nothing wakes it: with pub/sub down, a
 /// change reaches every instance within this plus a round trip.
