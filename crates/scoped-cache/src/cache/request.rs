@@ -21,6 +21,7 @@ use crate::cache::key::RequestDigest;
 use crate::graphql::document::analyze;
 use crate::guard::nesting;
 use crate::scope::{Decision, RuleSet};
+use crate::wire::get::GetParams;
 
 /// How a request is transported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,16 +61,6 @@ struct Params {
     variables: Value,
     #[serde(default)]
     extensions: Value,
-}
-
-/// GET parameters carry JSON as strings.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct GetParams {
-    query: Option<String>,
-    operation_name: Option<String>,
-    variables: Option<String>,
-    extensions: Option<String>,
 }
 
 /// Remembers prepared request texts and the documents of automatic persisted queries.
@@ -259,7 +250,12 @@ fn parse_params(transport: Transport, text: &[u8]) -> Option<Params> {
         // A JSON array is a batch: not cached as a whole (and `Params` refuses it).
         Transport::PostJson => serde_json::from_slice(text).ok(),
         Transport::Get => {
-            let get: GetParams = serde_urlencoded::from_bytes(text).ok()?;
+            let get = GetParams::read(text).ok()?;
+            // A parameter GraphQL does not define: a handler may read it, and it is not
+            // in the key.
+            if !get.other.is_empty() {
+                return None;
+            }
             let json = |text: Option<String>| match text {
                 None => Some(Value::Null),
                 Some(text) => serde_json::from_str(&text).ok(),

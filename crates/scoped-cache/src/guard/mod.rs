@@ -26,6 +26,7 @@ use serde::Deserialize;
 
 use crate::graphql::document::{expanded_selections, select_operation_type};
 use crate::wire::body::{self, BodyError};
+use crate::wire::get::GetParams;
 use crate::wire::media::is_json;
 
 /// The default for [`max_nesting`](crate::ScopedCacheLayerBuilder::max_nesting).
@@ -183,32 +184,21 @@ pub(crate) struct GetRequest {
 }
 
 impl GetRequest {
-    /// Reads the query string (one linear pass) and checks every `query` for nesting.
+    /// Reads the query string (one linear pass, a repeated GraphQL parameter refused, as
+    /// async-graphql refuses it; that also keeps the checks below linear: one document
+    /// against one operation name) and checks its `query` for nesting.
     pub(crate) fn read(query_string: &str, limits: &DocumentLimits) -> Result<Self, Refusal> {
+        let params =
+            GetParams::read(query_string.as_bytes()).map_err(|_| Refusal::RepeatedParameter)?;
         let mut out = Self::default();
-        let mut extensions = 0;
-        for (name, value) in form_urlencoded::parse(query_string.as_bytes()) {
-            match &*name {
-                // async-graphql takes an empty `query` as none (then a persisted query's
-                // hash supplies the document).
-                "query" if value.is_empty() => {}
-                "query" => {
-                    check_document(&value, limits)?;
-                    out.queries.push(value.into_owned());
-                }
-                "operationName" => out.operation_names.push(value.into_owned()),
-                "extensions" => {
-                    extensions += 1;
-                    out.persisted_hash = persisted_hash(&value);
-                }
-                _ => {}
-            }
+        // async-graphql takes an empty `query` as none (then a persisted query's hash
+        // supplies the document).
+        if let Some(query) = params.query.filter(|query| !query.is_empty()) {
+            check_document(&query, limits)?;
+            out.queries.push(query);
         }
-        // async-graphql refuses repeated parameters; refusing them here keeps the checks
-        // below linear (each document against one operation name).
-        if out.queries.len() > 1 || out.operation_names.len() > 1 || extensions > 1 {
-            return Err(Refusal::RepeatedParameter);
-        }
+        out.operation_names.extend(params.operation_name);
+        out.persisted_hash = params.extensions.as_deref().and_then(persisted_hash);
         Ok(out)
     }
 

@@ -8,4 +8,5 @@
 pub(crate) mod body;
 pub(crate) mod control;
 pub(crate) mod credential;
+pub(crate) mod get;
 pub(crate) mod media;

@@ -2,6 +2,7 @@
 //! a batch, bounded and checked before async-graphql parses it.
 
 use super::*;
+use crate::wire::get::GetParams;
 
 /// The fields of a GraphQL-over-HTTP request in a JSON body. Unknown fields are ignored
 /// (as the spec demands); a field of the wrong type refuses the request.
@@ -18,17 +19,6 @@ pub(super) struct JsonParams {
     extensions: Option<Extensions>,
 }
 
-/// The same fields in a `GET` query string, where `variables` and `extensions` are JSON
-/// text and an empty value means the parameter is absent.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct QueryParams {
-    query: Option<String>,
-    operation_name: Option<String>,
-    variables: Option<String>,
-    extensions: Option<String>,
-}
-
 /// The GraphQL request(s) of an HTTP request, with the fields each document selects.
 pub(super) struct Read {
     pub(super) batch: BatchRequest,
@@ -36,7 +26,7 @@ pub(super) struct Read {
 }
 
 pub(super) fn read_get(query_string: &str) -> Result<Read, Refused> {
-    let params: QueryParams = serde_urlencoded::from_str(query_string)
+    let params = GetParams::read(query_string.as_bytes())
         .map_err(|_| Refused::from(RejectionKind::InvalidParameters))?;
     let present = |value: Option<String>| value.filter(|v| !v.is_empty());
     let variables: Option<Variables> = json_param(params.variables)?;
