@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::rejection::{AuthError, AuthErrorKind};
 use crate::scope::ClaimPath;
+use crate::scope::learned::Subject;
 
 /// The verified claims of the request's bearer token.
 ///
@@ -163,7 +164,7 @@ impl ReadLog {
     /// a root field (an operation's rule) is credited with every read.
     pub(crate) fn reads_of(&self, subject: &str) -> Vec<ClaimPath> {
         let reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
-        let field = subject.contains('.') && !subject.starts_with("operation");
+        let field = matches!(Subject::parse(subject), Subject::Field(_));
         let mut credited: Vec<ClaimPath> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (path, by) in &reads.order {

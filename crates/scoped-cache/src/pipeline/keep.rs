@@ -17,6 +17,7 @@ use crate::claims::ReadLog;
 use crate::rejection::graphql_error;
 use crate::report::ExecutionReport;
 use crate::scope::Decision;
+use crate::scope::learned::Subject;
 
 use super::Pipeline;
 use super::lookup::{Lookup, scope_claims};
@@ -233,13 +234,13 @@ impl Pipeline {
         let mut fields = Vec::new();
         let mut purges = Vec::new();
         for subject in widened {
-            match subject.strip_prefix("operation") {
+            match Subject::parse(&subject) {
                 // Operations without root fields (`{ __typename }`) name nothing narrower
                 // to purge, and purging everything would let any client empty the cache:
                 // their entries are under keys no lookup makes any more, and expire.
-                Some("") => {}
-                Some(name) => purges.push(Purge::operation(name.trim_start())),
-                None => fields.push(subject),
+                Subject::Unnamed => {}
+                Subject::Operation(name) => purges.push(Purge::operation(name)),
+                Subject::Field(_) => fields.push(subject),
             }
         }
         if !fields.is_empty() {

@@ -22,6 +22,39 @@ const PER_TOKEN: [&str; 4] = ["exp", "iat", "nbf", "jti"];
 /// its input, say) is never stored, so no client can make it widen, and purge, forever.
 pub(crate) const MAX_PATHS: usize = 32;
 
+/// What learns a scope, as a [`Decision`] names it: a root field (`Query.me`), an
+/// operation's rule (`operation Feed`), or the default rule of an operation with neither
+/// (`operation`). Spelled and read back only here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Subject<'a> {
+    /// A root field, `Type.field`.
+    Field(&'a str),
+    /// The rule of the operation of this name.
+    Operation(&'a str),
+    /// The default rule of an operation with no root field's or operation's rule.
+    Unnamed,
+}
+
+impl<'a> Subject<'a> {
+    /// The subject a decision's text names.
+    pub(crate) fn parse(text: &'a str) -> Self {
+        match text.strip_prefix("operation") {
+            Some("") => Self::Unnamed,
+            Some(name) if name.starts_with(' ') => Self::Operation(&name[1..]),
+            _ => Self::Field(text),
+        }
+    }
+
+    /// The text that names this subject in a decision.
+    pub(crate) fn spelled(self) -> String {
+        match self {
+            Self::Field(field) => field.to_owned(),
+            Self::Operation(name) => format!("operation {name}"),
+            Self::Unnamed => "operation".to_owned(),
+        }
+    }
+}
+
 /// What is known of one field.
 #[derive(Debug, Clone)]
 enum Known {
@@ -184,6 +217,22 @@ impl LearnedScopes {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_subject_reads_back_as_it_was_spelled() {
+        for subject in [
+            Subject::Field("Query.me"),
+            Subject::Operation("Feed"),
+            Subject::Unnamed,
+        ] {
+            assert_eq!(Subject::parse(&subject.spelled()), subject);
+        }
+        // A root field is `Type.field`: never read as an operation.
+        assert_eq!(
+            Subject::parse("Query.operation"),
+            Subject::Field("Query.operation")
+        );
+    }
+
     use std::time::Duration;
 
     use super::*;

@@ -8,6 +8,7 @@ use async_graphql::parser::types::OperationType;
 
 use crate::BuildError;
 use crate::graphql::schema::RootFields;
+use crate::scope::learned::Subject;
 use crate::scope::{ClaimPath, Scope};
 
 /// How matching operations are cached: their [`Scope`], their max-age, or a bypass.
@@ -314,16 +315,17 @@ impl RuleSet {
                     .fields
                     .get(&(kind, field.to_owned()))
                     .unwrap_or(&self.default);
-                (rule, format!("{}.{field}", kind.label()))
+                let field = format!("{}.{field}", kind.label());
+                (rule, Subject::Field(&field).spelled())
             })
             .collect();
         matched.extend(name.and_then(|n| {
             self.operations
                 .get(n)
-                .map(|rule| (rule, format!("operation {n}")))
+                .map(|rule| (rule, Subject::Operation(n).spelled()))
         }));
         if matched.is_empty() {
-            matched.push((&self.default, "operation".to_owned()));
+            matched.push((&self.default, Subject::Unnamed.spelled()));
         }
         let mut scope: Vec<ClaimPath> = matched
             .iter()
