@@ -52,17 +52,27 @@ fn since_epoch(time: SystemTime) -> Duration {
     time.duration_since(UNIX_EPOCH).unwrap_or_default()
 }
 
-/// The clock revocations are judged by: [`now_seconds`], as a value a store can be handed.
+/// The clock revocations are judged by, as a value a store can be handed: [`now_seconds`],
+/// or one reading of it a request judges its token and its revocation by.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct UnixClock;
+pub(crate) struct UnixClock {
+    reading: Option<u64>,
+}
 
 impl UnixClock {
     pub(crate) fn new() -> Self {
-        Self
+        Self::default()
+    }
+
+    /// The clock stopped at `now` (since the Unix epoch).
+    pub(crate) fn at(now: Duration) -> Self {
+        Self {
+            reading: Some(now.as_secs()),
+        }
     }
 
     pub(crate) fn now(&self) -> u64 {
-        now_seconds()
+        self.reading.unwrap_or_else(now_seconds)
     }
 }
 

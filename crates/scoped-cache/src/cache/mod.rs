@@ -259,8 +259,14 @@ pub(crate) fn stored_headers(headers: &HeaderMap, scoped: bool, vary: &HeaderVal
     if scoped {
         control::make_private(&mut stored);
     }
-    // Merged once here, so a hit's label finds it done.
-    merge_vary(&mut stored, vary, false);
+    // Merged once here, so a hit's label finds it done; a response that adds nothing to
+    // the layer's own line keeps none (the label inserts the layer's).
+    if stored.contains_key(VARY) {
+        merge_vary(&mut stored, vary, false);
+        if stored.get(VARY) == Some(vary) {
+            stored.remove(VARY);
+        }
+    }
     stored
 }
 
@@ -318,21 +324,22 @@ const MAX_EXTRA_VARY: usize = 32;
 /// one this layer would not store, and tells the outer one so. An outer layer of another
 /// caller gets the whole `Vary` and is told to store nothing.
 pub(crate) fn merge_vary(headers: &mut HeaderMap, ours: &HeaderValue, outer: bool) {
-    let mut lines = headers.get_all(VARY).iter();
-    match (lines.next(), lines.next()) {
-        (None, _) => {
-            headers.insert(VARY, ours.clone());
+    // One lookup on the hit path: most answers have no `Vary` of their own.
+    let lines = match headers.entry(VARY) {
+        http::header::Entry::Vacant(vacant) => {
+            vacant.insert(ours.clone());
             return;
         }
-        (Some(only), None)
-            if only
-                .as_bytes()
-                .strip_prefix(ours.as_bytes())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with(b",")) =>
-        {
-            return;
-        }
-        _ => {}
+        http::header::Entry::Occupied(lines) => lines,
+    };
+    let mut iter = lines.iter();
+    if let (Some(only), None) = (iter.next(), iter.next())
+        && only
+            .as_bytes()
+            .strip_prefix(ours.as_bytes())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(b","))
+    {
+        return;
     }
     let mut merged = String::from(ours.to_str().unwrap_or_default());
     let mut extra = 0;

@@ -18,14 +18,13 @@ use std::borrow::Cow;
 
 use async_graphql::parser::parse_query;
 use async_graphql::parser::types::OperationType;
-use axum::body::Body;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST, ORIGIN};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, request};
 use serde::Deserialize;
 
 use crate::graphql::document::{expanded_selections, select_operation_type};
-use crate::wire::body::{self, BodyError};
+use crate::wire::body::BodyError;
 use crate::wire::get::GetParams;
 use crate::wire::media::is_json;
 
@@ -67,19 +66,14 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// vocabulary ([`RefusalKind`]), answered by [`RefusalKind::into_response`].
 pub(crate) use crate::rejection::RefusalKind as Refusal;
 
-/// Reads a request body of at most `limit` bytes. A declared `Content-Length` beyond the
-/// limit is refused before reading anything.
-pub(crate) async fn read_body(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<Bytes, Refusal> {
-    body::read_bounded(Some(headers), body, limit)
-        .await
-        .map_err(|err| match err {
+/// A body the bounded reader did not read, refused.
+impl From<BodyError> for Refusal {
+    fn from(err: BodyError) -> Self {
+        match err {
             BodyError::TooLarge => Refusal::BodyTooLarge,
             BodyError::Unreadable => Refusal::BodyUnreadable,
-        })
+        }
+    }
 }
 
 /// What a JSON body turned out to be.

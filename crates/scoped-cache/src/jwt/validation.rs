@@ -34,11 +34,6 @@ impl Window {
     pub(crate) fn contains(&self, now: f64) -> bool {
         self.from <= now && now <= self.until
     }
-
-    /// Whether the claims are valid now, by the wall clock `exp` is written in.
-    pub(crate) fn contains_now(&self) -> bool {
-        self.contains(crate::clock::now_seconds_f64())
-    }
 }
 
 impl ClaimRules {
@@ -54,11 +49,11 @@ impl ClaimRules {
         }
     }
 
-    pub(crate) fn check(&self, claims: &Map<String, Value>) -> Result<(), AuthErrorKind> {
-        self.check_at(claims, crate::clock::now_seconds_f64())
-    }
-
-    fn check_at(&self, claims: &Map<String, Value>, now: f64) -> Result<(), AuthErrorKind> {
+    pub(crate) fn check_at(
+        &self,
+        claims: &Map<String, Value>,
+        now: f64,
+    ) -> Result<(), AuthErrorKind> {
         let leeway = self.leeway.as_secs_f64();
         match claims.get("exp").map(numeric_date) {
             Some(Some(exp)) if now > exp + leeway => return Err(AuthErrorKind::Expired),

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 #[cfg(test)]
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -90,11 +91,22 @@ impl TokenVerifier {
     }
 
     /// Verifies `token` and returns its claims, with a read log of their own.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn verify(&self, token: &str) -> Result<Claims, AuthErrorKind> {
+        self.verify_at(token, crate::clock::now()).await
+    }
+
+    /// [`verify`](Self::verify), judging `exp` and `nbf` at `now` (Unix time): a request
+    /// reads the clock once, for its token and its revocation alike.
+    pub(crate) async fn verify_at(
+        &self,
+        token: &str,
+        now: Duration,
+    ) -> Result<Claims, AuthErrorKind> {
         if let Some(cache) = &self.cache
             && let Some(hit) = cache.get(token)
         {
-            if self.still_valid(&hit) {
+            if self.still_valid(&hit, now) {
                 return Ok(hit.claims.for_request());
             }
             cache.remove(token);
@@ -106,16 +118,16 @@ impl TokenVerifier {
         }
         // In a future of its own: it may fetch keys, and a cached token's request should
         // not carry (and move around) that state.
-        Box::pin(self.verify_signature(token)).await
+        Box::pin(self.verify_signature(token, now)).await
     }
 
     /// The full verification of a token the cache did not vouch for; caches the result.
-    async fn verify_signature(&self, token: &str) -> Result<Claims, AuthErrorKind> {
+    async fn verify_signature(&self, token: &str, now: Duration) -> Result<Claims, AuthErrorKind> {
         let parsed = parse(token)?;
         let issuer_index = self.select(&parsed.claims)?;
         let issuer = &self.issuers[issuer_index];
         let (key, source) = self.check_signature(issuer, &parsed).await?;
-        issuer.rules.check(&parsed.claims)?;
+        issuer.rules.check_at(&parsed.claims, now.as_secs_f64())?;
         // Revocation is checked by the layer on every request, cache hit or not.
         let claims = Claims::new(parsed.claims).verified_by(key.kid.as_deref());
         if let Some(cache) = &self.cache {
@@ -142,7 +154,7 @@ impl TokenVerifier {
             .unwrap_or_default()
     }
 
-    fn still_valid(&self, hit: &Verified) -> bool {
+    fn still_valid(&self, hit: &Verified, now: Duration) -> bool {
         let Some(issuer) = self.issuers.get(hit.issuer) else {
             return false;
         };
@@ -150,7 +162,7 @@ impl TokenVerifier {
             && hit
                 .source
                 .is_none_or(|s| issuer.sources.get(s).is_some_and(JwksSource::is_usable))
-            && hit.window.contains_now()
+            && hit.window.contains(now.as_secs_f64())
     }
 
     /// The verifier for the token's (not yet verified) `iss`. With one verifier, it is
@@ -745,8 +757,8 @@ mod cache_tests {
             entry.key.clone(),
             &verifier.issuers[0].rules,
         );
-        assert!(!verifier.still_valid(&stale));
-        assert!(verifier.still_valid(&entry));
+        assert!(!verifier.still_valid(&stale, crate::clock::now()));
+        assert!(verifier.still_valid(&entry, crate::clock::now()));
     }
 
     #[tokio::test]
@@ -762,7 +774,7 @@ mod cache_tests {
             std::sync::Weak::new(),
             &verifier.issuers[0].rules,
         );
-        assert!(!verifier.still_valid(&orphan));
+        assert!(!verifier.still_valid(&orphan, crate::clock::now()));
     }
 
     #[tokio::test]

@@ -21,6 +21,7 @@ use crate::RoutePolicy;
 use crate::cache::request::{Prepared, Transport};
 use crate::claims::Claims;
 use crate::guard::{self, GetRequest, JsonBody, Refusal};
+use crate::wire::body::read_bounded;
 
 use super::Pipeline;
 
@@ -69,10 +70,10 @@ impl Pipeline {
             Method::HEAD => Bytes::new(),
             // A GET's body is read (bounded) and dropped: the query string is the request.
             Method::GET => {
-                guard::read_body(&parts.headers, body, self.limits.request_bytes).await?;
+                read_bounded(Some(&parts.headers), body, self.limits.request_bytes).await?;
                 Bytes::new()
             }
-            _ => guard::read_body(&parts.headers, body, self.limits.request_bytes).await?,
+            _ => read_bounded(Some(&parts.headers), body, self.limits.request_bytes).await?,
         };
         if !get && let Some(content_type) = guard::multipart_type(&parts.headers) {
             let content_type = content_type.to_owned();

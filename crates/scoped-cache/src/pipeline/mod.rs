@@ -117,8 +117,9 @@ impl Pipeline {
             return Box::pin(self.passthrough(req, inner)).await;
         }
         let (parts, body) = req.into_parts();
-        let claims = match self.authenticate(&parts).await {
-            Ok(claims) => claims,
+        let (claims, read_at) = match self.authenticate(&parts).await {
+            Ok(Some((claims, read_at))) => (Some(claims), Some(read_at)),
+            Ok(None) => (None, None),
             Err(kind) => {
                 let refusal = AuthError::new(kind).into_response();
                 return Ok(self.refused(negotiated(refusal, &parts.headers)));
@@ -138,7 +139,9 @@ impl Pipeline {
         };
         // After the body is read (a revoked token must not trickle one in and run), before
         // any cached answer is looked up.
-        if let Some(refusal) = self.revoked(claims.as_ref()) {
+        // Judged by the clock reading the token was: one instant for both.
+        let clock = read_at.map_or(self.clock, UnixClock::at);
+        if let Some(refusal) = self.revoked_at(claims.as_ref(), &clock) {
             return Ok(self.refused_revoked(refusal, &parts.headers));
         }
         let prepared = intake.prepared.as_deref();
@@ -207,20 +210,29 @@ impl Pipeline {
         Box::pin(self.miss(miss, inner)).await
     }
 
+    /// The request's verified claims, if it carries a token, with the clock reading
+    /// they were judged at (its revocation is judged at the same one).
     pub(super) async fn authenticate(
         &self,
         parts: &request::Parts,
-    ) -> Result<Option<Claims>, AuthErrorKind> {
+    ) -> Result<Option<(Claims, std::time::Duration)>, AuthErrorKind> {
         match self.tokens.extract(&parts.headers)? {
             None => Ok(None),
-            Some(token) => self.verifier.verify(token).await.map(Some),
+            Some(token) => {
+                let now = crate::clock::now();
+                let claims = self.verifier.verify_at(token, now).await?;
+                Ok(Some((claims, now)))
+            }
         }
     }
 
-    /// Why a request with `claims` is refused for revocation, if it is: revoked, or
-    /// revocations unknown (a shared tier cut off from Redis).
     pub(super) fn revoked(&self, claims: Option<&Claims>) -> Option<AuthErrorKind> {
-        self.revocations.refusal(claims?, &self.clock)
+        self.revoked_at(claims, &self.clock)
+    }
+
+    /// [`revoked`](Self::revoked), by `clock`.
+    fn revoked_at(&self, claims: Option<&Claims>, clock: &UnixClock) -> Option<AuthErrorKind> {
+        self.revocations.refusal(claims?, clock)
     }
 }
 
