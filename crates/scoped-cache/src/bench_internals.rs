@@ -5,7 +5,7 @@
 //!
 //! Each wrapper is built from plain inputs, does all its setup up front, and its `run`
 //! (or named) method performs exactly one component operation with the calls
-//! `Shared::handle` (`service.rs`) makes, so a regression shows at the component that
+//! `Pipeline::handle` (`pipeline/mod.rs`) makes, so a regression shows at the component that
 //! caused it.
 
 use std::cell::Cell;
