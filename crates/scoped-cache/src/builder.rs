@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
+use crate::backend::{Revocations, Store};
 use crate::cache::inflight::InFlight;
 use crate::cache::invalidate::Invalidations;
 use crate::cache::purge::Tag;
 use crate::cache::request::Preparer;
-use crate::cache::store::{MemoryStore, Store};
+use crate::cache::store::MemoryStore;
 use crate::graphql::DEFAULT_MAX_ENTITY_TAGS;
 use crate::graphql::document::is_graphql_name;
 use crate::graphql::schema::RootFields;
@@ -18,9 +19,7 @@ use crate::guard::{DEFAULT_MAX_NESTING, DEFAULT_MAX_SELECTIONS, DocumentLimits, 
 use crate::jwt::TokenVerifier;
 use crate::jwt::token::TokenSource;
 use crate::pipeline::{Limits, Pipeline};
-use crate::revocation::{
-    DEFAULT_MAX_REVOCATIONS, DEFAULT_RETENTION, MemoryRevocations, Revocations, UnixClock,
-};
+use crate::revocation::{DEFAULT_MAX_REVOCATIONS, DEFAULT_RETENTION, MemoryRevocations, UnixClock};
 use crate::route::Routes;
 use crate::scope::learned::LearnedScopes;
 use crate::scope::{Kind, RuleSet, parse_root_field};

@@ -122,8 +122,10 @@
 //! The answer is `{"revoked":true,"shared":..}` (see above for `shared` and the status): from the next request on, a matching token
 //! gets `401` (`WWW-Authenticate: Bearer error="invalid_token", error_description="token
 //! revoked"`, GraphQL code `UNAUTHENTICATED`), whether or not an answer for it is cached.
-//! Revocations live in this process's memory: they reach every clone of the layer, but
-//! not other replicas, and are forgotten on restart. Send the revocation to each replica.
+//! Without a Redis tier, revocations live in this process's memory: they reach every
+//! clone of the layer, but not other replicas, and are forgotten on restart (send the
+//! revocation to each replica). With one, Redis records them for the whole fleet, and
+//! `shared` says whether it has.
 //!
 //! # Refusals
 //!

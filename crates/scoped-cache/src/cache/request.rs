@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::key::RequestDigest;
 use crate::graphql::document::analyze;
-use crate::guard::nesting;
+use crate::graphql::nesting;
 use crate::scope::{Decision, RuleSet};
 use crate::wire::get::GetParams;
 

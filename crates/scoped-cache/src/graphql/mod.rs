@@ -140,6 +140,7 @@
 
 pub(crate) mod document;
 mod http;
+pub(crate) mod nesting;
 pub(crate) mod schema;
 mod tags;
 

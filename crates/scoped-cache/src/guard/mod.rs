@@ -12,8 +12,6 @@
 //!
 //! Every check is one linear pass over bounded input.
 
-pub(crate) mod nesting;
-
 use std::borrow::Cow;
 
 use async_graphql::parser::parse_query;
@@ -24,17 +22,12 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, request};
 use serde::Deserialize;
 
 use crate::graphql::document::{expanded_selections, select_operation_type};
+pub(crate) use crate::graphql::nesting::{
+    self, DEFAULT_MAX_NESTING, DEFAULT_MAX_SELECTIONS, MAX_MAX_NESTING,
+};
 use crate::wire::body::BodyError;
 use crate::wire::get::GetParams;
 use crate::wire::media::is_json;
-
-/// The default for [`max_nesting`](crate::ScopedCacheLayerBuilder::max_nesting).
-pub(crate) const DEFAULT_MAX_NESTING: usize = 64;
-/// The most [`max_nesting`](crate::ScopedCacheLayerBuilder::max_nesting) may be set to:
-/// async-graphql's parser is known to stay well within a 2 MiB thread stack there.
-pub(crate) const MAX_MAX_NESTING: usize = 256;
-/// The default for [`max_selections`](crate::ScopedCacheLayerBuilder::max_selections).
-pub(crate) const DEFAULT_MAX_SELECTIONS: u64 = 10_000;
 
 /// What a GraphQL document may cost before anything parses or runs it.
 #[derive(Debug, Clone, Copy)]

@@ -222,7 +222,10 @@ impl Pipeline {
     pub(super) async fn learn(&self, decision: &Decision, reads: &ReadLog) {
         let widened = self
             .learned
-            .learn(decision, |subject| reads.reads_of(subject));
+            .learn(decision, |subject| match Subject::parse(subject) {
+                Subject::Field(field) => reads.reads_of(Some(field)),
+                Subject::Operation(_) | Subject::Unnamed => reads.reads_of(None),
+            });
         if widened.is_empty() {
             return;
         }

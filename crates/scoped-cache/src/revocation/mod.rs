@@ -24,7 +24,6 @@ use std::time::{Duration, SystemTime};
 pub(crate) use self::memory::MemoryRevocations;
 use crate::claims::Claims;
 pub(crate) use crate::clock::UnixClock;
-use crate::rejection::AuthErrorKind;
 
 /// One revocation, for [`ScopedCacheLayer::revoke`](crate::ScopedCacheLayer::revoke).
 ///
@@ -241,64 +240,6 @@ pub(crate) trait RevocationStore: Send + Sync + std::fmt::Debug {
     fn revoke(&self, revoke: &Revoke, now: u64) -> Result<(), RevokeError>;
 }
 
-/// The revocation store the layer uses: one variant per implementation, like
-/// [`Store`](crate::cache::store::Store).
-// Built once per layer; boxing the memory store would add a pointer chase to every
-// request's check.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub(crate) enum Revocations {
-    Memory(MemoryRevocations),
-    /// Mirrored in memory, shared through Redis (feature `redis`).
-    #[cfg(feature = "redis")]
-    Shared(std::sync::Arc<crate::tier::Tier>),
-}
-
-impl Revocations {
-    /// Tells the rest of the fleet about `revoke` (already recorded here); returns
-    /// whether the fleet has it (always, without a shared tier).
-    pub(crate) async fn share(&self, revoke: &Revoke) -> bool {
-        match self {
-            Revocations::Memory(_) => {
-                let _ = revoke;
-                true
-            }
-            // Its own task, waited on for at most the insert timeout like a purge: a
-            // caller that goes away does not cut it short, and one that waits longer
-            // hears "not yet" (it is queued and retried if Redis never records it).
-            #[cfg(feature = "redis")]
-            Revocations::Shared(tier) => {
-                let shared = std::sync::Arc::clone(tier);
-                let revoke = revoke.clone();
-                let sent = tokio::spawn(async move { shared.share_revocation(&revoke).await });
-                matches!(
-                    tokio::time::timeout(tier.redis.insert_timeout, sent).await,
-                    Ok(Ok(true))
-                )
-            }
-        }
-    }
-
-    /// Why a token with `claims` is refused, if it is: revoked, or (a shared tier cut
-    /// off from Redis for longer than its `max_lag`) revocations unknown.
-    pub(crate) fn refusal(&self, claims: &Claims, clock: &UnixClock) -> Option<AuthErrorKind> {
-        if self.is_revoked(claims, clock) {
-            return Some(AuthErrorKind::Revoked);
-        }
-        match self {
-            Revocations::Memory(_) => None,
-            #[cfg(feature = "redis")]
-            Revocations::Shared(tier) => {
-                // `build()` may have run outside a runtime: the syncer starts with the
-                // first request, whichever route it takes.
-                tier.start();
-                (!tier.knows_revocations(tokio::time::Instant::now()))
-                    .then_some(AuthErrorKind::RevocationsUnavailable)
-            }
-        }
-    }
-}
-
 /// What a revocation did, from [`ScopedCacheLayer::revoke`](crate::ScopedCacheLayer::revoke).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -308,24 +249,6 @@ pub struct Revoked {
     /// holds on this instance and is retried every second until Redis records it; the
     /// other instances may take the token until then.
     pub fleet_wide: bool,
-}
-
-impl RevocationStore for Revocations {
-    fn is_revoked(&self, claims: &Claims, clock: &UnixClock) -> bool {
-        match self {
-            Revocations::Memory(store) => store.is_revoked(claims, clock),
-            #[cfg(feature = "redis")]
-            Revocations::Shared(tier) => tier.revocations.is_revoked(claims, clock),
-        }
-    }
-
-    fn revoke(&self, revoke: &Revoke, now: u64) -> Result<(), RevokeError> {
-        match self {
-            Revocations::Memory(store) => store.revoke(revoke, now),
-            #[cfg(feature = "redis")]
-            Revocations::Shared(tier) => tier.revocations.revoke(revoke, now),
-        }
-    }
 }
 
 /// How long subject and issuer revocations are kept by default: the longest lifetime of

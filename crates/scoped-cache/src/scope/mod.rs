@@ -8,13 +8,12 @@
 
 mod bucket;
 pub(crate) mod learned;
-mod path;
 mod rule;
 
 pub(crate) use self::bucket::Bucket;
-pub use self::path::ClaimPath;
 pub use self::rule::Rule;
 pub(crate) use self::rule::{Decision, Kind, MAX_MAX_AGE, RuleSet, parse_root_field};
+pub use crate::claims::ClaimPath;
 
 use crate::BuildError;
 

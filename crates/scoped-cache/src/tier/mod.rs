@@ -62,7 +62,7 @@ mod sync;
 
 use std::time::Duration;
 
-pub(crate) use self::store::{LeaseHold, Tier};
+pub(crate) use self::store::Tier;
 
 /// Default [`RedisTier::fetch_timeout`], as Apollo Router's.
 pub(crate) const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_millis(150);

@@ -132,10 +132,11 @@ pub(crate) enum Lease {
 }
 
 /// Holds a fleet-wide lease; dropping it releases the lease (unless a store took it over).
+/// What holds it is the shared tier's business: the cache only keeps it alive.
 #[derive(Debug)]
 pub(crate) struct LeaseGuard {
-    #[cfg(feature = "redis")]
-    pub(crate) _hold: crate::tier::LeaseHold,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) _hold: Box<dyn std::fmt::Debug + Send + Sync>,
 }
 
 /// What the response cache holds right now, from
@@ -186,120 +187,4 @@ pub(crate) trait ResponseStore: Send + Sync + std::fmt::Debug {
     fn purge(&self, purge: &Purge) -> impl Future<Output = Result<Purged, PurgeError>> + Send;
 
     fn stats(&self) -> CacheStats;
-}
-
-/// The store the layer uses: one variant per implementation, so the pipeline calls one
-/// type without boxing a future per request.
-#[derive(Debug)]
-pub(crate) enum Store {
-    Memory(MemoryStore),
-    /// Memory in front of Redis (feature `redis`).
-    #[cfg(feature = "redis")]
-    Tiered(Arc<crate::tier::Tier>),
-}
-
-impl Store {
-    /// The `x-cache-tier` of a hit: only with a shared tier, where it tells something (a
-    /// memory-only layer keeps its hits one header lighter).
-    pub(crate) fn tier_header(&self, source: Source) -> Option<HeaderValue> {
-        match self {
-            Store::Memory(_) => {
-                let _ = source;
-                None
-            }
-            #[cfg(feature = "redis")]
-            Store::Tiered(_) => Some(source.header_value()),
-        }
-    }
-
-    /// Whether this store is shared by a fleet (a Redis tier).
-    pub(crate) fn is_shared(&self) -> bool {
-        match self {
-            Store::Memory(_) => false,
-            #[cfg(feature = "redis")]
-            Store::Tiered(_) => true,
-        }
-    }
-
-    /// The fleet-wide lease of a miss: with a shared tier, one instance executes a key at
-    /// a time and the others wait for its entry (see [`RedisTier::lease`]).
-    ///
-    /// [`RedisTier::lease`]: crate::RedisTier::lease
-    pub(crate) async fn lease<F>(&self, key: &CacheKey, probe: F) -> Lease
-    where
-        F: FnOnce() -> Probe + Send,
-    {
-        match self {
-            Store::Memory(_) => {
-                let _ = (key, probe);
-                Lease::Execute(None)
-            }
-            #[cfg(feature = "redis")]
-            Store::Tiered(tier) => tier.lease(key, probe).await,
-        }
-    }
-}
-
-impl ResponseStore for Store {
-    async fn get<F>(&self, key: &CacheKey, now: Instant, probe: F) -> Option<Hit>
-    where
-        F: FnOnce() -> Probe + Send,
-    {
-        match self {
-            Store::Memory(store) => store.get(key, now, probe).await,
-            #[cfg(feature = "redis")]
-            Store::Tiered(tier) => tier.get(key, now, probe).await,
-        }
-    }
-
-    fn still_valid(&self, entry: &CachedResponse, since: Epoch) -> bool {
-        match self {
-            Store::Memory(store) => store.still_valid(entry, since),
-            #[cfg(feature = "redis")]
-            // A cut-off instance cannot know what the fleet purged since.
-            Store::Tiered(tier) => {
-                tier.in_step(Instant::now()) && tier.l1.still_valid(entry, since)
-            }
-        }
-    }
-
-    fn get_local(&self, key: &CacheKey, now: Instant) -> Option<Arc<CachedResponse>> {
-        match self {
-            Store::Memory(store) => store.get_local(key, now),
-            #[cfg(feature = "redis")]
-            Store::Tiered(tier) => tier.get_local(key, now),
-        }
-    }
-
-    fn epoch(&self) -> Epoch {
-        match self {
-            Store::Memory(store) => store.epoch(),
-            #[cfg(feature = "redis")]
-            Store::Tiered(tier) => tier.epoch(),
-        }
-    }
-
-    async fn insert(&self, key: CacheKey, entry: CachedResponse, since: Epoch) -> bool {
-        match self {
-            Store::Memory(store) => store.insert(key, entry, since).await,
-            #[cfg(feature = "redis")]
-            Store::Tiered(tier) => tier.insert(key, entry, since),
-        }
-    }
-
-    async fn purge(&self, purge: &Purge) -> Result<Purged, PurgeError> {
-        match self {
-            Store::Memory(store) => store.purge(purge).await,
-            #[cfg(feature = "redis")]
-            Store::Tiered(tier) => tier.purge(purge).await,
-        }
-    }
-
-    fn stats(&self) -> CacheStats {
-        match self {
-            Store::Memory(store) => store.stats(),
-            #[cfg(feature = "redis")]
-            Store::Tiered(tier) => tier.stats(),
-        }
-    }
 }

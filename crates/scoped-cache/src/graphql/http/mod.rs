@@ -35,7 +35,7 @@ use tower::Service;
 use crate::claims::Claims;
 use crate::future::ResponseFuture;
 use crate::graphql::document::{expanded_selections, select_operation_type};
-use crate::guard::{MAX_MAX_NESTING, nesting};
+use crate::graphql::nesting::{self, MAX_MAX_NESTING};
 use crate::rejection::GRAPHQL_VALIDATION_FAILED;
 use crate::wire::media::{self, ResponseMedia};
 
@@ -52,7 +52,7 @@ const MAX_MESSAGE_BYTES: usize = 512;
 /// Counting the fields with each fragment counted once is linear; refusing past this count
 /// keeps what reaches async-graphql to milliseconds. Real operations, introspection
 /// included, select a few hundred.
-pub const DEFAULT_MAX_SELECTIONS: u64 = crate::guard::DEFAULT_MAX_SELECTIONS;
+pub const DEFAULT_MAX_SELECTIONS: u64 = crate::graphql::nesting::DEFAULT_MAX_SELECTIONS;
 
 /// A tower [`Service`] that answers GraphQL over HTTP with any async-graphql
 /// [`Executor`] (a `Schema`, a dynamic schema, ...).

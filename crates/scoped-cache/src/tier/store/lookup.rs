@@ -340,11 +340,11 @@ impl Tier {
                     .unwrap_or_else(PoisonError::into_inner)
                     .insert(*key, token);
                 return Lease::Execute(Some(LeaseGuard {
-                    _hold: LeaseHold {
+                    _hold: Box::new(LeaseHold {
                         tier: Arc::clone(self),
                         key: *key,
                         token,
-                    },
+                    }),
                 }));
             }
             // Held elsewhere: wait a little, while Redis answers and the lease may stand;

@@ -1,7 +1,6 @@
 //! [`Tier`]: memory (L1) in front of Redis (L2), for responses and revocations.
 
 mod lookup;
-pub(crate) use lookup::LeaseHold;
 mod purge;
 mod write;
 

@@ -5,6 +5,14 @@
 //! process. Every way GraphQL nests goes through `{`, `[` or `(`, so counting those
 //! (outside strings and comments) bounds the parser's recursion before it runs.
 
+/// The default for [`max_nesting`](crate::ScopedCacheLayerBuilder::max_nesting).
+pub(crate) const DEFAULT_MAX_NESTING: usize = 64;
+/// The most [`max_nesting`](crate::ScopedCacheLayerBuilder::max_nesting) may be set to:
+/// async-graphql's parser is known to stay well within a 2 MiB thread stack there.
+pub(crate) const MAX_MAX_NESTING: usize = 256;
+/// The default for [`max_selections`](crate::ScopedCacheLayerBuilder::max_selections).
+pub(crate) const DEFAULT_MAX_SELECTIONS: u64 = 10_000;
+
 /// The document nests deeper than the limit allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TooDeep;

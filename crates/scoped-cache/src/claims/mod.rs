@@ -1,5 +1,9 @@
 //! Verified claims, as handlers and resolvers see them.
 
+mod path;
+
+pub use self::path::ClaimPath;
+
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -9,8 +13,6 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::rejection::{AuthError, AuthErrorKind};
-use crate::scope::ClaimPath;
-use crate::scope::learned::Subject;
 
 /// The verified claims of the request's bearer token.
 ///
@@ -159,16 +161,18 @@ impl ReadLog {
         reads.order.push(read);
     }
 
-    /// The paths `subject` is credited with: those its own resolvers read, and those read
-    /// outside any root field's resolution (anyone's, so everyone's). A subject that is not
-    /// a root field (an operation's rule) is credited with every read.
-    pub(crate) fn reads_of(&self, subject: &str) -> Vec<ClaimPath> {
+    /// The paths a root field (`Type.field`) is credited with: those its own resolvers
+    /// read, and those read outside any root field's resolution (anyone's, so everyone's).
+    /// Without a field (an operation's rule), every read.
+    pub(crate) fn reads_of(&self, field: Option<&str>) -> Vec<ClaimPath> {
         let reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
-        let field = matches!(Subject::parse(subject), Subject::Field(_));
         let mut credited: Vec<ClaimPath> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (path, by) in &reads.order {
-            let counts = !field || by.as_deref().is_none_or(|by| by == subject);
+            let counts = match (field, by.as_deref()) {
+                (Some(field), Some(by)) => by == field,
+                _ => true,
+            };
             if counts && seen.insert(path) {
                 credited.push(path.clone());
             }
@@ -477,7 +481,7 @@ mod tests {
         read_in("Query.me", "sub");
         read_in("Query.feed", "role");
         // Credited per field for learning...
-        assert_eq!(log.reads_of("Query.feed"), vec![path("role")]);
+        assert_eq!(log.reads_of(Some("Query.feed")), vec![path("role")]);
         // ...but the entry holds both fields' answers: every read counts.
         assert_eq!(log.first_uncovered(&[path("role")]), Some(path("sub")));
         assert_eq!(log.first_uncovered(&[path("sub")]), Some(path("role")));
@@ -495,7 +499,7 @@ mod tests {
             c.read_log().first_uncovered(&[path("groups")]),
             Some(path(&format!("groups.g{MAX_DISTINCT_READS}")))
         );
-        assert!(c.read_log().reads_of("Query.me").len() > MAX_DISTINCT_READS);
+        assert!(c.read_log().reads_of(Some("Query.me")).len() > MAX_DISTINCT_READS);
         // Repeats cost nothing and add nothing.
         let c = claims(json!({"sub": "u1"}));
         for _ in 0..10_000 {
