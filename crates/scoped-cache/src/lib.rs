@@ -170,7 +170,7 @@ pub use self::jwt::{JwksSource, JwksSourceBuilder, Key, KeyFetchError, Verifier}
 pub use self::layer::ScopedCacheLayer;
 pub use self::rejection::{
     AUTH_UNAVAILABLE, AuthError, AuthErrorKind, BAD_REQUEST, FORBIDDEN, METHOD_NOT_ALLOWED,
-    PERSISTED_QUERY_NOT_FOUND, RefusalKind, UNAUTHENTICATED,
+    PERSISTED_QUERY_NOT_FOUND, RefusalKind, UNAUTHENTICATED, UNAVAILABLE,
 };
 pub use self::revocation::{MAX_NAME_BYTES, Revoke, RevokeError, Revoked};
 pub use self::route::RoutePolicy;

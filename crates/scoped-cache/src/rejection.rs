@@ -20,6 +20,9 @@ pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
 /// Machine code of a request refused for where it came from (a cross-site request that
 /// carries a cookie token).
 pub const FORBIDDEN: &str = "FORBIDDEN";
+/// Machine code of a request refused because something it needs is out of room or out of
+/// reach for now (an operator's revocation when the revocation store is full); retry later.
+pub const UNAVAILABLE: &str = "UNAVAILABLE";
 /// Machine code of an automatic persisted query whose hash is not known: the client
 /// resends it with its document (the code Apollo clients and async-graphql use).
 pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
@@ -36,7 +39,8 @@ pub const NOT_ACCEPTABLE: &str = "NOT_ACCEPTABLE";
 pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
 
 /// Why a request was refused before it ran: the one vocabulary of the layer's own
-/// refusals and of [`scoped_cache::graphql`](crate::graphql)'s handler
+/// refusals, of the [operator routes](crate::admin) and of
+/// [`scoped_cache::graphql`](crate::graphql)'s handler
 /// ([`GraphQLRejectionKind`](crate::graphql::GraphQLRejectionKind) is this type). Each
 /// kind has one status (by the media type answered in), one machine code and one
 /// message, whoever refuses; and every refusal puts its kind into the response's
@@ -92,6 +96,11 @@ pub enum RefusalKind {
     CookieNeedsJson,
     /// A request authenticated by the token cookie that a browser sent from another site.
     CrossSite,
+    /// An operator route's credential is missing or wrong.
+    Unauthorized,
+    /// What the request needs is out of room or out of reach for now (a full revocation
+    /// store); it may succeed later.
+    Unavailable,
 }
 
 impl RefusalKind {
@@ -107,6 +116,8 @@ impl RefusalKind {
             }
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::CrossSite => StatusCode::FORBIDDEN,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::BodyUnreadable
             | Self::MalformedJson
             | Self::InvalidParameters
@@ -131,6 +142,8 @@ impl RefusalKind {
             Self::UnknownOperation | Self::TooManySelections => GRAPHQL_VALIDATION_FAILED,
             Self::PersistedQueryNotFound => PERSISTED_QUERY_NOT_FOUND,
             Self::CrossSite => FORBIDDEN,
+            Self::Unauthorized => UNAUTHENTICATED,
+            Self::Unavailable => UNAVAILABLE,
             Self::BodyTooLarge
             | Self::BodyUnreadable
             | Self::MalformedJson
@@ -168,6 +181,8 @@ impl RefusalKind {
                 "a request authenticated by cookie must be sent as application/json"
             }
             Self::CrossSite => "cross-site request refused",
+            Self::Unauthorized => "missing or invalid credential",
+            Self::Unavailable => "unavailable for now; retry later",
         }
     }
 

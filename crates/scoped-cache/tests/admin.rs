@@ -195,6 +195,8 @@ async fn missing_credential_is_401_and_purges_nothing() {
         r#"Bearer realm="scoped-cache-admin""#
     );
     assert!(reply.body["error"].as_str().unwrap().contains("missing"));
+    // The crate's one refusal vocabulary: the same code as a token refusal.
+    assert_eq!(reply.body["code"], "UNAUTHENTICATED");
     assert!(
         reply.headers["content-type"]
             .to_str()
@@ -308,6 +310,7 @@ async fn malformed_bodies_are_400_and_purge_nothing() {
     for (body, expected) in cases {
         let reply = send(&app, purge_request(Some(&bearer()), body)).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(reply.body["code"], "BAD_REQUEST", "{body}");
         let message = reply.body["error"].as_str().unwrap_or_default();
         assert!(
             message.contains(expected),

@@ -129,7 +129,9 @@
 //!
 //! # Refusals
 //!
-//! Every refusal is JSON, `{"error":"..."}`, and purges or revokes nothing. The checks
+//! Every refusal is JSON, `{"error":"...","code":"..."}` (the code of its
+//! [`RefusalKind`], which the response's extensions also carry), and
+//! purges or revokes nothing. The checks
 //! run in this order:
 //!
 //! | status | when |
@@ -180,10 +182,11 @@ use crate::cache::purge::Purge;
 use crate::error::BuildError;
 use crate::graphql::document::is_graphql_name;
 use crate::layer::ScopedCacheLayer;
+use crate::rejection::RefusalKind;
 use crate::revocation::{Revoke, RevokeError};
 use crate::wire::body::{self, BodyError};
 use crate::wire::credential::{Authorization, authorization};
-use crate::wire::media::is_json;
+use crate::wire::media::{ResponseMedia, is_json};
 
 /// The largest request body the admin routes read: 64 KiB. Larger bodies are answered with `413`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -283,7 +286,7 @@ async fn admitted(admin: &Admin, request: Request) -> Result<Bytes, Refusal> {
     authorize(&admin.token, &parts.headers)?;
     if !is_json(&parts.headers) {
         return Err(Refusal::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            RefusalKind::UnsupportedMediaType,
             "the body must be `content-type: application/json`",
         ));
     }
@@ -292,13 +295,13 @@ async fn admitted(admin: &Admin, request: Request) -> Result<Bytes, Refusal> {
 
 async fn purge(State(admin): State<Admin>, request: Request) -> Result<Response, Refusal> {
     let bytes = admitted(&admin, request).await?;
-    let purge =
-        parse_purge(&bytes).map_err(|message| Refusal::new(StatusCode::BAD_REQUEST, message))?;
+    let purge = parse_purge(&bytes)
+        .map_err(|message| Refusal::new(RefusalKind::InvalidParameters, message))?;
     let purged = admin
         .layer
         .purge(&purge.purge)
         .await
-        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+        .map_err(|e| Refusal::new(RefusalKind::InvalidParameters, e.to_string()))?;
     tracing::info!(
         selector = purge.kind,
         purged = purged.removed,
@@ -316,8 +319,8 @@ async fn purge(State(admin): State<Admin>, request: Request) -> Result<Response,
 
 async fn revoke(State(admin): State<Admin>, request: Request) -> Result<Response, Refusal> {
     let bytes = admitted(&admin, request).await?;
-    let revoke =
-        parse_revoke(&bytes).map_err(|message| Refusal::new(StatusCode::BAD_REQUEST, message))?;
+    let revoke = parse_revoke(&bytes)
+        .map_err(|message| Refusal::new(RefusalKind::InvalidParameters, message))?;
     // Only the kind is logged: a `jti`, `sub`, `iss` or `kid` identifies a person or a
     // session.
     let kind = revoke.kind;
@@ -339,34 +342,36 @@ async fn revoke(State(admin): State<Admin>, request: Request) -> Result<Response
         }
         Err(e @ RevokeError::Full(_)) => {
             tracing::warn!(kind, "admin revoke refused: the revocation store is full");
-            Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+            Err(Refusal::new(RefusalKind::Unavailable, e.to_string()))
         }
         // `parse_revoke` refuses empty strings first; kept for the store's own checks.
         Err(e @ (RevokeError::Empty(_) | RevokeError::TooLong(_))) => {
-            Err(Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))
+            Err(Refusal::new(RefusalKind::InvalidParameters, e.to_string()))
         }
     }
 }
 
 async fn method_not_allowed() -> Refusal {
     Refusal::new(
-        StatusCode::METHOD_NOT_ALLOWED,
+        RefusalKind::MethodNotAllowed,
         "method not allowed; use POST",
     )
 }
 
-/// A refused admin request: `{"error": message}` with its status. A `401` carries the
-/// `WWW-Authenticate` challenge, a `405` the `Allow` header.
+/// A refused admin request: `{"error": message, "code": ..}`, with the status and code of
+/// its [`RefusalKind`] (the crate's one vocabulary) and the kind in the response's
+/// extensions; the message says what exactly was wrong. A `401` carries the
+/// `WWW-Authenticate` challenge, a `405` `Allow: POST`.
 #[derive(Debug)]
 struct Refusal {
-    status: StatusCode,
+    kind: RefusalKind,
     message: Cow<'static, str>,
 }
 
 impl Refusal {
-    fn new(status: StatusCode, message: impl Into<Cow<'static, str>>) -> Self {
+    fn new(kind: RefusalKind, message: impl Into<Cow<'static, str>>) -> Self {
         Self {
-            status,
+            kind,
             message: message.into(),
         }
     }
@@ -374,22 +379,27 @@ impl Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
+        // Operators' requests are JSON either way: the status of the GraphQL-over-HTTP
+        // media type, where a refusal is never a `200`.
+        let status = self.kind.status(ResponseMedia::GraphqlResponseJson);
         let mut response = respond(
-            self.status,
+            status,
             &ErrorBody {
                 error: &self.message,
+                code: self.kind.code(),
             },
         );
         let headers = response.headers_mut();
-        match self.status {
-            StatusCode::UNAUTHORIZED => {
+        match self.kind {
+            RefusalKind::Unauthorized => {
                 headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
             }
-            StatusCode::METHOD_NOT_ALLOWED => {
+            RefusalKind::MethodNotAllowed => {
                 headers.insert(ALLOW, HeaderValue::from_static("POST"));
             }
             _ => {}
         }
+        response.extensions_mut().insert(self.kind);
         response
     }
 }
@@ -411,7 +421,7 @@ fn authorize(token: &AdminToken, headers: &HeaderMap) -> Result<(), Refusal> {
         None => "missing admin credential; send `authorization: Bearer <token>`",
     };
     tracing::warn!(reason, "admin request refused");
-    Err(Refusal::new(StatusCode::UNAUTHORIZED, reason))
+    Err(Refusal::new(RefusalKind::Unauthorized, reason))
 }
 
 /// Reads at most [`MAX_BODY_BYTES`]; beyond that, or on a declared length beyond it, `413`.
@@ -420,11 +430,11 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Refusal> {
         .await
         .map_err(|err| match err {
             BodyError::TooLarge => Refusal::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
+                RefusalKind::BodyTooLarge,
                 format!("the body is larger than {MAX_BODY_BYTES} bytes"),
             ),
             BodyError::Unreadable => {
-                Refusal::new(StatusCode::BAD_REQUEST, "the body could not be read")
+                Refusal::new(RefusalKind::BodyUnreadable, "the body could not be read")
             }
         })
 }
@@ -453,6 +463,7 @@ fn sharing_status(fleet_wide: bool) -> StatusCode {
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
+    code: &'static str,
 }
 
 /// A JSON answer that no cache keeps.
