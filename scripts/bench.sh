@@ -2,6 +2,7 @@
 # The load harness: one command reproduces the table in BENCHMARKS.md.
 #
 #   bash scripts/bench.sh                 # ROUNDS=3 DURATION=4s CONNECTIONS=32 USERS=10000
+#   BIN=/tmp/loadbench-before bash scripts/bench.sh    # a binary built earlier, not rebuilt
 #
 # The server (examples/loadbench: the forum behind the layer, a bare handler returning the
 # exact bytes of the member HIT, and an instance whose memory never holds a Redis entry)
@@ -33,8 +34,11 @@ need taskset util-linux || { echo "taskset is required (util-linux)" >&2; exit 1
 HAVE_REDIS=1
 need redis-server redis-server || HAVE_REDIS=0
 
-cargo build --release --example loadbench --quiet
-BIN=$PWD/target/release/examples/loadbench
+# BIN=path compares another build (say, the one before a change) without building.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --example loadbench --quiet
+  BIN=$PWD/target/release/examples/loadbench
+fi
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }

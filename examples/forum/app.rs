@@ -5,10 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::Router;
 use axum::extract::State;
+use axum::response::Redirect;
 use axum::routing::get;
+use axum::{Json, Router};
+use http::StatusCode;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use metrics_exporter_prometheus::PrometheusHandle;
 use scoped_cache::admin::AdminToken;
 use scoped_cache::graphql::{GraphQLRequest, GraphQLResponse};
 use scoped_cache::{
@@ -80,15 +83,18 @@ struct AppState {
 /// The whole app, with the layer applied to every route, without the admin routes.
 #[allow(dead_code)] // The end-to-end tests serve it.
 pub(crate) fn router(forum: Arc<Forum>, layer: ScopedCacheLayer) -> Router {
-    router_with_admin(forum, layer, None)
+    router_with_admin(forum, layer, None, None)
 }
 
 /// The whole app; with an admin token, the operators' routes are mounted at `/admin`
-/// (`POST /admin/purge`), outside the layer: their credential is not a JWT.
+/// (`POST /admin/purge`, `GET /admin/stats`, the live page at `GET /admin/`), outside the
+/// layer: their credential is not a JWT. `GET /ready` answers readiness probes; with a
+/// Prometheus recorder, `GET /metrics` serves its text.
 pub(crate) fn router_with_admin(
     forum: Arc<Forum>,
     layer: ScopedCacheLayer,
     admin: Option<AdminToken>,
+    metrics: Option<PrometheusHandle>,
 ) -> Router {
     let state = AppState {
         schema: schema::build(Arc::clone(&forum), Some(layer.entity_tags())),
@@ -99,11 +105,35 @@ pub(crate) fn router_with_admin(
         .route("/graphql/nocache", get(graphql).post(graphql))
         .route("/health", get(|| async { "ok" }))
         .with_state(state)
-        .layer(layer.clone());
+        .layer(layer.clone())
+        // Outside the layer: probes and scrapers carry no JWT.
+        .route("/ready", {
+            let layer = layer.clone();
+            get(move || ready(layer.clone()))
+        });
+    let app = match metrics {
+        Some(handle) => app.route("/metrics", get(move || std::future::ready(handle.render()))),
+        None => app,
+    };
     match admin {
-        Some(token) => app.nest("/admin", scoped_cache::admin::router(&layer, token)),
+        Some(token) => app
+            .nest("/admin", scoped_cache::admin::router(&layer, token))
+            // The stats page is the router's `/`, which is `/admin` once nested.
+            .route("/admin/", get(|| async { Redirect::permanent("/admin") })),
         None => app,
     }
+}
+
+/// `GET /ready`: `200` when the layer can serve with its guarantees, else `503`; the
+/// body says which part is not ready.
+async fn ready(layer: ScopedCacheLayer) -> (StatusCode, Json<scoped_cache::Readiness>) {
+    let readiness = layer.readiness().await;
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(readiness))
 }
 
 /// GraphQL over HTTP with scoped-cache's extractor: the verified claims are already in the

@@ -28,8 +28,9 @@ mod schema;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use scoped_cache::admin::AdminToken;
-use scoped_cache::{BuildError, JwksSource, RedisTier};
+use scoped_cache::{BuildError, Explain, JwksSource, RedisTier};
 use tracing_subscriber::EnvFilter;
 
 const DEV_SECRET: &str = "forum-demo-development-secret-change-me!";
@@ -66,9 +67,31 @@ async fn main() -> ExitCode {
     let redis = std::env::var("REDIS_URL")
         .ok()
         .filter(|url| !url.is_empty());
+    // Before the layer is built: its metrics register with the recorder installed then.
+    let metrics = match install_metrics() {
+        Ok(handle) => Some(handle),
+        Err(err) => {
+            eprintln!("warning: no /metrics: {err}");
+            None
+        }
+    };
+    let admin = match std::env::var("ADMIN_TOKEN").ok().filter(|t| !t.is_empty()) {
+        None => None,
+        Some(token) => match AdminToken::new(token.clone()) {
+            Ok(admin) => Some((admin, token)),
+            Err(err) => {
+                eprintln!("error: ADMIN_TOKEN cannot be used: {err}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let mut builder = app::builder(verifier);
     if let Some(url) = &redis {
         builder = builder.redis(RedisTier::new(url).key_prefix("forum:"));
+    }
+    if let Some((admin, _)) = &admin {
+        // `curl -H "x-cache-explain: $ADMIN_TOKEN" ...` is told why an answer was not a hit.
+        builder = builder.explain(Explain::ToOperators(admin.clone()));
     }
     let layer = match builder.build() {
         Ok(layer) => layer,
@@ -107,17 +130,6 @@ async fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-
-    let admin = match std::env::var("ADMIN_TOKEN").ok().filter(|t| !t.is_empty()) {
-        None => None,
-        Some(token) => match AdminToken::new(token.clone()) {
-            Ok(admin) => Some((admin, token)),
-            Err(err) => {
-                eprintln!("error: ADMIN_TOKEN cannot be used: {err}");
-                return ExitCode::from(2);
-            }
-        },
-    };
 
     let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:8000".to_owned());
     let listener = match tokio::net::TcpListener::bind(&addr).await {
@@ -166,6 +178,7 @@ async fn main() -> ExitCode {
         schema::Forum::seeded(),
         layer,
         admin.map(|(admin, _)| admin),
+        metrics,
     );
     if let Err(err) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
@@ -234,6 +247,10 @@ fn print_welcome(addr: &str, secret: &[u8]) {
          \n  GET      /health           passes through\
          \n  POST     /admin/purge      operators only, when ADMIN_TOKEN is set\
          \n  POST     /admin/revoke     operators only, when ADMIN_TOKEN is set\
+         \n  GET      /admin/stats      operators only: hit ratios, reasons, caches, Redis (JSON)\
+         \n  GET      /admin/           the live stats page (asks for ADMIN_TOKEN)\
+         \n  GET      /metrics          Prometheus text (scoped_cache_* metrics)\
+         \n  GET      /ready            readiness: 200, or 503 with what is not ready\
          \n\nmember token (alice, valid 24 h):\n{alice}\n\
          \nsame claims, refreshed token (alice):\n{alice_refreshed}\n\
          \nanother member (bob):\n{bob}\n\
@@ -253,7 +270,11 @@ fn print_jwks_welcome(addr: &str, described: &str) {
          \n  POST/GET /graphql/nocache  verified, never cached (x-cache: BYPASS)\
          \n  GET      /health           passes through\
          \n  POST     /admin/purge      operators only, when ADMIN_TOKEN is set\
-         \n  POST     /admin/revoke     operators only, when ADMIN_TOKEN is set\n\
+         \n  POST     /admin/revoke     operators only, when ADMIN_TOKEN is set\
+         \n  GET      /admin/stats      operators only: hit ratios, reasons, caches, Redis (JSON)\
+         \n  GET      /admin/           the live stats page (asks for ADMIN_TOKEN)\
+         \n  GET      /metrics          Prometheus text (scoped_cache_* metrics)\
+         \n  GET      /ready            readiness: 200, or 503 with what is not ready\n\
          \nwith a token from your identity provider in $TOKEN (claims sub, name, role):\n\
          \ncurl -si http://{addr}/graphql -H 'content-type: application/json' -H \"authorization: Bearer $TOKEN\" -d '{WELCOME_QUERY}'\n"
     );
@@ -291,8 +312,32 @@ fn print_freshness(addr: &str, alice: Option<&str>, admin_token: Option<&str>) {
          \nother bodies: {{\"tags\":[\"Post:1\"]}}, {{\"operation\":\"Welcome\"}}, {{\"scope\":{{\"sub\":\"alice\"}}}}, {{\"all\":true}}\n\
          \nrevoke every token alice holds (the ones printed above get 401 at once; a token minted afterwards works, with whatever role it carries):\n\
          \ncurl -si -X POST http://{addr}/admin/revoke -H \"authorization: Bearer $ADMIN_TOKEN\" -H 'content-type: application/json' -d '{{\"sub\":\"alice\",\"issued_before\":{issued_before}}}'\n\
-         \nthen: cargo run --release --example forum -- token alice Alice admin\n"
+         \nthen: cargo run --release --example forum -- token alice Alice admin\n\
+         \nwhy was an answer not a HIT? send the admin token in x-cache-explain (the app never sees it):\n\
+         \ncurl -si http://{addr}/graphql -H 'content-type: application/json' -H \"x-cache-explain: $ADMIN_TOKEN\" -d '{{\"query\":\"{{ publicPosts {{ id }} }}\"}}' | grep -i x-cache\n\
+         \nthe live stats page: open http://{addr}/admin/ and paste ADMIN_TOKEN; the same as JSON:\n\
+         \ncurl -s http://{addr}/admin/stats -H \"authorization: Bearer $ADMIN_TOKEN\"\n"
     );
+}
+
+/// The Prometheus recorder behind `GET /metrics`, with real histograms for the layer's
+/// timings, and its upkeep every few seconds.
+fn install_metrics() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0],
+        )?
+        .install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
 }
 
 async fn shutdown() {

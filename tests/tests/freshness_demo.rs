@@ -37,6 +37,7 @@ async fn forum() -> (SocketAddr, Arc<schema::Forum>) {
         Arc::clone(&forum),
         app::layer(app::hmac_verifier(SECRET)).unwrap(),
         Some(AdminToken::new(ADMIN).unwrap()),
+        None,
     );
     (serve(app).await, forum)
 }

@@ -18,6 +18,7 @@ use crate::graphql::schema::RootFields;
 use crate::guard::{DEFAULT_MAX_NESTING, DEFAULT_MAX_SELECTIONS, DocumentLimits, MAX_MAX_NESTING};
 use crate::jwt::TokenVerifier;
 use crate::jwt::token::TokenSource;
+use crate::observe::{Explain, Labels, Observer};
 use crate::pipeline::{Limits, Pipeline};
 use crate::revocation::{DEFAULT_MAX_REVOCATIONS, DEFAULT_RETENTION, MemoryRevocations, UnixClock};
 use crate::route::Routes;
@@ -60,6 +61,7 @@ pub struct ScopedCacheLayerBuilder {
     /// `None`: not chosen, [`RoutePolicy::verify_only`] (and unmatched routes are warned
     /// about, once each).
     default_route: Option<RoutePolicy>,
+    explain: Explain,
 }
 
 impl ScopedCacheLayer {
@@ -101,6 +103,7 @@ impl Default for ScopedCacheLayerBuilder {
             redis: None,
             routes: Vec::new(),
             default_route: None,
+            explain: Explain::Never,
         }
     }
 }
@@ -349,6 +352,14 @@ impl ScopedCacheLayerBuilder {
         self
     }
 
+    /// Who is told why an answer was not a fresh hit, in the
+    /// [`x-cache-reason`](crate::X_CACHE_REASON) header. Default: [`Explain::Never`].
+    /// Metrics and traces carry the reason whatever this says.
+    pub fn explain(mut self, explain: Explain) -> Self {
+        self.explain = explain;
+        self
+    }
+
     /// Sets the policy of one route, by its axum path pattern (`/graphql`, `/posts/{id}`).
     pub fn route(mut self, path: impl Into<String>, policy: RoutePolicy) -> Self {
         self.routes.push((path.into(), policy));
@@ -491,6 +502,12 @@ impl ScopedCacheLayerBuilder {
         };
         #[cfg(not(feature = "redis"))]
         let (store, revocations) = (Store::Memory(memory), Revocations::Memory(denied));
+        let routes = Routes::new(routes, self.default_route);
+        let labels = Labels {
+            routes: routes.labels().to_vec(),
+            rules: rules.rule_labels().to_vec(),
+            operations: rules.operation_labels().to_vec(),
+        };
         let layer = ScopedCacheLayer {
             shared: Arc::new(Pipeline {
                 verifier,
@@ -499,7 +516,7 @@ impl ScopedCacheLayerBuilder {
                     max_bytes: self.max_token_bytes,
                     ignore_other_schemes: self.ignore_other_schemes,
                 },
-                routes: Routes::new(routes, self.default_route),
+                routes,
                 rules,
                 preparer: Preparer::new(self.max_bytes / 8 + 1, self.max_nesting),
                 store,
@@ -513,6 +530,7 @@ impl ScopedCacheLayerBuilder {
                 purge_on_revoke: self.purge_on_revoke,
                 coalesce: self.coalesce,
                 limits: Limits {
+                    cache_bytes: self.max_bytes,
                     entry_bytes: self.max_entry_bytes,
                     request_bytes: self.max_request_bytes,
                     document: DocumentLimits {
@@ -526,6 +544,7 @@ impl ScopedCacheLayerBuilder {
                 examiners: Arc::new(tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
                 )),
+                observer: Observer::new(labels, self.explain),
             }),
         };
         #[cfg(feature = "redis")]

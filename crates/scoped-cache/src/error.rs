@@ -85,6 +85,9 @@ pub enum BuildError {
     /// Two rules match the same root field or operation name.
     #[error("rule for `{0}` is configured twice")]
     DuplicateRule(String),
+    /// More rules than fit a label (65,533).
+    #[error("too many rules: at most 65533")]
+    TooManyRules,
     /// A route path does not start with `/`.
     #[error("route `{0}` must start with `/`")]
     InvalidRoute(String),

@@ -12,3 +12,12 @@
 
 /// A randomly seeded fast hasher for keys clients cannot choose.
 pub(crate) type Trusted = foldhash::quality::RandomState;
+
+/// A short, per-process hash of `bytes` for traces (a bucket's): it tells requests of
+/// one bucket apart from another's on this instance, and is seeded randomly per process
+/// so that no one can test guessed claim values against it.
+pub(crate) fn short(bytes: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    static SEED: std::sync::OnceLock<Trusted> = std::sync::OnceLock::new();
+    SEED.get_or_init(Trusted::default).hash_one(bytes)
+}

@@ -7,6 +7,8 @@ use tower::Layer;
 use crate::cache::purge::{Purge, PurgeError, Purged};
 use crate::cache::store::{CacheStats, ResponseStore};
 use crate::graphql::EntityTags;
+use crate::health::{Readiness, Usage};
+use crate::observe::names;
 use crate::pipeline::Pipeline;
 use crate::revocation::{RevocationStore, Revoke, RevokeError, RevokeKind, Revoked};
 use crate::service::ScopedCache;
@@ -96,6 +98,13 @@ impl ScopedCacheLayer {
                 Err(err) => tracing::warn!(%err, "purging a revoked subject's buckets failed"),
             }
         }
+        let kind = match &revoke.kind {
+            RevokeKind::Token { .. } => "jti",
+            RevokeKind::Subject { .. } => "sub",
+            RevokeKind::Issuer { .. } => "iss",
+        };
+        let shared = if fleet_wide { "true" } else { "false" };
+        metrics::counter!(names::REVOCATIONS, "kind" => kind, "shared" => shared).increment(1);
         Ok(Revoked { fleet_wide })
     }
 
@@ -103,6 +112,33 @@ impl ScopedCacheLayer {
     /// [`max_bytes`](crate::ScopedCacheLayerBuilder::max_bytes).
     pub fn stats(&self) -> CacheStats {
         self.shared.store.stats()
+    }
+
+    /// Whether the layer can serve with its guarantees now, for a readiness probe: every
+    /// JWKS source holds usable keys (one that does not is asked to fetch them, so the
+    /// probe itself gets a fresh instance ready), and with a Redis tier, this instance
+    /// is in step with the fleet's purges and revocations (within
+    /// [`max_lag`](crate::RedisTier::max_lag)). Redis being down does not make it unready
+    /// until then: it serves from memory or by execution meanwhile.
+    ///
+    /// ```
+    /// # async fn demo(layer: scoped_cache::ScopedCacheLayer) {
+    /// let readiness = layer.readiness().await;
+    /// let status = if readiness.ready { 200 } else { 503 };
+    /// # let _ = status;
+    /// # }
+    /// ```
+    pub async fn readiness(&self) -> Readiness {
+        self.shared.readiness().await
+    }
+
+    /// What each of the layer's caches holds against its bound: `responses`,
+    /// `documents` (prepared request texts), `revocations`, and `tokens` (the
+    /// verified-token cache, unless it is off). The `scoped_cache_entries`,
+    /// `scoped_cache_bytes` and `scoped_cache_bound` gauges say the same, refreshed every
+    /// five seconds.
+    pub fn usage(&self) -> Vec<(&'static str, Usage)> {
+        self.shared.usage()
     }
 
     /// The async-graphql extension that tags cached entries with the entities they hold,

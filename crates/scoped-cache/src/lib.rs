@@ -129,6 +129,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod admin;
+mod admin_token;
 mod backend;
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
@@ -143,8 +144,10 @@ mod future;
 pub mod graphql;
 mod guard;
 mod hash;
+mod health;
 mod jwt;
 mod layer;
+pub mod observe;
 mod pipeline;
 mod rejection;
 mod report;
@@ -166,8 +169,10 @@ pub use self::cache::{X_CACHE, X_CACHE_INVALIDATION, X_CACHE_TIER};
 pub use self::claims::Claims;
 pub use self::error::BuildError;
 pub use self::future::ResponseFuture;
+pub use self::health::{Readiness, TierHealth, Usage};
 pub use self::jwt::{JwksSource, JwksSourceBuilder, Key, KeyFetchError, Verifier};
 pub use self::layer::ScopedCacheLayer;
+pub use self::observe::{Explain, Reason, X_CACHE_EXPLAIN, X_CACHE_REASON};
 pub use self::rejection::{
     AUTH_UNAVAILABLE, AuthError, AuthErrorKind, BAD_REQUEST, FORBIDDEN, METHOD_NOT_ALLOWED,
     PERSISTED_QUERY_NOT_FOUND, RefusalKind, UNAUTHENTICATED, UNAVAILABLE,

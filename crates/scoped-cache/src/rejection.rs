@@ -104,6 +104,31 @@ pub enum RefusalKind {
 }
 
 impl RefusalKind {
+    /// The kind's name for metrics and traces (`too_deep`): one per kind, stable.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotAcceptable => "not_acceptable",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::NotAQueryOverGet => "not_a_query_over_get",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::BodyTooLarge => "body_too_large",
+            Self::BodyUnreadable => "body_unreadable",
+            Self::MalformedJson => "malformed_json",
+            Self::InvalidParameters => "invalid_parameters",
+            Self::MissingQuery => "missing_query",
+            Self::TooDeep => "too_deep",
+            Self::DocumentParse => "document_parse",
+            Self::UnknownOperation => "unknown_operation",
+            Self::PersistedQueryNotFound => "persisted_query_not_found",
+            Self::TooManySelections => "too_many_selections",
+            Self::RepeatedParameter => "repeated_parameter",
+            Self::CookieNeedsJson => "cookie_needs_json",
+            Self::CrossSite => "cross_site",
+            Self::Unauthorized => "unauthorized",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
     /// The HTTP status, answering in `media`: well-formed GraphQL-over-HTTP requests that
     /// fail validation are `200` for legacy `application/json` clients, which read
     /// errors from the body.
@@ -276,6 +301,31 @@ pub enum AuthErrorKind {
     /// has been cut off from it for longer than its
     /// [`max_lag`](crate::RedisTier::max_lag). The token may be fine; retry later.
     RevocationsUnavailable,
+}
+
+impl AuthErrorKind {
+    /// The kind's name for metrics and traces (`bad_signature`): one per kind, stable.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingToken => "missing_token",
+            Self::Malformed => "malformed",
+            Self::UnsupportedScheme => "unsupported_scheme",
+            Self::DuplicateHeader => "duplicate_header",
+            Self::HeaderTooLarge => "header_too_large",
+            Self::BadSignature => "bad_signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::InvalidClaims => "invalid_claims",
+            Self::DisallowedAlgorithm => "disallowed_algorithm",
+            Self::UnsupportedCritical => "unsupported_critical",
+            Self::UnknownKey => "unknown_key",
+            Self::KeysUnavailable => "keys_unavailable",
+            Self::Revoked => "revoked",
+            Self::RevocationsUnavailable => "revocations_unavailable",
+        }
+    }
 }
 
 impl AuthError {

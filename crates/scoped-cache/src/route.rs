@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::{MatchedPath, OriginalUri};
 use http::Request;
@@ -89,7 +89,11 @@ impl RoutePolicy {
 /// The configured routes and the policy for all others.
 #[derive(Debug)]
 pub(crate) struct Routes {
-    exact: HashMap<String, RoutePolicy>,
+    /// Each route's policy, and its label's index in `labels`.
+    exact: HashMap<String, (RoutePolicy, u16)>,
+    /// The routes' names for metrics and traces: `other` (every route not configured),
+    /// then each configured path, sorted.
+    labels: Vec<Arc<str>>,
     fallback: RoutePolicy,
     /// The fallback was chosen (`default_route`): routes that get it are meant to, and
     /// are not warned about.
@@ -106,8 +110,18 @@ const MAX_WARNED: usize = 256;
 impl Routes {
     /// `fallback`: the chosen default policy, if one was.
     pub(crate) fn new(exact: HashMap<String, RoutePolicy>, fallback: Option<RoutePolicy>) -> Self {
+        let mut paths: Vec<(String, RoutePolicy)> = exact.into_iter().collect();
+        paths.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut labels: Vec<Arc<str>> = vec![Arc::from("other")];
+        labels.extend(paths.iter().map(|(path, _)| Arc::from(path.as_str())));
+        let exact = paths
+            .drain(..)
+            .enumerate()
+            .map(|(i, (path, policy))| (path, (policy, u16::try_from(i + 1).unwrap_or(0))))
+            .collect();
         Self {
             exact,
+            labels,
             fallback: fallback.unwrap_or_else(RoutePolicy::verify_only),
             chosen: fallback.is_some(),
             warned: Mutex::default(),
@@ -120,7 +134,22 @@ impl Routes {
     /// [`OriginalUri`], before a nested router stripped its prefix) or the URI the layer
     /// sees. Only the policy comes from the route pattern: cache keys use the request's own
     /// path, since `/t/{tenant}` serves different data per tenant.
+    #[cfg(test)]
     pub(crate) fn resolve<B>(&self, req: &Request<B>) -> RoutePolicy {
+        self.resolve_labelled(req).0
+    }
+
+    /// The routes' names for metrics and traces, by the label [`resolve_labelled`]
+    /// gives.
+    ///
+    /// [`resolve_labelled`]: Self::resolve_labelled
+    pub(crate) fn labels(&self) -> &[Arc<str>] {
+        &self.labels
+    }
+
+    /// [`resolve`](Self::resolve), with the route's label: `0` (`other`) for every route
+    /// not configured, so a label never holds a raw request path.
+    pub(crate) fn resolve_labelled<B>(&self, req: &Request<B>) -> (RoutePolicy, u16) {
         let matched = req.extensions().get::<MatchedPath>();
         let original = req.extensions().get::<OriginalUri>();
         let found = matched
@@ -128,7 +157,7 @@ impl Routes {
             .or_else(|| original.and_then(|o| self.exact.get(o.0.path())))
             .or_else(|| self.exact.get(req.uri().path()));
         match found {
-            Some(policy) => *policy,
+            Some(found) => *found,
             None => {
                 // A chosen default is meant for the other routes (health checks, 404s),
                 // but a GraphQL route that gets it is likely a misspelt `route(..)`.
@@ -136,7 +165,7 @@ impl Routes {
                 if !self.exact.is_empty() && (!self.chosen || graphql()) {
                     self.warn_unmatched(matched);
                 }
-                self.fallback
+                (self.fallback, 0)
             }
         }
     }

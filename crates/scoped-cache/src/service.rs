@@ -44,6 +44,6 @@ where
         // Take the service that was driven to readiness and leave its clone behind.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(Pipeline::handle(Arc::clone(&self.shared), req, inner))
+        ResponseFuture::new(Pipeline::serve(Arc::clone(&self.shared), req, inner))
     }
 }

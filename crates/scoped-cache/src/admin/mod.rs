@@ -159,6 +159,7 @@
 //!   boundary or a rate-limiting layer.
 
 mod parse;
+mod view;
 
 use parse::*;
 use std::borrow::Cow;
@@ -168,18 +169,16 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
+pub use crate::admin_token::{AdminToken, MIN_TOKEN_BYTES};
 use crate::cache::purge::Purge;
-use crate::error::BuildError;
 use crate::graphql::document::is_graphql_name;
 use crate::layer::ScopedCacheLayer;
 use crate::rejection::RefusalKind;
@@ -191,69 +190,12 @@ use crate::wire::media::{ResponseMedia, is_json};
 /// The largest request body the admin routes read: 64 KiB. Larger bodies are answered with `413`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The shortest admin token [`AdminToken::new`] accepts, in bytes.
-pub const MIN_TOKEN_BYTES: usize = 16;
-
 /// The `WWW-Authenticate` challenge of a `401` from the admin routes.
 const CHALLENGE: &str = r#"Bearer realm="scoped-cache-admin""#;
 
 /// Error messages echo client input (field names, values serde could not read) at most
 /// this long, so a refusal stays small whatever the body holds.
 const MAX_MESSAGE_CHARS: usize = 300;
-
-/// The shared secret operators present as `Authorization: Bearer <token>` to the
-/// [admin router](router).
-///
-/// Only the SHA-256 digest of the secret is kept. `Debug` prints `AdminToken { .. }`. See
-/// the [module docs](crate::admin) for an example.
-#[derive(Clone)]
-pub struct AdminToken {
-    digest: [u8; 32],
-}
-
-impl AdminToken {
-    /// Takes the admin secret, for example from an environment variable. Use a random one,
-    /// such as the output of `openssl rand -hex 32`.
-    ///
-    /// # Errors
-    ///
-    /// - [`BuildError::WeakAdminToken`] when the secret is shorter than
-    ///   [`MIN_TOKEN_BYTES`] (16) bytes.
-    /// - [`BuildError::InvalidAdminToken`] when it holds anything other than visible ASCII
-    ///   (a space, a control character such as a trailing newline read from a file, or a
-    ///   non-ASCII character). A client could not send it in an `Authorization` header
-    ///   as written.
-    pub fn new(secret: impl Into<String>) -> Result<Self, BuildError> {
-        let secret = secret.into();
-        if secret.len() < MIN_TOKEN_BYTES {
-            return Err(BuildError::WeakAdminToken {
-                len: secret.len(),
-                min: MIN_TOKEN_BYTES,
-            });
-        }
-        if !secret.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(BuildError::InvalidAdminToken {
-                reason: "it must be visible ASCII, without spaces or line breaks",
-            });
-        }
-        Ok(Self {
-            digest: Sha256::digest(secret.as_bytes()).into(),
-        })
-    }
-
-    /// Whether `presented` is this token, in time that reveals nothing about the secret:
-    /// hashing makes both sides 32 bytes, and they are compared in constant time.
-    fn verify(&self, presented: &[u8]) -> bool {
-        let digest: [u8; 32] = Sha256::digest(presented).into();
-        digest.ct_eq(&self.digest).into()
-    }
-}
-
-impl fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AdminToken").finish_non_exhaustive()
-    }
-}
 
 /// The admin router for `layer`: `POST /purge` and `POST /revoke`, guarded by `token`.
 /// Mount it with `.nest("/admin", ..)` **after** `.layer(layer)`, so JWT verification
@@ -269,6 +211,11 @@ pub fn router(layer: &ScopedCacheLayer, token: AdminToken) -> Router {
     Router::new()
         .route("/purge", post(purge).fallback(method_not_allowed))
         .route("/revoke", post(revoke).fallback(method_not_allowed))
+        .route(
+            "/stats",
+            get(view::stats).fallback(view::method_not_allowed),
+        )
+        .route("/", get(view::page).fallback(view::method_not_allowed))
         .with_state(admin)
 }
 
@@ -366,6 +313,8 @@ async fn method_not_allowed() -> Refusal {
 struct Refusal {
     kind: RefusalKind,
     message: Cow<'static, str>,
+    /// The methods a `405` names.
+    allow: &'static str,
 }
 
 impl Refusal {
@@ -373,6 +322,7 @@ impl Refusal {
         Self {
             kind,
             message: message.into(),
+            allow: "POST",
         }
     }
 }
@@ -395,7 +345,7 @@ impl IntoResponse for Refusal {
                 headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
             }
             RefusalKind::MethodNotAllowed => {
-                headers.insert(ALLOW, HeaderValue::from_static("POST"));
+                headers.insert(ALLOW, HeaderValue::from_static(self.allow));
             }
             _ => {}
         }

@@ -14,6 +14,7 @@ use crate::cache::store::{
     CacheStats, CachedResponse, Epoch, Hit, Lease, MemoryStore, Probe, ResponseStore, Source,
 };
 use crate::claims::Claims;
+use crate::observe::{Reason, names};
 use crate::rejection::AuthErrorKind;
 use crate::revocation::{MemoryRevocations, RevocationStore, Revoke, RevokeError, UnixClock};
 
@@ -38,6 +39,40 @@ impl Store {
             }
             #[cfg(feature = "redis")]
             Store::Tiered(_) => Some(source.header_value()),
+        }
+    }
+
+    /// Why a lookup at `now` that found nothing could not have found anything: the
+    /// instance is out of step with the fleet, or does not ask Redis for now. `None` when
+    /// nothing stood in its way.
+    pub(crate) fn unknown(&self, now: Instant) -> Option<Reason> {
+        match self {
+            Store::Memory(_) => {
+                let _ = now;
+                None
+            }
+            #[cfg(feature = "redis")]
+            Store::Tiered(tier) => {
+                if !tier.in_step(now) {
+                    Some(Reason::OutOfStep)
+                } else if !tier.reads_redis() {
+                    Some(Reason::RedisUnavailable)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// The shared tier's state at `now`, if there is one.
+    pub(crate) fn tier_health(&self, now: Instant) -> Option<crate::health::TierHealth> {
+        match self {
+            Store::Memory(_) => {
+                let _ = now;
+                None
+            }
+            #[cfg(feature = "redis")]
+            Store::Tiered(tier) => Some(tier.health(now)),
         }
     }
 
@@ -117,11 +152,17 @@ impl ResponseStore for Store {
     }
 
     async fn purge(&self, purge: &Purge) -> Result<Purged, PurgeError> {
-        match self {
+        let purged = match self {
             Store::Memory(store) => store.purge(purge).await,
             #[cfg(feature = "redis")]
             Store::Tiered(tier) => tier.purge(purge).await,
+        };
+        if let Ok(purged) = &purged {
+            let shared = if purged.fleet_wide { "true" } else { "false" };
+            metrics::counter!(names::PURGES, "kind" => purge.kind(), "shared" => shared)
+                .increment(1);
         }
+        purged
     }
 
     fn stats(&self) -> CacheStats {
@@ -147,6 +188,15 @@ pub(crate) enum Revocations {
 }
 
 impl Revocations {
+    /// What the revocation store holds against its bound.
+    pub(crate) fn usage(&self) -> crate::health::Usage {
+        match self {
+            Revocations::Memory(store) => store.usage(),
+            #[cfg(feature = "redis")]
+            Revocations::Shared(tier) => tier.revocations.usage(),
+        }
+    }
+
     /// Tells the rest of the fleet about `revoke` (already recorded here); returns
     /// whether the fleet has it (always, without a shared tier).
     pub(crate) async fn share(&self, revoke: &Revoke) -> bool {

@@ -452,6 +452,9 @@ mod tests {
             stale_if_error: None,
             bypass: false,
             learned: Vec::new().into(),
+            rule: 0,
+            operation: 0,
+            by_default: true,
         }
     }
 

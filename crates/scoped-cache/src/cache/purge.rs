@@ -98,6 +98,17 @@ impl Tag {
 }
 
 impl Purge {
+    /// The selector's kind, for metrics: `tags`, `operation`, `scope`, `fields`, `all`.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self.selector {
+            Selector::Tags(_) => "tags",
+            Selector::Operation(_) => "operation",
+            Selector::Scope(_) => "scope",
+            Selector::Fields(_) => "fields",
+            Selector::All => "all",
+        }
+    }
+
     /// Entries tagged with any of `tags`: a type name (`Post`: every entry holding a post)
     /// or an entity, `Type:id` (`Post:42`). An entry that held more entities of a type than
     /// it could list (see [`max_entity_tags`](crate::ScopedCacheLayerBuilder::max_entity_tags))

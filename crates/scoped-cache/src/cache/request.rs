@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::cache::key::RequestDigest;
 use crate::graphql::document::analyze;
 use crate::graphql::nesting;
+use crate::health::Usage;
 use crate::scope::{Decision, RuleSet};
 use crate::wire::get::GetParams;
 
@@ -71,6 +72,7 @@ pub(crate) struct Preparer {
     post: moka::sync::Cache<Bytes, Arc<Prepared>>,
     persisted: moka::sync::Cache<String, Arc<str>>,
     nesting: usize,
+    max_bytes: u64,
 }
 
 /// Request texts carry callers' variables: show counts only (moka's `Debug` prints entries).
@@ -106,6 +108,25 @@ impl Preparer {
                 })
                 .build(),
             nesting,
+            max_bytes,
+        }
+    }
+
+    /// What the prepared texts and persisted documents hold, against their bound (each of
+    /// the three caches is bounded by `max_bytes`).
+    pub(crate) fn usage(&self) -> Usage {
+        // moka counts lazily: settle first (every few seconds, not per request).
+        self.get.run_pending_tasks();
+        self.post.run_pending_tasks();
+        self.persisted.run_pending_tasks();
+        Usage {
+            entries: self.get.entry_count()
+                + self.post.entry_count()
+                + self.persisted.entry_count(),
+            bytes: self.get.weighted_size()
+                + self.post.weighted_size()
+                + self.persisted.weighted_size(),
+            bound: self.max_bytes.saturating_mul(3),
         }
     }
 

@@ -122,6 +122,7 @@ const ENTRY_OVERHEAD: usize = 512;
 #[derive(Clone)]
 pub(crate) struct TokenCache {
     entries: moka::sync::Cache<Arc<str>, Arc<Verified>, crate::hash::Trusted>,
+    max_bytes: u64,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -163,6 +164,17 @@ fn time_to_expiry(claims: &Claims, leeway: Duration, now: f64) -> Option<Duratio
 }
 
 impl TokenCache {
+    /// What the cache holds against its bound.
+    pub(crate) fn usage(&self) -> crate::health::Usage {
+        // moka counts lazily: settle first (every few seconds, not per request).
+        self.entries.run_pending_tasks();
+        crate::health::Usage {
+            entries: self.entries.entry_count(),
+            bytes: self.entries.weighted_size(),
+            bound: self.max_bytes,
+        }
+    }
+
     pub(crate) fn new(max_bytes: u64) -> Self {
         Self {
             entries: moka::sync::Cache::builder()
@@ -173,6 +185,7 @@ impl TokenCache {
                 })
                 .expire_after(UntilExp)
                 .build_with_hasher(crate::hash::Trusted::default()),
+            max_bytes,
         }
     }
 

@@ -17,6 +17,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use crate::BuildError;
 use crate::claims::Claims;
@@ -25,6 +26,7 @@ use crate::jwt::keys::ResolvedKey;
 use crate::jwt::token;
 use crate::jwt::token_cache::{TokenCache, Verified};
 use crate::jwt::validation::ClaimRules;
+use crate::observe::names;
 use crate::rejection::AuthErrorKind;
 
 /// One verifier's keys and rules, checked.
@@ -64,6 +66,16 @@ struct Parsed<'t> {
 }
 
 impl TokenVerifier {
+    /// The verified-token cache's usage, if there is one.
+    pub(crate) fn token_usage(&self) -> Option<crate::health::Usage> {
+        self.cache.as_ref().map(TokenCache::usage)
+    }
+
+    /// Every JWKS source of every verifier.
+    pub(crate) fn sources(&self) -> impl Iterator<Item = &JwksSource> {
+        self.issuers.iter().flat_map(|issuer| &issuer.sources)
+    }
+
     /// Checks that tokens can be routed to exactly one verifier by `iss`.
     pub(crate) fn new(
         issuers: Vec<IssuerKeys>,
@@ -118,7 +130,12 @@ impl TokenVerifier {
         }
         // In a future of its own: it may fetch keys, and a cached token's request should
         // not carry (and move around) that state.
-        Box::pin(self.verify_signature(token, now)).await
+        let started = std::time::Instant::now();
+        let verified = Box::pin(self.verify_signature(token, now))
+            .instrument(tracing::info_span!("scoped_cache.verify"))
+            .await;
+        metrics::histogram!(names::VERIFICATION_SECONDS).record(started.elapsed().as_secs_f64());
+        verified
     }
 
     /// The full verification of a token the cache did not vouch for; caches the result.

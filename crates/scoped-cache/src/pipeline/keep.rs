@@ -14,6 +14,7 @@ use crate::cache::purge::{EntryMeta, Purge, Tag};
 use crate::cache::store::{CachedResponse, Epoch, ResponseStore};
 use crate::cache::{self, NotStored, validator};
 use crate::claims::ReadLog;
+use crate::observe::Reason;
 use crate::rejection::graphql_error;
 use crate::report::ExecutionReport;
 use crate::scope::Decision;
@@ -71,14 +72,16 @@ pub(super) fn should_learn(
 
 impl Pipeline {
     /// Stores a miss's response if it may be stored (`keep`), learns the scope of learned
-    /// fields from what it read, and labels it. Returns the response and whether it was
-    /// stored.
+    /// fields from what it read, and labels it: with `cold` (why the cache had nothing)
+    /// when it was stored, else with why it was not. Returns the response and whether it
+    /// was stored.
     pub(super) async fn finish_miss(
         &self,
         response: Response,
         lookup: &Lookup<'_>,
         reads: &ReadLog,
         keep: Keep,
+        cold: Reason,
     ) -> (Response, Result<(), NotStored>) {
         let (mut parts, body) = response.into_parts();
         let report = ExecutionReport::take(&mut parts.headers);
@@ -101,12 +104,17 @@ impl Pipeline {
         ) {
             tracing::debug!(?reason, "response not stored");
             let response = Response::from_parts(parts, body);
-            return (self.unstored_miss(response, lookup), Err(reason));
+            let because = Reason::from(&reason);
+            return (self.unstored_miss(response, lookup, because), Err(reason));
         }
         let bytes = match read_bounded(body, self.limits.entry_bytes).await {
             Ok(bytes) => bytes,
             // A layer-made 502: labelled like any answer that was not stored.
-            Err(failed) => return (self.unstored_miss(failed, lookup), Err(NotStored::Status)),
+            Err(failed) => {
+                let reason = NotStored::Status;
+                let because = Reason::from(&reason);
+                return (self.unstored_miss(failed, lookup, because), Err(reason));
+            }
         };
         let lifetimes = cache::lifetimes(&parts.headers, &bytes, lookup.decision, reads);
         if should_learn(lookup.decision, &lifetimes) {
@@ -150,10 +158,11 @@ impl Pipeline {
         };
         let response = Response::from_parts(parts, Body::from(bytes));
         match &outcome {
-            Ok(()) => (self.labelled_miss(response, lookup), outcome),
+            Ok(()) => (self.labelled_miss(response, lookup, cold), outcome),
             Err(reason) => {
                 tracing::debug!(?reason, "response not stored");
-                (self.unstored_miss(response, lookup), outcome)
+                let because = Reason::from(reason);
+                (self.unstored_miss(response, lookup, because), outcome)
             }
         }
     }

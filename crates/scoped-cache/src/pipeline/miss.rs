@@ -11,10 +11,11 @@ use http::{Request, StatusCode, request};
 use tokio::time::Instant;
 use tower::Service;
 
+use crate::cache::NotStored;
 use crate::cache::inflight::Role;
 use crate::cache::store::{Epoch, Hit, Lease, ResponseStore};
-use crate::cache::{CacheStatus, NotStored};
 use crate::claims::RequestReads;
+use crate::observe::{Note, Reason, names};
 use crate::rejection::graphql_error;
 use crate::task::AbortOnDrop;
 
@@ -38,6 +39,8 @@ pub(super) struct Miss<'a> {
     /// The store's epoch when the request began: an answer a purge since then would have
     /// removed is not stored.
     pub(super) epoch: Epoch,
+    /// Why the cache had nothing to serve (the reason a stored answer goes out with).
+    pub(super) cold: Reason,
 }
 
 /// Why an execution that had a stale entry to fall back on failed.
@@ -52,7 +55,12 @@ impl Pipeline {
     /// Executes the miss's operation once per key (here, and across the fleet with a
     /// shared tier), stores its answer, and serves its fallback if the execution fails
     /// within stale-if-error.
-    pub(super) async fn miss<S>(&self, miss: Miss<'_>, inner: S) -> Result<Response, S::Error>
+    pub(super) async fn miss<S>(
+        &self,
+        miss: Miss<'_>,
+        inner: S,
+        note: &mut Note,
+    ) -> Result<Response, S::Error>
     where
         S: Service<Request<Body>, Response = Response> + Send + 'static,
         S::Future: Send + 'static,
@@ -65,17 +73,19 @@ impl Pipeline {
             asked,
             fallback,
             epoch,
+            cold,
         } = miss;
         let leader = if self.coalesce {
             let waited = self.lead_or_wait(lookup.key).await;
             // The wait may have been long: a token revoked meanwhile gets nothing.
             if let Some(refusal) = self.revoked(lookup.claims) {
-                return Ok(self.refused_revoked(refusal, &parts.headers));
+                return Ok(self.refused_auth(refusal, &parts.headers));
             }
             match waited {
                 Ok(leader) => leader,
                 Err(hit) => {
-                    return Ok(self.hit(asked, &hit, lookup, CacheStatus::Hit, Instant::now()));
+                    metrics::counter!(names::COALESCED).increment(1);
+                    return Ok(self.hit(asked, &hit, lookup, None, Instant::now()));
                 }
             }
         } else {
@@ -94,7 +104,7 @@ impl Pipeline {
             if let Some(leader) = leader {
                 leader.finish();
             }
-            return Ok(self.refused_revoked(refusal, &parts.headers));
+            return Ok(self.refused_auth(refusal, &parts.headers));
         }
         let _lease = match lease {
             Lease::Execute(lease) => lease,
@@ -102,18 +112,21 @@ impl Pipeline {
                 if let Some(leader) = leader {
                     leader.finish();
                 }
-                return Ok(self.hit(asked, &hit, lookup, CacheStatus::Hit, Instant::now()));
+                metrics::counter!(names::COALESCED).increment(1);
+                return Ok(self.hit(asked, &hit, lookup, None, Instant::now()));
             }
         };
 
         let reads = hand_on(&mut parts, lookup.claims);
         let request = Request::from_parts(parts, Body::from(body));
+        let started = Instant::now();
         let response = match fallback {
             None => {
                 let mut inner = inner;
                 let response = inner.call(request).await?;
+                note.executed = Some(started.elapsed().as_secs_f64());
                 let (response, stored) = self
-                    .finish_miss(response, lookup, reads.log(), Keep::Store(epoch))
+                    .finish_miss(response, lookup, reads.log(), Keep::Store(epoch), cold)
                     .await;
                 if stored.is_ok() {
                     not_modified_if_matching(asked, response)
@@ -124,10 +137,14 @@ impl Pipeline {
             // Within stale-if-error: a failed execution is answered with the stale entry.
             Some(stale) => {
                 let executed = match execute_guarded(inner, request).await {
-                    Ok(response) => Some(
-                        self.finish_miss(response, lookup, reads.log(), Keep::Store(epoch))
-                            .await,
-                    ),
+                    Ok(response) => {
+                        note.executed = Some(started.elapsed().as_secs_f64());
+                        let keep = Keep::Store(epoch);
+                        Some(
+                            self.finish_miss(response, lookup, reads.log(), keep, cold)
+                                .await,
+                        )
+                    }
                     Err(failure) => {
                         tracing::warn!(?failure, "execution failed; serving the stale entry");
                         None
@@ -140,7 +157,8 @@ impl Pipeline {
                     }
                     // Failed: the stale entry, unless a purge removed it meanwhile.
                     _ if self.store.still_valid(&stale.entry, epoch) => {
-                        self.hit(asked, &stale, lookup, CacheStatus::Stale, Instant::now())
+                        let reason = Some(Reason::StaleIfError);
+                        self.hit(asked, &stale, lookup, reason, Instant::now())
                     }
                     Some((failed, _)) => failed,
                     None => self.unstored_miss(
@@ -150,6 +168,7 @@ impl Pipeline {
                             "INTERNAL_SERVER_ERROR",
                         ),
                         lookup,
+                        Reason::Status,
                     ),
                 }
             }
@@ -177,7 +196,13 @@ impl Pipeline {
             .call(Request::from_parts(parts, Body::from(body)))
             .await?;
         let (mut response, _) = self
-            .finish_miss(response, lookup, reads.log(), Keep::LearnOnly)
+            .finish_miss(
+                response,
+                lookup,
+                reads.log(),
+                Keep::LearnOnly,
+                Reason::LearningScope,
+            )
             .await;
         // Its scope is not known yet: it may depend on any claim.
         if lookup.claims.is_some() {
@@ -221,8 +246,9 @@ impl Pipeline {
             let revalidated = tokio::time::timeout(2 * REVALIDATE_TIMEOUT, async {
                 match execute_guarded(inner, request).await {
                     Ok(response) => {
+                        let keep = Keep::Store(epoch);
                         let (response, outcome) = shared
-                            .finish_miss(response, &lookup, reads.log(), Keep::Store(epoch))
+                            .finish_miss(response, &lookup, reads.log(), keep, Reason::Absent)
                             .await;
                         if is_failure(response.status(), &outcome) {
                             tracing::warn!(

@@ -23,6 +23,7 @@
 //! Requests the cache does not store, and the purges mutations make, go through
 //! [`uncached`].
 
+mod health;
 mod intake;
 mod keep;
 mod lookup;
@@ -33,13 +34,13 @@ mod uncached;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::{HeaderName, HeaderValue, Method, Request, request};
 use tokio::time::Instant;
 use tower::Service;
+use tracing::Instrument;
 
 use crate::backend::{Revocations, Store};
-use crate::cache::CacheStatus;
 use crate::cache::inflight::InFlight;
 use crate::cache::invalidate::Invalidations;
 use crate::cache::key::{CacheKey, Target};
@@ -49,7 +50,8 @@ use crate::claims::{Claims, RequestReads};
 use crate::guard::DocumentLimits;
 use crate::jwt::TokenVerifier;
 use crate::jwt::token::TokenSource;
-use crate::rejection::{AuthError, AuthErrorKind, negotiated};
+use crate::observe::{Note, Observer, Reason, because};
+use crate::rejection::AuthErrorKind;
 use crate::revocation::UnixClock;
 use crate::route::Routes;
 use crate::scope::learned::{LearnedScopes, Resolved};
@@ -89,23 +91,26 @@ pub(crate) struct Pipeline {
     pub(crate) vary_for_outer: HeaderValue,
     /// Permits to examine a large request text on the blocking pool (one per core).
     pub(crate) examiners: Arc<tokio::sync::Semaphore>,
+    /// Metrics, traces and reasons ([`crate::observe`]).
+    pub(crate) observer: Observer,
 }
 
 /// The size bounds a request and an entry are held to.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
+    /// The response cache's bound ([`max_bytes`](crate::ScopedCacheLayerBuilder::max_bytes)).
+    pub(crate) cache_bytes: u64,
     pub(crate) entry_bytes: usize,
     pub(crate) request_bytes: usize,
     pub(crate) document: DocumentLimits,
 }
 
 impl Pipeline {
-    /// The whole request, in order: route policy → token → intake (the body read and
-    /// checked, the request prepared) → revocation → decision and bucket → lookup →
-    /// execute → store → respond.
-    pub(crate) async fn handle<S>(
+    /// [`handle`](Self::handle), observed: the request's span around it, and its answer
+    /// counted and explained ([`crate::observe`]).
+    pub(crate) async fn serve<S>(
         self: Arc<Self>,
-        req: Request<Body>,
+        mut req: Request<Body>,
         inner: S,
     ) -> Result<Response, S::Error>
     where
@@ -113,7 +118,36 @@ impl Pipeline {
         S::Future: Send + 'static,
         S::Error: Send + 'static,
     {
-        let policy = self.routes.resolve(&req);
+        self.start_gauges();
+        let explain = self.observer.explains(req.headers_mut());
+        let span = Observer::span();
+        let mut note = Note::default();
+        let answered = Arc::clone(&self)
+            .handle(req, inner, &mut note)
+            .instrument(span.clone())
+            .await;
+        answered.map(|mut response| {
+            self.observer.finish(&note, &span, explain, &mut response);
+            response
+        })
+    }
+
+    /// The whole request, in order: route policy → token → intake (the body read and
+    /// checked, the request prepared) → revocation → decision and bucket → lookup →
+    /// execute → store → respond.
+    pub(crate) async fn handle<S>(
+        self: Arc<Self>,
+        req: Request<Body>,
+        inner: S,
+        note: &mut Note,
+    ) -> Result<Response, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
+        let (policy, route) = self.routes.resolve_labelled(&req);
+        note.series.route = route;
         if !policy.verify {
             return Box::pin(self.passthrough(req, inner)).await;
         }
@@ -121,51 +155,62 @@ impl Pipeline {
         let (claims, read_at) = match self.authenticate(&parts).await {
             Ok(Some((claims, read_at))) => (Some(claims), Some(read_at)),
             Ok(None) => (None, None),
-            Err(kind) => {
-                let refusal = AuthError::new(kind).into_response();
-                return Ok(self.refused(negotiated(refusal, &parts.headers)));
-            }
+            Err(kind) => return Ok(self.refused_auth(kind, &parts.headers)),
         };
+        note.authenticated = claims.is_some();
         // Taken before the body is read and the revocation checked: a purge that a
         // revocation makes after that still keeps this request's answer out of the cache.
         let epoch = self.store.epoch();
         if claims.is_none() && policy.require_auth {
-            let refusal = AuthError::new(AuthErrorKind::MissingToken).into_response();
-            return Ok(self.refused(negotiated(refusal, &parts.headers)));
+            return Ok(self.refused_auth(AuthErrorKind::MissingToken, &parts.headers));
         }
 
         let intake = match self.intake(&parts, body, &claims, policy).await {
             Ok(intake) => intake,
-            Err(refusal) => return Ok(self.refused(refusal.into_response(&parts.headers))),
+            Err(refusal) => {
+                let refusal = refusal.into_response(&parts.headers);
+                return Ok(self.refused(refusal, Reason::Refused));
+            }
         };
         // After the body is read (a revoked token must not trickle one in and run), before
         // any cached answer is looked up.
         // Judged by the clock reading the token was: one instant for both.
         let clock = read_at.map_or(self.clock, UnixClock::at);
         if let Some(refusal) = self.revoked_at(claims.as_ref(), &clock) {
-            return Ok(self.refused_revoked(refusal, &parts.headers));
+            return Ok(self.refused_auth(refusal, &parts.headers));
         }
         let prepared = intake.prepared.as_deref();
         let Some(Prepared::Operation {
+            ty,
             decision,
             digest,
             name,
             root_fields,
-            ..
         }) = prepared
         else {
-            return Box::pin(self.uncached(parts, intake.body, claims.as_ref(), inner, prepared))
-                .await;
+            let reason = if policy.cache {
+                Reason::NotUnderstood
+            } else {
+                Reason::VerifyOnlyRoute
+            };
+            let uncached = self.uncached(parts, intake.body, claims.as_ref(), inner, prepared);
+            return Box::pin(uncached).await.map(|r| because(r, reason));
         };
-        if decision.bypass || decision.max_age.is_zero() {
-            return Box::pin(self.uncached(parts, intake.body, claims.as_ref(), inner, prepared))
-                .await;
+        note.series.operation = Some(decision.operation);
+        note.series.rule = Some(decision.rule);
+        let query = *ty == async_graphql::parser::types::OperationType::Query;
+        if let Some(reason) = uncached::bypass_reason(query, decision) {
+            let uncached = self.uncached(parts, intake.body, claims.as_ref(), inner, prepared);
+            return Box::pin(uncached).await.map(|r| because(r, reason));
         }
         let (decision, keep) = match self.learned.resolve(decision) {
             Resolved::Known(decision) => (decision, None),
             Resolved::Learning => (std::borrow::Cow::Borrowed(decision), Some(Keep::LearnOnly)),
         };
         let bucket = Bucket::derive(&decision.scope, claims.as_ref());
+        if !tracing::Span::current().is_disabled() {
+            note.bucket = Some(crate::hash::short(bucket.as_bytes()));
+        }
         let target = Target::new(&parts, &self.key_headers, parts.method != Method::GET)
             .negotiated_accept(policy.negotiated_accept);
         let asked = Asked::of(&parts);
@@ -184,19 +229,23 @@ impl Pipeline {
 
         let now = Instant::now();
         let mut fallback = None;
+        let mut cold = Reason::Absent;
         if let Some(found) = self.store.get(&lookup.key, now, || probe(&lookup)).await {
             match found.entry.freshness(now) {
                 Some(Freshness::Fresh) => {
-                    return Ok(self.hit(&asked, &found, &lookup, CacheStatus::Hit, now));
+                    return Ok(self.hit(&asked, &found, &lookup, None, now));
                 }
                 Some(Freshness::Stale) => {
-                    let response = self.hit(&asked, &found, &lookup, CacheStatus::Stale, now);
+                    let stale = Some(Reason::StaleWhileRevalidate);
+                    let response = self.hit(&asked, &found, &lookup, stale, now);
                     self.revalidate(&lookup, parts, intake.body, inner, epoch);
                     return Ok(response);
                 }
                 Some(Freshness::IfError) => fallback = Some(found),
                 None => {}
             }
+        } else if let Some(unknown) = self.store.unknown(now) {
+            cold = unknown;
         }
         // Everything past a hit runs in a future of its own, so a hit's request carries
         // (and moves) only the state of the hit path.
@@ -207,8 +256,9 @@ impl Pipeline {
             asked: &asked,
             fallback,
             epoch,
+            cold,
         };
-        Box::pin(self.miss(miss, inner)).await
+        Box::pin(self.miss(miss, inner, note)).await
     }
 
     /// The request's verified claims, if it carries a token, with the clock reading

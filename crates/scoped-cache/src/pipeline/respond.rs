@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use crate::cache::purge::{EntryMeta, Tag};
 use crate::cache::store::Hit;
 use crate::cache::{self, CacheStatus, validator};
+use crate::observe::{Reason, because};
 use crate::rejection::{AuthError, AuthErrorKind, negotiated};
 use crate::report::ExecutionReport;
 use crate::scope::Decision;
@@ -18,15 +19,20 @@ use super::Pipeline;
 use super::lookup::{Asked, Lookup, Outer};
 
 impl Pipeline {
-    /// Serves `entry`: the body, or `304` when the request already holds it.
+    /// Serves `entry`: the body, or `304` when the request already holds it. Fresh
+    /// (`HIT`) without a `stale` reason, `STALE` with one.
     pub(super) fn hit(
         &self,
         asked: &Asked,
         hit: &Hit,
         lookup: &Lookup<'_>,
-        status: CacheStatus,
+        stale: Option<Reason>,
         now: Instant,
     ) -> Response {
+        let status = match stale {
+            None => CacheStatus::Hit,
+            Some(_) => CacheStatus::Stale,
+        };
         let entry = &hit.entry;
         // An outer layer that stores this answer must know which claims it depends on.
         if let Some(reads) = &asked.outer_reads {
@@ -56,7 +62,7 @@ impl Pipeline {
         }
         self.labelled(
             response,
-            status,
+            (status, stale),
             Some(lookup.decision),
             lookup.claims.is_some(),
             lookup.outer,
@@ -69,20 +75,31 @@ impl Pipeline {
     ///
     /// An outer layer does not store it either: this one may have had a reason the outer
     /// cannot see (a `Vary` on the token, a rule that bypasses it).
-    pub(super) fn unstored_miss(&self, mut response: Response, lookup: &Lookup<'_>) -> Response {
+    pub(super) fn unstored_miss(
+        &self,
+        mut response: Response,
+        lookup: &Lookup<'_>,
+        reason: Reason,
+    ) -> Response {
         if lookup.claims.is_some() {
             crate::wire::control::make_private(response.headers_mut());
         }
         if lookup.outer.exists() {
             not_for_outer(response.headers_mut());
         }
-        self.labelled_miss(response, lookup)
+        self.labelled_miss(response, lookup, reason)
     }
 
-    pub(super) fn labelled_miss(&self, response: Response, lookup: &Lookup<'_>) -> Response {
+    /// A miss, and why it was one (or why it was not stored).
+    pub(super) fn labelled_miss(
+        &self,
+        response: Response,
+        lookup: &Lookup<'_>,
+        reason: Reason,
+    ) -> Response {
         self.labelled(
             response,
-            CacheStatus::Miss,
+            (CacheStatus::Miss, Some(reason)),
             Some(lookup.decision),
             lookup.claims.is_some(),
             lookup.outer,
@@ -91,24 +108,27 @@ impl Pipeline {
 
     /// An answer the layer made itself depends on the same request headers as any other
     /// (the token, `Accept`): say so, for caches in front.
-    pub(super) fn refused(&self, mut response: Response) -> Response {
+    pub(super) fn refused(&self, mut response: Response, reason: Reason) -> Response {
         cache::merge_vary(response.headers_mut(), &self.vary, false);
-        response
+        because(response, reason)
     }
 
-    pub(super) fn refused_revoked(
-        &self,
-        kind: AuthErrorKind,
-        headers: &http::HeaderMap,
-    ) -> Response {
-        let refusal = AuthError::new(kind).into_response();
-        self.refused(negotiated(refusal, headers))
+    /// A refusal of the request's credentials (or of its revoked token).
+    pub(super) fn refused_auth(&self, kind: AuthErrorKind, headers: &http::HeaderMap) -> Response {
+        let refusal = negotiated(AuthError::new(kind).into_response(), headers);
+        let reason = match kind {
+            AuthErrorKind::Revoked => Reason::Revoked,
+            _ => Reason::Unauthorized,
+        };
+        self.refused(refusal, reason)
     }
 
+    /// Gives `response` its cache headers for `status`, and its reason if it is not a
+    /// fresh hit.
     pub(super) fn labelled(
         &self,
         mut response: Response,
-        status: CacheStatus,
+        (status, reason): (CacheStatus, Option<Reason>),
         decision: Option<&Decision>,
         authenticated: bool,
         outer: Outer,
@@ -130,7 +150,10 @@ impl Pipeline {
             vary,
             outer == Outer::SameCaller,
         );
-        response
+        match reason {
+            Some(reason) => because(response, reason),
+            None => response,
+        }
     }
 }
 

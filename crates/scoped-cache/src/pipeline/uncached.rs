@@ -14,12 +14,29 @@ use crate::cache::request::Prepared;
 use crate::cache::store::ResponseStore;
 use crate::cache::{self, CacheStatus};
 use crate::claims::{Claims, RequestReads};
+use crate::observe::{Reason, because};
 use crate::report::ExecutionReport;
+use crate::scope::Decision;
 
 use super::keep::read_bounded;
 use super::lookup::Outer;
 use super::respond::not_for_outer;
 use super::{Pipeline, hand_on};
+
+/// Why the rules do not cache an operation (a `query` or not), if they do not.
+pub(super) fn bypass_reason(query: bool, decision: &Decision) -> Option<Reason> {
+    if !query {
+        Some(Reason::NotAQuery)
+    } else if decision.bypass && decision.by_default {
+        Some(Reason::NoRuleMatched)
+    } else if decision.bypass {
+        Some(Reason::BypassedByRule)
+    } else if decision.max_age.is_zero() {
+        Some(Reason::ZeroMaxAge)
+    } else {
+        None
+    }
+}
 
 impl Pipeline {
     /// A route the layer does not verify: the request goes to the handler as it is.
@@ -35,7 +52,8 @@ impl Pipeline {
         let response = inner.call(req).await?;
         // The entity-tags report is for the layers only, never for clients; a mutation it
         // reports purges here too.
-        Ok(self.invalidate(response, &[], outer).await)
+        let response = self.invalidate(response, &[], outer).await;
+        Ok(because(response, Reason::PassthroughRoute))
     }
 
     /// Passes a request the cache does not store to the handler; a mutation's response
@@ -79,9 +97,10 @@ impl Pipeline {
         if outer.exists() {
             not_for_outer(response.headers_mut());
         }
+        // The reason is the caller's to give: it knows why this was not cached.
         Ok(self.labelled(
             response,
-            CacheStatus::Bypass,
+            (CacheStatus::Bypass, None),
             decision,
             claims.is_some(),
             outer,

@@ -251,7 +251,16 @@ impl MemoryRevocations {
         held
     }
 
-    #[cfg(test)]
+    /// What the store holds against its bound (entries both).
+    pub(crate) fn usage(&self) -> crate::health::Usage {
+        let len = self.len() as u64;
+        crate::health::Usage {
+            entries: len,
+            bytes: len,
+            bound: self.max as u64,
+        }
+    }
+
     fn len(&self) -> usize {
         self.tables
             .read()

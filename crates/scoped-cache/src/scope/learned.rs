@@ -245,6 +245,9 @@ mod tests {
             stale_if_error: None,
             bypass: false,
             learned: learned.iter().map(|s| Arc::from(*s)).collect(),
+            rule: 0,
+            operation: 0,
+            by_default: true,
         }
     }
 

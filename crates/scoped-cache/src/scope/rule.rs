@@ -158,7 +158,19 @@ struct Settled {
     stale_while_revalidate: Option<Duration>,
     stale_if_error: Option<Duration>,
     bypass: bool,
+    /// Index of this rule's name in [`RuleSet::rule_labels`].
+    label: u16,
 }
+
+/// Label of the default rule in [`RuleSet::rule_labels`].
+pub(crate) const DEFAULT_RULE: u16 = 0;
+/// Label of a decision several named rules made together.
+pub(crate) const SEVERAL_RULES: u16 = 1;
+/// Label of an operation without a name in [`RuleSet::operation_labels`].
+pub(crate) const ANONYMOUS_OPERATION: u16 = 0;
+/// Label of an operation whose name no rule knows: client-chosen names never become
+/// labels, so a metric's series stay as few as the rules.
+pub(crate) const OTHER_OPERATION: u16 = 1;
 
 /// What the cache does with one operation.
 #[derive(Debug, Clone)]
@@ -174,6 +186,14 @@ pub(crate) struct Decision {
     /// What learns its scope: `Query.me` for a root field, `operation Feed` for an
     /// operation rule.
     pub(crate) learned: Arc<[Arc<str>]>,
+    /// Which rule decided, for metrics and traces: an index into
+    /// [`RuleSet::rule_labels`].
+    pub(crate) rule: u16,
+    /// Which operation this is, for metrics and traces: an index into
+    /// [`RuleSet::operation_labels`].
+    pub(crate) operation: u16,
+    /// Whether a bypass came from the default rule alone.
+    pub(crate) by_default: bool,
 }
 
 impl Decision {
@@ -187,7 +207,13 @@ impl Decision {
 pub(crate) struct RuleSet {
     default: Settled,
     fields: HashMap<(Kind, String), Settled>,
-    operations: HashMap<String, Settled>,
+    operations: HashMap<String, (Settled, u16)>,
+    /// Names of the rules, for metrics and traces: `default`, `several`, then each rule
+    /// as it was written (`Query.me`, `operation Feed`).
+    rule_labels: Vec<Arc<str>>,
+    /// Names of the operations the rules know: `anonymous`, `other`, then each name an
+    /// operation rule gives.
+    operation_labels: Vec<Arc<str>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -244,9 +270,15 @@ impl RuleSet {
             stale_while_revalidate: default_rule.stale_while_revalidate,
             stale_if_error: default_rule.stale_if_error,
             bypass: default_rule.bypass,
+            label: DEFAULT_RULE,
         };
         let mut fields = HashMap::new();
         let mut operations = HashMap::new();
+        let mut rule_labels: Vec<Arc<str>> = vec!["default".into(), "several".into()];
+        let mut operation_labels: Vec<Arc<str>> = vec!["anonymous".into(), "other".into()];
+        if rules.len() > usize::from(u16::MAX) - rule_labels.len() {
+            return Err(BuildError::TooManyRules);
+        }
         for rule in rules {
             let (scope, auto) = match &rule.scope {
                 Some(scope) => (scope.parse()?, scope.is_auto()),
@@ -261,6 +293,7 @@ impl RuleSet {
                     .or(default.stale_while_revalidate),
                 stale_if_error: rule.stale_if_error.or(default.stale_if_error),
                 bypass: rule.bypass,
+                label: u16::try_from(rule_labels.len()).unwrap_or(SEVERAL_RULES),
             };
             match rule.matcher {
                 Matcher::Default => {
@@ -283,11 +316,19 @@ impl RuleSet {
                     if fields.insert((kind, name.to_owned()), settled).is_some() {
                         return Err(BuildError::DuplicateRule(field));
                     }
+                    rule_labels.push(field.into());
                 }
                 Matcher::Operation(name) => {
-                    if operations.insert(name.clone(), settled).is_some() {
+                    let operation =
+                        u16::try_from(operation_labels.len()).unwrap_or(OTHER_OPERATION);
+                    if operations
+                        .insert(name.clone(), (settled, operation))
+                        .is_some()
+                    {
                         return Err(BuildError::DuplicateRule(name));
                     }
+                    rule_labels.push(Subject::Operation(&name).spelled().into());
+                    operation_labels.push(name.into());
                 }
             }
         }
@@ -295,7 +336,19 @@ impl RuleSet {
             default,
             fields,
             operations,
+            rule_labels,
+            operation_labels,
         })
+    }
+
+    /// The rules' names, by [`Decision::rule`].
+    pub(crate) fn rule_labels(&self) -> &[Arc<str>] {
+        &self.rule_labels
+    }
+
+    /// The operation names the rules know, by [`Decision::operation`].
+    pub(crate) fn operation_labels(&self) -> &[Arc<str>] {
+        &self.operation_labels
     }
 
     /// Decides for an operation of kind `ty` named `name` selecting `root_fields`.
@@ -319,14 +372,37 @@ impl RuleSet {
                 (rule, Subject::Field(&field).spelled())
             })
             .collect();
-        matched.extend(name.and_then(|n| {
-            self.operations
-                .get(n)
-                .map(|rule| (rule, Subject::Operation(n).spelled()))
-        }));
+        let named = name.and_then(|n| self.operations.get(n));
+        matched.extend(
+            named
+                .zip(name)
+                .map(|((rule, _), n)| (rule, Subject::Operation(n).spelled())),
+        );
         if matched.is_empty() {
             matched.push((&self.default, Subject::Unnamed.spelled()));
         }
+        let operation = match (name, named) {
+            (None, _) => ANONYMOUS_OPERATION,
+            (Some(_), None) => OTHER_OPERATION,
+            (Some(_), Some((_, operation))) => *operation,
+        };
+        // The operation's own rule if it has one, else the one named rule among its
+        // fields, else "several" or "default".
+        let rule = match named {
+            Some((rule, _)) => rule.label,
+            None => {
+                let mut named_fields = matched
+                    .iter()
+                    .map(|(r, _)| r.label)
+                    .filter(|label| *label != DEFAULT_RULE);
+                match named_fields.next() {
+                    None => DEFAULT_RULE,
+                    Some(first) if named_fields.all(|label| label == first) => first,
+                    Some(_) => SEVERAL_RULES,
+                }
+            }
+        };
+        let by_default = matched.iter().all(|(r, _)| r.label == DEFAULT_RULE);
         let mut scope: Vec<ClaimPath> = matched
             .iter()
             .flat_map(|(r, _)| r.scope.iter().cloned())
@@ -358,6 +434,9 @@ impl RuleSet {
             stale_if_error: window(|r| r.stale_if_error),
             bypass: kind != Kind::Query || matched.iter().any(|(r, _)| r.bypass),
             learned: learned.into(),
+            rule,
+            operation,
+            by_default,
         }
     }
 }

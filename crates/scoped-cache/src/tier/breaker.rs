@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::observe::names;
+
 /// Consecutive failures (errors or timeouts) that open the breaker.
 pub(crate) const FAILURES_TO_OPEN: u32 = 3;
 
@@ -91,6 +93,7 @@ impl Breaker {
         state.probing = false;
         self.closed.store(true, Ordering::Release);
         if was_open {
+            metrics::counter!(names::BREAKER, "to" => "closed").increment(1);
             tracing::info!("redis is reachable again; the shared tier resumes");
         }
     }
@@ -101,6 +104,7 @@ impl Breaker {
         let open = state.retry_at.is_some();
         if permit == Permit::Probe || (!open && state.failures >= FAILURES_TO_OPEN) {
             if !open {
+                metrics::counter!(names::BREAKER, "to" => "open").increment(1);
                 tracing::warn!(
                     error = %what,
                     cool_down_ms = self.cool_down.as_millis() as u64,

@@ -43,6 +43,19 @@ impl SharedRevocations {
         })
     }
 
+    /// What the mirror holds against its bound.
+    pub(crate) fn usage(&self) -> crate::health::Usage {
+        self.memory.usage()
+    }
+
+    /// How many wait for Redis.
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     pub(crate) fn has_pending(&self) -> bool {
         !self
             .pending

@@ -3,6 +3,7 @@
 //! `kid`, and trusted for a bounded time while the provider is down.
 
 use super::*;
+use crate::observe::names;
 
 impl Inner {
     pub(super) fn current(&self) -> Arc<KeySet> {
@@ -207,6 +208,8 @@ impl Inner {
         outcome: Result<Fetched, KeyFetchError>,
     ) -> Option<Launch> {
         let mut state = self.lock_state();
+        let fetched = if outcome.is_ok() { "ok" } else { "error" };
+        metrics::counter!(names::JWKS_FETCHES, "outcome" => fetched).increment(1);
         let (result, max_age) = match outcome {
             Ok(fetched) => {
                 let previous = self.current();

@@ -29,6 +29,7 @@ use crate::cache::store::{
     CacheStats, CachedResponse, Epoch, Freshness, Hit, Lease, LeaseGuard, MemoryStore, Probe,
     ResponseStore, Source,
 };
+use crate::health::TierHealth;
 use crate::revocation::MemoryRevocations;
 use crate::task::AbortOnDrop;
 
@@ -320,6 +321,21 @@ impl Tier {
         self.max_lag
     }
 
+    /// What an operator asks of the tier: in step with the fleet at `now`, Redis answering
+    /// (its breaker closed), and how many purges and revocations wait for Redis here.
+    pub(crate) fn health(&self, now: Instant) -> TierHealth {
+        let purges = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        TierHealth {
+            in_step: self.in_step(now),
+            reachable: self.redis.available(),
+            pending: (purges + self.revocations.pending_len()) as u64,
+        }
+    }
+
     /// Whether revocations are known well enough to take a token now.
     pub(crate) fn knows_revocations(&self, now: Instant) -> bool {
         self.accept_tokens_when_cut_off || self.in_step(now)
@@ -329,7 +345,7 @@ impl Tier {
     /// since the last sync (Redis may have restarted or failed over without what it
     /// recorded), and no purge of this instance is on its way to Redis (its entries may
     /// still be there).
-    fn reads_redis(&self) -> bool {
+    pub(crate) fn reads_redis(&self) -> bool {
         self.redis.available()
             && self.synced_outages.load(Ordering::Acquire) == self.redis.outages()
             && self.purging.load(Ordering::Acquire) == 0

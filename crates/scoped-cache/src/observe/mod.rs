@@ -1,0 +1,221 @@
+//! What the layer tells operators about each request: a [`Reason`] for every answer that
+//! is not a fresh hit, counted in metrics (through the [`metrics`] facade), recorded on
+//! the request's span (through [`tracing`]), carried in the response's extensions, and
+//! sent in the `x-cache-reason` header to those allowed to see it ([`Explain`]).
+//!
+//! The pipeline fills a [`Note`] (route, operation, rule: indices into bounded label
+//! tables) and labels each answer with its reason; [`Observer::finish`] does the rest,
+//! once per response.
+
+mod meter;
+pub mod names;
+mod reason;
+mod stats;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tracing::Span;
+use tracing::field::Empty;
+
+use std::sync::atomic::AtomicBool;
+
+use crate::admin_token::AdminToken;
+use crate::health::Usage;
+use crate::rejection::{AuthError, RefusalKind};
+
+pub(crate) use meter::{Labels, Meter, STATUSES, Series};
+pub use reason::Reason;
+pub(crate) use stats::Answers;
+
+/// Response header: why an answer was not a fresh hit ([`Reason::as_str`], or `hit`),
+/// sent only to a request [`Explain`] allows.
+pub const X_CACHE_REASON: HeaderName = HeaderName::from_static("x-cache-reason");
+
+/// Request header carrying the admin token, to be told `x-cache-reason` (with
+/// [`Explain::ToOperators`]). The layer removes it from every request: the app never
+/// sees it.
+pub const X_CACHE_EXPLAIN: HeaderName = HeaderName::from_static("x-cache-explain");
+
+/// Who is told why an answer was not a hit, in the [`X_CACHE_REASON`] response header.
+/// Metrics and traces always carry the reason; the header is for debugging one request
+/// from a shell.
+///
+/// ```
+/// use scoped_cache::Explain;
+/// use scoped_cache::admin::AdminToken;
+///
+/// // `curl -H "x-cache-explain: $ADMIN_TOKEN" ...` gets `x-cache-reason`.
+/// let explain = Explain::ToOperators(AdminToken::new("an-admin-secret-of-16+-bytes")?);
+/// # let _ = explain;
+/// # Ok::<(), scoped_cache::BuildError>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub enum Explain {
+    /// Nobody (the default).
+    #[default]
+    Never,
+    /// Requests whose [`X_CACHE_EXPLAIN`] header holds this admin token.
+    ToOperators(AdminToken),
+    /// Every request. The reason never holds a value, but it tells a client how its
+    /// requests were treated: for development and staging.
+    Everyone,
+}
+
+/// What one request's observation records, filled in by the pipeline as it learns it.
+#[derive(Debug, Default)]
+pub(crate) struct Note {
+    pub(crate) series: Series,
+    pub(crate) authenticated: bool,
+    /// A short hash of the bucket, for traces (only computed when the span records).
+    pub(crate) bucket: Option<u64>,
+    /// Seconds the app took, if it ran.
+    pub(crate) executed: Option<f64>,
+}
+
+/// Records every response's status and reason.
+#[derive(Debug)]
+pub(crate) struct Observer {
+    meter: Meter,
+    explain: Explain,
+    /// The gauges' refresher was started.
+    pub(crate) gauges_started: AtomicBool,
+    window: stats::Window,
+}
+
+impl Observer {
+    pub(crate) fn new(labels: Labels, explain: Explain) -> Self {
+        Self {
+            meter: Meter::new(labels),
+            explain,
+            gauges_started: AtomicBool::new(false),
+            window: stats::Window::default(),
+        }
+    }
+
+    /// Takes the stats window's snapshot (with the gauges, every few seconds).
+    pub(crate) fn snapshot(&self, now: tokio::time::Instant) {
+        self.window.record(&self.meter, now);
+    }
+
+    /// The answers of the recent window.
+    pub(crate) fn answers(&self, now: tokio::time::Instant) -> Answers {
+        self.window.stats(&self.meter, now)
+    }
+
+    /// Sets the gauges: each cache's usage, and the tier's pending changes.
+    pub(crate) fn gauges(&self, caches: &[(&'static str, Usage)], pending: Option<u64>) {
+        for (cache, usage) in caches {
+            metrics::gauge!(names::ENTRIES, "cache" => *cache).set(usage.entries as f64);
+            metrics::gauge!(names::BYTES, "cache" => *cache).set(usage.bytes as f64);
+            metrics::gauge!(names::BOUND, "cache" => *cache).set(usage.bound as f64);
+        }
+        if let Some(pending) = pending {
+            metrics::gauge!(names::PENDING).set(pending as f64);
+        }
+    }
+
+    /// Whether this request is told its reason; takes the explain header off the request
+    /// (the app never reads it, so it need not be in any key).
+    pub(crate) fn explains(&self, headers: &mut HeaderMap) -> bool {
+        // One lookup on the hit path, and none without the header.
+        let presented = if headers.contains_key(X_CACHE_EXPLAIN) {
+            headers.remove(X_CACHE_EXPLAIN)
+        } else {
+            None
+        };
+        match &self.explain {
+            Explain::Never => false,
+            Explain::Everyone => true,
+            Explain::ToOperators(token) => {
+                presented.is_some_and(|value| token.verify(value.as_bytes()))
+            }
+        }
+    }
+
+    /// The request's span: OpenTelemetry-style names, filled in when the answer is
+    /// known.
+    pub(crate) fn span() -> Span {
+        tracing::info_span!(
+            "scoped_cache.request",
+            http.route = Empty,
+            cache.status = Empty,
+            scoped_cache.reason = Empty,
+            graphql.operation.name = Empty,
+            scoped_cache.rule = Empty,
+            scoped_cache.bucket = Empty,
+            enduser.authenticated = Empty,
+            auth.outcome = Empty,
+        )
+    }
+
+    /// Counts `response`, records it on `span` and, if `explain`, tells its reason.
+    pub(crate) fn finish(
+        &self,
+        note: &Note,
+        span: &Span,
+        explain: bool,
+        response: &mut http::Response<axum::body::Body>,
+    ) {
+        let reason = response.extensions().get::<Reason>().copied();
+        let status = reason.map_or("HIT", Reason::status);
+        let status_index = STATUSES.iter().position(|s| *s == status).unwrap_or(0);
+        self.meter.response(status_index, note.series, reason);
+        if let Some(seconds) = note.executed {
+            self.meter.execution(note.series.route, seconds);
+        }
+        // Only this layer's own refusals: an inner layer's pass through here as answers.
+        let auth = match reason {
+            Some(Reason::Unauthorized | Reason::Revoked) => {
+                response.extensions().get::<AuthError>().map(|e| e.kind())
+            }
+            _ => None,
+        };
+        if let Some(kind) = auth {
+            metrics::counter!(names::AUTH_FAILURES, "kind" => kind.as_str()).increment(1);
+        }
+        if reason == Some(Reason::Refused)
+            && let Some(kind) = response.extensions().get::<RefusalKind>()
+        {
+            metrics::counter!(names::REFUSALS, "kind" => kind.as_str()).increment(1);
+        }
+        if !span.is_disabled() {
+            let labels = self.meter.labels();
+            let name = |names: &[std::sync::Arc<str>], i: Option<u16>| {
+                i.and_then(|i| names.get(usize::from(i)).cloned())
+            };
+            if let Some(route) = name(&labels.routes, Some(note.series.route)) {
+                span.record("http.route", &*route);
+            }
+            span.record("cache.status", status);
+            if let Some(reason) = reason {
+                span.record("scoped_cache.reason", reason.as_str());
+            }
+            if let Some(operation) = name(&labels.operations, note.series.operation) {
+                span.record("graphql.operation.name", &*operation);
+            }
+            if let Some(rule) = name(&labels.rules, note.series.rule) {
+                span.record("scoped_cache.rule", &*rule);
+            }
+            if let Some(bucket) = note.bucket {
+                span.record("scoped_cache.bucket", format!("{bucket:016x}"));
+            }
+            span.record("enduser.authenticated", note.authenticated);
+            span.record("auth.outcome", auth.map_or("ok", |kind| kind.as_str()));
+        }
+        if explain {
+            response.headers_mut().insert(
+                X_CACHE_REASON,
+                HeaderValue::from_static(reason.map_or("hit", Reason::as_str)),
+            );
+        }
+    }
+}
+
+/// Labels `response` with why it was not a fresh hit.
+pub(crate) fn because(
+    mut response: http::Response<axum::body::Body>,
+    reason: Reason,
+) -> http::Response<axum::body::Body> {
+    response.extensions_mut().insert(reason);
+    response
+}
