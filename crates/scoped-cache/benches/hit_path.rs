@@ -94,6 +94,23 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| call(&app, request("/nocache", None, feed)))
     });
+    // The same hit with a real Prometheus recorder installed: every answer is counted.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    {
+        let _recording = metrics::set_default_local_recorder(&recorder);
+        let metered = build_app(&rt, 0);
+        rt.block_on(call(&metered, request("/graphql", Some(&token), "{ me }")));
+        group.bench_function("hit_hs256_scoped_prometheus", |b| {
+            b.to_async(&rt)
+                .iter(|| call(&metered, request("/graphql", Some(&token), "{ me }")))
+        });
+    }
+    assert!(
+        recorder
+            .handle()
+            .render()
+            .contains("scoped_cache_responses_total")
+    );
     group.finish();
 }
 

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::response::Response;
+use tracing::Span;
 
 /// Response future of [`ScopedCache`](crate::ScopedCache) and of the
 /// [`GraphQL`](crate::graphql::GraphQL) handler.
@@ -15,12 +16,24 @@ use axum::response::Response;
 /// without an API change.
 pub struct ResponseFuture<E> {
     inner: Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>,
+    /// The request's span, entered while the future runs (as `Instrumented` would, without
+    /// moving the boxed future into another one).
+    span: Span,
 }
 
 impl<E> ResponseFuture<E> {
     pub(crate) fn new(future: impl Future<Output = Result<Response, E>> + Send + 'static) -> Self {
+        Self::in_span(future, Span::none())
+    }
+
+    /// A future that runs in `span`.
+    pub(crate) fn in_span(
+        future: impl Future<Output = Result<Response, E>> + Send + 'static,
+        span: Span,
+    ) -> Self {
         Self {
             inner: Box::pin(future),
+            span,
         }
     }
 }
@@ -29,7 +42,12 @@ impl<E> Future for ResponseFuture<E> {
     type Output = Result<Response, E>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+        let this = &mut *self;
+        if this.span.is_disabled() {
+            return this.inner.as_mut().poll(cx);
+        }
+        let _entered = this.span.enter();
+        this.inner.as_mut().poll(cx)
     }
 }
 

@@ -10,6 +10,7 @@ use http::Request;
 use tower::Service;
 
 use crate::future::ResponseFuture;
+use crate::observe::Observer;
 use crate::pipeline::Pipeline;
 
 /// The service made by [`ScopedCacheLayer`](crate::ScopedCacheLayer). It always answers with
@@ -44,6 +45,8 @@ where
         // Take the service that was driven to readiness and leave its clone behind.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(Pipeline::serve(Arc::clone(&self.shared), req, inner))
+        let span = Observer::span();
+        let handled = Pipeline::handle(Arc::clone(&self.shared), req, inner, span.clone());
+        ResponseFuture::in_span(handled, span)
     }
 }

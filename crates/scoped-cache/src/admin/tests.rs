@@ -1,4 +1,5 @@
 use super::*;
+use crate::BuildError;
 
 #[test]
 fn short_tokens_are_refused_and_name_the_problem() {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use metrics::{Counter, Histogram, Label};
 
@@ -57,6 +57,101 @@ impl Series {
 pub(crate) struct Tally {
     counter: Counter,
     count: AtomicU64,
+}
+
+/// The largest dense table of response series (statuses × routes × operations × rules);
+/// a larger configuration keeps them in a map instead.
+const MAX_DENSE: usize = 1 << 16;
+
+/// Response series: a dense table indexed by the labels when the configuration is small
+/// enough (one load and one add on the hit path, no lock), else a map.
+#[derive(Debug)]
+enum Responses {
+    Dense {
+        slots: Vec<OnceLock<Tally>>,
+        routes: usize,
+        operations: usize,
+        rules: usize,
+    },
+    Sparse(Family<Tally>),
+}
+
+impl Default for Responses {
+    fn default() -> Self {
+        Responses::Sparse(Family::default())
+    }
+}
+
+impl Responses {
+    fn for_labels(labels: &Labels) -> Self {
+        // `None` is one more value of each optional label.
+        let (routes, operations, rules) = (
+            labels.routes.len().max(1),
+            labels.operations.len() + 1,
+            labels.rules.len() + 1,
+        );
+        let size = STATUSES.len() * routes * operations * rules;
+        if size > MAX_DENSE {
+            return Responses::Sparse(Family::default());
+        }
+        Responses::Dense {
+            slots: (0..size).map(|_| OnceLock::new()).collect(),
+            routes,
+            operations,
+            rules,
+        }
+    }
+
+    fn with(
+        &self,
+        status: usize,
+        series: Series,
+        register: impl FnOnce() -> Tally,
+    ) -> Option<&Tally> {
+        match self {
+            Responses::Dense {
+                slots,
+                routes,
+                operations,
+                rules,
+            } => {
+                let option = |v: Option<u16>| v.map_or(0, |v| usize::from(v) + 1);
+                let index = ((status * routes + usize::from(series.route)) * operations
+                    + option(series.operation))
+                    * rules
+                    + option(series.rule);
+                slots.get(index).map(|slot| slot.get_or_init(register))
+            }
+            Responses::Sparse(_) => None,
+        }
+    }
+
+    fn each(&self, mut visit: impl FnMut(u64, &Tally)) {
+        match self {
+            Responses::Dense {
+                slots,
+                routes,
+                operations,
+                rules,
+            } => {
+                for (index, slot) in slots.iter().enumerate() {
+                    let Some(tally) = slot.get() else { continue };
+                    let option = |v: usize| v.checked_sub(1).map(|v| v as u16);
+                    let rule = option(index % rules);
+                    let rest = index / rules;
+                    let operation = option(rest % operations);
+                    let rest = rest / operations;
+                    let series = Series {
+                        route: (rest % routes) as u16,
+                        operation,
+                        rule,
+                    };
+                    visit(series.id((rest / routes) as u16), tally);
+                }
+            }
+            Responses::Sparse(family) => family.each(visit),
+        }
+    }
 }
 
 impl Tally {
@@ -142,7 +237,7 @@ impl<H> Family<H> {
 #[derive(Debug, Default)]
 pub(crate) struct Meter {
     labels: Labels,
-    responses: Family<Tally>,
+    responses: Responses,
     reasons: Family<Tally>,
     executions: Family<Histogram>,
 }
@@ -151,6 +246,7 @@ impl Meter {
     pub(crate) fn new(labels: Labels) -> Self {
         names::describe();
         Self {
+            responses: Responses::for_labels(&labels),
             labels,
             ..Self::default()
         }
@@ -164,14 +260,20 @@ impl Meter {
     /// hit, its reason.
     pub(crate) fn response(&self, status: usize, series: Series, reason: Option<Reason>) {
         let status = status.min(STATUSES.len() - 1);
-        self.responses.with(
-            series.id(status as u16),
-            || Tally {
-                counter: metrics::counter!(names::RESPONSES, self.response_labels(status, series)),
-                count: AtomicU64::new(0),
-            },
-            Tally::add,
-        );
+        let register = || Tally {
+            counter: metrics::counter!(names::RESPONSES, self.response_labels(status, series)),
+            count: AtomicU64::new(0),
+        };
+        match &self.responses {
+            Responses::Dense { .. } => {
+                if let Some(tally) = self.responses.with(status, series, register) {
+                    tally.add();
+                }
+            }
+            Responses::Sparse(family) => {
+                family.with(series.id(status as u16), register, Tally::add);
+            }
+        }
         if let Some(reason) = reason {
             let index = Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
             let id = Series {

@@ -31,8 +31,9 @@ pub(crate) use stats::Answers;
 pub const X_CACHE_REASON: HeaderName = HeaderName::from_static("x-cache-reason");
 
 /// Request header carrying the admin token, to be told `x-cache-reason` (with
-/// [`Explain::ToOperators`]). The layer removes it from every request: the app never
-/// sees it.
+/// [`Explain::ToOperators`]). Unless the layer explains to nobody ([`Explain::Never`],
+/// where the header means nothing), it removes the header from every request: the app
+/// never sees it.
 pub const X_CACHE_EXPLAIN: HeaderName = HeaderName::from_static("x-cache-explain");
 
 /// Who is told why an answer was not a hit, in the [`X_CACHE_REASON`] response header.
@@ -117,7 +118,10 @@ impl Observer {
     /// Whether this request is told its reason; takes the explain header off the request
     /// (the app never reads it, so it need not be in any key).
     pub(crate) fn explains(&self, headers: &mut HeaderMap) -> bool {
-        // One lookup on the hit path, and none without the header.
+        if matches!(self.explain, Explain::Never) {
+            // Nobody is told: the header means nothing, and costs no lookup.
+            return false;
+        }
         let presented = if headers.contains_key(X_CACHE_EXPLAIN) {
             headers.remove(X_CACHE_EXPLAIN)
         } else {
@@ -133,8 +137,11 @@ impl Observer {
     }
 
     /// The request's span: OpenTelemetry-style names, filled in when the answer is
-    /// known.
+    /// known. `Span::none()` when no subscriber wants it, without building one.
     pub(crate) fn span() -> Span {
+        if !tracing::span_enabled!(tracing::Level::INFO) {
+            return Span::none();
+        }
         tracing::info_span!(
             "scoped_cache.request",
             http.route = Empty,

@@ -38,7 +38,7 @@ use axum::response::Response;
 use http::{HeaderName, HeaderValue, Method, Request, request};
 use tokio::time::Instant;
 use tower::Service;
-use tracing::Instrument;
+use tracing::Span;
 
 use crate::backend::{Revocations, Store};
 use crate::cache::inflight::InFlight;
@@ -106,159 +106,144 @@ pub(crate) struct Limits {
 }
 
 impl Pipeline {
-    /// [`handle`](Self::handle), observed: the request's span around it, and its answer
-    /// counted and explained ([`crate::observe`]).
-    pub(crate) async fn serve<S>(
-        self: Arc<Self>,
-        mut req: Request<Body>,
-        inner: S,
-    ) -> Result<Response, S::Error>
-    where
-        S: Service<Request<Body>, Response = Response> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
-    {
-        self.start_gauges();
-        let explain = self.observer.explains(req.headers_mut());
-        let span = Observer::span();
-        let mut note = Note::default();
-        let answered = Arc::clone(&self)
-            .handle(req, inner, &mut note)
-            .instrument(span.clone())
-            .await;
-        answered.map(|mut response| {
-            self.observer.finish(&note, &span, explain, &mut response);
-            response
-        })
-    }
-
     /// The whole request, in order: route policy → token → intake (the body read and
     /// checked, the request prepared) → revocation → decision and bucket → lookup →
     /// execute → store → respond.
     pub(crate) async fn handle<S>(
         self: Arc<Self>,
-        req: Request<Body>,
+        mut req: Request<Body>,
         inner: S,
-        note: &mut Note,
+        span: Span,
     ) -> Result<Response, S::Error>
     where
         S: Service<Request<Body>, Response = Response> + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Send + 'static,
     {
-        let (policy, route) = self.routes.resolve_labelled(&req);
-        note.series.route = route;
-        if !policy.verify {
-            return Box::pin(self.passthrough(req, inner)).await;
-        }
-        let (parts, body) = req.into_parts();
-        let (claims, read_at) = match self.authenticate(&parts).await {
-            Ok(Some((claims, read_at))) => (Some(claims), Some(read_at)),
-            Ok(None) => (None, None),
-            Err(kind) => return Ok(self.refused_auth(kind, &parts.headers)),
-        };
-        note.authenticated = claims.is_some();
-        // Taken before the body is read and the revocation checked: a purge that a
-        // revocation makes after that still keeps this request's answer out of the cache.
-        let epoch = self.store.epoch();
-        if claims.is_none() && policy.require_auth {
-            return Ok(self.refused_auth(AuthErrorKind::MissingToken, &parts.headers));
-        }
-
-        let intake = match self.intake(&parts, body, &claims, policy).await {
-            Ok(intake) => intake,
-            Err(refusal) => {
-                let refusal = refusal.into_response(&parts.headers);
-                return Ok(self.refused(refusal, Reason::Refused));
+        // What operators are told of this request (`crate::observe`): filled in along
+        // the line, counted and explained once it has its answer.
+        self.start_gauges();
+        let explain = self.observer.explains(req.headers_mut());
+        let mut note = Note::default();
+        let answered = 'answer: {
+            let (policy, route) = self.routes.resolve_labelled(&req);
+            note.series.route = route;
+            if !policy.verify {
+                break 'answer Box::pin(self.passthrough(req, inner)).await;
             }
-        };
-        // After the body is read (a revoked token must not trickle one in and run), before
-        // any cached answer is looked up.
-        // Judged by the clock reading the token was: one instant for both.
-        let clock = read_at.map_or(self.clock, UnixClock::at);
-        if let Some(refusal) = self.revoked_at(claims.as_ref(), &clock) {
-            return Ok(self.refused_auth(refusal, &parts.headers));
-        }
-        let prepared = intake.prepared.as_deref();
-        let Some(Prepared::Operation {
-            ty,
-            decision,
-            digest,
-            name,
-            root_fields,
-        }) = prepared
-        else {
-            let reason = if policy.cache {
-                Reason::NotUnderstood
-            } else {
-                Reason::VerifyOnlyRoute
+            let (parts, body) = req.into_parts();
+            let (claims, read_at) = match self.authenticate(&parts).await {
+                Ok(Some((claims, read_at))) => (Some(claims), Some(read_at)),
+                Ok(None) => (None, None),
+                Err(kind) => break 'answer Ok(self.refused_auth(kind, &parts.headers)),
             };
-            let uncached = self.uncached(parts, intake.body, claims.as_ref(), inner, prepared);
-            return Box::pin(uncached).await.map(|r| because(r, reason));
-        };
-        note.series.operation = Some(decision.operation);
-        note.series.rule = Some(decision.rule);
-        let query = *ty == async_graphql::parser::types::OperationType::Query;
-        if let Some(reason) = uncached::bypass_reason(query, decision) {
-            let uncached = self.uncached(parts, intake.body, claims.as_ref(), inner, prepared);
-            return Box::pin(uncached).await.map(|r| because(r, reason));
-        }
-        let (decision, keep) = match self.learned.resolve(decision) {
-            Resolved::Known(decision) => (decision, None),
-            Resolved::Learning => (std::borrow::Cow::Borrowed(decision), Some(Keep::LearnOnly)),
-        };
-        let bucket = Bucket::derive(&decision.scope, claims.as_ref());
-        if !tracing::Span::current().is_disabled() {
-            note.bucket = Some(crate::hash::short(bucket.as_bytes()));
-        }
-        let target = Target::new(&parts, &self.key_headers, parts.method != Method::GET)
-            .negotiated_accept(policy.negotiated_accept);
-        let asked = Asked::of(&parts);
-        let lookup = Lookup {
-            key: CacheKey::new(&target, digest, &bucket),
-            bucket,
-            decision: &decision,
-            name: name.as_ref(),
-            root_fields,
-            claims: claims.as_ref(),
-            outer: Outer::of(asked.outer_reads.as_ref(), claims.as_ref()),
-        };
-        if keep == Some(Keep::LearnOnly) {
-            return Box::pin(self.learn_only(parts, intake.body, &lookup, inner)).await;
-        }
-
-        let now = Instant::now();
-        let mut fallback = None;
-        let mut cold = Reason::Absent;
-        if let Some(found) = self.store.get(&lookup.key, now, || probe(&lookup)).await {
-            match found.entry.freshness(now) {
-                Some(Freshness::Fresh) => {
-                    return Ok(self.hit(&asked, &found, &lookup, None, now));
-                }
-                Some(Freshness::Stale) => {
-                    let stale = Some(Reason::StaleWhileRevalidate);
-                    let response = self.hit(&asked, &found, &lookup, stale, now);
-                    self.revalidate(&lookup, parts, intake.body, inner, epoch);
-                    return Ok(response);
-                }
-                Some(Freshness::IfError) => fallback = Some(found),
-                None => {}
+            note.authenticated = claims.is_some();
+            // Taken before the body is read and the revocation checked: a purge that a
+            // revocation makes after that still keeps this request's answer out of the cache.
+            let epoch = self.store.epoch();
+            if claims.is_none() && policy.require_auth {
+                break 'answer Ok(self.refused_auth(AuthErrorKind::MissingToken, &parts.headers));
             }
-        } else if let Some(unknown) = self.store.unknown(now) {
-            cold = unknown;
-        }
-        // Everything past a hit runs in a future of its own, so a hit's request carries
-        // (and moves) only the state of the hit path.
-        let miss = Miss {
-            parts,
-            body: intake.body,
-            lookup: &lookup,
-            asked: &asked,
-            fallback,
-            epoch,
-            cold,
+
+            let intake = match self.intake(&parts, body, &claims, policy).await {
+                Ok(intake) => intake,
+                Err(refusal) => {
+                    let refusal = refusal.into_response(&parts.headers);
+                    break 'answer Ok(self.refused(refusal, Reason::Refused));
+                }
+            };
+            // After the body is read (a revoked token must not trickle one in and run), before
+            // any cached answer is looked up.
+            // Judged by the clock reading the token was: one instant for both.
+            let clock = read_at.map_or(self.clock, UnixClock::at);
+            if let Some(refusal) = self.revoked_at(claims.as_ref(), &clock) {
+                break 'answer Ok(self.refused_auth(refusal, &parts.headers));
+            }
+            let prepared = intake.prepared.as_deref();
+            let Some(Prepared::Operation {
+                ty,
+                decision,
+                digest,
+                name,
+                root_fields,
+            }) = prepared
+            else {
+                let reason = if policy.cache {
+                    Reason::NotUnderstood
+                } else {
+                    Reason::VerifyOnlyRoute
+                };
+                let uncached = self.uncached(parts, intake.body, claims.as_ref(), inner, prepared);
+                break 'answer Box::pin(uncached).await.map(|r| because(r, reason));
+            };
+            note.series.operation = Some(decision.operation);
+            note.series.rule = Some(decision.rule);
+            let query = *ty == async_graphql::parser::types::OperationType::Query;
+            if let Some(reason) = uncached::bypass_reason(query, decision) {
+                let uncached = self.uncached(parts, intake.body, claims.as_ref(), inner, prepared);
+                break 'answer Box::pin(uncached).await.map(|r| because(r, reason));
+            }
+            let (decision, keep) = match self.learned.resolve(decision) {
+                Resolved::Known(decision) => (decision, None),
+                Resolved::Learning => (std::borrow::Cow::Borrowed(decision), Some(Keep::LearnOnly)),
+            };
+            let bucket = Bucket::derive(&decision.scope, claims.as_ref());
+            if !span.is_disabled() {
+                note.bucket = Some(crate::hash::short(bucket.as_bytes()));
+            }
+            let target = Target::new(&parts, &self.key_headers, parts.method != Method::GET)
+                .negotiated_accept(policy.negotiated_accept);
+            let asked = Asked::of(&parts);
+            let lookup = Lookup {
+                key: CacheKey::new(&target, digest, &bucket),
+                bucket,
+                decision: &decision,
+                name: name.as_ref(),
+                root_fields,
+                claims: claims.as_ref(),
+                outer: Outer::of(asked.outer_reads.as_ref(), claims.as_ref()),
+            };
+            if keep == Some(Keep::LearnOnly) {
+                break 'answer Box::pin(self.learn_only(parts, intake.body, &lookup, inner)).await;
+            }
+
+            let now = Instant::now();
+            let mut fallback = None;
+            let mut cold = Reason::Absent;
+            if let Some(found) = self.store.get(&lookup.key, now, || probe(&lookup)).await {
+                match found.entry.freshness(now) {
+                    Some(Freshness::Fresh) => {
+                        break 'answer Ok(self.hit(&asked, &found, &lookup, None, now));
+                    }
+                    Some(Freshness::Stale) => {
+                        let stale = Some(Reason::StaleWhileRevalidate);
+                        let response = self.hit(&asked, &found, &lookup, stale, now);
+                        self.revalidate(&lookup, parts, intake.body, inner, epoch);
+                        break 'answer Ok(response);
+                    }
+                    Some(Freshness::IfError) => fallback = Some(found),
+                    None => {}
+                }
+            } else if let Some(unknown) = self.store.unknown(now) {
+                cold = unknown;
+            }
+            // Everything past a hit runs in a future of its own, so a hit's request carries
+            // (and moves) only the state of the hit path.
+            let miss = Miss {
+                parts,
+                body: intake.body,
+                lookup: &lookup,
+                asked: &asked,
+                fallback,
+                epoch,
+                cold,
+            };
+            Box::pin(self.miss(miss, inner, &mut note)).await
         };
-        Box::pin(self.miss(miss, inner, note)).await
+        answered.map(|mut response| {
+            self.observer.finish(&note, &span, explain, &mut response);
+            response
+        })
     }
 
     /// The request's verified claims, if it carries a token, with the clock reading
