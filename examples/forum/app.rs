@@ -47,15 +47,14 @@ pub(crate) fn layer(verifier: Verifier) -> Result<ScopedCacheLayer, BuildError> 
 }
 
 /// The forum's layer settings; `main` adds the Redis tier when `REDIS_URL` is set.
+/// `examples/forum/forum.toml` holds the same settings (a test keeps them equal).
 pub(crate) fn builder(verifier: Verifier) -> ScopedCacheLayerBuilder {
-    ScopedCacheLayer::builder()
+    with_schema(ScopedCacheLayer::builder())
         .verifier(
             verifier
                 .audience([AUDIENCE])
                 .leeway(Duration::from_secs(30)),
         )
-        // Rules are checked against the schema: a misspelt root field fails here.
-        .schema(&schema::build(Arc::default(), None))
         .default_rule(Rule::new().max_age(Duration::from_secs(60)))
         .rule(Rule::root_field("Query.me").scope(Scope::claims(["sub", "name", "role"])))
         .rule(Rule::root_field("Query.memberPosts").scope(Scope::claims(["role"])))
@@ -72,6 +71,12 @@ pub(crate) fn builder(verifier: Verifier) -> ScopedCacheLayerBuilder {
         .route("/graphql", RoutePolicy::cached().negotiated_accept())
         .route("/graphql/nocache", RoutePolicy::verify_only())
         .default_route(RoutePolicy::passthrough())
+}
+
+/// What only code can give a builder: the schema. Rules are checked against it, so a
+/// misspelt root field fails at start-up, from code or from a file.
+pub(crate) fn with_schema(builder: ScopedCacheLayerBuilder) -> ScopedCacheLayerBuilder {
+    builder.schema(&schema::build(Arc::default(), None))
 }
 
 #[derive(Clone)]

@@ -3,7 +3,12 @@
 //! ```text
 //! cargo run --release --example forum                       # serve on ADDR (127.0.0.1:8000)
 //! cargo run --release --example forum -- token SUB NAME ROLE # print an HS256 token
+//! cargo run --release --example forum -- --config examples/forum/forum.toml
 //! ```
+//!
+//! `--config FILE`: the layer's settings from a TOML file instead of the built-in ones
+//! (`examples/forum/forum.toml` is the built-in setup as a file); the secrets it names
+//! come from the environment.
 //!
 //! Environment:
 //! - `ADDR`: listen address, default `127.0.0.1:8000`.
@@ -30,6 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use scoped_cache::admin::AdminToken;
+use scoped_cache::config::Config;
 use scoped_cache::{BuildError, Explain, JwksSource, RedisTier};
 use tracing_subscriber::EnvFilter;
 
@@ -85,7 +91,21 @@ async fn main() -> ExitCode {
             }
         },
     };
-    let mut builder = app::builder(verifier);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (config, args) = match args.as_slice() {
+        [flag, path, rest @ ..] if flag == "--config" => (Some(path.clone()), rest.to_vec()),
+        _ => (None, args),
+    };
+    let mut builder = match &config {
+        None => app::builder(verifier),
+        Some(path) => match Config::from_file(path).and_then(|config| config.builder()) {
+            Ok(builder) => app::with_schema(builder),
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     if let Some(url) = &redis {
         builder = builder.redis(RedisTier::new(url).key_prefix("forum:"));
     }
@@ -109,7 +129,6 @@ async fn main() -> ExitCode {
         }
     };
 
-    let args: Vec<String> = std::env::args().skip(1).collect();
     if let [command, sub, name, role] = args.as_slice()
         && command == "token"
     {
@@ -124,7 +143,7 @@ async fn main() -> ExitCode {
     }
     if !args.is_empty() {
         eprintln!(
-            "usage: forum [token SUB NAME ROLE]\n\
+            "usage: forum [--config FILE] [token SUB NAME ROLE]\n\
              environment: ADDR (default 127.0.0.1:8000), JWT_SECRET (HS256, at least 32 bytes), \
              JWKS_URL or OIDC_ISSUER, JWKS_REFRESH_SECS, JWKS_MIN_REFRESH_SECS, ADMIN_TOKEN, REDIS_URL, RUST_LOG"
         );

@@ -139,6 +139,8 @@ mod cache;
 mod canonical;
 mod claims;
 mod clock;
+#[cfg(feature = "config")]
+pub mod config;
 mod error;
 mod future;
 pub mod graphql;
