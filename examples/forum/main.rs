@@ -266,8 +266,8 @@ fn print_welcome(addr: &str, secret: &[u8]) {
          \n  GET      /health           passes through\
          \n  POST     /admin/purge      operators only, when ADMIN_TOKEN is set\
          \n  POST     /admin/revoke     operators only, when ADMIN_TOKEN is set\
-         \n  GET      /admin/stats      operators only: hit ratios, reasons, caches, Redis (JSON)\
-         \n  GET      /admin/           the live stats page (asks for ADMIN_TOKEN)\
+         \n  GET      /admin/stats      operators only, when ADMIN_TOKEN is set: hit ratios, reasons, caches, Redis (JSON)\
+         \n  GET      /admin            the live stats page, when ADMIN_TOKEN is set (asks for it)\
          \n  GET      /metrics          Prometheus text (scoped_cache_* metrics)\
          \n  GET      /ready            readiness: 200, or 503 with what is not ready\
          \n\nmember token (alice, valid 24 h):\n{alice}\n\
@@ -290,8 +290,8 @@ fn print_jwks_welcome(addr: &str, described: &str) {
          \n  GET      /health           passes through\
          \n  POST     /admin/purge      operators only, when ADMIN_TOKEN is set\
          \n  POST     /admin/revoke     operators only, when ADMIN_TOKEN is set\
-         \n  GET      /admin/stats      operators only: hit ratios, reasons, caches, Redis (JSON)\
-         \n  GET      /admin/           the live stats page (asks for ADMIN_TOKEN)\
+         \n  GET      /admin/stats      operators only, when ADMIN_TOKEN is set: hit ratios, reasons, caches, Redis (JSON)\
+         \n  GET      /admin            the live stats page, when ADMIN_TOKEN is set (asks for it)\
          \n  GET      /metrics          Prometheus text (scoped_cache_* metrics)\
          \n  GET      /ready            readiness: 200, or 503 with what is not ready\n\
          \nwith a token from your identity provider in $TOKEN (claims sub, name, role):\n\
@@ -359,6 +359,18 @@ fn install_metrics() -> Result<PrometheusHandle, metrics_exporter_prometheus::Bu
     Ok(handle)
 }
 
+/// Ctrl-C, or SIGTERM as orchestrators send it.
 async fn shutdown() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
     let _ = tokio::signal::ctrl_c().await;
 }

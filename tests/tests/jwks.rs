@@ -542,3 +542,49 @@ async fn an_emptied_jwks_withdraws_every_key_at_once() {
         reply.body
     );
 }
+
+/// Readiness probes ask for missing keys without waiting on the provider and without
+/// flooding it: the same rate limit as an unknown `kid`.
+#[tokio::test]
+async fn readiness_probes_fetch_missing_keys_once_and_never_wait() {
+    let minted = keys_and_tokens(&[("ready-1", "RS256")], "forum-demo");
+    let provider = Provider::start(vec![minted.jwk("ready-1")]).await;
+    let layer = app::layer(app::jwks_verifier(
+        source(&provider)
+            .min_refresh_interval(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+    ))
+    .unwrap();
+    // The first probe finds no keys and asks for them; later ones see them arrive.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut probes = 0;
+    while !layer.readiness().await.ready {
+        probes += 1;
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let fetched = provider.jwks_requests();
+    assert!(fetched <= 2, "{fetched} fetches for {probes} probes");
+
+    // Down: a flood of probes is answered at once, and costs the provider nothing more
+    // than the rate limit allows.
+    let provider = Provider::start(Vec::new()).await;
+    provider.set_down(true);
+    let layer = app::layer(app::jwks_verifier(
+        source(&provider)
+            .min_refresh_interval(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+    ))
+    .unwrap();
+    for _ in 0..200 {
+        let readiness = layer.readiness().await;
+        assert!(!readiness.ready && !readiness.keys);
+    }
+    assert!(
+        provider.jwks_requests() <= 2,
+        "{}",
+        provider.jwks_requests()
+    );
+}

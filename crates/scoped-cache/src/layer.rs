@@ -115,11 +115,15 @@ impl ScopedCacheLayer {
     }
 
     /// Whether the layer can serve with its guarantees now, for a readiness probe: every
-    /// JWKS source holds usable keys (one that does not is asked to fetch them, so the
-    /// probe itself gets a fresh instance ready), and with a Redis tier, this instance
-    /// is in step with the fleet's purges and revocations (within
-    /// [`max_lag`](crate::RedisTier::max_lag)). Redis being down does not make it unready
-    /// until then: it serves from memory or by execution meanwhile.
+    /// JWKS source holds usable keys (one that does not is asked for them in the
+    /// background, at most once per `min_refresh_interval`, so probes neither wait nor
+    /// flood the provider, and the first probes ready a fresh instance), and with a Redis
+    /// tier, this instance knows the fleet's revocations: it heard Redis within
+    /// [`max_lag`](crate::RedisTier::max_lag), or is configured to take tokens when cut
+    /// off ([`accept_tokens_when_cut_off`](crate::RedisTier::accept_tokens_when_cut_off)).
+    /// Redis being down does not make it unready until then: it serves from memory or by
+    /// execution meanwhile. Past it, every instance of the fleet turns unready together:
+    /// they refuse tokens with 503 then anyway.
     ///
     /// ```
     /// # async fn demo(layer: scoped_cache::ScopedCacheLayer) {
@@ -129,7 +133,7 @@ impl ScopedCacheLayer {
     /// # }
     /// ```
     pub async fn readiness(&self) -> Readiness {
-        self.shared.readiness().await
+        self.shared.readiness()
     }
 
     /// What each of the layer's caches holds against its bound: `responses`,

@@ -119,6 +119,16 @@
 //!
 //! - `redis`: Redis as the shared tier (`RedisTier`): responses, tags, purges,
 //!   revocations and fleet-wide coalescing, shared by every instance. Off by default.
+//! - `config`: [`config::Config`], the builder's settings read from a TOML file (secrets
+//!   from the environment variables it names). Off by default.
+//!
+//! # Operating it
+//!
+//! Every answer that is not a fresh hit carries a [`Reason`] (in its extensions, the
+//! metrics, the request's span, and the [`X_CACHE_REASON`] header for whoever
+//! [`Explain`] allows). Metrics go through the [`metrics`] facade (names in
+//! [`observe::names`]); [`ScopedCacheLayer::readiness`] answers readiness probes;
+//! [`admin::router`] serves the stats as JSON and a live page.
 //!
 //! The crate verifies with jsonwebtoken's `aws_lc_rs` backend and installs it as the
 //! process default at `build()`, so a dependency that turns on jsonwebtoken's
@@ -140,6 +150,7 @@ mod canonical;
 mod claims;
 mod clock;
 #[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 pub mod config;
 mod error;
 mod future;

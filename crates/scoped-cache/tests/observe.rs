@@ -159,6 +159,7 @@ async fn only_operators_are_told_why_and_the_app_never_sees_their_header() {
         .explain(Explain::ToOperators(AdminToken::new(ADMIN).unwrap()))
         .build()
         .unwrap();
+    let layer_for_purge = layer.clone();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = Arc::clone(&seen);
     let app = axum::Router::new()
@@ -182,7 +183,13 @@ async fn only_operators_are_told_why_and_the_app_never_sees_their_header() {
             .insert(X_CACHE_EXPLAIN, value.parse().unwrap());
         req
     };
-    assert_eq!(reason_of(&app, with(ADMIN)).await.1, "absent");
+    let explained = app.clone().oneshot(with(ADMIN)).await.unwrap();
+    assert_eq!(explained.headers()[X_CACHE_REASON], "absent");
+    // For the one who asked: no cache in front keeps it.
+    let control = explained.headers()[http::header::CACHE_CONTROL]
+        .to_str()
+        .unwrap();
+    assert!(control.contains("private"), "{control}");
     assert_eq!(
         reason_of(&app, with("a-wrong-admin-token-guess")).await.1,
         "-"
@@ -192,8 +199,26 @@ async fn only_operators_are_told_why_and_the_app_never_sees_their_header() {
         "-"
     );
     assert_eq!(reason_of(&app, with(ADMIN)).await.1, "hit");
-    // Whatever the header held, the app never saw it (it executed for the first only).
-    assert_eq!(*seen.lock().unwrap(), [false]);
+    // A stored miss the client already holds is a 304, and still a miss.
+    let etag = app
+        .clone()
+        .oneshot(query("/graphql", None, "{ ok }"))
+        .await
+        .unwrap()
+        .headers()[http::header::ETAG]
+        .clone();
+    layer_for_purge
+        .purge(&scoped_cache::Purge::all())
+        .await
+        .unwrap();
+    let mut revalidating = with(ADMIN);
+    revalidating
+        .headers_mut()
+        .insert(http::header::IF_NONE_MATCH, etag);
+    let (reason, told) = reason_of(&app, revalidating).await;
+    assert_eq!((reason, told.as_str()), (Some(Reason::Absent), "absent"));
+    // Whatever the header held, the app never saw it.
+    assert!(seen.lock().unwrap().iter().all(|saw| !saw));
 }
 
 /// Every counter in `snapshotter`, by name and sorted labels.

@@ -1,7 +1,13 @@
-//! The operators' admin router: purge cached entries and revoke tokens over HTTP.
+//! The operators' admin router: purge cached entries and revoke tokens over HTTP, and see
+//! how the cache is doing.
 //!
-//! [`router`] returns an axum [`Router`] that serves `POST /purge` and `POST /revoke`.
-//! Every request must carry the admin token as `Authorization: Bearer <token>`. Mount the
+//! [`router`] returns an axum [`Router`] that serves `POST /purge`, `POST /revoke`,
+//! `GET /stats` (the last minute's answers by status, route, operation, rule and reason;
+//! each cache against its bound; the Redis tier; readiness) and `GET /` (a live page that
+//! charts the stats: `/admin` once nested there). Every request but the page's must carry
+//! the admin token as `Authorization: Bearer <token>`; the page holds no data and asks for
+//! the token, or takes it from the URL's fragment (`/admin#token=...`, never sent to the
+//! server). Mount the
 //! router **after** `.layer(layer)`, so the [`ScopedCacheLayer`]'s JWT verification does
 //! not wrap it. The admin token is not a JWT, and the layer would refuse it.
 //!
@@ -136,7 +142,7 @@
 //!
 //! | status | when |
 //! | --- | --- |
-//! | `405` | the method is not `POST` (with `Allow: POST`) |
+//! | `405` | the method is not the route's (`Allow: POST` for `/purge` and `/revoke`, `Allow: GET` for `/stats` and `/`) |
 //! | `401` | the `Authorization: Bearer` credential is missing or wrong, with `WWW-Authenticate: Bearer realm="scoped-cache-admin"`. The body has not been read yet. |
 //! | `415` | the `Content-Type` is not `application/json` (or `application/*+json`) |
 //! | `413` | the body is larger than [`MAX_BODY_BYTES`] (64 KiB) |
@@ -197,7 +203,8 @@ const CHALLENGE: &str = r#"Bearer realm="scoped-cache-admin""#;
 /// this long, so a refusal stays small whatever the body holds.
 const MAX_MESSAGE_CHARS: usize = 300;
 
-/// The admin router for `layer`: `POST /purge` and `POST /revoke`, guarded by `token`.
+/// The admin router for `layer`: `POST /purge`, `POST /revoke` and `GET /stats`, guarded
+/// by `token`, and the live stats page at `GET /`.
 /// Mount it with `.nest("/admin", ..)` **after** `.layer(layer)`, so JWT verification
 /// does not wrap it.
 ///

@@ -20,7 +20,7 @@ pub(super) async fn stats(
     request: Request,
 ) -> Result<Response, Refusal> {
     authorize(&admin.token, request.headers())?;
-    let report = admin.layer.shared.report().await;
+    let report = admin.layer.shared.report();
     Ok(respond(StatusCode::OK, &report))
 }
 

@@ -42,6 +42,15 @@ pub(crate) struct Series {
 }
 
 impl Series {
+    /// Where responses past [`MAX_SERIES`] are counted.
+    fn overflow() -> Self {
+        Series {
+            route: 0,
+            operation: Some(crate::scope::OTHER_OPERATION),
+            rule: Some(crate::scope::SEVERAL_RULES),
+        }
+    }
+
     fn id(self, first: u16) -> u64 {
         let option = |v: Option<u16>| v.map_or(0, |v| u64::from(v) + 1);
         u64::from(first) << 52
@@ -199,10 +208,12 @@ impl<H> Default for Family<H> {
 
 impl<H> Family<H> {
     /// Calls `use_it` with the handle for `id`, registering it (`register`) first if it
-    /// is new; `None` past [`MAX_SERIES`].
+    /// is new; `None` past [`MAX_SERIES`], unless `forced` (the one overflow series each
+    /// caller falls back to, so nothing goes uncounted).
     fn with<R>(
         &self,
         id: u64,
+        forced: bool,
         register: impl FnOnce() -> H,
         use_it: impl FnOnce(&H) -> R,
     ) -> Option<R> {
@@ -215,7 +226,7 @@ impl<H> Family<H> {
             return Some(use_it(handle));
         }
         let mut handles = self.handles.write().unwrap_or_else(PoisonError::into_inner);
-        if handles.len() >= MAX_SERIES && !handles.contains_key(&id) {
+        if !forced && handles.len() >= MAX_SERIES && !handles.contains_key(&id) {
             return None;
         }
         Some(use_it(handles.entry(id).or_insert_with(register)))
@@ -260,45 +271,63 @@ impl Meter {
     /// hit, its reason.
     pub(crate) fn response(&self, status: usize, series: Series, reason: Option<Reason>) {
         let status = status.min(STATUSES.len() - 1);
-        let register = || Tally {
-            counter: metrics::counter!(names::RESPONSES, self.response_labels(status, series)),
-            count: AtomicU64::new(0),
+        let tally = |series: Series| {
+            move || Tally {
+                counter: metrics::counter!(names::RESPONSES, self.response_labels(status, series)),
+                count: AtomicU64::new(0),
+            }
         };
         match &self.responses {
             Responses::Dense { .. } => {
-                if let Some(tally) = self.responses.with(status, series, register) {
+                if let Some(tally) = self.responses.with(status, series, tally(series)) {
                     tally.add();
                 }
             }
             Responses::Sparse(family) => {
-                family.with(series.id(status as u16), register, Tally::add);
+                let id = series.id(status as u16);
+                if family.with(id, false, tally(series), Tally::add).is_none() {
+                    // Past the bound: one series of its own (route `other`, operation
+                    // `other`, rule `several`), so nothing goes uncounted.
+                    let overflow = Series::overflow();
+                    family.with(
+                        overflow.id(status as u16),
+                        true,
+                        tally(overflow),
+                        Tally::add,
+                    );
+                }
             }
         }
         if let Some(reason) = reason {
             let index = Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
-            let id = Series {
-                route: series.route,
-                operation: None,
-                rule: None,
-            }
-            .id(index as u16);
-            self.reasons.with(
-                id,
-                || Tally {
+            let counter = |route: u16| {
+                move || Tally {
                     counter: metrics::counter!(
                         names::REASONS,
                         vec![
                             Label::new("reason", reason.as_str()),
-                            Label::new(
-                                "route",
-                                Labels::name(&self.labels.routes, Some(series.route))
-                            ),
+                            Label::new("route", Labels::name(&self.labels.routes, Some(route))),
                         ]
                     ),
                     count: AtomicU64::new(0),
-                },
-                Tally::add,
-            );
+                }
+            };
+            let id = |route: u16| {
+                Series {
+                    route,
+                    operation: None,
+                    rule: None,
+                }
+                .id(index as u16)
+            };
+            let route = series.route;
+            if self
+                .reasons
+                .with(id(route), false, counter(route), Tally::add)
+                .is_none()
+            {
+                self.reasons.with(id(0), true, counter(0), Tally::add);
+            }
         }
     }
 
@@ -311,6 +340,7 @@ impl Meter {
         .id(0);
         self.executions.with(
             id,
+            false,
             || {
                 metrics::histogram!(
                     names::EXECUTION_SECONDS,
@@ -378,6 +408,18 @@ impl Meter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn past_its_bound_a_family_counts_into_the_overflow_series_only() {
+        let family: Family<u64> = Family::default();
+        for id in 0..MAX_SERIES as u64 {
+            assert_eq!(family.with(id, false, || id, |v| *v), Some(id));
+        }
+        assert_eq!(family.with(u64::MAX - 1, false, || 7, |v| *v), None);
+        assert_eq!(family.with(u64::MAX, true, || 9, |v| *v), Some(9));
+        // Known series still count.
+        assert_eq!(family.with(3, false, || 0, |v| *v), Some(3));
+    }
 
     #[test]
     fn a_series_id_keeps_every_label_apart() {

@@ -3,9 +3,9 @@
 //! the request's span (through [`tracing`]), carried in the response's extensions, and
 //! sent in the `x-cache-reason` header to those allowed to see it ([`Explain`]).
 //!
-//! The pipeline fills a [`Note`] (route, operation, rule: indices into bounded label
-//! tables) and labels each answer with its reason; [`Observer::finish`] does the rest,
-//! once per response.
+//! The metrics' names and meanings are in [`names`]; every label is bounded by the
+//! configuration (statuses, reasons, kinds, configured routes and rules, the operation
+//! names rules give), never a claim value, token or query text.
 
 mod meter;
 pub mod names;
@@ -55,20 +55,25 @@ pub enum Explain {
     /// Nobody (the default).
     #[default]
     Never,
-    /// Requests whose [`X_CACHE_EXPLAIN`] header holds this admin token.
+    /// Requests whose [`X_CACHE_EXPLAIN`] header holds this token: the admin routes' token,
+    /// or (better where the GraphQL route is public, since the header then travels with
+    /// ordinary requests) a secret of its own. A wrong one is logged at `warn`, never
+    /// its value.
     ToOperators(AdminToken),
     /// Every request. The reason never holds a value, but it tells a client how its
     /// requests were treated: for development and staging.
     Everyone,
 }
 
-/// What one request's observation records, filled in by the pipeline as it learns it.
+/// What one request's observation records, filled in by the pipeline as it learns it
+/// (route, operation, rule: indices into bounded label tables); `Observer::finish`
+/// counts and explains the answer once, at the end.
 #[derive(Debug, Default)]
 pub(crate) struct Note {
     pub(crate) series: Series,
     pub(crate) authenticated: bool,
-    /// A short hash of the bucket, for traces (only computed when the span records).
-    pub(crate) bucket: Option<u64>,
+    /// A keyed hash of the bucket, for traces (only computed when the span records).
+    pub(crate) bucket: Option<crate::hash::BucketId>,
     /// Seconds the app took, if it ran.
     pub(crate) executed: Option<f64>,
 }
@@ -103,15 +108,23 @@ impl Observer {
         self.window.stats(&self.meter, now)
     }
 
-    /// Sets the gauges: each cache's usage, and the tier's pending changes.
-    pub(crate) fn gauges(&self, caches: &[(&'static str, Usage)], pending: Option<u64>) {
+    /// Sets the gauges: each cache's usage, readiness, and the tier's state.
+    pub(crate) fn gauges(
+        &self,
+        caches: &[(&'static str, Usage)],
+        readiness: &crate::health::Readiness,
+    ) {
+        let flag = |yes: bool| if yes { 1.0 } else { 0.0 };
+        metrics::gauge!(names::READY).set(flag(readiness.ready));
+        if let Some(tier) = &readiness.tier {
+            metrics::gauge!(names::IN_STEP).set(flag(tier.in_step));
+            metrics::gauge!(names::REACHABLE).set(flag(tier.reachable));
+            metrics::gauge!(names::PENDING).set(tier.pending as f64);
+        }
         for (cache, usage) in caches {
             metrics::gauge!(names::ENTRIES, "cache" => *cache).set(usage.entries as f64);
             metrics::gauge!(names::BYTES, "cache" => *cache).set(usage.bytes as f64);
             metrics::gauge!(names::BOUND, "cache" => *cache).set(usage.bound as f64);
-        }
-        if let Some(pending) = pending {
-            metrics::gauge!(names::PENDING).set(pending as f64);
         }
     }
 
@@ -130,9 +143,16 @@ impl Observer {
         match &self.explain {
             Explain::Never => false,
             Explain::Everyone => true,
-            Explain::ToOperators(token) => {
-                presented.is_some_and(|value| token.verify(value.as_bytes()))
-            }
+            Explain::ToOperators(token) => match presented {
+                None => false,
+                Some(value) if token.verify(value.as_bytes()) => true,
+                Some(_) => {
+                    // As the admin routes do: a wrong credential is an operator's typo or
+                    // someone guessing; either way worth a line (never the value).
+                    tracing::warn!("x-cache-explain credential refused");
+                    false
+                }
+            },
         }
     }
 
@@ -172,7 +192,7 @@ impl Observer {
         }
         // Only this layer's own refusals: an inner layer's pass through here as answers.
         let auth = match reason {
-            Some(Reason::Unauthorized | Reason::Revoked) => {
+            Some(Reason::Unauthorized | Reason::AuthUnavailable | Reason::Revoked) => {
                 response.extensions().get::<AuthError>().map(|e| e.kind())
             }
             _ => None,
@@ -204,16 +224,19 @@ impl Observer {
                 span.record("scoped_cache.rule", &*rule);
             }
             if let Some(bucket) = note.bucket {
-                span.record("scoped_cache.bucket", format!("{bucket:016x}"));
+                span.record("scoped_cache.bucket", bucket.as_str());
             }
             span.record("enduser.authenticated", note.authenticated);
             span.record("auth.outcome", auth.map_or("ok", |kind| kind.as_str()));
         }
         if explain {
-            response.headers_mut().insert(
+            let headers = response.headers_mut();
+            headers.insert(
                 X_CACHE_REASON,
                 HeaderValue::from_static(reason.map_or("hit", Reason::as_str)),
             );
+            // An explained answer is for the one who asked: no cache in front keeps it.
+            crate::wire::control::make_private(headers);
         }
     }
 }

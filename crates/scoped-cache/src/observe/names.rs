@@ -20,9 +20,9 @@ pub const AUTH_FAILURES: &str = "scoped_cache_auth_failures_total";
 pub const REFUSALS: &str = "scoped_cache_refusals_total";
 /// Misses that waited for another request's execution of the same key.
 pub const COALESCED: &str = "scoped_cache_coalesced_waits_total";
-/// Purges, by `kind` (`mutation`, `tags`, `types`, `operation`, `scope`, `all`,
-/// `revocation`) and `shared` (`true` once the fleet has it, `false` while it holds here
-/// only).
+/// Purges (by mutations, operators, revocations and widened learned scopes), by the
+/// `kind` of selector (`tags`, `operation`, `scope`, `fields`, `all`) and `shared`
+/// (`true` once the fleet has it, `false` while it holds here only).
 pub const PURGES: &str = "scoped_cache_purges_total";
 /// Revocations, by `kind` (`jti`, `sub`, `iss`) and `shared`.
 pub const REVOCATIONS: &str = "scoped_cache_revocations_total";
@@ -36,9 +36,17 @@ pub const ENTRIES: &str = "scoped_cache_entries";
 pub const BYTES: &str = "scoped_cache_bytes";
 /// Each cache's bound in bytes (or entries, for `revocations`), by `cache`.
 pub const BOUND: &str = "scoped_cache_bound";
+/// `1` when the layer can serve with its guarantees (see
+/// [`ScopedCacheLayer::readiness`](crate::ScopedCacheLayer::readiness)), else `0`.
+pub const READY: &str = "scoped_cache_ready";
+/// `1` while this instance has heard the fleet within `max_lag`, else `0` (Redis tier only).
+pub const IN_STEP: &str = "scoped_cache_redis_in_step";
+/// `1` while Redis answers (the breaker is closed), else `0` (Redis tier only).
+pub const REACHABLE: &str = "scoped_cache_redis_reachable";
 /// Purges and revocations held on this instance only, waiting for Redis to record them.
 pub const PENDING: &str = "scoped_cache_redis_pending";
-/// Seconds a token's signature check took (a verified-token cache hit is not timed).
+/// Seconds a full verification took (parsing, keys, signature, claims): every token the
+/// verified-token cache did not vouch for, malformed ones included.
 pub const VERIFICATION_SECONDS: &str = "scoped_cache_verification_seconds";
 /// Seconds a lookup in Redis took (memory lookups are not timed: the benchmarks measure
 /// them).

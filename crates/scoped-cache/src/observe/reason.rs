@@ -89,6 +89,9 @@ pub enum Reason {
     // REFUSED: answered by the layer itself.
     /// No valid token where one is needed.
     Unauthorized,
+    /// The token could not be judged for now: its keys could not be fetched, or (cut off
+    /// from Redis past `max_lag`) the fleet's revocations are unknown. A `503`.
+    AuthUnavailable,
     /// The token is revoked.
     Revoked,
     /// The request broke one of the layer's bounds or rules (see
@@ -98,7 +101,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 29] = [
+    pub const ALL: [Reason; 30] = [
         Reason::Absent,
         Reason::OutOfStep,
         Reason::RedisUnavailable,
@@ -126,6 +129,7 @@ impl Reason {
         Reason::VerifyOnlyRoute,
         Reason::PassthroughRoute,
         Reason::Unauthorized,
+        Reason::AuthUnavailable,
         Reason::Revoked,
         Reason::Refused,
     ];
@@ -160,6 +164,7 @@ impl Reason {
             Reason::VerifyOnlyRoute => "verify-only-route",
             Reason::PassthroughRoute => "passthrough-route",
             Reason::Unauthorized => "unauthorized",
+            Reason::AuthUnavailable => "auth-unavailable",
             Reason::Revoked => "revoked",
             Reason::Refused => "refused",
         }
@@ -178,7 +183,9 @@ impl Reason {
             | Reason::NotUnderstood
             | Reason::VerifyOnlyRoute => "BYPASS",
             Reason::PassthroughRoute => "PASSTHROUGH",
-            Reason::Unauthorized | Reason::Revoked | Reason::Refused => "REFUSED",
+            Reason::Unauthorized | Reason::AuthUnavailable | Reason::Revoked | Reason::Refused => {
+                "REFUSED"
+            }
             _ => "MISS",
         }
     }

@@ -52,22 +52,24 @@ impl Pipeline {
     }
 
     /// Whether the layer can serve with its guarantees: every JWKS source holds usable
-    /// keys (one that does not is asked to fetch them now, within its fetch timeout), and
-    /// a Redis tier is in step with the fleet.
-    pub(crate) async fn readiness(&self) -> Readiness {
+    /// keys (one that does not is asked for them in the background, rate-limited as an
+    /// unknown `kid` is, and the probe does not wait), and a Redis tier knows the fleet's
+    /// revocations (in step, or cut off with tokens deliberately accepted meanwhile:
+    /// `accept_tokens_when_cut_off`).
+    pub(crate) fn readiness(&self) -> Readiness {
+        let mut keys = true;
         for source in self.verifier.sources() {
             if !source.is_usable() {
-                // A probe is often the first caller: without a fetch here, no traffic
-                // (held back until ready) would ever fetch the keys.
-                if let Err(err) = source.refresh_now().await {
-                    tracing::debug!(%err, "readiness: fetching signing keys failed");
-                }
+                // A probe is often the first caller: without this, no traffic (held back
+                // until ready) would ever fetch the keys.
+                source.nudge();
+                keys = false;
             }
         }
-        let keys = self.verifier.sources().all(|source| source.is_usable());
-        let tier = self.store.tier_health(Instant::now());
+        let now = Instant::now();
+        let tier = self.store.tier_health(now);
         Readiness {
-            ready: keys && tier.is_none_or(|tier| tier.in_step),
+            ready: keys && self.revocations.known(now),
             keys,
             tier,
         }
@@ -102,16 +104,15 @@ impl Pipeline {
     /// Sets the gauges to what the caches hold now, and takes the stats window's
     /// snapshot.
     pub(crate) fn refresh_gauges(&self) {
-        let now = Instant::now();
-        let tier = self.store.tier_health(now);
-        self.observer.gauges(&self.usage(), tier.map(|t| t.pending));
-        self.observer.snapshot(now);
+        let readiness = self.readiness();
+        self.observer.gauges(&self.usage(), &readiness);
+        self.observer.snapshot(Instant::now());
     }
 
     /// What the stats page shows: the recent window's answers, each cache's usage, the
     /// tier's state and readiness.
-    pub(crate) async fn report(&self) -> Report {
-        let readiness = self.readiness().await;
+    pub(crate) fn report(&self) -> Report {
+        let readiness = self.readiness();
         let now = Instant::now();
         Report {
             answers: self.observer.answers(now),

@@ -161,7 +161,13 @@ impl Pipeline {
             Ok(()) => (self.labelled_miss(response, lookup, cold), outcome),
             Err(reason) => {
                 tracing::debug!(?reason, "response not stored");
-                let because = Reason::from(reason);
+                let because = match (reason, cold) {
+                    // The store refused it for the same cause the lookup found nothing.
+                    (NotStored::PurgedMeanwhile, Reason::OutOfStep | Reason::RedisUnavailable) => {
+                        cold
+                    }
+                    _ => Reason::from(reason),
+                };
                 (self.unstored_miss(response, lookup, because), outcome)
             }
         }

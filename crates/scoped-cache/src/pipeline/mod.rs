@@ -189,7 +189,7 @@ impl Pipeline {
             };
             let bucket = Bucket::derive(&decision.scope, claims.as_ref());
             if !span.is_disabled() {
-                note.bucket = Some(crate::hash::short(bucket.as_bytes()));
+                note.bucket = Some(crate::hash::BucketId::of(bucket.as_bytes()));
             }
             let target = Target::new(&parts, &self.key_headers, parts.method != Method::GET)
                 .negotiated_accept(policy.negotiated_accept);

@@ -118,6 +118,9 @@ impl Pipeline {
         let refusal = negotiated(AuthError::new(kind).into_response(), headers);
         let reason = match kind {
             AuthErrorKind::Revoked => Reason::Revoked,
+            AuthErrorKind::KeysUnavailable | AuthErrorKind::RevocationsUnavailable => {
+                Reason::AuthUnavailable
+            }
             _ => Reason::Unauthorized,
         };
         self.refused(refusal, reason)
@@ -172,6 +175,10 @@ pub(super) fn not_modified_if_matching(asked: &Asked, response: Response) -> Res
     let mut not_modified = Response::new(Body::empty());
     *not_modified.status_mut() = StatusCode::NOT_MODIFIED;
     *not_modified.headers_mut() = headers;
+    // Still the miss it was: its reason goes with it.
+    if let Some(reason) = response.extensions().get::<Reason>() {
+        not_modified.extensions_mut().insert(*reason);
+    }
     not_modified
 }
 

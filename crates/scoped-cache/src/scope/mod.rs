@@ -12,7 +12,9 @@ mod rule;
 
 pub(crate) use self::bucket::Bucket;
 pub use self::rule::Rule;
-pub(crate) use self::rule::{Decision, Kind, MAX_MAX_AGE, RuleSet, parse_root_field};
+pub(crate) use self::rule::{
+    Decision, Kind, MAX_MAX_AGE, OTHER_OPERATION, RuleSet, SEVERAL_RULES, parse_root_field,
+};
 pub use crate::claims::ClaimPath;
 
 use crate::BuildError;

@@ -257,6 +257,14 @@ impl JwksSource {
         })
     }
 
+    /// Asks for keys in the background, under the same rate limit as an unknown `kid`
+    /// (at most one fetch per `min_refresh_interval`), without waiting: for a readiness
+    /// probe, which must neither hammer the provider nor hang on it.
+    pub(crate) fn nudge(&self) {
+        self.inner.ensure_started();
+        let _ = self.inner.start_refresh(Cause::OnDemand);
+    }
+
     /// Whether the keys held now include `kid`, without fetching.
     pub(crate) fn has_kid_now(&self, kid: &str) -> bool {
         self.inner.current().has_kid(kid)

@@ -83,7 +83,11 @@ impl Tier {
         // Taken before Redis is asked: a purge this instance hears of meanwhile keeps the
         // copy out of memory.
         let since = self.l1.epoch();
-        let entry = self.fetch(key, &probe(), None).await?.entry?;
+        let asked = Instant::now();
+        let fetched = self.fetch(key, &probe(), None).await;
+        metrics::histogram!(crate::observe::names::LOOKUP_SECONDS)
+            .record(asked.elapsed().as_secs_f64());
+        let entry = fetched?.entry?;
         let entry = Arc::new(entry);
         self.l1.hold(
             *key,
