@@ -479,6 +479,8 @@ async fn an_instance_cut_off_serves_nothing_cached_and_refuses_tokens_until_back
     })
     .await;
     assert_eq!(tier_of(&ask(&b, FEED, None).await), "memory");
+    let ready = b.layer.readiness().await;
+    assert!(ready.ready && ready.tier.is_some_and(|t| t.in_step && t.reachable));
 
     proxy.set(Mode::Cut);
     // A purge B cannot hear of.
@@ -500,10 +502,14 @@ async fn an_instance_cut_off_serves_nothing_cached_and_refuses_tokens_until_back
     let unknown = ask(&b, ME, Some(&alice)).await;
     assert_eq!(unknown.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(unknown.code(), "AUTH_UNAVAILABLE");
+    // A readiness probe says so too: cut off, it cannot serve with its guarantees.
+    let cut = b.layer.readiness().await;
+    assert!(!cut.ready && cut.tier.is_some_and(|t| !t.in_step));
 
     proxy.set(Mode::Open);
     in_step(&b).await;
     assert_eq!(ask(&b, ME, Some(&alice)).await.status, StatusCode::OK);
+    assert!(b.layer.readiness().await.ready);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -93,6 +93,10 @@ pub(crate) async fn run(tier: Weak<Tier>) {
     let mut retry = FIRST_RETRY;
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Whether this instance was in step at the last look: an operator is told when that
+    // changes (never before the first time it was in step: starting up is not an outage).
+    let mut was_in_step = false;
+    let mut ever_in_step = false;
     loop {
         let step = {
             let Some(owner) = tier.upgrade() else { return };
@@ -100,6 +104,24 @@ pub(crate) async fn run(tier: Weak<Tier>) {
             // What waited for Redis goes in a task of its own: a long replay never
             // holds the next sync up (the instance would cut itself off).
             owner.share_pending_later();
+            let in_step = owner.in_step(tokio::time::Instant::now());
+            if was_in_step && !in_step {
+                if owner.knows_revocations(tokio::time::Instant::now()) {
+                    tracing::warn!(
+                        "out of step with the fleet (Redis not heard within max_lag): nothing cached is served; tokens are still taken (accept_tokens_when_cut_off)"
+                    );
+                } else {
+                    tracing::warn!(
+                        "out of step with the fleet (Redis not heard within max_lag): nothing cached is served and tokens are refused with 503 until Redis answers"
+                    );
+                }
+            } else if !was_in_step && in_step && ever_in_step {
+                tracing::info!(
+                    "in step with the fleet again: cached answers and tokens are served"
+                );
+            }
+            ever_in_step |= in_step;
+            was_in_step = in_step;
             step
         };
         if step != Step::Failed {
