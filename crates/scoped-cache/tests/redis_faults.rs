@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::StatusCode;
-use scoped_cache::{Purge, Revoke};
+use scoped_cache::{Purge, Reason, Revoke};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -820,4 +820,28 @@ async fn more_revocations_than_a_page_all_load_even_with_one_score() {
         ask(&c, ME, Some(&member("someone-else"))).await.status,
         StatusCode::OK
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_redis_does_not_answer_in_time_says_so_not_absent() {
+    let server = RedisServer::start().await;
+    let proxy = Proxy::start(server.port).await;
+    let (_world, a, b) = fleet_of(
+        &server,
+        tier(&server.url()),
+        // Short enough to give up long before B could fall out of step.
+        tier(&proxy.url()).fetch_timeout(Duration::from_millis(300)),
+    )
+    .await;
+    let absent = ask(&b, "{ posts { title } }", None).await;
+    assert_eq!(absent.x_cache(), "MISS");
+    assert_eq!(absent.reason, Some(Reason::Absent), "nothing stood in its way");
+    // In Redis (A stored it), not in B's memory: B's lookup must ask Redis, which stalls.
+    ask(&a, FEED, None).await;
+    proxy.set(Mode::Stalled);
+    let stalled = ask(&b, FEED, None).await;
+    assert_eq!(stalled.x_cache(), "MISS");
+    assert_eq!(stalled.status, StatusCode::OK);
+    assert_eq!(stalled.reason, Some(Reason::RedisUnavailable));
+    proxy.set(Mode::Open);
 }

@@ -11,10 +11,11 @@ use tokio::time::Instant;
 use crate::cache::key::CacheKey;
 use crate::cache::purge::{Purge, PurgeError, Purged};
 use crate::cache::store::{
-    CacheStats, CachedResponse, Epoch, Hit, Lease, MemoryStore, Probe, ResponseStore, Source,
+    CacheStats, CachedResponse, Epoch, Hit, Lease, MemoryStore, Missed, Probe, ResponseStore,
+    Source,
 };
 use crate::claims::Claims;
-use crate::observe::{Reason, names};
+use crate::observe::names;
 use crate::rejection::AuthErrorKind;
 use crate::revocation::{MemoryRevocations, RevocationStore, Revoke, RevokeError, UnixClock};
 
@@ -39,28 +40,6 @@ impl Store {
             }
             #[cfg(feature = "redis")]
             Store::Tiered(_) => Some(source.header_value()),
-        }
-    }
-
-    /// Why a lookup at `now` that found nothing could not have found anything: the
-    /// instance is out of step with the fleet, or does not ask Redis for now. `None` when
-    /// nothing stood in its way.
-    pub(crate) fn unknown(&self, now: Instant) -> Option<Reason> {
-        match self {
-            Store::Memory(_) => {
-                let _ = now;
-                None
-            }
-            #[cfg(feature = "redis")]
-            Store::Tiered(tier) => {
-                if !tier.in_step(now) {
-                    Some(Reason::OutOfStep)
-                } else if !tier.reads_redis() {
-                    Some(Reason::RedisUnavailable)
-                } else {
-                    None
-                }
-            }
         }
     }
 
@@ -105,7 +84,7 @@ impl Store {
 }
 
 impl ResponseStore for Store {
-    async fn get<F>(&self, key: &CacheKey, now: Instant, probe: F) -> Option<Hit>
+    async fn get<F>(&self, key: &CacheKey, now: Instant, probe: F) -> Result<Hit, Missed>
     where
         F: FnOnce() -> Probe + Send,
     {

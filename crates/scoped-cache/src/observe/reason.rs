@@ -2,6 +2,7 @@
 //! request's span and the operators' `x-cache-reason` header.
 
 use crate::cache::NotStored;
+use crate::cache::store::Missed;
 
 /// Why an answer was not a fresh hit from the cache, as the metrics
 /// (`scoped_cache_reasons_total{reason}`), the request's span (`scoped_cache.reason`) and
@@ -25,10 +26,12 @@ pub enum Reason {
     /// or the entry expired, was evicted for room, or was purged.
     Absent,
     /// This instance is out of step with the fleet's purges (Redis has not answered its
-    /// sync within `max_lag`), so it serves nothing cached until it is back in step.
+    /// sync within `max_lag`, or lost changes it had recorded), so it serves nothing
+    /// cached until it is back in step.
     OutOfStep,
-    /// Redis is not asked for now (it failed or timed out; its breaker is open, or a
-    /// purge it has not recorded yet is pending here), and memory had nothing.
+    /// Memory had nothing, and Redis did not answer this lookup within `fetch_timeout`
+    /// or is not asked for now (its breaker is open, or a purge it has not recorded yet
+    /// is pending here).
     RedisUnavailable,
 
     // MISS, and the answer was not stored: why.
@@ -214,6 +217,16 @@ impl From<&NotStored> for Reason {
             NotStored::UnreliableTags => Reason::UnreliableTags,
             NotStored::PurgedMeanwhile => Reason::PurgeRaced,
             NotStored::Stale => Reason::InnerStale,
+        }
+    }
+}
+
+impl From<Missed> for Reason {
+    fn from(missed: Missed) -> Self {
+        match missed {
+            Missed::Absent => Reason::Absent,
+            Missed::OutOfStep => Reason::OutOfStep,
+            Missed::Unreachable => Reason::RedisUnavailable,
         }
     }
 }

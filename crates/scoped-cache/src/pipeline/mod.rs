@@ -210,8 +210,8 @@ impl Pipeline {
             let now = Instant::now();
             let mut fallback = None;
             let mut cold = Reason::Absent;
-            if let Some(found) = self.store.get(&lookup.key, now, || probe(&lookup)).await {
-                match found.entry.freshness(now) {
+            match self.store.get(&lookup.key, now, || probe(&lookup)).await {
+                Ok(found) => match found.entry.freshness(now) {
                     Some(Freshness::Fresh) => {
                         break 'answer Ok(self.hit(&asked, &found, &lookup, None, now));
                     }
@@ -223,9 +223,8 @@ impl Pipeline {
                     }
                     Some(Freshness::IfError) => fallback = Some(found),
                     None => {}
-                }
-            } else if let Some(unknown) = self.store.unknown(now) {
-                cold = unknown;
+                },
+                Err(missed) => cold = Reason::from(missed),
             }
             // Everything past a hit runs in a future of its own, so a hit's request carries
             // (and moves) only the state of the hit path.

@@ -239,6 +239,10 @@ pub(crate) struct Reply {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Value,
+    /// Why the answer was not a fresh hit, as the layer put it into the response's
+    /// extensions.
+    #[allow(dead_code)]
+    pub(crate) reason: Option<scoped_cache::Reason>,
 }
 
 impl Reply {
@@ -260,6 +264,7 @@ pub(crate) async fn send(app: &Router, req: Request<Body>) -> Reply {
     let response = app.clone().oneshot(req).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
+    let reason = response.extensions().get::<scoped_cache::Reason>().copied();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     let body = serde_json::from_slice(&bytes)
         .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
@@ -267,6 +272,7 @@ pub(crate) async fn send(app: &Router, req: Request<Body>) -> Reply {
         status,
         headers,
         body,
+        reason,
     }
 }
 

@@ -23,7 +23,7 @@ use moka::Expiry;
 use moka::notification::RemovalCause;
 use tokio::time::Instant;
 
-use super::{CacheStats, CachedResponse, Epoch, Hit, Probe, ResponseStore, Source};
+use super::{CacheStats, CachedResponse, Epoch, Hit, Missed, Probe, ResponseStore, Source};
 use crate::cache::key::CacheKey;
 use crate::cache::purge::{IndexKey, Purge, PurgeError, Purged, Selector};
 
@@ -344,14 +344,16 @@ impl MemoryStore {
 impl ResponseStore for MemoryStore {
     /// A stale entry is left for moka's own expiry to reclaim: removing it here could race
     /// with a fresh entry stored under the same key.
-    async fn get<F>(&self, key: &CacheKey, now: Instant, _probe: F) -> Option<Hit>
+    async fn get<F>(&self, key: &CacheKey, now: Instant, _probe: F) -> Result<Hit, Missed>
     where
         F: FnOnce() -> Probe + Send,
     {
-        self.get_local(key, now).map(|entry| Hit {
-            entry,
-            source: Source::Memory,
-        })
+        self.get_local(key, now)
+            .map(|entry| Hit {
+                entry,
+                source: Source::Memory,
+            })
+            .ok_or(Missed::Absent)
     }
 
     fn still_valid(&self, entry: &CachedResponse, since: Epoch) -> bool {

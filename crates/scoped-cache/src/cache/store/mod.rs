@@ -121,6 +121,20 @@ pub(crate) struct Hit {
     pub(crate) source: Source,
 }
 
+/// Why a lookup found nothing to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Missed {
+    /// Nothing usable is stored under the key.
+    Absent,
+    /// The instance cannot know what the fleet purged meanwhile, so it serves nothing
+    /// it holds (cut off from the fleet's purges, or Redis lost changes it had recorded).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    OutOfStep,
+    /// The shared tier was not asked (its breaker is open) or did not answer in time.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Unreachable,
+}
+
 /// What a miss's leader may do: execute (holding the fleet-wide lease, if any), or serve
 /// the entry another instance stored while this one waited for its lease.
 #[derive(Debug)]
@@ -160,7 +174,7 @@ pub(crate) trait ResponseStore: Send + Sync + std::fmt::Debug {
         key: &CacheKey,
         now: Instant,
         probe: F,
-    ) -> impl Future<Output = Option<Hit>> + Send
+    ) -> impl Future<Output = Result<Hit, Missed>> + Send
     where
         F: FnOnce() -> Probe + Send;
 

@@ -10,6 +10,8 @@ pub(super) struct Fetched {
     won: bool,
     /// The lease says its holder executed and stored nothing.
     nothing_stored: bool,
+    /// Redis lost changes it had recorded: nothing it holds is served for now.
+    lost: bool,
 }
 
 /// A held fleet-wide lease (see [`LeaseGuard`]).
@@ -53,22 +55,22 @@ impl Tier {
         key: &CacheKey,
         now: Instant,
         probe: F,
-    ) -> Option<Hit>
+    ) -> Result<Hit, Missed>
     where
         F: FnOnce() -> Probe + Send,
     {
         self.start();
         if !self.in_step(now) {
-            return None;
+            return Err(Missed::OutOfStep);
         }
         if let Some(entry) = self.l1.get_local(key, now) {
-            return Some(Hit {
+            return Ok(Hit {
                 entry,
                 source: Source::Memory,
             });
         }
         if !self.reads_redis() {
-            return None;
+            return Err(Missed::Unreachable);
         }
         // In a future of its own, so a memory hit's request does not carry a Redis call's.
         Box::pin(self.get_remote(key, probe)).await
@@ -76,7 +78,11 @@ impl Tier {
 
     /// [`get`](Self::get) past memory: the entry from Redis, held in memory for
     /// `local_ttl`.
-    pub(super) async fn get_remote<F>(self: &Arc<Self>, key: &CacheKey, probe: F) -> Option<Hit>
+    pub(super) async fn get_remote<F>(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        probe: F,
+    ) -> Result<Hit, Missed>
     where
         F: FnOnce() -> Probe + Send,
     {
@@ -87,15 +93,19 @@ impl Tier {
         let fetched = self.fetch(key, &probe(), None).await;
         metrics::histogram!(crate::observe::names::LOOKUP_SECONDS)
             .record(asked.elapsed().as_secs_f64());
-        let entry = fetched?.entry?;
-        let entry = Arc::new(entry);
+        let fetched = fetched.ok_or(Missed::Unreachable)?;
+        let entry = match fetched.entry {
+            Some(entry) => Arc::new(entry),
+            None if fetched.lost => return Err(Missed::OutOfStep),
+            None => return Err(Missed::Absent),
+        };
         self.l1.hold(
             *key,
             Arc::clone(&entry),
             since,
             Instant::now() + self.local_ttl,
         );
-        Some(Hit {
+        Ok(Hit {
             entry,
             source: Source::Redis,
         })
@@ -176,6 +186,7 @@ impl Tier {
                 entry,
                 won,
                 nothing_stored,
+                lost: false,
             })
         };
         // (A `PING` holds the place of an operation record when the request names none.)
@@ -192,7 +203,12 @@ impl Tier {
             // Redis lost changes it had recorded: nothing it holds is served until the
             // syncer has purged what was written before.
             self.redis.wake().notify_one();
-            return found(None);
+            return Some(Fetched {
+                entry: None,
+                won,
+                nothing_stored,
+                lost: true,
+            });
         }
         self.observe_seq(seq);
         let Some(raw) = raw else {
@@ -314,6 +330,7 @@ impl Tier {
                 entry,
                 won,
                 nothing_stored,
+                ..
             }) = self.fetch(key, &probe, Some(token)).await
             else {
                 // The lease may have been set before the answer was lost: let it go.

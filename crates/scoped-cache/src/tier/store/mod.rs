@@ -26,8 +26,8 @@ use super::seal::Signer;
 use crate::cache::key::CacheKey;
 use crate::cache::purge::{IndexKey, Purge, PurgeError, Purged, Selector};
 use crate::cache::store::{
-    CacheStats, CachedResponse, Epoch, Freshness, Hit, Lease, LeaseGuard, MemoryStore, Probe,
-    ResponseStore, Source,
+    CacheStats, CachedResponse, Epoch, Freshness, Hit, Lease, LeaseGuard, MemoryStore, Missed,
+    Probe, ResponseStore, Source,
 };
 use crate::health::TierHealth;
 use crate::revocation::MemoryRevocations;
