@@ -105,6 +105,8 @@ impl ScopedCacheLayer {
         };
         let shared = if fleet_wide { "true" } else { "false" };
         metrics::counter!(names::REVOCATIONS, "kind" => kind, "shared" => shared).increment(1);
+        // Never the subject, issuer or token id: they identify people.
+        tracing::info!(kind, fleet_wide, "revoked");
         Ok(Revoked { fleet_wide })
     }
 

@@ -410,7 +410,11 @@ async fn executions_and_signature_checks_are_timed_and_caches_measured() {
     assert_eq!(usage["responses"].entries, 1);
 }
 
-/// Spans by name, with the fields recorded on them.
+/// The pseudo-field a captured span's parent's name is held under.
+const PARENT: &str = "<parent>";
+
+/// Spans by name, with the fields recorded on them (and their parent's name, under
+/// [`PARENT`]).
 #[derive(Clone, Default)]
 struct Spans(Arc<Mutex<Vec<(String, HashMap<String, String>)>>>);
 
@@ -432,6 +436,9 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Sp
         let mut fields = HashMap::new();
         attrs.record(&mut Fields(&mut fields));
         if let Some(span) = ctx.span(id) {
+            if let Some(parent) = span.parent() {
+                fields.insert(PARENT.to_owned(), parent.name().to_owned());
+            }
             span.extensions_mut().insert(Held(fields));
         }
     }
@@ -502,6 +509,22 @@ async fn each_request_has_a_span_with_its_outcome_and_a_bucket_hash_not_its_clai
         .filter(|(name, _)| name == "scoped_cache.verify")
         .count();
     assert_eq!(verifications, 1);
+    // Both misses ran the schema in a child span; the hit did not run it.
+    let children = |child: &str| {
+        spans
+            .iter()
+            .filter(|(name, _)| name == child)
+            .map(|(_, fields)| fields.get(PARENT).map(String::as_str))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        children("scoped_cache.execute"),
+        [Some("scoped_cache.request"); 2]
+    );
+    assert_eq!(
+        children("scoped_cache.verify"),
+        [Some("scoped_cache.request")]
+    );
 }
 
 #[tokio::test]

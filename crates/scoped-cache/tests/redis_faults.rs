@@ -835,7 +835,11 @@ async fn a_lookup_redis_does_not_answer_in_time_says_so_not_absent() {
     .await;
     let absent = ask(&b, "{ posts { title } }", None).await;
     assert_eq!(absent.x_cache(), "MISS");
-    assert_eq!(absent.reason, Some(Reason::Absent), "nothing stood in its way");
+    assert_eq!(
+        absent.reason,
+        Some(Reason::Absent),
+        "nothing stood in its way"
+    );
     // In Redis (A stored it), not in B's memory: B's lookup must ask Redis, which stalls.
     ask(&a, FEED, None).await;
     proxy.set(Mode::Stalled);

@@ -140,6 +140,13 @@ impl ResponseStore for Store {
             let shared = if purged.fleet_wide { "true" } else { "false" };
             metrics::counter!(names::PURGES, "kind" => purge.kind(), "shared" => shared)
                 .increment(1);
+            // At debug: every mutation purges. Never the selector's values (claim values).
+            tracing::debug!(
+                kind = purge.kind(),
+                removed = purged.removed,
+                fleet_wide = purged.fleet_wide,
+                "purged"
+            );
         }
         purged
     }

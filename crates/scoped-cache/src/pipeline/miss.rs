@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode, request};
 use tokio::time::Instant;
 use tower::Service;
+use tracing::Instrument;
 
 use crate::cache::NotStored;
 use crate::cache::inflight::Role;
@@ -123,7 +124,7 @@ impl Pipeline {
         let response = match fallback {
             None => {
                 let mut inner = inner;
-                let response = inner.call(request).await?;
+                let response = inner.call(request).instrument(execute_span()).await?;
                 note.executed = Some(started.elapsed().as_secs_f64());
                 let (response, stored) = self
                     .finish_miss(response, lookup, reads.log(), Keep::Store(epoch), cold)
@@ -284,7 +285,8 @@ where
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
-    let mut task = AbortOnDrop(tokio::spawn(inner.call(request)));
+    let execution = inner.call(request).instrument(execute_span());
+    let mut task = AbortOnDrop(tokio::spawn(execution));
     match tokio::time::timeout(REVALIDATE_TIMEOUT, &mut task.0).await {
         Err(_) => Err(Failure::TimedOut),
         Ok(Err(_)) => Err(Failure::Panicked),
@@ -300,4 +302,10 @@ pub(super) fn is_failure(status: StatusCode, outcome: &Result<(), NotStored>) ->
             outcome,
             Err(NotStored::Status | NotStored::GraphqlErrors | NotStored::TooLarge)
         )
+}
+
+/// The child span of the request's span an execution of the handler runs in: what
+/// the schema and its resolvers record nests under it.
+pub(super) fn execute_span() -> tracing::Span {
+    tracing::info_span!("scoped_cache.execute")
 }

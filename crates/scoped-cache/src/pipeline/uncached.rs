@@ -9,6 +9,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode, request};
 use tower::Service;
+use tracing::Instrument;
 
 use crate::cache::request::Prepared;
 use crate::cache::store::ResponseStore;
@@ -73,6 +74,7 @@ impl Pipeline {
         hand_on(&mut parts, claims);
         let response = inner
             .call(Request::from_parts(parts, Body::from(body)))
+            .instrument(super::miss::execute_span())
             .await?;
         let (mutation_fields, decision): (&[Arc<str>], _) = match prepared {
             Some(Prepared::Operation {

@@ -90,7 +90,10 @@ impl Tier {
         // copy out of memory.
         let since = self.l1.epoch();
         let asked = Instant::now();
-        let fetched = self.fetch(key, &probe(), None).await;
+        let fetched = self
+            .fetch(key, &probe(), None)
+            .instrument(tracing::info_span!("scoped_cache.redis.lookup"))
+            .await;
         metrics::histogram!(crate::observe::names::LOOKUP_SECONDS)
             .record(asked.elapsed().as_secs_f64());
         let fetched = fetched.ok_or(Missed::Unreachable)?;
@@ -331,7 +334,10 @@ impl Tier {
                 won,
                 nothing_stored,
                 ..
-            }) = self.fetch(key, &probe, Some(token)).await
+            }) = self
+                .fetch(key, &probe, Some(token))
+                .instrument(tracing::info_span!("scoped_cache.redis.lease"))
+                .await
             else {
                 // The lease may have been set before the answer was lost: let it go.
                 self.release_later(*key, token);

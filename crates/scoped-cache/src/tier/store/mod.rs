@@ -14,6 +14,7 @@ use std::time::Duration;
 use redis::Value;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::RedisTier;
 use super::admission::{self, Admission};

@@ -39,7 +39,9 @@ impl Tier {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&key);
         let tier = Arc::clone(self);
-        runtime.spawn(async move {
+        // A child of the request's span, though it ends after the answer is sent.
+        let span = tracing::info_span!("scoped_cache.redis.store");
+        let write = async move {
             if let Err(err) = tier.write(&key, &entry, since.shared).await {
                 if err.is_oom() {
                     tier.admission.close();
@@ -57,7 +59,8 @@ impl Tier {
                 tier.release(&key, token).await;
             }
             drop(permit);
-        });
+        };
+        runtime.spawn(write.instrument(span));
         true
     }
 
