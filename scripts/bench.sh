@@ -3,6 +3,7 @@
 #
 #   bash scripts/bench.sh                 # ROUNDS=3 DURATION=4s CONNECTIONS=32 USERS=10000
 #   BIN=/tmp/loadbench-before bash scripts/bench.sh    # a binary built earlier, not rebuilt
+#   ONLY="a c" ROUNDS=5 bash scripts/bench.sh            # some rows only
 #
 # The server (examples/loadbench: the forum behind the layer, a bare handler returning the
 # exact bytes of the member HIT, and an instance whose memory never holds a Redis entry)
@@ -97,7 +98,8 @@ end
 LUA
 
 BASE=http://127.0.0.1:$PORT
-ROWS=(a b c d e f)
+# ONLY="a c" runs those rows alone (a focused before/after); default: all.
+read -ra ROWS <<<"${ONLY:-a b c d e f}"
 declare -A NAME URL LUA
 # The same request as (b), token included: only the work behind it differs.
 NAME[a]="bare axum handler, same bytes"; URL[a]=$BASE/bare; script "$WORK/a.lua" "$MEMBER_POSTS" "$MEMBER"
@@ -106,8 +108,8 @@ NAME[c]="HIT, RS256 (verified-token cache)"; URL[c]=$BASE/graphql; script "$WORK
 NAME[d]="HIT, anonymous publicPosts"; URL[d]=$BASE/graphql; script "$WORK/d.lua" "$PUBLIC_POSTS" ""
 NAME[e]="HIT, me, $USERS users"; URL[e]=$BASE/graphql; cp "$WORK/users.lua" "$WORK/e.lua"
 NAME[f]="uncached (verify-only route)"; URL[f]=$BASE/graphql/nocache; script "$WORK/f.lua" "$MEMBER_POSTS" "$MEMBER"
-if [ "$HAVE_REDIS" = 1 ]; then
-  ROWS+=(g)
+if [ "$HAVE_REDIS" = 1 ] && [[ -z "${ONLY:-}" || " $ONLY " == *" g "* ]]; then
+  [[ " ${ROWS[*]} " == *" g "* ]] || ROWS+=(g)
   NAME[g]="L2 (Redis) hit, empty L1"; URL[g]=http://127.0.0.1:$L2_PORT/graphql; script "$WORK/g.lua" "$MEMBER_POSTS" "$MEMBER"
 fi
 

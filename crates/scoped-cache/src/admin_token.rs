@@ -12,6 +12,9 @@ use crate::error::BuildError;
 /// The shortest admin token [`AdminToken::new`] accepts, in bytes.
 pub const MIN_TOKEN_BYTES: usize = 16;
 
+/// The longest admin secret accepted; a longer credential presented is refused unread.
+pub const MAX_TOKEN_BYTES: usize = 1024;
+
 /// The shared secret operators present as `Authorization: Bearer <token>` to the
 /// [admin router](crate::admin::router).
 ///
@@ -30,6 +33,8 @@ impl AdminToken {
     ///
     /// - [`BuildError::WeakAdminToken`] when the secret is shorter than
     ///   [`MIN_TOKEN_BYTES`] (16) bytes.
+    /// - [`BuildError::InvalidAdminToken`] when it is longer than [`MAX_TOKEN_BYTES`]
+    ///   (1024).
     /// - [`BuildError::InvalidAdminToken`] when it holds anything other than visible ASCII
     ///   (a space, a control character such as a trailing newline read from a file, or a
     ///   non-ASCII character). A client could not send it in an `Authorization` header
@@ -40,6 +45,11 @@ impl AdminToken {
             return Err(BuildError::WeakAdminToken {
                 len: secret.len(),
                 min: MIN_TOKEN_BYTES,
+            });
+        }
+        if secret.len() > MAX_TOKEN_BYTES {
+            return Err(BuildError::InvalidAdminToken {
+                reason: "it must be at most 1024 bytes",
             });
         }
         if !secret.bytes().all(|b| b.is_ascii_graphic()) {
@@ -55,6 +65,11 @@ impl AdminToken {
     /// Whether `presented` is this token, in time that reveals nothing about the secret:
     /// hashing makes both sides 32 bytes, and they are compared in constant time.
     pub(crate) fn verify(&self, presented: &[u8]) -> bool {
+        // No secret is this long (`new` refuses them): refused without hashing a header
+        // a client made as large as the server lets it.
+        if presented.len() > MAX_TOKEN_BYTES {
+            return false;
+        }
         let digest: [u8; 32] = Sha256::digest(presented).into();
         digest.ct_eq(&self.digest).into()
     }

@@ -360,6 +360,12 @@ impl ScopedCacheLayerBuilder {
         self
     }
 
+    /// Who the layer will explain its answers to, for tests of what sets it.
+    #[cfg(all(test, feature = "config"))]
+    pub(crate) fn explained_to(&self) -> &Explain {
+        &self.explain
+    }
+
     /// Sets the policy of one route, by its axum path pattern (`/graphql`, `/posts/{id}`).
     pub fn route(mut self, path: impl Into<String>, policy: RoutePolicy) -> Self {
         self.routes.push((path.into(), policy));

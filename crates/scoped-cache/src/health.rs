@@ -37,8 +37,9 @@ pub struct Readiness {
     /// Every JWKS source holds keys it may use (fetched, within its max-stale). `true`
     /// with static keys only.
     pub keys: bool,
-    /// The Redis tier's state; `None` without one. Ready needs it in step: a tier that
-    /// cannot reach Redis but heard the fleet within `max_lag` is still ready (it serves
-    /// from memory or by execution).
+    /// The Redis tier's state; `None` without one. Ready needs it to know the fleet's
+    /// revocations: in step (a tier that cannot reach Redis but heard the fleet within
+    /// `max_lag` is still ready; it serves from memory or by execution), or out of step
+    /// with `accept_tokens_when_cut_off` set.
     pub tier: Option<TierHealth>,
 }

@@ -135,6 +135,10 @@ impl ScopedCacheLayer {
     /// # }
     /// ```
     pub async fn readiness(&self) -> Readiness {
+        // A probe may come before any request (traffic held back until ready): what a
+        // first request starts, it starts too, or a layer built outside a runtime would
+        // never get ready.
+        self.shared.start();
         self.shared.readiness()
     }
 

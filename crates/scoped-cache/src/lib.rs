@@ -171,6 +171,7 @@ mod service;
 mod task;
 #[cfg(test)]
 pub(crate) mod test_helpers;
+mod throttle;
 #[cfg(feature = "redis")]
 mod tier;
 mod wire;

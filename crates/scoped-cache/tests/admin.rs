@@ -834,7 +834,7 @@ async fn revoke_logs_its_kind_and_never_the_names() {
     let logs = capture.0.lock().unwrap().clone();
     let revokes: Vec<&String> = logs
         .iter()
-        .filter(|(level, text)| *level == tracing::Level::INFO && text.contains("admin revoke"))
+        .filter(|(level, text)| *level == tracing::Level::INFO && text.contains("message=revoked"))
         .map(|(_, text)| text)
         .collect();
     assert_eq!(revokes.len(), 3, "{logs:#?}");

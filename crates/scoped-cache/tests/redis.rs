@@ -687,3 +687,26 @@ async fn until_some<T, F: std::future::Future<Output = Option<T>>>(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[test]
+fn a_layer_built_outside_a_runtime_gets_ready_from_readiness_probes_alone() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = runtime.block_on(RedisServer::start());
+    let world = Arc::new(World::default());
+    // Outside the runtime: `build()` cannot start the tier's syncer, and no request will
+    // (an orchestrator holds traffic back until the probe says ready).
+    let probed = instance(&world, tier(&server.url()));
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !probed.layer.readiness().await.ready && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let ready = probed.layer.readiness().await;
+        assert!(ready.ready, "{ready:?}");
+        assert!(ready.tier.is_some_and(|t| t.in_step));
+    });
+}

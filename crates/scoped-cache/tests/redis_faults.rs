@@ -499,6 +499,7 @@ async fn an_instance_cut_off_serves_nothing_cached_and_refuses_tokens_until_back
         "its 60-second copy is not served"
     );
     assert_ne!(render(&cut_off), render(&stored));
+    assert_eq!(cut_off.reason, Some(Reason::OutOfStep));
     let unknown = ask(&b, ME, Some(&alice)).await;
     assert_eq!(unknown.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(unknown.code(), "AUTH_UNAVAILABLE");

@@ -178,12 +178,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, StatusCode};
+
+use crate::throttle::Throttle;
 use serde::de::DeserializeOwned;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use crate::admin_token::{AdminToken, MIN_TOKEN_BYTES};
+pub use crate::admin_token::{AdminToken, MAX_TOKEN_BYTES, MIN_TOKEN_BYTES};
 use crate::cache::purge::Purge;
 use crate::graphql::document::is_graphql_name;
 use crate::layer::ScopedCacheLayer;
@@ -280,7 +282,8 @@ async fn revoke(State(admin): State<Admin>, request: Request) -> Result<Response
     let kind = revoke.kind;
     match admin.layer.revoke(&revoke.revoke).await {
         Ok(revoked) => {
-            tracing::info!(
+            // The layer logs the revocation itself at INFO; this adds how it came.
+            tracing::debug!(
                 kind,
                 narrowed = revoke.narrowed,
                 shared = revoked.fleet_wide,
@@ -377,7 +380,15 @@ fn authorize(token: &AdminToken, headers: &HeaderMap) -> Result<(), Refusal> {
         Some(_) => "invalid admin credential",
         None => "missing admin credential; send `authorization: Bearer <token>`",
     };
-    tracing::warn!(reason, "admin request refused");
+    // A client can send wrong credentials as fast as it likes: one line a minute.
+    static REFUSALS: Throttle = Throttle::new();
+    if let Some(held_back) = REFUSALS.due() {
+        tracing::warn!(
+            reason,
+            refused_since_last_warning = held_back,
+            "admin request refused (one warning a minute)"
+        );
+    }
     Err(Refusal::new(RefusalKind::Unauthorized, reason))
 }
 

@@ -43,6 +43,29 @@ impl Store {
         }
     }
 
+    /// Whether this instance knows every change the fleet made (always, without a shared
+    /// tier).
+    pub(crate) fn in_step(&self, now: Instant) -> bool {
+        match self {
+            Store::Memory(_) => {
+                let _ = now;
+                true
+            }
+            #[cfg(feature = "redis")]
+            Store::Tiered(tier) => tier.in_step(now),
+        }
+    }
+
+    /// Starts the shared tier's background work, if there is a tier and it has not
+    /// started (a lookup starts it too).
+    pub(crate) fn start(&self) {
+        match self {
+            Store::Memory(_) => {}
+            #[cfg(feature = "redis")]
+            Store::Tiered(tier) => tier.start(),
+        }
+    }
+
     /// The shared tier's state at `now`, if there is one.
     pub(crate) fn tier_health(&self, now: Instant) -> Option<crate::health::TierHealth> {
         match self {

@@ -81,6 +81,9 @@ pub(crate) enum NotStored {
     UnreliableTags,
     /// A purge since the execution started matched it.
     PurgedMeanwhile,
+    /// The instance fell out of step with the fleet meanwhile: a change it cannot hear
+    /// of may cover the answer.
+    OutOfStep,
     /// Another cache (an inner layer) served it stale, or with an `Age` that does not
     /// parse.
     Stale,

@@ -235,6 +235,11 @@ pub struct RedisConfig {
     pub max_lag_ms: Option<u64>,
     /// The environment variable holding the key that signs entries and records.
     pub signing_key_env: Option<String>,
+    /// How long a lookup waits for Redis before it is a miss (milliseconds).
+    pub fetch_timeout_ms: Option<u64>,
+    /// Whether an instance out of step with the fleet still accepts tokens (default
+    /// `false`: it answers 503, as it cannot know the revocations it missed).
+    pub accept_tokens_when_cut_off: Option<bool>,
 }
 
 /// `[admin]`.
@@ -246,6 +251,10 @@ pub struct AdminConfig {
     /// Who is told `x-cache-reason`: `never` (default), `operators`, `everyone`.
     #[serde(default)]
     pub explain: ExplainConfig,
+    /// With `explain = "operators"`: the environment variable holding the credential
+    /// operators send in `x-cache-explain`, when it should not be the admin token (a
+    /// header on public routes is more exposed than one sent to the admin routes).
+    pub explain_token_env: Option<String>,
 }
 
 /// Who is told reasons.
@@ -268,8 +277,7 @@ impl Config {
     ///
     /// [`ConfigError::Parse`], with the line, column and key.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text)
-            .map_err(|err| ConfigError::Parse(err.to_string().trim_end().to_owned()))
+        toml::from_str(text).map_err(|err| ConfigError::Parse(parse_error(text, &err)))
     }
 
     /// Reads a configuration from a TOML file.
@@ -312,14 +320,7 @@ impl Config {
         &self,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<ScopedCacheLayerBuilder, ConfigError> {
-        let secret = |field: String, var: &str| {
-            env(var)
-                .filter(|value| !value.is_empty())
-                .ok_or_else(|| ConfigError::MissingEnv {
-                    field,
-                    var: var.to_owned(),
-                })
-        };
+        let secret = |field: String, var: &str| read_secret(&env, field, var);
         let mut builder = ScopedCacheLayer::builder();
         for (i, verifier) in self.verifiers.iter().enumerate() {
             builder = builder.verifier(verifier.verifier(i, &secret)?);
@@ -344,16 +345,15 @@ impl Config {
             builder = redis.apply(builder, &secret)?;
         }
         if let Some(admin) = &self.admin {
-            let token = secret("admin.token_env".into(), &admin.token_env)?;
-            let token = AdminToken::new(token).map_err(|err| ConfigError::Invalid {
-                field: "admin.token_env".into(),
-                reason: err.to_string(),
-            })?;
-            builder = builder.explain(match admin.explain {
+            let explain = match admin.explain {
                 ExplainConfig::Never => Explain::Never,
-                ExplainConfig::Operators => Explain::ToOperators(token),
+                ExplainConfig::Operators => Explain::ToOperators(match &admin.explain_token_env {
+                    Some(var) => token(&env, "admin.explain_token_env", var)?,
+                    None => token(&env, "admin.token_env", &admin.token_env)?,
+                }),
                 ExplainConfig::Everyone => Explain::Everyone,
-            });
+            };
+            builder = builder.explain(explain);
         }
         Ok(builder)
     }
@@ -364,23 +364,102 @@ impl Config {
     ///
     /// As [`builder`](Self::builder), for `admin.token_env`.
     pub fn admin_token(&self) -> Result<Option<AdminToken>, ConfigError> {
-        let Some(admin) = &self.admin else {
-            return Ok(None);
-        };
-        let token = std::env::var(&admin.token_env)
-            .ok()
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ConfigError::MissingEnv {
-                field: "admin.token_env".into(),
-                var: admin.token_env.clone(),
-            })?;
-        AdminToken::new(token)
-            .map(Some)
-            .map_err(|err| ConfigError::Invalid {
-                field: "admin.token_env".into(),
-                reason: err.to_string(),
-            })
+        self.admin_token_with(|name| std::env::var(name).ok())
     }
+
+    /// [`admin_token`](Self::admin_token), reading variables through `env` (the same
+    /// one given to [`builder_with`](Self::builder_with)).
+    ///
+    /// # Errors
+    ///
+    /// As [`admin_token`](Self::admin_token).
+    pub fn admin_token_with(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<AdminToken>, ConfigError> {
+        match &self.admin {
+            Some(admin) => token(&env, "admin.token_env", &admin.token_env).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The secret in the variable `var` names, for `field`.
+fn read_secret(
+    env: &impl Fn(&str) -> Option<String>,
+    field: String,
+    var: &str,
+) -> Result<String, ConfigError> {
+    if !is_variable_name(var) {
+        return Err(ConfigError::Invalid {
+            field,
+            reason: "not the name of an environment variable (it is not repeated here, in \
+                     case it is the secret itself)"
+                .into(),
+        });
+    }
+    env(var)
+        .filter(|value| !value.is_empty())
+        .ok_or_else(|| ConfigError::MissingEnv {
+            field,
+            var: var.to_owned(),
+        })
+}
+
+/// An admin credential from the variable `var` names, for `field`.
+fn token(
+    env: &impl Fn(&str) -> Option<String>,
+    field: &str,
+    var: &str,
+) -> Result<AdminToken, ConfigError> {
+    let token = read_secret(env, field.to_owned(), var)?;
+    AdminToken::new(token).map_err(|err| ConfigError::Invalid {
+        field: field.to_owned(),
+        reason: err.to_string(),
+    })
+}
+
+/// A parse error without the text it was found in: toml's own message quotes the source
+/// line, and serde's quotes a mistyped value; either may be a secret written where it
+/// does not belong. The line, the column and the key are enough to find it.
+fn parse_error(text: &str, err: &toml::de::Error) -> String {
+    let mut message = String::new();
+    // Quoted values are left out; keys are quoted with backticks and kept.
+    let mut quoted = false;
+    for c in err.message().chars() {
+        match c {
+            '"' if quoted => {
+                quoted = false;
+                message.push_str("…\"");
+            }
+            '"' => {
+                quoted = true;
+                message.push('"');
+            }
+            _ if quoted => {}
+            c => message.push(c),
+        }
+    }
+    match err.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// Whether `var` can name an environment variable. A value that cannot is probably the
+/// secret itself, written where its variable's name belongs: it is never repeated.
+fn is_variable_name(var: &str) -> bool {
+    let mut chars = var.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && var.len() <= 256
 }
 
 impl VerifierConfig {
@@ -410,6 +489,18 @@ impl VerifierConfig {
             self.algorithm
                 .ok_or_else(|| invalid("algorithm", "required with a secret or a PEM key"))
         };
+        if self.algorithm.is_some() && (self.jwks_url.is_some() || self.oidc_issuer.is_some()) {
+            return Err(invalid(
+                "algorithm",
+                "a JWKS names each key's algorithm; give it only with a secret or a PEM key",
+            ));
+        }
+        if self.any_audience && !self.audiences.is_empty() {
+            return Err(invalid(
+                "audiences",
+                "give audiences or any_audience = true, not both",
+            ));
+        }
         let mut verifier = if let Some(var) = &self.secret_env {
             Verifier::hmac(algorithm()?, secret(field("secret_env"), var)?)
         } else if let Some(path) = &self.public_key_pem_file {
@@ -565,6 +656,12 @@ impl RedisConfig {
             }
             if let Some(var) = &self.signing_key_env {
                 tier = tier.signing_key(secret("redis.signing_key_env".into(), var)?);
+            }
+            if let Some(ms) = self.fetch_timeout_ms {
+                tier = tier.fetch_timeout(Duration::from_millis(ms));
+            }
+            if let Some(accept) = self.accept_tokens_when_cut_off {
+                tier = tier.accept_tokens_when_cut_off(accept);
             }
             Ok(builder.redis(tier))
         }

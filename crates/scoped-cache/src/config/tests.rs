@@ -134,3 +134,75 @@ fn build_validates_a_file_as_it_validates_code() {
         Err(BuildError::WeakSecret { .. })
     ));
 }
+
+#[test]
+fn a_secret_written_into_the_file_is_never_repeated_in_an_error() {
+    const LEAKED: &str = "p4ssw0rd-that-must-not-be-printed";
+    // A key that does not exist (toml's own message would quote the whole line), a value
+    // of the wrong type (serde's would quote the value), and a secret written where its
+    // variable's name belongs.
+    let unknown = format!("[redis]\nurl = \"redis://:{LEAKED}@host\"\nurl_env = \"R\"\n");
+    let mistyped = format!("[limits]\nmax_bytes = \"{LEAKED}\"\n");
+    for text in [unknown, mistyped] {
+        let err = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(!err.contains(LEAKED), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+    let unknown = Config::from_toml("[redis]\nurl = \"x\"\nurl_env = \"R\"\n").unwrap_err();
+    assert!(
+        unknown.to_string().contains("`url`"),
+        "the key is named: {unknown}"
+    );
+    let in_place = format!(
+        "[[verifier]]\nalgorithm = \"HS256\"\nsecret_env = \"{LEAKED}\"\naudiences = [\"a\"]\n"
+    );
+    let err = Config::from_toml(&in_place)
+        .unwrap()
+        .builder_with(env)
+        .unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Invalid { field, .. } if field == "verifier[0].secret_env"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains(LEAKED), "{err}");
+}
+
+#[test]
+fn keys_that_would_be_ignored_are_refused() {
+    let jwks_with_algorithm = "[[verifier]]\nalgorithm = \"RS256\"\njwks_url = \"https://idp.example/jwks.json\"\naudiences = [\"a\"]\n";
+    let both_audiences = "[[verifier]]\nalgorithm = \"HS256\"\nsecret_env = \"JWT_SECRET\"\naudiences = [\"a\"]\nany_audience = true\n";
+    for (text, field) in [
+        (jwks_with_algorithm, "verifier[0].algorithm"),
+        (both_audiences, "verifier[0].audiences"),
+    ] {
+        let err = Config::from_toml(text)
+            .unwrap()
+            .builder_with(env)
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { field: f, .. } if f == field),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn the_explain_credential_can_differ_from_the_admin_token() {
+    let text = format!(
+        "{}\n[admin]\ntoken_env = \"ADMIN_TOKEN\"\nexplain = \"operators\"\nexplain_token_env = \"EXPLAIN_TOKEN\"\n",
+        GOOD.split("[admin]").next().unwrap()
+    );
+    let env = |name: &str| match name {
+        "EXPLAIN_TOKEN" => Some("an-explain-token-of-16-bytes".to_owned()),
+        other => env(other),
+    };
+    let config = Config::from_toml(&text).unwrap();
+    let builder = config.builder_with(env).unwrap();
+    let Explain::ToOperators(explain) = builder.explained_to() else {
+        panic!("explained to operators");
+    };
+    assert!(explain.verify(b"an-explain-token-of-16-bytes"));
+    assert!(!explain.verify(b"an-admin-token-of-16-bytes+"));
+    let admin = config.admin_token_with(env).unwrap().unwrap();
+    assert!(admin.verify(b"an-admin-token-of-16-bytes+"));
+}

@@ -13,8 +13,11 @@ use super::names;
 /// Statuses a response can have, as labels (`HIT` first: no reason means a hit).
 pub(crate) const STATUSES: [&str; 6] = ["HIT", "MISS", "STALE", "BYPASS", "REFUSED", "PASSTHROUGH"];
 
-/// More distinct label combinations than this per metric are not registered: the
-/// labels are bounded by the configuration already, this bounds a very large one.
+/// More distinct label combinations than this per metric are not registered where they
+/// are registered as they come (a configuration with over 65,536 route × operation × rule
+/// combinations, or the per-reason counters): the labels are bounded by the configuration
+/// already, this bounds a very large one. A smaller configuration's response series are
+/// all registered up front, at most 65,536 of them.
 const MAX_SERIES: usize = 4096;
 
 /// The names labels are given, by index: routes, rules, the operations rules name.

@@ -21,6 +21,7 @@ use std::sync::atomic::AtomicBool;
 use crate::admin_token::AdminToken;
 use crate::health::Usage;
 use crate::rejection::{AuthError, RefusalKind};
+use crate::throttle::Throttle;
 
 pub(crate) use meter::{Labels, Meter, STATUSES, Series};
 pub use reason::Reason;
@@ -86,6 +87,8 @@ pub(crate) struct Observer {
     /// The gauges' refresher was started.
     pub(crate) gauges_started: AtomicBool,
     window: stats::Window,
+    /// Wrong `x-cache-explain` credentials, warned about once a minute.
+    refusals: Throttle,
 }
 
 impl Observer {
@@ -95,6 +98,7 @@ impl Observer {
             explain,
             gauges_started: AtomicBool::new(false),
             window: stats::Window::default(),
+            refusals: Throttle::new(),
         }
     }
 
@@ -148,8 +152,14 @@ impl Observer {
                 Some(value) if token.verify(value.as_bytes()) => true,
                 Some(_) => {
                     // As the admin routes do: a wrong credential is an operator's typo or
-                    // someone guessing; either way worth a line (never the value).
-                    tracing::warn!("x-cache-explain credential refused");
+                    // someone guessing; either way worth a line (never the value), but
+                    // not one per request of a client that sends it on every one.
+                    if let Some(held_back) = self.refusals.due() {
+                        tracing::warn!(
+                            refused_since_last_warning = held_back,
+                            "x-cache-explain credential refused (one warning a minute)"
+                        );
+                    }
                     false
                 }
             },

@@ -92,12 +92,22 @@ pub(crate) fn describe() {
     metrics::describe_gauge!(ENTRIES, Unit::Count, "Entries held, by cache");
     metrics::describe_gauge!(BYTES, Unit::Bytes, "Bytes held against the bound, by cache");
     metrics::describe_gauge!(BOUND, "Each cache's bound (bytes; entries for revocations)");
+    metrics::describe_gauge!(READY, "1 while the layer can serve with its guarantees");
+    metrics::describe_gauge!(
+        IN_STEP,
+        "1 while this instance has heard the fleet within max_lag"
+    );
+    metrics::describe_gauge!(REACHABLE, "1 while Redis answers (the breaker is closed)");
     metrics::describe_gauge!(
         PENDING,
         Unit::Count,
         "Purges and revocations Redis has not recorded yet"
     );
-    metrics::describe_histogram!(VERIFICATION_SECONDS, Unit::Seconds, "Signature checks");
+    metrics::describe_histogram!(
+        VERIFICATION_SECONDS,
+        Unit::Seconds,
+        "Full verifications of tokens the verified-token cache did not vouch for"
+    );
     metrics::describe_histogram!(LOOKUP_SECONDS, Unit::Seconds, "Lookups in Redis");
     metrics::describe_histogram!(
         EXECUTION_SECONDS,

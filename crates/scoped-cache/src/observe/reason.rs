@@ -216,6 +216,7 @@ impl From<&NotStored> for Reason {
             NotStored::Learning => Reason::LearningScope,
             NotStored::UnreliableTags => Reason::UnreliableTags,
             NotStored::PurgedMeanwhile => Reason::PurgeRaced,
+            NotStored::OutOfStep => Reason::OutOfStep,
             NotStored::Stale => Reason::InnerStale,
         }
     }

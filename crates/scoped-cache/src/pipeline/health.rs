@@ -75,6 +75,13 @@ impl Pipeline {
         }
     }
 
+    /// Starts, once, the background work a layer built outside a runtime leaves to its
+    /// first caller: the Redis tier's syncer and subscriber, and the gauges.
+    pub(crate) fn start(self: &Arc<Self>) {
+        self.store.start();
+        self.start_gauges();
+    }
+
     /// Starts refreshing the gauges every few seconds, once, if a runtime runs (the
     /// first request starts it when `build()` ran outside one). Stops when the layer is
     /// dropped.

@@ -143,6 +143,8 @@ impl Pipeline {
                         if self.store.insert(lookup.key, entry, epoch).await {
                             parts.headers.insert(ETAG, etag);
                             Ok(())
+                        } else if !self.store.in_step(tokio::time::Instant::now()) {
+                            Err(NotStored::OutOfStep)
                         } else {
                             Err(NotStored::PurgedMeanwhile)
                         }

@@ -74,7 +74,7 @@ impl Pipeline {
             asked,
             fallback,
             epoch,
-            cold,
+            mut cold,
         } = miss;
         let leader = if self.coalesce {
             let waited = self.lead_or_wait(lookup.key).await;
@@ -109,6 +109,14 @@ impl Pipeline {
         }
         let _lease = match lease {
             Lease::Execute(lease) => lease,
+            Lease::Blind(missed) => {
+                // Found nothing, and then could not ask the fleet: the second is why
+                // this answer was not shared.
+                if cold == Reason::Absent {
+                    cold = Reason::from(missed);
+                }
+                None
+            }
             Lease::Filled(hit) => {
                 if let Some(leader) = leader {
                     leader.finish();
@@ -188,14 +196,18 @@ impl Pipeline {
         body: Bytes,
         lookup: &Lookup<'_>,
         mut inner: S,
+        note: &mut Note,
     ) -> Result<Response, S::Error>
     where
         S: Service<Request<Body>, Response = Response>,
     {
         let reads = hand_on(&mut parts, lookup.claims);
+        let started = Instant::now();
         let response = inner
             .call(Request::from_parts(parts, Body::from(body)))
+            .instrument(execute_span())
             .await?;
+        note.executed = Some(started.elapsed().as_secs_f64());
         let (mut response, _) = self
             .finish_miss(
                 response,

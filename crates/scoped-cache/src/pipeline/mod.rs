@@ -204,7 +204,14 @@ impl Pipeline {
                 outer: Outer::of(asked.outer_reads.as_ref(), claims.as_ref()),
             };
             if keep == Some(Keep::LearnOnly) {
-                break 'answer Box::pin(self.learn_only(parts, intake.body, &lookup, inner)).await;
+                break 'answer Box::pin(self.learn_only(
+                    parts,
+                    intake.body,
+                    &lookup,
+                    inner,
+                    &mut note,
+                ))
+                .await;
             }
 
             let now = Instant::now();

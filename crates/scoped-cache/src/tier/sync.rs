@@ -108,11 +108,11 @@ pub(crate) async fn run(tier: Weak<Tier>) {
             if was_in_step && !in_step {
                 if owner.knows_revocations(tokio::time::Instant::now()) {
                     tracing::warn!(
-                        "out of step with the fleet (Redis not heard within max_lag): nothing cached is served; tokens are still taken (accept_tokens_when_cut_off)"
+                        "out of step with the fleet (Redis not heard within max_lag, or it lost changes it had recorded): nothing cached is served; tokens are still taken (accept_tokens_when_cut_off)"
                     );
                 } else {
                     tracing::warn!(
-                        "out of step with the fleet (Redis not heard within max_lag): nothing cached is served and tokens are refused with 503 until Redis answers"
+                        "out of step with the fleet (Redis not heard within max_lag, or it lost changes it had recorded): nothing cached is served and tokens are refused with 503 until it is back in step"
                     );
                 }
             } else if !was_in_step && in_step && ever_in_step {

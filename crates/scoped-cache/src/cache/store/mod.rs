@@ -141,6 +141,10 @@ pub(crate) enum Missed {
 pub(crate) enum Lease {
     /// Execute. `Some` holds the shared lease until the entry is stored or dropped.
     Execute(Option<LeaseGuard>),
+    /// Execute without a lease: the fleet could not be asked who executes, for this
+    /// reason (which the miss reports, rather than `absent`).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Blind(Missed),
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Filled(Hit),
 }

@@ -319,8 +319,18 @@ impl Tier {
     where
         F: FnOnce() -> Probe + Send,
     {
-        if !self.reads_redis() || !self.in_step(Instant::now()) {
-            return Lease::Execute(None);
+        // Why no lease can be had from Redis now, if it cannot.
+        let blind = |tier: &Self| {
+            if !tier.in_step(Instant::now()) {
+                Some(Missed::OutOfStep)
+            } else if !tier.reads_redis() {
+                Some(Missed::Unreachable)
+            } else {
+                None
+            }
+        };
+        if let Some(missed) = blind(self) {
+            return Lease::Blind(missed);
         }
         let probe = probe();
         let token = self.tokens.fetch_add(1, Ordering::Relaxed);
@@ -341,7 +351,7 @@ impl Tier {
             else {
                 // The lease may have been set before the answer was lost: let it go.
                 self.release_later(*key, token);
-                return Lease::Execute(None);
+                return Lease::Blind(Missed::Unreachable);
             };
             if let Some(entry) = entry
                 && entry.freshness(Instant::now()) == Some(Freshness::Fresh)
@@ -376,11 +386,10 @@ impl Tier {
             }
             // Held elsewhere: wait a little, while Redis answers and the lease may stand;
             // not at all if its holder executed and stored nothing.
-            if nothing_stored
-                || !self.reads_redis()
-                || !self.in_step(Instant::now())
-                || Instant::now() + delay >= deadline
-            {
+            if let Some(missed) = blind(self) {
+                return Lease::Blind(missed);
+            }
+            if nothing_stored || Instant::now() + delay >= deadline {
                 return Lease::Execute(None);
             }
             tokio::time::sleep(delay).await;

@@ -33,6 +33,7 @@ use crate::cache::store::{
 use crate::health::TierHealth;
 use crate::revocation::MemoryRevocations;
 use crate::task::AbortOnDrop;
+use crate::throttle::Throttle;
 
 /// Shared purges remembered to tell whether one happened to match an entry written
 /// meanwhile; an entry older than all of them is not kept in Redis.
@@ -125,9 +126,9 @@ pub(crate) struct Tier {
     /// [`Redis::outages`] when the last sync began: an outage since then stops reads from
     /// Redis until the next sync.
     synced_outages: AtomicU64,
-    /// When an unreadable entry was last warned about (ms since `base`): at most one
-    /// warning a minute, however many a rollout or a planted key makes.
-    warned_at: AtomicU64,
+    /// Unreadable entries are warned about at most once a minute, however many a
+    /// rollout or a planted key makes.
+    warned: Throttle,
     base: Instant,
     /// The last changes heard, by sequence number: purges with their selector.
     recent: Mutex<VecDeque<(u64, Option<Selector>)>>,
@@ -250,7 +251,7 @@ impl Tier {
             seq: AtomicU64::new(0),
             synced_at: AtomicU64::new(u64::MAX),
             synced_outages: AtomicU64::new(u64::MAX),
-            warned_at: AtomicU64::new(u64::MAX),
+            warned: Throttle::new(),
             base: Instant::now(),
             recent: Mutex::new(VecDeque::new()),
             pending: Mutex::new(Vec::new()),
@@ -284,13 +285,7 @@ impl Tier {
 
     /// Whether to warn of an unreadable value: the first one a minute.
     pub(crate) fn warn_now(&self) -> bool {
-        let now = self.millis_since_base(Instant::now());
-        let last = self.warned_at.load(Ordering::Relaxed);
-        let due = last == u64::MAX || now.saturating_sub(last) >= 60_000;
-        due && self
-            .warned_at
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
+        self.warned.due().is_some()
     }
 
     fn millis_since_base(&self, at: Instant) -> u64 {
