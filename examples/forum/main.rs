@@ -31,7 +31,7 @@ mod app;
 mod schema;
 
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use scoped_cache::admin::AdminToken;
@@ -81,40 +81,80 @@ async fn main() -> ExitCode {
             None
         }
     };
-    let admin = match std::env::var("ADMIN_TOKEN").ok().filter(|t| !t.is_empty()) {
-        None => None,
-        Some(token) => match AdminToken::new(token.clone()) {
-            Ok(admin) => Some((admin, token)),
-            Err(err) => {
-                eprintln!("error: ADMIN_TOKEN cannot be used: {err}");
-                return ExitCode::from(2);
-            }
-        },
-    };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (config, args) = match args.as_slice() {
         [flag, path, rest @ ..] if flag == "--config" => (Some(path.clone()), rest.to_vec()),
         _ => (None, args),
     };
-    let mut builder = match &config {
-        None => app::builder(verifier),
-        Some(path) => match Config::from_file(path).and_then(|config| config.builder()) {
-            Ok(builder) => app::with_schema(builder),
+    let file = match &config {
+        None => None,
+        Some(path) => match Config::from_file(path) {
+            Ok(file) => Some((path.clone(), file)),
             Err(err) => {
                 eprintln!("error: {err}");
                 return ExitCode::from(2);
             }
         },
     };
-    if let Some(url) = &redis {
+    // The file's secrets come from the environment; an unset JWT_SECRET is the
+    // development secret (with the warning above), as it is without a file.
+    let env = |name: &str| match (&keys, name) {
+        (Keys::Secret(secret), "JWT_SECRET") => Some(secret.clone()),
+        _ => std::env::var(name).ok().filter(|v| !v.is_empty()),
+    };
+    // The operators' credential: the file's `[admin]` table, else ADMIN_TOKEN. Only the
+    // name of the variable holding it is kept, for the commands printed below.
+    let (admin, admin_var) = match file.as_ref().and_then(|(_, f)| f.admin.as_ref()) {
+        Some(table) => match file.as_ref().map(|(_, f)| f.admin_token_with(env)) {
+            Some(Ok(token)) => (token, table.token_env.clone()),
+            Some(Err(err)) => {
+                eprintln!("error: {err}");
+                return ExitCode::from(2);
+            }
+            None => (None, None),
+        },
+        None => match env("ADMIN_TOKEN") {
+            None => (None, None),
+            Some(token) => match AdminToken::new(token) {
+                Ok(admin) => (Some(admin), Some("ADMIN_TOKEN".to_owned())),
+                Err(err) => {
+                    eprintln!("error: ADMIN_TOKEN cannot be used: {err}");
+                    return ExitCode::from(2);
+                }
+            },
+        },
+    };
+    let (mut builder, shared) = match &file {
+        None => (app::builder(verifier), redis.is_some()),
+        Some((path, file)) => match file.builder_with(env) {
+            Ok(builder) => (app::with_schema(builder), file.redis.is_some()),
+            Err(err) => {
+                eprintln!("error: {path}: {err}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    // What the file sets, it sets alone: REDIS_URL and ADMIN_TOKEN fill in only the
+    // tables it does not have.
+    let file_has = |table: fn(&Config) -> bool| file.as_ref().is_some_and(|(_, f)| table(f));
+    if let Some(url) = &redis
+        && !file_has(|f| f.redis.is_some())
+    {
         builder = builder.redis(RedisTier::new(url).key_prefix("forum:"));
     }
-    if let Some((admin, _)) = &admin {
+    if let Some(admin) = &admin
+        && !file_has(|f| f.admin.is_some())
+    {
         // `curl -H "x-cache-explain: $ADMIN_TOKEN" ...` is told why an answer was not a hit.
         builder = builder.explain(Explain::ToOperators(admin.clone()));
     }
     let layer = match builder.build() {
         Ok(layer) => layer,
+        Err(err) if file.is_some() => {
+            let path = config.as_deref().unwrap_or_default();
+            eprintln!("error: {path}: invalid configuration: {err}");
+            return ExitCode::from(2);
+        }
         Err(err @ (BuildError::WeakSecret { .. } | BuildError::InvalidKey { .. })) => {
             eprintln!("error: JWT_SECRET cannot be used: {err}");
             return ExitCode::from(2);
@@ -172,10 +212,10 @@ async fn main() -> ExitCode {
         )),
         Keys::Jwks { .. } => None,
     };
-    match &redis {
+    match shared {
         // Not the URL itself: it may hold a password.
-        Some(_) => println!(
-            "cache: this process's memory in front of Redis (REDIS_URL, key prefix forum:); \
+        true => println!(
+            "cache: this process's memory in front of Redis (REDIS_URL or the file's [redis]); \
              instances on the same Redis share answers, purges and revocations \
              (hits say x-cache-tier: memory or redis). Redis unreachable for over 5 s = nothing served from \
              the cache and tokens answered 503, until it answers (purges and revocations answer 202 \
@@ -184,21 +224,12 @@ async fn main() -> ExitCode {
              both the same Host header (the host is part of every cache key), e.g. add -H 'host: forum.local' \
              to the curl commands below.\n"
         ),
-        None => println!(
+        false => println!(
             "cache: this process's memory (set REDIS_URL=redis://127.0.0.1:6379 to share it between instances)\n"
         ),
     }
-    print_freshness(
-        &addr,
-        alice.as_deref(),
-        admin.as_ref().map(|(_, token)| token.as_str()),
-    );
-    let app = app::router_with_admin(
-        schema::Forum::seeded(),
-        layer,
-        admin.map(|(admin, _)| admin),
-        metrics,
-    );
+    print_freshness(&addr, alice.as_deref(), admin_var.as_deref());
+    let app = app::router_with_admin(schema::Forum::seeded(), layer, admin, metrics);
     if let Err(err) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await
@@ -301,7 +332,7 @@ fn print_jwks_welcome(addr: &str, described: &str) {
 
 /// How answers stay fresh, and the purge and revoke commands (with the real credential, so
 /// they work as printed; this is the operator's own console).
-fn print_freshness(addr: &str, alice: Option<&str>, admin_token: Option<&str>) {
+fn print_freshness(addr: &str, alice: Option<&str>, admin_var: Option<&str>) {
     let create = r#"{"query":"mutation { createPost(title: \"Hello\", body: \"from alice\") { id title } }"}"#;
     let as_alice = alice.unwrap_or("$TOKEN");
     println!(
@@ -313,29 +344,25 @@ fn print_freshness(addr: &str, alice: Option<&str>, admin_token: Option<&str>) {
          \n  slow(ms) sleeps, so concurrent misses share one execution (the same id; the second waits and is a HIT):\
          \n  curl -s -w '\\n' 'http://{addr}/graphql?query=%7Bslow(ms:2000)%7D' & curl -s -w '\\n' 'http://{addr}/graphql?query=%7Bslow(ms:2000)%7D'; wait\n"
     );
-    if admin_token.is_none() {
+    let Some(var) = admin_var else {
         println!(
             "the admin routes (POST /admin/purge, POST /admin/revoke) are not mounted: set ADMIN_TOKEN (at least 16 bytes) to mount them\n"
         );
         return;
-    }
-    // Tokens printed above were issued this second: "before the next second" covers them.
-    let issued_before = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |now| now.as_secs() + 1);
+    };
     println!(
         "purge every cached answer holding a post (answers {{\"purged\":N,\"shared\":true}}; \
          202 with \"shared\":false when a Redis tier could not record it yet).\n\
-         The operator's credential is not printed: run these where ADMIN_TOKEN is set.\n\
-         \ncurl -si -X POST http://{addr}/admin/purge -H \"authorization: Bearer $ADMIN_TOKEN\" -H 'content-type: application/json' -d '{{\"types\":[\"Post\"]}}'\n\
+         The operator's credential is not printed: run these where {var} is set.\n\
+         \ncurl -si -X POST http://{addr}/admin/purge -H \"authorization: Bearer ${var}\" -H 'content-type: application/json' -d '{{\"types\":[\"Post\"]}}'\n\
          \nother bodies: {{\"tags\":[\"Post:1\"]}}, {{\"operation\":\"Welcome\"}}, {{\"scope\":{{\"sub\":\"alice\"}}}}, {{\"all\":true}}\n\
-         \nrevoke every token alice holds (the ones printed above get 401 at once; a token minted afterwards works, with whatever role it carries):\n\
-         \ncurl -si -X POST http://{addr}/admin/revoke -H \"authorization: Bearer $ADMIN_TOKEN\" -H 'content-type: application/json' -d '{{\"sub\":\"alice\",\"issued_before\":{issued_before}}}'\n\
+         \nrevoke every token alice holds now (the ones printed above get 401 at once; a token minted afterwards works, with whatever role it carries):\n\
+         \ncurl -si -X POST http://{addr}/admin/revoke -H \"authorization: Bearer ${var}\" -H 'content-type: application/json' -d '{{\"sub\":\"alice\",\"issued_before\":'$(($(date +%s)+1))'}}'\n\
          \nthen: cargo run --release --example forum -- token alice Alice admin\n\
          \nwhy was an answer not a HIT? send the admin token in x-cache-explain (the app never sees it):\n\
-         \ncurl -si http://{addr}/graphql -H 'content-type: application/json' -H \"x-cache-explain: $ADMIN_TOKEN\" -d '{{\"query\":\"{{ publicPosts {{ id }} }}\"}}' | grep -i x-cache\n\
-         \nthe live stats page: open http://{addr}/admin/ and paste ADMIN_TOKEN; the same as JSON:\n\
-         \ncurl -s http://{addr}/admin/stats -H \"authorization: Bearer $ADMIN_TOKEN\"\n"
+         \ncurl -si http://{addr}/graphql -H 'content-type: application/json' -H \"x-cache-explain: ${var}\" -d '{{\"query\":\"{{ publicPosts {{ id }} }}\"}}' | grep -i x-cache\n\
+         \nthe live stats page: open http://{addr}/admin/ and paste {var}; the same as JSON:\n\
+         \ncurl -s http://{addr}/admin/stats -H \"authorization: Bearer ${var}\"\n"
     );
 }
 

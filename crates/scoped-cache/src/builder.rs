@@ -553,10 +553,9 @@ impl ScopedCacheLayerBuilder {
                 observer: Observer::new(labels, self.explain),
             }),
         };
-        #[cfg(feature = "redis")]
-        if let Store::Tiered(tier) = &layer.shared.store {
-            tier.start();
-        }
+        // The tier's tasks and the gauges, if a runtime is here (else the first request
+        // or readiness probe starts them): an instance's gauges exist before traffic.
+        layer.shared.start();
         Ok(layer)
     }
 }

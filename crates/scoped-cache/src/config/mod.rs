@@ -246,8 +246,9 @@ pub struct RedisConfig {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// The environment variable holding the admin token.
-    pub token_env: String,
+    /// The environment variable holding the admin token (for the admin routes, and the
+    /// credential `explain = "operators"` asks for unless `explain_token_env` names one).
+    pub token_env: Option<String>,
     /// Who is told `x-cache-reason`: `never` (default), `operators`, `everyone`.
     #[serde(default)]
     pub explain: ExplainConfig,
@@ -347,10 +348,20 @@ impl Config {
         if let Some(admin) = &self.admin {
             let explain = match admin.explain {
                 ExplainConfig::Never => Explain::Never,
-                ExplainConfig::Operators => Explain::ToOperators(match &admin.explain_token_env {
-                    Some(var) => token(&env, "admin.explain_token_env", var)?,
-                    None => token(&env, "admin.token_env", &admin.token_env)?,
-                }),
+                ExplainConfig::Operators => {
+                    Explain::ToOperators(match (&admin.explain_token_env, &admin.token_env) {
+                        (Some(var), _) => token(&env, "admin.explain_token_env", var)?,
+                        (None, Some(var)) => token(&env, "admin.token_env", var)?,
+                        (None, None) => {
+                            return Err(ConfigError::Invalid {
+                                field: "admin.explain".into(),
+                                reason: "\"operators\" needs token_env or explain_token_env: \
+                                         the credential operators send"
+                                    .into(),
+                            });
+                        }
+                    })
+                }
                 ExplainConfig::Everyone => Explain::Everyone,
             };
             builder = builder.explain(explain);
@@ -358,7 +369,7 @@ impl Config {
         Ok(builder)
     }
 
-    /// The admin token the file names, if it has an `[admin]` table.
+    /// The admin token the file names, if its `[admin]` table has a `token_env`.
     ///
     /// # Errors
     ///
@@ -377,8 +388,12 @@ impl Config {
         &self,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<AdminToken>, ConfigError> {
-        match &self.admin {
-            Some(admin) => token(&env, "admin.token_env", &admin.token_env).map(Some),
+        match self
+            .admin
+            .as_ref()
+            .and_then(|admin| admin.token_env.as_ref())
+        {
+            Some(var) => token(&env, "admin.token_env", var).map(Some),
             None => Ok(None),
         }
     }
@@ -424,9 +439,18 @@ fn token(
 /// does not belong. The line, the column and the key are enough to find it.
 fn parse_error(text: &str, err: &toml::de::Error) -> String {
     let mut message = String::new();
+    let raw = err.message();
+    // serde names an unknown variant (a value) in backticks, as it names keys: left out.
+    let raw = match raw
+        .strip_prefix("unknown variant `")
+        .and_then(|rest| rest.split_once('`'))
+    {
+        Some((_, rest)) => format!("unknown variant `…`{rest}"),
+        None => raw.to_owned(),
+    };
     // Quoted values are left out; keys are quoted with backticks and kept.
     let mut quoted = false;
-    for c in err.message().chars() {
+    for c in raw.chars() {
         match c {
             '"' if quoted => {
                 quoted = false;

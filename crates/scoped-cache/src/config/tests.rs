@@ -143,7 +143,8 @@ fn a_secret_written_into_the_file_is_never_repeated_in_an_error() {
     // variable's name belongs.
     let unknown = format!("[redis]\nurl = \"redis://:{LEAKED}@host\"\nurl_env = \"R\"\n");
     let mistyped = format!("[limits]\nmax_bytes = \"{LEAKED}\"\n");
-    for text in [unknown, mistyped] {
+    let variant = format!("[admin]\nexplain = \"{LEAKED}\"\n");
+    for text in [unknown, mistyped, variant] {
         let err = Config::from_toml(&text).unwrap_err().to_string();
         assert!(!err.contains(LEAKED), "{err}");
         assert!(err.contains("line 2"), "{err}");
@@ -205,4 +206,18 @@ fn the_explain_credential_can_differ_from_the_admin_token() {
     assert!(!explain.verify(b"an-admin-token-of-16-bytes+"));
     let admin = config.admin_token_with(env).unwrap().unwrap();
     assert!(admin.verify(b"an-admin-token-of-16-bytes+"));
+}
+
+#[test]
+fn explaining_to_everyone_needs_no_token_and_to_operators_needs_one() {
+    let everyone = Config::from_toml("[admin]\nexplain = \"everyone\"\n").unwrap();
+    let builder = everyone.builder_with(env).unwrap();
+    assert!(matches!(builder.explained_to(), Explain::Everyone));
+    assert!(everyone.admin_token_with(env).unwrap().is_none());
+    let operators = Config::from_toml("[admin]\nexplain = \"operators\"\n").unwrap();
+    let err = operators.builder_with(env).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Invalid { field, .. } if field == "admin.explain"),
+        "{err}"
+    );
 }
