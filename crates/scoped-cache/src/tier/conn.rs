@@ -1,5 +1,6 @@
-//! The connection to Redis: one multiplexed, self-reconnecting `ConnectionManager`, every
-//! call under a timeout and the circuit breaker.
+//! The connection to Redis: one multiplexed, self-reconnecting `ConnectionManager` (or,
+//! on a cluster, the cluster client's connection, every command sent to the primary of
+//! the tier's one slot), every call under a timeout and the circuit breaker.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,10 +8,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use tokio::sync::Notify;
 
 use super::RedisTier;
 use super::breaker::{Breaker, Permit};
+use super::topology::Topology;
 
 /// Why a Redis call did not happen or did not answer. Every one is handled by going on
 /// without Redis (fail open).
@@ -56,13 +59,78 @@ fn has_code(err: &redis::RedisError, codes: &[&str]) -> bool {
         .is_some_and(|errors| errors.iter().any(|(_, e)| codes.contains(&e.code())))
 }
 
+/// A connection to the tier's Redis, whatever its topology.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(ConnectionManager),
+    /// Every command and pipeline goes to `home`: the primary of the slot all the
+    /// tier's keys hash to (keyless ones too: `INFO`, `SCAN`, `TIME` must ask that
+    /// server, not any).
+    Cluster {
+        conn: redis::cluster_async::ClusterConnection,
+        home: Route,
+    },
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster { conn, home } => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(*home));
+                Box::pin(conn.route_command(cmd.clone(), routing))
+            }
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster { conn, home } => {
+                let routing = SingleNodeRoutingInfo::SpecificNode(*home);
+                Box::pin(conn.route_pipeline(pipeline.clone(), offset, count, routing))
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(conn) => conn.get_db(),
+            // A cluster has database 0 only.
+            Conn::Cluster { .. } => 0,
+        }
+    }
+}
+
+/// What connections are made from.
+// One per tier, made once: boxing the cluster's would save nothing worth a pointer.
+#[allow(clippy::large_enum_variant)]
+enum Clients {
+    Single(redis::Client),
+    Cluster {
+        client: redis::cluster::ClusterClient,
+        /// One per seed node, for the subscription (a cluster carries `PUBLISH` to every
+        /// node, so any of them will do).
+        nodes: Vec<redis::Client>,
+        home: Route,
+    },
+}
+
 pub(crate) struct Redis {
-    client: redis::Client,
+    clients: Clients,
     /// Made on first use, inside the runtime (making one spawns its reconnecting task).
     /// Lookups, leases and records go on one connection; writes, index purges and
     /// revocation loads on another, so a large pipeline never holds a lookup up behind it.
-    manager: OnceLock<ConnectionManager>,
-    bulk: OnceLock<ConnectionManager>,
+    manager: OnceLock<Conn>,
+    bulk: OnceLock<Conn>,
     breaker: Breaker,
     /// Outages seen so far (errors and timeouts, not refusals): the syncer compares it
     /// before and after a sync, so a read from Redis after any outage waits for a sync
@@ -85,9 +153,14 @@ impl std::fmt::Debug for Redis {
 }
 
 impl Redis {
-    pub(crate) fn new(tier: &RedisTier) -> Result<Self, redis::RedisError> {
+    /// `home_key`: a key of the tier's (all hash to one slot on a cluster).
+    pub(crate) fn new(
+        tier: &RedisTier,
+        topology: &Topology,
+        home_key: &str,
+    ) -> Result<Self, redis::RedisError> {
         Ok(Self {
-            client: client(tier)?,
+            clients: clients(tier, topology, home_key)?,
             manager: OnceLock::new(),
             bulk: OnceLock::new(),
             breaker: Breaker::new(tier.cool_down),
@@ -98,11 +171,15 @@ impl Redis {
         })
     }
 
-    pub(crate) fn client(&self) -> &redis::Client {
-        &self.client
+    /// The clients the subscription may use, in the order to try them.
+    pub(crate) fn subscription_clients(&self) -> Vec<redis::Client> {
+        match &self.clients {
+            Clients::Single(client) => vec![client.clone()],
+            Clients::Cluster { nodes, .. } => nodes.clone(),
+        }
     }
 
-    fn manager(&self, lane: Lane) -> Result<ConnectionManager, redis::RedisError> {
+    fn manager(&self, lane: Lane) -> Result<Conn, redis::RedisError> {
         let slot = match lane {
             Lane::Requests => &self.manager,
             Lane::Bulk => &self.bulk,
@@ -110,13 +187,31 @@ impl Redis {
         if let Some(manager) = slot.get() {
             return Ok(manager.clone());
         }
-        // Reconnection is ours to pace (the breaker), so the manager tries once per call,
-        // and never waits longer for a connection than a lookup may.
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_connection_timeout(Some(self.fetch_timeout))
-            .set_response_timeout(Some(self.insert_timeout.max(self.fetch_timeout)));
-        let made = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
+        let response_timeout = self.insert_timeout.max(self.fetch_timeout);
+        let made = match &self.clients {
+            // Reconnection is ours to pace (the breaker), so the manager tries once per
+            // call, and never waits longer for a connection than a lookup may.
+            Clients::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_number_of_retries(1)
+                    .set_connection_timeout(Some(self.fetch_timeout))
+                    .set_response_timeout(Some(response_timeout));
+                Conn::Single(ConnectionManager::new_lazy_with_config(
+                    client.clone(),
+                    config,
+                )?)
+            }
+            // Connects in the background; the first command waits for it.
+            Clients::Cluster { client, home, .. } => {
+                let config = redis::cluster::ClusterConfig::new()
+                    .set_connection_timeout(self.fetch_timeout)
+                    .set_response_timeout(response_timeout);
+                Conn::Cluster {
+                    conn: client.get_pending_async_connection_with_config(config),
+                    home: *home,
+                }
+            }
+        };
         // A racing caller's manager may win; either works.
         Ok(slot.get_or_init(|| made).clone())
     }
@@ -159,7 +254,7 @@ impl Redis {
     /// outcome feeds the breaker.
     pub(crate) async fn run<T, F, Fut>(&self, timeout: Duration, call: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         self.run_on(Lane::Requests, timeout, call).await
@@ -172,7 +267,7 @@ impl Redis {
         call: F,
     ) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let permit = self.breaker.permit().ok_or(StoreError::Open)?;
@@ -225,7 +320,7 @@ impl Redis {
         call: F,
     ) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         // A call dropped half-way (its caller went away) still reports, so a probe never
@@ -291,13 +386,52 @@ impl Redis {
     }
 }
 
-/// The client for `tier`: with a CA or a client certificate, TLS configured with them;
-/// else from the URL alone (`rediss://` with the system's roots).
-fn client(tier: &RedisTier) -> Result<redis::Client, redis::RedisError> {
-    if tier.ca.is_none() && tier.client_certificate.is_none() {
-        return redis::Client::open(tier.url.as_str());
+/// The clients for `tier` on `topology`.
+fn clients(
+    tier: &RedisTier,
+    topology: &Topology,
+    home_key: &str,
+) -> Result<Clients, redis::RedisError> {
+    match topology {
+        Topology::Single(url) => Ok(Clients::Single(client(tier, url)?)),
+        Topology::Cluster(nodes) => {
+            let mut builder =
+                redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
+                    // Retrying is the breaker's business; a redirect (`MOVED`, `ASK`) is
+                    // followed whatever this says.
+                    .retries(1)
+                    .connection_timeout(tier.fetch_timeout)
+                    .response_timeout(tier.insert_timeout.max(tier.fetch_timeout));
+            if let Some(certificates) = certificates(tier) {
+                builder = builder.certs(certificates);
+            }
+            Ok(Clients::Cluster {
+                client: builder.build()?,
+                nodes: nodes
+                    .iter()
+                    .map(|node| client(tier, node))
+                    .collect::<Result<_, _>>()?,
+                home: Route::with_key(home_key, SlotAddr::Master),
+            })
+        }
     }
-    let certificates = redis::TlsCertificates {
+}
+
+/// The client for `url`: with a CA or a client certificate, TLS configured with them;
+/// else from the URL alone (`rediss://` with the system's roots).
+fn client(tier: &RedisTier, url: &str) -> Result<redis::Client, redis::RedisError> {
+    match certificates(tier) {
+        None => redis::Client::open(url),
+        Some(certificates) => redis::Client::build_with_tls(url, certificates),
+    }
+}
+
+/// The tier's own CA and client certificate, if it has either.
+fn certificates(tier: &RedisTier) -> Option<redis::TlsCertificates> {
+    if tier.ca.is_none() && tier.client_certificate.is_none() {
+        return None;
+    }
+    Some(redis::TlsCertificates {
         client_tls: tier
             .client_certificate
             .as_ref()
@@ -306,8 +440,7 @@ fn client(tier: &RedisTier) -> Result<redis::Client, redis::RedisError> {
                 client_key: key.clone(),
             }),
         root_cert: tier.ca.clone(),
-    };
-    redis::Client::build_with_tls(tier.url.as_str(), certificates)
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -363,7 +496,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_abandoned_probe_does_not_keep_the_breaker_open() {
         let tier = RedisTier::new("redis://127.0.0.1:1").cool_down(Duration::from_secs(2));
-        let redis = Redis::new(&tier).unwrap();
+        let topology = Topology::of(&tier.url).unwrap();
+        let redis = Redis::new(&tier, &topology, "scoped-cache:seq").unwrap();
         for _ in 0..super::super::breaker::FAILURES_TO_OPEN {
             let _ = redis
                 .run(Duration::from_millis(10), |_| async {

@@ -17,7 +17,9 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 
 /// What the subscriber needs: no more of the tier than this.
 pub(crate) struct Subscription {
-    pub(crate) client: redis::Client,
+    /// Tried in turn, one per attempt: on a cluster, its seed nodes (any node carries
+    /// every `PUBLISH`), so one that is down is not asked again and again.
+    pub(crate) clients: Vec<redis::Client>,
     /// `P events`.
     pub(crate) channel: String,
     /// For subscribing and for a `PING`'s answer.
@@ -30,14 +32,19 @@ pub(crate) struct Subscription {
 /// dropped (its owner aborts this task).
 pub(crate) async fn listen(subscription: Subscription) {
     let Subscription {
-        client,
+        clients,
         channel,
         timeout,
         wake,
     } = subscription;
     let mut backoff = Duration::from_millis(50);
     let mut lost_logged = false;
+    let mut attempt = 0usize;
     loop {
+        let Some(client) = clients.get(attempt % clients.len().max(1)) else {
+            return;
+        };
+        attempt = attempt.wrapping_add(1);
         let subscribed = tokio::time::timeout(timeout, async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;

@@ -59,6 +59,7 @@ mod revocations;
 mod seal;
 mod store;
 mod sync;
+mod topology;
 
 use std::time::Duration;
 

@@ -171,7 +171,7 @@ impl Tier {
         };
         self.tasks.get_or_init(|| {
             let subscription = events::Subscription {
-                client: self.redis.client().clone(),
+                clients: self.redis.subscription_clients(),
                 channel: self.keys.named("events"),
                 timeout: self.redis.insert_timeout.max(Duration::from_secs(1)),
                 wake: self.redis.wake(),

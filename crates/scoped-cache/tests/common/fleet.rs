@@ -212,6 +212,12 @@ pub(crate) async fn fleet_of(
     b: RedisTier,
 ) -> (Arc<World>, Instance, Instance) {
     let _ = server;
+    fleet_on(a, b).await
+}
+
+/// Two instances with these tiers (on whatever Redis they name), in step, B reading what
+/// A wrote.
+pub(crate) async fn fleet_on(a: RedisTier, b: RedisTier) -> (Arc<World>, Instance, Instance) {
     let world = Arc::new(World::default());
     let a = instance(&world, a);
     let b = instance(&world, b);

@@ -302,6 +302,8 @@ pub(crate) mod hostile;
 #[cfg(feature = "redis")]
 pub(crate) mod proxy;
 #[cfg(feature = "redis")]
+pub(crate) mod redis_cluster;
+#[cfg(feature = "redis")]
 pub(crate) mod redis_server;
 #[cfg(feature = "redis")]
 pub(crate) mod tls;

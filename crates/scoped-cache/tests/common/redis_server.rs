@@ -71,6 +71,11 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Whether it was started and not killed since.
+    pub(crate) fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Kills the server at once (no shutdown courtesy: an outage).
     pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

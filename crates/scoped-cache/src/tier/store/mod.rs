@@ -24,6 +24,7 @@ use super::held::SharedRevocations;
 use super::journal::{Change, JOURNAL_LEN, MAX_CHANGE_BYTES, MAX_SEQ, RECORD, Record, parse_seq};
 use super::keys::{CLAIM_HASH, Keys, claim_hash, member};
 use super::seal::Signer;
+use super::topology::Topology;
 use crate::cache::key::CacheKey;
 use crate::cache::purge::{IndexKey, Purge, PurgeError, Purged, Selector};
 use crate::cache::store::{
@@ -176,7 +177,8 @@ impl Tier {
     ) -> Result<Self, crate::BuildError> {
         let invalid =
             |field: &'static str, reason: String| crate::BuildError::InvalidRedis { field, reason };
-        let tls = config.url.starts_with("rediss:");
+        let topology = Topology::of(&config.url).map_err(|err| invalid("url", err.to_string()))?;
+        let tls = topology.tls();
         if !tls && (config.ca.is_some() || config.client_certificate.is_some()) {
             return Err(invalid(
                 "url",
@@ -195,6 +197,12 @@ impl Tier {
         }
         if config.prefix.is_empty() || config.prefix.len() > 128 {
             return Err(invalid("key_prefix", "must be 1 to 128 bytes".into()));
+        }
+        if matches!(topology, Topology::Cluster(_)) && config.prefix.contains(['{', '}']) {
+            return Err(invalid(
+                "key_prefix",
+                "on a cluster it becomes the keys' hash tag: no braces".into(),
+            ));
         }
         for (field, value) in [
             ("fetch_timeout", config.fetch_timeout),
@@ -216,7 +224,7 @@ impl Tier {
             None => None,
         };
         // The error's text could quote the URL, password included: keep only its kind.
-        Self::new(config, l1, revocations, max_entry_bytes, signer).map_err(|err| {
+        Self::new(config, &topology, l1, revocations, max_entry_bytes, signer).map_err(|err| {
             let field = if tls && (config.ca.is_some() || config.client_certificate.is_some()) {
                 "tls"
             } else {
@@ -228,15 +236,17 @@ impl Tier {
 
     fn new(
         config: &RedisTier,
+        topology: &Topology,
         l1: MemoryStore,
         revocations: MemoryRevocations,
         max_entry_bytes: usize,
         signer: Option<Signer>,
     ) -> Result<Self, redis::RedisError> {
         let hasher = RandomState::new();
+        let keys = Keys::new(&topology.key_prefix(&config.prefix));
         Ok(Self {
-            redis: Redis::new(config)?,
-            keys: Keys::new(&config.prefix),
+            redis: Redis::new(config, topology, &keys.named("seq"))?,
+            keys,
             l1,
             revocations: SharedRevocations::new(revocations),
             admission: Admission::new(),

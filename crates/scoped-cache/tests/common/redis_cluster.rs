@@ -1,0 +1,106 @@
+//! A real Redis Cluster of the test's own: three primaries and three replicas, each a
+//! `redis-server` on a free loopback port, joined by `redis-cli --cluster create`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use super::redis_server::RedisServer;
+
+pub(crate) struct RedisCluster {
+    /// The first three were made primaries, the others their replicas.
+    pub(crate) nodes: Vec<RedisServer>,
+}
+
+/// Cluster nodes notice a dead peer within this (a failover takes about twice it).
+const NODE_TIMEOUT_MS: &str = "1000";
+
+impl RedisCluster {
+    pub(crate) async fn start() -> Self {
+        let mut nodes = Vec::new();
+        for _ in 0..6 {
+            nodes.push(
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    NODE_TIMEOUT_MS,
+                ])
+                .await,
+            );
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        let created = tokio::task::spawn_blocking(move || {
+            Command::new(std::env::var("REDIS_CLI").unwrap_or("redis-cli".into()))
+                .args(["--cluster", "create"])
+                .args(&addresses)
+                .args(["--cluster-replicas", "1", "--cluster-yes"])
+                .output()
+                .expect("redis-cli must be installed (.ci/run installs it with redis-server)")
+        })
+        .await
+        .unwrap();
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        let cluster = Self { nodes };
+        cluster.until_ok().await;
+        cluster
+    }
+
+    /// Waits until every live node says the cluster is up (all slots served).
+    pub(crate) async fn until_ok(&self) {
+        for _ in 0..1000 {
+            let mut all_ok = true;
+            for node in self.nodes.iter().filter(|n| n.is_running()) {
+                let mut conn = node.connection().await;
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                all_ok &= info.contains("cluster_state:ok");
+            }
+            if all_ok {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the cluster never became ok");
+    }
+
+    /// `redis+cluster://` naming the first three nodes (the client finds the rest).
+    pub(crate) fn url(&self) -> String {
+        let seeds: Vec<String> = self.nodes[..3]
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    /// The node serving `key`'s slot as primary now: the one that answers for it
+    /// (the others redirect with `MOVED`).
+    pub(crate) async fn primary_of(&self, key: &str) -> usize {
+        for (i, node) in self.nodes.iter().enumerate() {
+            if !node.is_running() {
+                continue;
+            }
+            let mut conn = node.connection().await;
+            let owns = redis::cmd("EXISTS")
+                .arg(key)
+                .query_async::<i64>(&mut conn)
+                .await
+                .is_ok();
+            if owns {
+                return i;
+            }
+        }
+        panic!("no primary serves the slot of {key}");
+    }
+}
