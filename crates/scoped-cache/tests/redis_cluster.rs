@@ -11,7 +11,7 @@ use std::time::Duration;
 use http::StatusCode;
 use scoped_cache::{Purge, Revoke};
 
-use common::fleet::{FEED, ME, ask, fleet_on, render, tier, tier_of, until};
+use common::fleet::{FEED, ME, ask, fleet_on, in_step, render, tier, tier_of, until};
 use common::member;
 use common::redis_cluster::RedisCluster;
 
@@ -71,4 +71,74 @@ async fn a_fleet_on_a_cluster_shares_answers_purges_and_revocations_from_one_slo
     .await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
     assert!(b.layer.readiness().await.ready);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_home_primary_dies_its_promoted_replica_takes_over_and_changes_converge() {
+    let mut cluster = RedisCluster::start().await;
+    let (_world, a, b) = fleet_on(tier(&cluster.url()), tier(&cluster.url())).await;
+    let stored = ask(&a, FEED, None).await;
+    until(&b, FEED, None, Duration::from_secs(5), |r| {
+        tier_of(r) == "redis"
+    })
+    .await;
+
+    let home = cluster.primary_of("{test:}seq").await;
+    cluster.nodes[home].kill();
+    // Its replica is promoted once the others see it down (about twice the node
+    // time-out).
+    let promoted = cluster.primary_of("{test:}seq").await;
+    cluster.until_ok().await;
+    assert_ne!(promoted, home, "a replica took the slot over");
+    in_step(&a).await;
+    in_step(&b).await;
+
+    // Changes made after the failover reach the other instance through the new primary.
+    let shared = async {
+        for _ in 0..100 {
+            if a.layer
+                .purge(&Purge::entity("Post", "1"))
+                .await
+                .is_ok_and(|purged| purged.fleet_wide)
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    };
+    assert!(shared.await, "a purge is shared after the failover");
+    let after = until(&b, FEED, None, Duration::from_secs(5), |r| {
+        render(r) != render(&stored)
+    })
+    .await;
+    assert_ne!(render(&after), render(&stored), "the purge reached B");
+    let alice = member("alice");
+    let revoked = a
+        .layer
+        .revoke(&Revoke::subject("alice", std::time::SystemTime::now()))
+        .await
+        .unwrap();
+    assert!(revoked.fleet_wide);
+    let refused = until(&b, ME, Some(&alice), Duration::from_secs(5), |r| {
+        r.status == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    // And answers are shared again: what A stores, B reads. (Each try is a new
+    // document: right after the failover, an instance may find the promoted replica
+    // behind what it heard and drop its memory, and a write may still meet the old
+    // primary; neither ever serves a removed answer, but both make one try unshared.)
+    let mut shared_again = false;
+    for i in 0..50 {
+        let doc = format!("{{ posts {{ id }} renderId try{i}: renderId }}");
+        let fresh = ask(&a, &doc, None).await;
+        let seen = ask(&b, &doc, None).await;
+        if tier_of(&seen) == "redis" && render(&seen) == render(&fresh) {
+            shared_again = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(shared_again, "answers are shared through the new primary");
 }

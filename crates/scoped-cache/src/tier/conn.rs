@@ -397,9 +397,9 @@ fn clients(
         Topology::Cluster(nodes) => {
             let mut builder =
                 redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
-                    // Retrying is the breaker's business; a redirect (`MOVED`, `ASK`) is
-                    // followed whatever this says.
-                    .retries(1)
+                    // The client's own retries (after a failover: reconnect, refresh the
+                    // slot map, redirect) run within each call's time-out, which bounds
+                    // them.
                     .connection_timeout(tier.fetch_timeout)
                     .response_timeout(tier.insert_timeout.max(tier.fetch_timeout));
             if let Some(certificates) = certificates(tier) {

@@ -26,6 +26,10 @@ impl RedisCluster {
                     "nodes.conf",
                     "--cluster-node-timeout",
                     NODE_TIMEOUT_MS,
+                    // A replica may take over however long ago it last heard its
+                    // primary: the tests kill primaries soon after the cluster is made.
+                    "--cluster-replica-validity-factor",
+                    "0",
                 ])
                 .await,
             );
@@ -51,7 +55,29 @@ impl RedisCluster {
         );
         let cluster = Self { nodes };
         cluster.until_ok().await;
+        cluster.until_replicas_synced().await;
         cluster
+    }
+
+    /// Waits until every replica has completed its sync with its primary.
+    async fn until_replicas_synced(&self) {
+        for node in &self.nodes[3..] {
+            let mut synced = false;
+            for _ in 0..1000 {
+                let mut conn = node.connection().await;
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                if info.contains("master_link_status:up") {
+                    synced = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(synced, "a replica never synced with its primary");
+        }
     }
 
     /// Waits until every live node says the cluster is up (all slots served).
@@ -84,23 +110,26 @@ impl RedisCluster {
         format!("redis+cluster://{}", seeds.join(","))
     }
 
-    /// The node serving `key`'s slot as primary now: the one that answers for it
-    /// (the others redirect with `MOVED`).
+    /// The live node serving `key`'s slot as primary: the one that answers for it (the
+    /// others redirect with `MOVED`); waits while none does (a failover under way).
     pub(crate) async fn primary_of(&self, key: &str) -> usize {
-        for (i, node) in self.nodes.iter().enumerate() {
-            if !node.is_running() {
-                continue;
+        for _ in 0..1000 {
+            for (i, node) in self.nodes.iter().enumerate() {
+                if !node.is_running() {
+                    continue;
+                }
+                let mut conn = node.connection().await;
+                let owns = redis::cmd("EXISTS")
+                    .arg(key)
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .is_ok();
+                if owns {
+                    return i;
+                }
             }
-            let mut conn = node.connection().await;
-            let owns = redis::cmd("EXISTS")
-                .arg(key)
-                .query_async::<i64>(&mut conn)
-                .await
-                .is_ok();
-            if owns {
-                return i;
-            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("no primary serves the slot of {key}");
+        panic!("no live primary serves the slot of {key}");
     }
 }
