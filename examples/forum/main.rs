@@ -23,7 +23,8 @@
 //!   `POST /admin/revoke`), with this bearer credential (at least 16 bytes); without it they
 //!   are not mounted.
 //! - `REDIS_URL`: share the cache, purges and revocations with every instance using the
-//!   same Redis (`redis://127.0.0.1:6379`); hits then say `x-cache-tier: memory` or
+//!   same Redis (`redis://127.0.0.1:6379`, or a cluster:
+//!   `redis+cluster://127.0.0.1:7000,127.0.0.1:7001`); hits then say `x-cache-tier: memory` or
 //!   `redis`. Without it the cache is this process's memory only.
 //! - `RUST_LOG`: log filter, default `info`.
 

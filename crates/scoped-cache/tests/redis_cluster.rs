@@ -142,3 +142,63 @@ async fn when_the_home_primary_dies_its_promoted_replica_takes_over_and_changes_
     }
     assert!(shared_again, "answers are shared through the new primary");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_the_tiers_slot_while_requests_run_never_serves_a_purged_answer() {
+    let cluster = RedisCluster::start().await;
+    let (_world, a, b) = fleet_on(tier(&cluster.url()), tier(&cluster.url())).await;
+    let stored = ask(&a, FEED, None).await;
+    until(&b, FEED, None, Duration::from_secs(5), |r| {
+        tier_of(r) == "redis"
+    })
+    .await;
+    // Enough keys that the move takes a while: a few answers and revocations.
+    for i in 0..5 {
+        ask(&a, &format!("{{ posts {{ id }} k{i}: renderId }}"), None).await;
+    }
+    let home = cluster.primary_of("{test:}seq").await;
+    let to = (home + 1) % 3;
+
+    let moving = cluster.migrate_slot_of("{test:}seq", to, Duration::from_millis(30));
+    let traffic = async {
+        // Mid-move: a purge; from its answer on, A never serves the purged answer, and
+        // neither does B once the purge is shared (at once, or when Redis takes it).
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let purged = a.layer.purge(&Purge::entity("Post", "1")).await.unwrap();
+        for _ in 0..20 {
+            let from_a = ask(&a, FEED, None).await;
+            assert_eq!(from_a.status, StatusCode::OK);
+            assert_ne!(render(&from_a), render(&stored), "A served what it purged");
+            if purged.fleet_wide {
+                assert_ne!(render(&ask(&b, FEED, None).await), render(&stored));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::join!(moving, traffic);
+    assert_eq!(cluster.primary_of("{test:}seq").await, to, "the slot moved");
+
+    // Once moved, the purge is everywhere, and the fleet works through the new owner.
+    let after = until(&b, FEED, None, Duration::from_secs(5), |r| {
+        render(r) != render(&stored)
+    })
+    .await;
+    assert_ne!(render(&after), render(&stored), "the purge reached B");
+    let mut shared_again = false;
+    for i in 0..50 {
+        let doc = format!("{{ posts {{ id }} renderId moved{i}: renderId }}");
+        let fresh = ask(&a, &doc, None).await;
+        let seen = ask(&b, &doc, None).await;
+        if tier_of(&seen) == "redis" && render(&seen) == render(&fresh) {
+            shared_again = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        shared_again,
+        "answers are shared through the slot's new primary"
+    );
+    let counts = keys_per_node(&cluster).await;
+    assert_eq!(counts[home], 0, "nothing left behind: {counts:?}");
+}

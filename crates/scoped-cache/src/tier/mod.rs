@@ -21,7 +21,8 @@
 //! right before the rest: `scoped-cache:seq`). Keys are addressed alone, except the control
 //! keys a change records together in one script (`P seq`, `P log`, `P keycheck`,
 //! `P revocations`); `SCAN` runs only to make room for a record in a
-//! full Redis. Redis Cluster is not supported yet. Redis 7.0 or later; use
+//! full Redis. On a Redis Cluster (`redis+cluster://`) the prefix is a hash tag
+//! (`{scoped-cache:}seq`): every key is in one slot (see `topology`). Redis 7.0 or later; use
 //! `maxmemory-policy noeviction`, since an evicted record or index set would let purged
 //! answers back (entries are kept under 75% of `maxmemory` by the tier itself).
 //!
@@ -159,9 +160,20 @@ fn redacted(url: &str) -> String {
 impl RedisTier {
     /// A tier on the Redis at `url`: `redis://host:port/db`, `rediss://host:port/db` for
     /// TLS (the server's certificate checked against the system's roots, or
-    /// [`ca_certificate`](Self::ca_certificate)), `redis+unix:///path` for a socket. A
+    /// [`ca_certificate`](Self::ca_certificate)), `redis+unix:///path` for a socket; a
+    /// Redis Cluster as `redis+cluster://host:port,host:port` (some of its nodes) or
+    /// `rediss+cluster://`, every key of the tier then in the one slot its prefix names. A
     /// user and password go in the URL (`redis://user:password@host:6379`, for an ACL
     /// user); they never appear in logs or `Debug`. Checked by `build()`.
+    ///
+    /// ```
+    /// use scoped_cache::RedisTier;
+    ///
+    /// let single = RedisTier::new("redis://127.0.0.1:6379").key_prefix("forum:");
+    /// let cluster = RedisTier::new("redis+cluster://10.0.0.1:7000,10.0.0.2:7000")
+    ///     .key_prefix("forum:"); // keys `{forum:}...`
+    /// # let _ = (single, cluster);
+    /// ```
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),

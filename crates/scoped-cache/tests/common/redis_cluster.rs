@@ -132,4 +132,72 @@ impl RedisCluster {
         }
         panic!("no live primary serves the slot of {key}");
     }
+
+    /// Moves `key`'s slot to primary `to`, the way `redis-cli --cluster reshard` does (the
+    /// slot marked migrating and importing, its keys moved with `MIGRATE`, then given to
+    /// `to`), one key per batch with `pause` between batches, so requests run while the
+    /// slot is half moved.
+    pub(crate) async fn migrate_slot_of(&self, key: &str, to: usize, pause: Duration) {
+        let from = self.primary_of(key).await;
+        let mut source = self.nodes[from].connection().await;
+        let mut target = self.nodes[to].connection().await;
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut source)
+            .await
+            .unwrap();
+        let id = |conn: &mut redis::aio::MultiplexedConnection| {
+            let mut conn = conn.clone();
+            async move {
+                redis::cmd("CLUSTER")
+                    .arg("MYID")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .unwrap()
+            }
+        };
+        let (source_id, target_id) = (id(&mut source).await, id(&mut target).await);
+        let set = |conn: &mut redis::aio::MultiplexedConnection, how: &str, node: &str| {
+            let mut conn = conn.clone();
+            let mut cmd = redis::cmd("CLUSTER");
+            cmd.arg("SETSLOT").arg(slot).arg(how).arg(node);
+            async move { cmd.query_async::<()>(&mut conn).await.unwrap() }
+        };
+        set(&mut target, "IMPORTING", &source_id).await;
+        set(&mut source, "MIGRATING", &target_id).await;
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(1)
+                .query_async(&mut source)
+                .await
+                .unwrap();
+            if keys.is_empty() {
+                break;
+            }
+            let _: () = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(self.nodes[to].port)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("REPLACE")
+                .arg("KEYS")
+                .arg(&keys)
+                .query_async(&mut source)
+                .await
+                .unwrap();
+            tokio::time::sleep(pause).await;
+        }
+        // The new owner first, then the old, then everyone else.
+        set(&mut target, "NODE", &target_id).await;
+        set(&mut source, "NODE", &target_id).await;
+        for (i, node) in self.nodes.iter().enumerate().take(3) {
+            if i != from && i != to && node.is_running() {
+                set(&mut node.connection().await, "NODE", &target_id).await;
+            }
+        }
+    }
 }
