@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -122,6 +122,40 @@ enum Clients {
         nodes: Vec<redis::Client>,
         home: Route,
     },
+    /// Asked for the current primary whenever a connection is (re)made.
+    Sentinel(Arc<tokio::sync::Mutex<redis::sentinel::SentinelClient>>),
+}
+
+/// Where the subscription gets its connections: fixed clients tried in turn, or the
+/// primary the Sentinels name now.
+#[derive(Clone)]
+pub(crate) enum ClientSource {
+    Fixed(Vec<redis::Client>),
+    Sentinel(Arc<tokio::sync::Mutex<redis::sentinel::SentinelClient>>),
+}
+
+impl ClientSource {
+    /// The client for the `attempt`th try.
+    pub(crate) async fn client(&self, attempt: usize) -> redis::RedisResult<redis::Client> {
+        match self {
+            ClientSource::Fixed(clients) => clients
+                .get(attempt % clients.len().max(1))
+                .cloned()
+                .ok_or_else(|| {
+                    redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "no node"))
+                }),
+            ClientSource::Sentinel(sentinel) => {
+                Box::pin(async { sentinel.lock().await.async_get_client().await }).await
+            }
+        }
+    }
+}
+
+/// The connections made so far, one per lane.
+#[derive(Default)]
+struct Lanes {
+    requests: Option<Conn>,
+    bulk: Option<Conn>,
 }
 
 pub(crate) struct Redis {
@@ -129,8 +163,7 @@ pub(crate) struct Redis {
     /// Made on first use, inside the runtime (making one spawns its reconnecting task).
     /// Lookups, leases and records go on one connection; writes, index purges and
     /// revocation loads on another, so a large pipeline never holds a lookup up behind it.
-    manager: OnceLock<Conn>,
-    bulk: OnceLock<Conn>,
+    lanes: Mutex<Lanes>,
     breaker: Breaker,
     /// Outages seen so far (errors and timeouts, not refusals): the syncer compares it
     /// before and after a sync, so a read from Redis after any outage waits for a sync
@@ -161,8 +194,7 @@ impl Redis {
     ) -> Result<Self, redis::RedisError> {
         Ok(Self {
             clients: clients(tier, topology, home_key)?,
-            manager: OnceLock::new(),
-            bulk: OnceLock::new(),
+            lanes: Mutex::new(Lanes::default()),
             breaker: Breaker::new(tier.cool_down),
             outages: AtomicU64::new(0),
             wake: Arc::new(Notify::new()),
@@ -171,34 +203,54 @@ impl Redis {
         })
     }
 
-    /// The clients the subscription may use, in the order to try them.
-    pub(crate) fn subscription_clients(&self) -> Vec<redis::Client> {
+    /// Where the subscription gets its connections.
+    pub(crate) fn subscription_source(&self) -> ClientSource {
         match &self.clients {
-            Clients::Single(client) => vec![client.clone()],
-            Clients::Cluster { nodes, .. } => nodes.clone(),
+            Clients::Single(client) => ClientSource::Fixed(vec![client.clone()]),
+            Clients::Cluster { nodes, .. } => ClientSource::Fixed(nodes.clone()),
+            Clients::Sentinel(sentinel) => ClientSource::Sentinel(Arc::clone(sentinel)),
         }
     }
 
-    fn manager(&self, lane: Lane) -> Result<Conn, redis::RedisError> {
-        let slot = match lane {
-            Lane::Requests => &self.manager,
-            Lane::Bulk => &self.bulk,
+    fn lanes(&self) -> std::sync::MutexGuard<'_, Lanes> {
+        self.lanes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lane's connection, made on first use (or, behind Sentinels, after an outage:
+    /// the primary may have changed).
+    async fn conn(&self, lane: Lane) -> Result<Conn, redis::RedisError> {
+        let held = {
+            let lanes = self.lanes();
+            match lane {
+                Lane::Requests => lanes.requests.clone(),
+                Lane::Bulk => lanes.bulk.clone(),
+            }
         };
-        if let Some(manager) = slot.get() {
-            return Ok(manager.clone());
+        if let Some(conn) = held {
+            return Ok(conn);
         }
         let response_timeout = self.insert_timeout.max(self.fetch_timeout);
+        // Reconnection is ours to pace (the breaker), so a manager tries once per call,
+        // and never waits longer for a connection than a lookup may.
+        let manager_config = || {
+            ConnectionManagerConfig::new()
+                .set_number_of_retries(1)
+                .set_connection_timeout(Some(self.fetch_timeout))
+                .set_response_timeout(Some(response_timeout))
+        };
         let made = match &self.clients {
-            // Reconnection is ours to pace (the breaker), so the manager tries once per
-            // call, and never waits longer for a connection than a lookup may.
-            Clients::Single(client) => {
-                let config = ConnectionManagerConfig::new()
-                    .set_number_of_retries(1)
-                    .set_connection_timeout(Some(self.fetch_timeout))
-                    .set_response_timeout(Some(response_timeout));
+            Clients::Single(client) => Conn::Single(ConnectionManager::new_lazy_with_config(
+                client.clone(),
+                manager_config(),
+            )?),
+            Clients::Sentinel(sentinel) => {
+                // Boxed: the Sentinel client's future is deep, and every Redis call's
+                // future would carry it.
+                let primary =
+                    Box::pin(async { sentinel.lock().await.async_get_client().await }).await?;
                 Conn::Single(ConnectionManager::new_lazy_with_config(
-                    client.clone(),
-                    config,
+                    primary,
+                    manager_config(),
                 )?)
             }
             // Connects in the background; the first command waits for it.
@@ -212,8 +264,21 @@ impl Redis {
                 }
             }
         };
-        // A racing caller's manager may win; either works.
-        Ok(slot.get_or_init(|| made).clone())
+        // A racing caller's connection may win; either works.
+        let mut lanes = self.lanes();
+        let slot = match lane {
+            Lane::Requests => &mut lanes.requests,
+            Lane::Bulk => &mut lanes.bulk,
+        };
+        Ok(slot.get_or_insert(made).clone())
+    }
+
+    /// After an outage behind Sentinels, the next call asks them for the primary again
+    /// (a failover demotes or removes the one these connections reach).
+    fn forget_primary(&self) {
+        if matches!(self.clients, Clients::Sentinel(_)) {
+            *self.lanes() = Lanes::default();
+        }
     }
 
     /// Whether calls go to Redis now (the breaker is closed).
@@ -242,8 +307,11 @@ impl Redis {
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, StoreError> {
-        let mut conn = self.manager(Lane::Bulk)?;
-        match tokio::time::timeout(self.fetch_timeout, pipe.query_async(&mut conn)).await {
+        let call = async {
+            let mut conn = self.conn(Lane::Bulk).await?;
+            pipe.query_async(&mut conn).await
+        };
+        match tokio::time::timeout(self.fetch_timeout, call).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(StoreError::Redis(err)),
             Err(_) => Err(StoreError::Timeout(self.fetch_timeout)),
@@ -330,13 +398,17 @@ impl Redis {
             permit,
             done: false,
         };
-        let outcome = match self.manager(lane) {
-            Ok(manager) => match tokio::time::timeout(timeout, call(manager)).await {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(err)) => Err(StoreError::Redis(err)),
-                Err(_) => Err(StoreError::Timeout(timeout)),
-            },
-            Err(err) => Err(StoreError::Redis(err)),
+        // The connection is made (behind Sentinels: the primary asked for) within the
+        // call's time-out.
+        let outcome = tokio::time::timeout(timeout, async {
+            let conn = self.conn(lane).await?;
+            call(conn).await
+        })
+        .await;
+        let outcome = match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(StoreError::Redis(err)),
+            Err(_) => Err(StoreError::Timeout(timeout)),
         };
         report.done = true;
         match &outcome {
@@ -344,6 +416,7 @@ impl Redis {
             Err(StoreError::Redis(err)) if !is_outage(err) => self.breaker.succeeded(permit),
             Err(err) => {
                 self.outage_seen();
+                self.forget_primary();
                 self.breaker.failed(permit, err);
             }
             Ok(_) => self.breaker.succeeded(permit),
@@ -394,6 +467,53 @@ fn clients(
 ) -> Result<Clients, redis::RedisError> {
     match topology {
         Topology::Single(url) => Ok(Clients::Single(client(tier, url)?)),
+        Topology::Sentinel {
+            sentinels,
+            service,
+            username,
+            password,
+            db,
+            tls,
+        } => {
+            let mode = redis::TlsMode::Secure;
+            let addresses = sentinels.iter().map(|(host, port)| {
+                if *tls {
+                    redis::ConnectionAddr::TcpTls {
+                        host: host.clone(),
+                        port: *port,
+                        insecure: false,
+                        tls_params: None,
+                    }
+                } else {
+                    redis::ConnectionAddr::Tcp(host.clone(), *port)
+                }
+            });
+            let mut builder = redis::sentinel::SentinelClientBuilder::new(
+                addresses,
+                service,
+                redis::sentinel::SentinelServerType::Master,
+            )?
+            .set_client_to_redis_db(*db);
+            if let Some(username) = username {
+                builder = builder.set_client_to_redis_username(username);
+            }
+            if let Some(password) = password {
+                builder = builder.set_client_to_redis_password(password);
+            }
+            if *tls {
+                builder = builder
+                    .set_client_to_redis_tls_mode(mode)
+                    .set_client_to_sentinel_tls_mode(mode);
+                if let Some(certificates) = certificates(tier) {
+                    builder = builder
+                        .set_client_to_redis_certificates(certificates.clone())
+                        .set_client_to_sentinel_certificates(certificates);
+                }
+            }
+            Ok(Clients::Sentinel(Arc::new(tokio::sync::Mutex::new(
+                builder.build()?,
+            ))))
+        }
         Topology::Cluster(nodes) => {
             let mut builder =
                 redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))

@@ -11,15 +11,18 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use tokio::sync::Notify;
 
+use super::conn::ClientSource;
+
 /// How often a quiet subscription is checked with a `PING` (a connection that died
 /// without closing would otherwise slow convergence to the tick for ever).
 const PING_EVERY: Duration = Duration::from_secs(5);
 
 /// What the subscriber needs: no more of the tier than this.
 pub(crate) struct Subscription {
-    /// Tried in turn, one per attempt: on a cluster, its seed nodes (any node carries
-    /// every `PUBLISH`), so one that is down is not asked again and again.
-    pub(crate) clients: Vec<redis::Client>,
+    /// Where each attempt connects: on a cluster, its seed nodes in turn (any node
+    /// carries every `PUBLISH`), so one that is down is not asked again and again; behind
+    /// Sentinels, the primary they name then.
+    pub(crate) source: ClientSource,
     /// `P events`.
     pub(crate) channel: String,
     /// For subscribing and for a `PING`'s answer.
@@ -32,7 +35,7 @@ pub(crate) struct Subscription {
 /// dropped (its owner aborts this task).
 pub(crate) async fn listen(subscription: Subscription) {
     let Subscription {
-        clients,
+        source,
         channel,
         timeout,
         wake,
@@ -41,11 +44,11 @@ pub(crate) async fn listen(subscription: Subscription) {
     let mut lost_logged = false;
     let mut attempt = 0usize;
     loop {
-        let Some(client) = clients.get(attempt % clients.len().max(1)) else {
-            return;
-        };
+        let (source, channel) = (&source, &channel);
+        let this_attempt = attempt;
         attempt = attempt.wrapping_add(1);
-        let subscribed = tokio::time::timeout(timeout, async {
+        let subscribed = tokio::time::timeout(timeout, async move {
+            let client = source.client(this_attempt).await?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)

@@ -162,7 +162,8 @@ impl RedisTier {
     /// TLS (the server's certificate checked against the system's roots, or
     /// [`ca_certificate`](Self::ca_certificate)), `redis+unix:///path` for a socket; a
     /// Redis Cluster as `redis+cluster://host:port,host:port` (some of its nodes) or
-    /// `rediss+cluster://`, every key of the tier then in the one slot its prefix names. A
+    /// `rediss+cluster://`, every key of the tier then in the one slot its prefix names; a
+    /// primary Sentinels watch as `redis+sentinel://host:port,host:port/service`. A
     /// user and password go in the URL (`redis://user:password@host:6379`, for an ACL
     /// user); they never appear in logs or `Debug`. Checked by `build()`.
     ///
@@ -172,7 +173,8 @@ impl RedisTier {
     /// let single = RedisTier::new("redis://127.0.0.1:6379").key_prefix("forum:");
     /// let cluster = RedisTier::new("redis+cluster://10.0.0.1:7000,10.0.0.2:7000")
     ///     .key_prefix("forum:"); // keys `{forum:}...`
-    /// # let _ = (single, cluster);
+    /// let sentinel = RedisTier::new("redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/forum");
+    /// # let _ = (single, cluster, sentinel);
     /// ```
     pub fn new(url: impl Into<String>) -> Self {
         Self {

@@ -171,7 +171,7 @@ impl Tier {
         };
         self.tasks.get_or_init(|| {
             let subscription = events::Subscription {
-                clients: self.redis.subscription_clients(),
+                source: self.redis.subscription_source(),
                 channel: self.keys.named("events"),
                 timeout: self.redis.insert_timeout.max(Duration::from_secs(1)),
                 wake: self.redis.wake(),

@@ -1,7 +1,14 @@
-//! Which Redis the tier talks to: one server (`redis://`, `rediss://`, `redis+unix://`),
-//! or a Redis Cluster (`redis+cluster://host:port,host:port`, `rediss+cluster://` for
-//! TLS), named by some of its nodes: the client discovers the rest, and follows `MOVED`
-//! and `ASK` as slots move.
+//! Which Redis the tier talks to: one server (`redis://`, `rediss://`, `redis+unix://`);
+//! a Redis Cluster (`redis+cluster://host:port,host:port`, `rediss+cluster://` for TLS),
+//! named by some of its nodes: the client discovers the rest, and follows `MOVED` and
+//! `ASK` as slots move; or a primary Sentinel watches
+//! (`redis+sentinel://host:port,host:port/service`, `rediss+sentinel://`), found
+//! through the Sentinels, and found again when one of its calls meets an outage (after a
+//! failover, the old primary refuses writes or is gone).
+//!
+//! Only primaries are read: a lookup reads the entry with the purge sequence and the
+//! records that could cover it, and a replica behind its primary would answer with an
+//! older sequence, which the tier must take for lost changes (and drop its memory).
 //!
 //! On a cluster every key of the tier carries its prefix as a hash tag (`{forum:}seq`), so
 //! all of them live in one slot, on one primary at a time. That primary orders every
@@ -19,6 +26,16 @@ pub(crate) enum Topology {
     /// A cluster: a URL per seed node, each `redis://` or `rediss://`, with the
     /// credentials of the one given.
     Cluster(Vec<String>),
+    /// The primary the Sentinels at `sentinels` (`host`, `port`) name for `service`.
+    Sentinel {
+        sentinels: Vec<(String, u16)>,
+        service: String,
+        /// For the primary (the Sentinels are asked without).
+        username: Option<String>,
+        password: Option<String>,
+        db: i64,
+        tls: bool,
+    },
 }
 
 /// Why a URL names no usable topology. Never holds the URL: it may hold a password.
@@ -26,12 +43,26 @@ pub(crate) enum Topology {
 pub(crate) enum TopologyError {
     #[error("a cluster URL names no node (`redis+cluster://host:port,host:port`)")]
     NoNode,
-    #[error("a cluster node is not `host:port`")]
+    #[error("a cluster or Sentinel node is not `host:port`")]
     BadNode,
+    #[error("a Sentinel URL names no service (`redis+sentinel://host:port/service`)")]
+    NoService,
+    #[error("a Sentinel URL's database is not a number")]
+    BadDatabase,
 }
 
 impl Topology {
     pub(crate) fn of(url: &str) -> Result<Self, TopologyError> {
+        if let Some((tls, rest)) = url
+            .strip_prefix("redis+sentinel://")
+            .map(|rest| (false, rest))
+            .or_else(|| {
+                url.strip_prefix("rediss+sentinel://")
+                    .map(|rest| (true, rest))
+            })
+        {
+            return sentinel(tls, rest);
+        }
         let (scheme, rest) = match (
             url.strip_prefix("redis+cluster://"),
             url.strip_prefix("rediss+cluster://"),
@@ -48,14 +79,7 @@ impl Topology {
         let hosts = hosts.strip_suffix('/').unwrap_or(hosts);
         let mut nodes = Vec::new();
         for host in hosts.split(',').filter(|h| !h.is_empty()) {
-            let valid = host.rsplit_once(':').is_some_and(|(name, port)| {
-                !name.is_empty()
-                    && !name.contains(['/', '?', '#', '@'])
-                    && port.parse::<u16>().is_ok_and(|p| p != 0)
-            });
-            if !valid {
-                return Err(TopologyError::BadNode);
-            }
+            node(host)?;
             nodes.push(match credentials {
                 Some(credentials) => format!("{scheme}://{credentials}@{host}"),
                 None => format!("{scheme}://{host}"),
@@ -72,6 +96,7 @@ impl Topology {
         match self {
             Topology::Single(url) => url.starts_with("rediss:"),
             Topology::Cluster(nodes) => nodes.iter().all(|n| n.starts_with("rediss:")),
+            Topology::Sentinel { tls, .. } => *tls,
         }
     }
 
@@ -79,10 +104,65 @@ impl Topology {
     /// cluster (one slot for all of them).
     pub(crate) fn key_prefix(&self, prefix: &str) -> String {
         match self {
-            Topology::Single(_) => prefix.to_owned(),
+            Topology::Single(_) | Topology::Sentinel { .. } => prefix.to_owned(),
             Topology::Cluster(_) => format!("{{{prefix}}}"),
         }
     }
+}
+
+/// `host:port`, parsed.
+fn node(host: &str) -> Result<(String, u16), TopologyError> {
+    let (name, port) = host.rsplit_once(':').ok_or(TopologyError::BadNode)?;
+    let port = port.parse::<u16>().map_err(|_| TopologyError::BadNode)?;
+    if name.is_empty() || name.contains(['/', '?', '#', '@']) || port == 0 {
+        return Err(TopologyError::BadNode);
+    }
+    Ok((name.to_owned(), port))
+}
+
+/// `[user:password@]host:port,host:port/service[/db]`, after the scheme.
+fn sentinel(tls: bool, rest: &str) -> Result<Topology, TopologyError> {
+    let (credentials, rest) = match rest.rsplit_once('@') {
+        Some((credentials, rest)) => (Some(credentials), rest),
+        None => (None, rest),
+    };
+    let (hosts, path) = rest.split_once('/').ok_or(TopologyError::NoService)?;
+    let (service, db) = match path.trim_end_matches('/').split_once('/') {
+        Some((service, db)) => (
+            service,
+            db.parse::<i64>().map_err(|_| TopologyError::BadDatabase)?,
+        ),
+        None => (path.trim_end_matches('/'), 0),
+    };
+    if service.is_empty() || service.contains(['?', '#']) {
+        return Err(TopologyError::NoService);
+    }
+    let sentinels = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(node)
+        .collect::<Result<Vec<_>, _>>()?;
+    if sentinels.is_empty() {
+        return Err(TopologyError::NoNode);
+    }
+    let (username, password) = match credentials {
+        None => (None, None),
+        Some(credentials) => match credentials.split_once(':') {
+            Some((user, password)) => (
+                Some(user.to_owned()).filter(|u| !u.is_empty()),
+                Some(password.to_owned()),
+            ),
+            None => (Some(credentials.to_owned()), None),
+        },
+    };
+    Ok(Topology::Sentinel {
+        sentinels,
+        service: service.to_owned(),
+        username,
+        password,
+        db,
+        tls,
+    })
 }
 
 #[cfg(test)]
@@ -104,6 +184,30 @@ mod tests {
         let single = Topology::of("redis://127.0.0.1:6379/2").unwrap();
         assert_eq!(single, Topology::Single("redis://127.0.0.1:6379/2".into()));
         assert_eq!(single.key_prefix("forum:"), "forum:");
+    }
+
+    #[test]
+    fn a_sentinel_url_names_the_sentinels_the_service_and_the_primarys_credentials() {
+        assert_eq!(
+            Topology::of("redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379/forum/2").unwrap(),
+            Topology::Sentinel {
+                sentinels: vec![("10.0.0.1".into(), 26379), ("10.0.0.2".into(), 26379)],
+                service: "forum".into(),
+                username: None,
+                password: Some("pw".into()),
+                db: 2,
+                tls: false,
+            }
+        );
+        for url in [
+            "redis+sentinel://10.0.0.1:26379",
+            "redis+sentinel://10.0.0.1:26379/",
+            "redis+sentinel:///forum",
+            "redis+sentinel://10.0.0.1/forum",
+            "redis+sentinel://10.0.0.1:26379/forum/x",
+        ] {
+            assert!(Topology::of(url).is_err(), "{url}");
+        }
     }
 
     #[test]

@@ -304,6 +304,8 @@ pub(crate) mod proxy;
 #[cfg(feature = "redis")]
 pub(crate) mod redis_cluster;
 #[cfg(feature = "redis")]
+pub(crate) mod redis_sentinel;
+#[cfg(feature = "redis")]
 pub(crate) mod redis_server;
 #[cfg(feature = "redis")]
 pub(crate) mod tls;

@@ -1,0 +1,88 @@
+//! The shared tier behind real Redis Sentinels (a primary, its replica, three Sentinels,
+//! started by the test): the fleet finds the primary through them, and follows a
+//! failover to the replica they promote.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::time::Duration;
+
+use http::StatusCode;
+use scoped_cache::{Purge, Revoke};
+
+use common::fleet::{FEED, ME, ask, fleet_on, in_step, render, tier, tier_of, until};
+use common::member;
+use common::redis_sentinel::RedisSentinel;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_behind_sentinels_follows_a_failover_to_the_promoted_replica() {
+    let mut sentinel = RedisSentinel::start().await;
+    let (_world, a, b) = fleet_on(tier(&sentinel.url()), tier(&sentinel.url())).await;
+    let stored = ask(&a, FEED, None).await;
+    let shared = until(&b, FEED, None, Duration::from_secs(5), |r| {
+        tier_of(r) == "redis"
+    })
+    .await;
+    assert_eq!(render(&shared), render(&stored), "B serves what A stored");
+    assert_eq!(sentinel.primary_port().await, sentinel.primary.port);
+
+    sentinel.primary.kill();
+    let mut promoted = false;
+    for _ in 0..1000 {
+        if sentinel.primary_port().await == sentinel.replica.port {
+            promoted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(promoted, "the Sentinels promoted the replica");
+    in_step(&a).await;
+    in_step(&b).await;
+
+    let mut purged = false;
+    for _ in 0..100 {
+        if a.layer
+            .purge(&Purge::entity("Post", "1"))
+            .await
+            .is_ok_and(|p| p.fleet_wide)
+        {
+            purged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(purged, "a purge is shared through the promoted replica");
+    let after = until(&b, FEED, None, Duration::from_secs(5), |r| {
+        render(r) != render(&stored)
+    })
+    .await;
+    assert_ne!(render(&after), render(&stored), "the purge reached B");
+    let alice = member("alice");
+    assert!(
+        a.layer
+            .revoke(&Revoke::subject("alice", std::time::SystemTime::now()))
+            .await
+            .unwrap()
+            .fleet_wide
+    );
+    let refused = until(&b, ME, Some(&alice), Duration::from_secs(5), |r| {
+        r.status == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let mut shared_again = false;
+    for i in 0..50 {
+        let doc = format!("{{ posts {{ id }} renderId after{i}: renderId }}");
+        let fresh = ask(&a, &doc, None).await;
+        let seen = ask(&b, &doc, None).await;
+        if tier_of(&seen) == "redis" && render(&seen) == render(&fresh) {
+            shared_again = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        shared_again,
+        "answers are shared through the promoted replica"
+    );
+}
