@@ -12,18 +12,18 @@ use http::StatusCode;
 use scoped_cache::{Purge, Revoke};
 use tokio::time::Instant;
 
-use common::fleet::fleet_of;
 use common::fleet::{
     FEED, ME, World, ask, entry_keys, fleet, in_step, instance, render, tier, tier_of, until,
 };
+use common::fleet::{fleet_of, fleet_on};
 use common::member;
 use common::redis_server::{RedisServer, free_port};
 use common::tls::Certificates;
+use common::topology::{TestRedis, Topo};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_miss_on_one_instance_is_a_redis_hit_on_the_other() {
-    let server = RedisServer::start().await;
-    let (_world, a, b) = fleet(&server).await;
+async fn a_miss_on_one_instance_is_a_redis_hit_on_the_other(topo: Topo) {
+    let redis = TestRedis::start(topo).await;
+    let (_world, a, b) = fleet_on(tier(&redis.url()), tier(&redis.url())).await;
 
     let first = ask(&a, FEED, None).await;
     assert_eq!(first.x_cache(), "MISS");
@@ -61,10 +61,9 @@ async fn a_miss_on_one_instance_is_a_redis_hit_on_the_other() {
     assert_eq!(render(&alice_on_b), render(&alice));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_purge_on_one_instance_reaches_the_other() {
-    let server = RedisServer::start().await;
-    let (_world, a, b) = fleet(&server).await;
+async fn every_purge_on_one_instance_reaches_the_other(topo: Topo) {
+    let redis = TestRedis::start(topo).await;
+    let (_world, a, b) = fleet_on(tier(&redis.url()), tier(&redis.url())).await;
     let alice = member("alice");
     let purges = [
         (FEED, None, Purge::entity("Post", "1")),
@@ -110,10 +109,9 @@ async fn every_purge_on_one_instance_reaches_the_other() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scope_purge_spares_other_buckets_and_a_mutation_purges_fleet_wide() {
-    let server = RedisServer::start().await;
-    let (_world, a, b) = fleet(&server).await;
+async fn a_scope_purge_spares_other_buckets_and_a_mutation_purges_fleet_wide(topo: Topo) {
+    let redis = TestRedis::start(topo).await;
+    let (_world, a, b) = fleet_on(tier(&redis.url()), tier(&redis.url())).await;
     let (alice, bob) = (member("alice"), member("bob"));
     let bobs = ask(&a, ME, Some(&bob)).await;
     ask(&a, ME, Some(&alice)).await;
@@ -145,10 +143,9 @@ async fn a_scope_purge_spares_other_buckets_and_a_mutation_purges_fleet_wide() {
     assert_ne!(render(&after), render(&feed));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revocation_on_one_instance_is_refused_by_the_other() {
-    let server = RedisServer::start().await;
-    let (_world, a, b) = fleet(&server).await;
+async fn a_revocation_on_one_instance_is_refused_by_the_other(topo: Topo) {
+    let redis = TestRedis::start(topo).await;
+    let (_world, a, b) = fleet_on(tier(&redis.url()), tier(&redis.url())).await;
     let alice = member("alice");
     assert_eq!(ask(&b, ME, Some(&alice)).await.status, StatusCode::OK);
     a.layer
@@ -164,7 +161,7 @@ async fn a_revocation_on_one_instance_is_refused_by_the_other() {
 
     // An instance that starts later loads it from Redis.
     let world = Arc::new(World::default());
-    let c = instance(&world, tier(&server.url()));
+    let c = instance(&world, tier(&redis.url()));
     let late = until(&c, ME, Some(&alice), Duration::from_secs(2), |r| {
         r.status == StatusCode::UNAUTHORIZED
     })
@@ -247,10 +244,9 @@ async fn a_corrupt_stored_value_is_a_miss() {
     assert_ne!(render(&reply), 999);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_change_whose_message_is_lost_still_reaches_the_other_instance() {
-    let server = RedisServer::start().await;
-    let (_world, a, b) = fleet(&server).await;
+async fn a_change_whose_message_is_lost_still_reaches_the_other_instance(topo: Topo) {
+    let redis = TestRedis::start(topo).await;
+    let (_world, a, b) = fleet_on(tier(&redis.url()), tier(&redis.url())).await;
     let stored = ask(&a, FEED, None).await;
     until(&b, FEED, None, Duration::from_secs(2), |r| {
         r.x_cache() == "HIT"
@@ -259,14 +255,15 @@ async fn a_change_whose_message_is_lost_still_reaches_the_other_instance() {
     assert_eq!(tier_of(&ask(&b, FEED, None).await), "memory");
 
     // Every subscription is cut while the purge is published: its message is lost.
-    let mut conn = server.connection().await;
-    let _: () = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    for mut conn in redis.every_node().await {
+        let _: () = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
     assert!(
         a.layer
             .purge(&Purge::entity("Post", "1"))
@@ -284,10 +281,9 @@ async fn a_change_whose_message_is_lost_still_reaches_the_other_instance() {
     assert_ne!(render(&after), render(&stored));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_misses_on_two_instances_execute_once() {
-    let server = RedisServer::start().await;
-    let (world, a, b) = fleet(&server).await;
+async fn concurrent_misses_on_two_instances_execute_once(topo: Topo) {
+    let redis = TestRedis::start(topo).await;
+    let (world, a, b) = fleet_on(tier(&redis.url()), tier(&redis.url())).await;
     let before = world.renders.load(Ordering::SeqCst);
     let doc = "{ renderId slow(ms: 300) }";
     let (x, y) = tokio::join!(ask(&a, doc, None), ask(&b, doc, None));
@@ -426,21 +422,25 @@ async fn a_redis_that_lost_its_data_never_brings_purged_answers_back() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_quiet_subscription_stays_up() {
-    let server = RedisServer::start().await;
-    let (_world, _a, _b) = fleet(&server).await;
+async fn a_quiet_subscription_stays_up(topo: Topo) {
+    let redis = TestRedis::start(topo).await;
+    let (_world, _a, _b) = fleet_on(tier(&redis.url()), tier(&redis.url())).await;
+    // Client ids, with the node they are on.
     let subscribers = || async {
-        let mut conn = server.connection().await;
-        let list: String = redis::cmd("CLIENT")
-            .arg(&["LIST", "TYPE", "pubsub"])
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let mut ids: Vec<String> = list
-            .lines()
-            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-            .collect();
+        let mut ids = Vec::new();
+        for (node, mut conn) in redis.every_node().await.into_iter().enumerate() {
+            let list: String = redis::cmd("CLIENT")
+                .arg(&["LIST", "TYPE", "pubsub"])
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            // (Sentinels subscribe too, under their own name.)
+            ids.extend(
+                list.lines()
+                    .filter(|l| !l.contains("name=sentinel-"))
+                    .filter_map(|l| l.split_whitespace().next().map(|id| format!("{node}/{id}"))),
+            );
+        }
         ids.sort();
         ids
     };
@@ -452,19 +452,18 @@ async fn a_quiet_subscription_stays_up() {
     assert_eq!(subscribers().await, before);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lease_whose_holder_stored_nothing_lets_the_others_go_at_once() {
-    let server = RedisServer::start().await;
-    let (_world, a, _b) = fleet(&server).await;
+async fn a_lease_whose_holder_stored_nothing_lets_the_others_go_at_once(topo: Topo) {
+    let redis = TestRedis::start(topo).await;
+    let (_world, a, _b) = fleet_on(tier(&redis.url()), tier(&redis.url())).await;
     let reply = ask(&a, "{ renderId broken }", None).await;
     assert!(reply.body["errors"].is_array());
     // The holder marked its lease: waiting instances execute now instead of taking the
     // lease one after another for its whole duration.
-    let mut conn = server.connection().await;
+    let mut conn = redis.home().await;
     let mut marked = Vec::new();
     for _ in 0..200 {
         let leases: Vec<String> = redis::cmd("KEYS")
-            .arg("test:l:*")
+            .arg(redis.key("l:*"))
             .query_async(&mut conn)
             .await
             .unwrap();
@@ -710,3 +709,14 @@ fn a_layer_built_outside_a_runtime_gets_ready_from_readiness_probes_alone() {
         assert!(ready.tier.is_some_and(|t| t.in_step));
     });
 }
+
+on_every_topology!(
+    a_miss_on_one_instance_is_a_redis_hit_on_the_other,
+    every_purge_on_one_instance_reaches_the_other,
+    a_scope_purge_spares_other_buckets_and_a_mutation_purges_fleet_wide,
+    a_revocation_on_one_instance_is_refused_by_the_other,
+    a_change_whose_message_is_lost_still_reaches_the_other_instance,
+    concurrent_misses_on_two_instances_execute_once,
+    a_quiet_subscription_stays_up,
+    a_lease_whose_holder_stored_nothing_lets_the_others_go_at_once,
+);

@@ -309,3 +309,5 @@ pub(crate) mod redis_sentinel;
 pub(crate) mod redis_server;
 #[cfg(feature = "redis")]
 pub(crate) mod tls;
+#[cfg(feature = "redis")]
+pub(crate) mod topology;
