@@ -14,6 +14,8 @@ use scoped_cache::{
 };
 use tower::ServiceExt;
 
+pub(crate) mod measure;
+
 #[derive(SimpleObject)]
 pub(crate) struct Post {
     id: u32,
