@@ -92,6 +92,17 @@ async fn when_the_home_primary_dies_its_promoted_replica_takes_over_and_changes_
     assert_ne!(promoted, home, "a replica took the slot over");
     in_step(&a).await;
     in_step(&b).await;
+    // The promoted node has what A stored (it was replicated): B serves it again, so
+    // the purge below has something to remove.
+    let again = until(&b, FEED, None, Duration::from_secs(5), |r| {
+        render(r) == render(&stored)
+    })
+    .await;
+    assert_eq!(
+        render(&again),
+        render(&stored),
+        "B serves the stored answer"
+    );
 
     // Changes made after the failover reach the other instance through the new primary.
     let shared = async {

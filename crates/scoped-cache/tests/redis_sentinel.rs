@@ -38,6 +38,17 @@ async fn a_fleet_behind_sentinels_follows_a_failover_to_the_promoted_replica() {
     assert!(promoted, "the Sentinels promoted the replica");
     in_step(&a).await;
     in_step(&b).await;
+    // The promoted node has what A stored (it was replicated): B serves it again, so
+    // the purge below has something to remove.
+    let again = until(&b, FEED, None, Duration::from_secs(5), |r| {
+        render(r) == render(&stored)
+    })
+    .await;
+    assert_eq!(
+        render(&again),
+        render(&stored),
+        "B serves the stored answer"
+    );
 
     let mut purged = false;
     for _ in 0..100 {

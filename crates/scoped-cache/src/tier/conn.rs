@@ -493,7 +493,9 @@ fn clients(
                 service,
                 redis::sentinel::SentinelServerType::Master,
             )?
-            .set_client_to_redis_db(*db);
+            .set_client_to_redis_db(*db)
+            .set_client_to_redis_tcp_settings(tcp())
+            .set_client_to_sentinel_tcp_settings(tcp());
             if let Some(username) = username {
                 builder = builder.set_client_to_redis_username(username);
             }
@@ -520,6 +522,7 @@ fn clients(
                     // The client's own retries (after a failover: reconnect, refresh the
                     // slot map, redirect) run within each call's time-out, which bounds
                     // them.
+                    .tcp_settings(tcp())
                     .connection_timeout(tier.fetch_timeout)
                     .response_timeout(tier.insert_timeout.max(tier.fetch_timeout));
             if let Some(certificates) = certificates(tier) {
@@ -540,10 +543,19 @@ fn clients(
 /// The client for `url`: with a CA or a client certificate, TLS configured with them;
 /// else from the URL alone (`rediss://` with the system's roots).
 fn client(tier: &RedisTier, url: &str) -> Result<redis::Client, redis::RedisError> {
+    use redis::IntoConnectionInfo;
+    let info = url.into_connection_info()?.set_tcp_settings(tcp());
     match certificates(tier) {
-        None => redis::Client::open(url),
-        Some(certificates) => redis::Client::build_with_tls(url, certificates),
+        None => redis::Client::open(info),
+        Some(certificates) => redis::Client::build_with_tls(info, certificates),
     }
+}
+
+/// `TCP_NODELAY` on every connection: a lookup is one small write that waits for its
+/// answer, which Nagle's algorithm (the client's default) can hold back for a delayed
+/// acknowledgement, some 40 ms.
+fn tcp() -> redis::io::tcp::TcpSettings {
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
 }
 
 /// The tier's own CA and client certificate, if it has either.

@@ -65,6 +65,14 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local keep = life + tonumber(ARGV[3])
 if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
 return 0";
+/// Takes the members `ARGV` out of the index set `KEYS[1]` and deletes their entries
+/// `KEYS[2..]`, all or nothing: on a cluster whose slot is half moved, Redis refuses the
+/// whole script (`TRYAGAIN`, `ASK`) rather than leave an entry no set names any more.
+const PURGE_BATCH_SCRIPT: &str = r"
+redis.call('ZREM', KEYS[1], unpack(ARGV))
+local removed = 0
+for i = 2, #KEYS do removed = removed + redis.call('DEL', KEYS[i]) end
+return removed";
 /// Members read from an index set per round trip while purging.
 const PURGE_BATCH: usize = 1000;
 /// Round trips one index set's purge may take (10 million members).

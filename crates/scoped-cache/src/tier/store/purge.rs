@@ -347,15 +347,21 @@ impl Tier {
             if batch.is_empty() {
                 break;
             }
+            // Out of the set and deleted in one script: a member re-added meanwhile (an
+            // entry stored after the purge began) stays indexed, and a failure (a slot
+            // being moved) leaves both as they were, for the replay.
             let mut pipe = redis::pipe();
-            // Out of the set first: a member re-added between the two (an entry stored
-            // after the purge began) stays indexed.
-            pipe.cmd("ZREM").arg(set).arg(&batch).ignore();
+            let call = pipe
+                .cmd("EVAL")
+                .arg(PURGE_BATCH_SCRIPT)
+                .arg(batch.len() + 1)
+                .arg(set);
             for member in &batch {
-                pipe.del(self.keys.entry_of_member(member));
+                call.arg(self.keys.entry_of_member(member));
             }
-            let deleted: Vec<u64> = self.redis.bulk(&pipe).await?;
-            removed += deleted.iter().sum::<u64>();
+            call.arg(&batch);
+            let (deleted,): (u64,) = self.redis.bulk(&pipe).await?;
+            removed += deleted;
         }
         Ok(removed)
     }
