@@ -13,6 +13,7 @@ use scoped_cache::{Purge, Revoke};
 use common::fleet::{FEED, ME, ask, fleet_on, in_step, render, tier, tier_of, until};
 use common::member;
 use common::redis_sentinel::RedisSentinel;
+use common::redis_server::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_behind_sentinels_follows_a_failover_to_the_promoted_replica() {
@@ -96,4 +97,44 @@ async fn a_fleet_behind_sentinels_follows_a_failover_to_the_promoted_replica() {
         shared_again,
         "answers are shared through the promoted replica"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_the_sentinels_majority_no_longer_names_is_left_even_while_it_answers() {
+    let sentinel = RedisSentinel::start().await;
+    let (_world, a, b) = fleet_on(tier(&sentinel.url()), tier(&sentinel.url())).await;
+    let stored = ask(&a, FEED, None).await;
+    until(&b, FEED, None, Duration::from_secs(5), |r| {
+        tier_of(r) == "redis"
+    })
+    .await;
+
+    // Two of the three Sentinels now name another primary (as after a failover the
+    // old primary, cut off with this fleet and one Sentinel, never heard of). The old
+    // one still answers as a primary: nothing fails, only the Sentinels can tell.
+    let other = RedisServer::start().await;
+    sentinel.repoint(2, other.port).await;
+    let moved = async {
+        let mut conn = other.connection().await;
+        for _ in 0..500 {
+            let keys: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+            if keys > 0 {
+                return true;
+            }
+            ask(&a, ME, Some(&member("probe"))).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    };
+    assert!(
+        moved.await,
+        "the fleet went to the primary the majority names"
+    );
+    // Nothing the old primary holds is served: the new one has none of it.
+    in_step(&b).await;
+    let after = until(&b, FEED, None, Duration::from_secs(5), |r| {
+        render(r) != render(&stored)
+    })
+    .await;
+    assert_ne!(render(&after), render(&stored));
 }

@@ -35,6 +35,9 @@ pub(crate) enum StoreError {
     /// one records.
     #[error("this instance's signing key differs from the fleet's")]
     KeyMismatch,
+    /// A majority of the Sentinels does not name the primary this instance reaches.
+    #[error("the Sentinels' majority does not name the primary this instance reaches")]
+    NotPrimary,
     /// Other instances recorded a change before this one every time it tried.
     #[error("other instances recorded first {0} times in a row")]
     Contended(usize),
@@ -123,7 +126,13 @@ enum Clients {
         home: Route,
     },
     /// Asked for the current primary whenever a connection is (re)made.
-    Sentinel(Arc<tokio::sync::Mutex<redis::sentinel::SentinelClient>>),
+    Sentinel {
+        client: Arc<tokio::sync::Mutex<redis::sentinel::SentinelClient>>,
+        /// Each Sentinel, asked on every sync whether the primary these connections
+        /// reach is still the one a majority of them names.
+        sentinels: Vec<redis::Client>,
+        service: String,
+    },
 }
 
 /// Where the subscription gets its connections: fixed clients tried in turn, or the
@@ -164,6 +173,8 @@ pub(crate) struct Redis {
     /// Lookups, leases and records go on one connection; writes, index purges and
     /// revocation loads on another, so a large pipeline never holds a lookup up behind it.
     lanes: Mutex<Lanes>,
+    /// Behind Sentinels: the address the connections reach.
+    primary: Mutex<Option<(String, u16)>>,
     breaker: Breaker,
     /// Outages seen so far (errors and timeouts, not refusals): the syncer compares it
     /// before and after a sync, so a read from Redis after any outage waits for a sync
@@ -195,6 +206,7 @@ impl Redis {
         Ok(Self {
             clients: clients(tier, topology, home_key)?,
             lanes: Mutex::new(Lanes::default()),
+            primary: Mutex::new(None),
             breaker: Breaker::new(tier.cool_down),
             outages: AtomicU64::new(0),
             wake: Arc::new(Notify::new()),
@@ -208,7 +220,7 @@ impl Redis {
         match &self.clients {
             Clients::Single(client) => ClientSource::Fixed(vec![client.clone()]),
             Clients::Cluster { nodes, .. } => ClientSource::Fixed(nodes.clone()),
-            Clients::Sentinel(sentinel) => ClientSource::Sentinel(Arc::clone(sentinel)),
+            Clients::Sentinel { client, .. } => ClientSource::Sentinel(Arc::clone(client)),
         }
     }
 
@@ -243,11 +255,20 @@ impl Redis {
                 client.clone(),
                 manager_config(),
             )?),
-            Clients::Sentinel(sentinel) => {
+            Clients::Sentinel {
+                client: sentinel, ..
+            } => {
                 // Boxed: the Sentinel client's future is deep, and every Redis call's
                 // future would carry it.
                 let primary =
                     Box::pin(async { sentinel.lock().await.async_get_client().await }).await?;
+                *self.primary() = match primary.get_connection_info().addr() {
+                    redis::ConnectionAddr::Tcp(host, port)
+                    | redis::ConnectionAddr::TcpTls { host, port, .. } => {
+                        Some((host.clone(), *port))
+                    }
+                    _ => None,
+                };
                 Conn::Single(ConnectionManager::new_lazy_with_config(
                     primary,
                     manager_config(),
@@ -276,8 +297,64 @@ impl Redis {
     /// After an outage behind Sentinels, the next call asks them for the primary again
     /// (a failover demotes or removes the one these connections reach).
     fn forget_primary(&self) {
-        if matches!(self.clients, Clients::Sentinel(_)) {
+        if matches!(self.clients, Clients::Sentinel { .. }) {
             *self.lanes() = Lanes::default();
+            *self.primary() = None;
+        }
+    }
+
+    fn primary(&self) -> std::sync::MutexGuard<'_, Option<(String, u16)>> {
+        self.primary.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Behind Sentinels: whether a majority of them name the primary this instance's
+    /// connections reach (asked on every sync, before the journal is read). A primary
+    /// cut off with this instance and a minority of Sentinels, while the others promoted
+    /// another, still answers reads as a primary: only the Sentinels can tell, and
+    /// without a majority the sync fails, so the instance falls out of step within
+    /// `max_lag` instead of reading a journal the fleet no longer writes.
+    pub(crate) async fn confirm_primary(&self) -> Result<(), StoreError> {
+        let Clients::Sentinel {
+            sentinels, service, ..
+        } = &self.clients
+        else {
+            return Ok(());
+        };
+        if self.primary().is_none() {
+            // Discovers one (as the journal read would), so it is confirmed before use.
+            tokio::time::timeout(self.fetch_timeout, self.conn(Lane::Requests))
+                .await
+                .map_err(|_| StoreError::Timeout(self.fetch_timeout))??;
+        }
+        let Some(connected) = self.primary().clone() else {
+            return Err(StoreError::NotPrimary);
+        };
+        let connected = &connected;
+        let asks = sentinels.iter().map(|sentinel| async move {
+            let ask = async {
+                let mut conn = sentinel.get_multiplexed_async_connection().await?;
+                redis::cmd("SENTINEL")
+                    .arg("GET-MASTER-ADDR-BY-NAME")
+                    .arg(service)
+                    .query_async::<Option<(String, u16)>>(&mut conn)
+                    .await
+            };
+            matches!(
+                tokio::time::timeout(self.fetch_timeout, ask).await,
+                Ok(Ok(Some(named))) if named == *connected
+            )
+        });
+        let votes = futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter(|named_ours| *named_ours)
+            .count();
+        if votes * 2 > sentinels.len() {
+            Ok(())
+        } else {
+            // The next call asks them for the primary again.
+            self.forget_primary();
+            Err(StoreError::NotPrimary)
         }
     }
 
@@ -512,9 +589,16 @@ fn clients(
                         .set_client_to_sentinel_certificates(certificates);
                 }
             }
-            Ok(Clients::Sentinel(Arc::new(tokio::sync::Mutex::new(
-                builder.build()?,
-            ))))
+            let scheme = if *tls { "rediss" } else { "redis" };
+            let watchers = sentinels
+                .iter()
+                .map(|(host, port)| client(tier, &format!("{scheme}://{host}:{port}")))
+                .collect::<Result<_, _>>()?;
+            Ok(Clients::Sentinel {
+                client: Arc::new(tokio::sync::Mutex::new(builder.build()?)),
+                sentinels: watchers,
+                service: service.clone(),
+            })
         }
         Topology::Cluster(nodes) => {
             let mut builder =

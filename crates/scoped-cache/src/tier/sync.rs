@@ -192,6 +192,11 @@ impl Tier {
         let server =
             admission::server_facts(&self.redis, &self.admission, &mut state.policy_checked).await;
         let fresh = !state.synced;
+        // Behind Sentinels: only a primary a majority of them names is synced with.
+        if let Err(err) = self.redis.confirm_primary().await {
+            tracing::debug!(%err, "the primary is not confirmed; retrying");
+            return Step::Failed;
+        }
         let read = match self.read_journal(state.applied, fresh).await {
             Ok(read) => read,
             Err(err) => {

@@ -135,4 +135,27 @@ impl RedisSentinel {
         .unwrap();
         port.parse().unwrap()
     }
+
+    /// Has the first `count` Sentinels watch the primary on `port` as the service
+    /// instead (what they would name after promoting it), the others unchanged.
+    pub(crate) async fn repoint(&self, count: usize, port: u16) {
+        for node in &self.sentinels[..count] {
+            let _: () = query(node.port, &["SENTINEL", "REMOVE", SERVICE])
+                .await
+                .unwrap();
+            let _: () = query(
+                node.port,
+                &[
+                    "SENTINEL",
+                    "MONITOR",
+                    SERVICE,
+                    "127.0.0.1",
+                    &port.to_string(),
+                    "2",
+                ],
+            )
+            .await
+            .unwrap();
+        }
+    }
 }
