@@ -90,10 +90,17 @@ pub(crate) async fn server_facts(
     admission: &Admission,
     policy_checked: &mut bool,
 ) -> ServerFacts {
+    // A key of the tier's first: on a cluster whose slot map is being repaired (a
+    // failover), a keyless `INFO` could reach another node, whose `run_id` would look
+    // like a restart; with the key, the pipeline reaches the slot's primary or fails.
     let mut pipe = redis::pipe();
-    pipe.cmd("INFO").arg("server").arg("memory");
-    let info = match redis.optional::<(String,)>(&pipe).await {
-        Ok((info,)) => info,
+    pipe.cmd("EXISTS")
+        .arg(redis.home_key())
+        .cmd("INFO")
+        .arg("server")
+        .arg("memory");
+    let info = match redis.optional::<(i64, String)>(&pipe).await {
+        Ok((_, info)) => info,
         Err(err) => {
             let closed_at = *admission
                 .closed_at

@@ -125,14 +125,73 @@ enum Clients {
         nodes: Vec<redis::Client>,
         home: Route,
     },
-    /// Asked for the current primary whenever a connection is (re)made.
-    Sentinel {
-        client: Arc<tokio::sync::Mutex<redis::sentinel::SentinelClient>>,
-        /// Each Sentinel, asked on every sync whether the primary these connections
-        /// reach is still the one a majority of them names.
-        sentinels: Vec<redis::Client>,
-        service: String,
-    },
+    /// Asked for the current primary whenever a connection is (re)made, and on every
+    /// sync.
+    Sentinel(Arc<Watch>),
+}
+
+/// The Sentinels, and how to reach the primary they name.
+pub(crate) struct Watch {
+    sentinels: Vec<redis::Client>,
+    service: String,
+    /// For the primary: its credentials and database (the Sentinels are asked without).
+    settings: redis::RedisConnectionInfo,
+    tls: Option<Option<redis::TlsCertificates>>,
+    /// How long one Sentinel may take to answer.
+    timeout: Duration,
+}
+
+impl Watch {
+    /// The primary a majority of the Sentinels names now, asking all of them at once (one
+    /// that hangs costs `timeout`, never more); `None` without a majority.
+    pub(crate) async fn named(&self) -> Option<(String, u16)> {
+        let asks = self.sentinels.iter().map(|sentinel| async move {
+            let ask = async {
+                let mut conn = sentinel.get_multiplexed_async_connection().await?;
+                redis::cmd("SENTINEL")
+                    .arg("GET-MASTER-ADDR-BY-NAME")
+                    .arg(&self.service)
+                    .query_async::<Option<(String, u16)>>(&mut conn)
+                    .await
+            };
+            match tokio::time::timeout(self.timeout, ask).await {
+                Ok(Ok(named)) => named,
+                _ => None,
+            }
+        });
+        let named: Vec<(String, u16)> = futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        named
+            .iter()
+            .find(|candidate| {
+                named.iter().filter(|n| n == candidate).count() * 2 > self.sentinels.len()
+            })
+            .cloned()
+    }
+
+    /// A client for the primary at `address`.
+    pub(crate) fn client(&self, (host, port): (String, u16)) -> redis::RedisResult<redis::Client> {
+        let addr = match &self.tls {
+            None => redis::ConnectionAddr::Tcp(host, port),
+            Some(_) => redis::ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: false,
+                tls_params: None,
+            },
+        };
+        let info = redis::IntoConnectionInfo::into_connection_info("redis://127.0.0.1:6379")?
+            .set_addr(addr)
+            .set_redis_settings(self.settings.clone())
+            .set_tcp_settings(tcp());
+        match &self.tls {
+            Some(Some(certificates)) => redis::Client::build_with_tls(info, certificates.clone()),
+            _ => redis::Client::open(info),
+        }
+    }
 }
 
 /// Where the subscription gets its connections: fixed clients tried in turn, or the
@@ -140,7 +199,7 @@ enum Clients {
 #[derive(Clone)]
 pub(crate) enum ClientSource {
     Fixed(Vec<redis::Client>),
-    Sentinel(Arc<tokio::sync::Mutex<redis::sentinel::SentinelClient>>),
+    Sentinel(Arc<Watch>),
 }
 
 impl ClientSource {
@@ -153,9 +212,10 @@ impl ClientSource {
                 .ok_or_else(|| {
                     redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "no node"))
                 }),
-            ClientSource::Sentinel(sentinel) => {
-                Box::pin(async { sentinel.lock().await.async_get_client().await }).await
-            }
+            ClientSource::Sentinel(watch) => match watch.named().await {
+                Some(address) => watch.client(address),
+                None => Err(no_majority()),
+            },
         }
     }
 }
@@ -173,6 +233,8 @@ pub(crate) struct Redis {
     /// Lookups, leases and records go on one connection; writes, index purges and
     /// revocation loads on another, so a large pipeline never holds a lookup up behind it.
     lanes: Mutex<Lanes>,
+    /// A key of the tier's (`P seq`): on a cluster, its slot is the tier's.
+    home_key: String,
     /// Behind Sentinels: the address the connections reach.
     primary: Mutex<Option<(String, u16)>>,
     breaker: Breaker,
@@ -206,6 +268,7 @@ impl Redis {
         Ok(Self {
             clients: clients(tier, topology, home_key)?,
             lanes: Mutex::new(Lanes::default()),
+            home_key: home_key.to_owned(),
             primary: Mutex::new(None),
             breaker: Breaker::new(tier.cool_down),
             outages: AtomicU64::new(0),
@@ -215,12 +278,17 @@ impl Redis {
         })
     }
 
+    /// A key of the tier's: on a cluster, in the tier's slot.
+    pub(crate) fn home_key(&self) -> &str {
+        &self.home_key
+    }
+
     /// Where the subscription gets its connections.
     pub(crate) fn subscription_source(&self) -> ClientSource {
         match &self.clients {
             Clients::Single(client) => ClientSource::Fixed(vec![client.clone()]),
             Clients::Cluster { nodes, .. } => ClientSource::Fixed(nodes.clone()),
-            Clients::Sentinel { client, .. } => ClientSource::Sentinel(Arc::clone(client)),
+            Clients::Sentinel(watch) => ClientSource::Sentinel(Arc::clone(watch)),
         }
     }
 
@@ -255,20 +323,11 @@ impl Redis {
                 client.clone(),
                 manager_config(),
             )?),
-            Clients::Sentinel {
-                client: sentinel, ..
-            } => {
-                // Boxed: the Sentinel client's future is deep, and every Redis call's
-                // future would carry it.
-                let primary =
-                    Box::pin(async { sentinel.lock().await.async_get_client().await }).await?;
-                *self.primary() = match primary.get_connection_info().addr() {
-                    redis::ConnectionAddr::Tcp(host, port)
-                    | redis::ConnectionAddr::TcpTls { host, port, .. } => {
-                        Some((host.clone(), *port))
-                    }
-                    _ => None,
-                };
+            Clients::Sentinel(watch) => {
+                // Boxed: every Redis call's future would carry the Sentinels' otherwise.
+                let address = Box::pin(watch.named()).await.ok_or_else(no_majority)?;
+                let primary = watch.client(address.clone())?;
+                *self.primary() = Some(address);
                 Conn::Single(ConnectionManager::new_lazy_with_config(
                     primary,
                     manager_config(),
@@ -297,7 +356,7 @@ impl Redis {
     /// After an outage behind Sentinels, the next call asks them for the primary again
     /// (a failover demotes or removes the one these connections reach).
     fn forget_primary(&self) {
-        if matches!(self.clients, Clients::Sentinel { .. }) {
+        if matches!(self.clients, Clients::Sentinel(_)) {
             *self.lanes() = Lanes::default();
             *self.primary() = None;
         }
@@ -314,10 +373,7 @@ impl Redis {
     /// without a majority the sync fails, so the instance falls out of step within
     /// `max_lag` instead of reading a journal the fleet no longer writes.
     pub(crate) async fn confirm_primary(&self) -> Result<(), StoreError> {
-        let Clients::Sentinel {
-            sentinels, service, ..
-        } = &self.clients
-        else {
+        let Clients::Sentinel(watch) = &self.clients else {
             return Ok(());
         };
         if self.primary().is_none() {
@@ -329,33 +385,12 @@ impl Redis {
         let Some(connected) = self.primary().clone() else {
             return Err(StoreError::NotPrimary);
         };
-        let connected = &connected;
-        let asks = sentinels.iter().map(|sentinel| async move {
-            let ask = async {
-                let mut conn = sentinel.get_multiplexed_async_connection().await?;
-                redis::cmd("SENTINEL")
-                    .arg("GET-MASTER-ADDR-BY-NAME")
-                    .arg(service)
-                    .query_async::<Option<(String, u16)>>(&mut conn)
-                    .await
-            };
-            matches!(
-                tokio::time::timeout(self.fetch_timeout, ask).await,
-                Ok(Ok(Some(named))) if named == *connected
-            )
-        });
-        let votes = futures_util::future::join_all(asks)
-            .await
-            .into_iter()
-            .filter(|named_ours| *named_ours)
-            .count();
-        if votes * 2 > sentinels.len() {
-            Ok(())
-        } else {
-            // The next call asks them for the primary again.
-            self.forget_primary();
-            Err(StoreError::NotPrimary)
+        if Box::pin(watch.named()).await.as_ref() == Some(&connected) {
+            return Ok(());
         }
+        // The next call asks them for the primary again.
+        self.forget_primary();
+        Err(StoreError::NotPrimary)
     }
 
     /// Whether calls go to Redis now (the breaker is closed).
@@ -552,53 +587,32 @@ fn clients(
             db,
             tls,
         } => {
-            let mode = redis::TlsMode::Secure;
-            let addresses = sentinels.iter().map(|(host, port)| {
-                if *tls {
-                    redis::ConnectionAddr::TcpTls {
-                        host: host.clone(),
-                        port: *port,
-                        insecure: false,
-                        tls_params: None,
-                    }
-                } else {
-                    redis::ConnectionAddr::Tcp(host.clone(), *port)
-                }
-            });
-            let mut builder = redis::sentinel::SentinelClientBuilder::new(
-                addresses,
-                service,
-                redis::sentinel::SentinelServerType::Master,
-            )?
-            .set_client_to_redis_db(*db)
-            .set_client_to_redis_tcp_settings(tcp())
-            .set_client_to_sentinel_tcp_settings(tcp());
-            if let Some(username) = username {
-                builder = builder.set_client_to_redis_username(username);
-            }
-            if let Some(password) = password {
-                builder = builder.set_client_to_redis_password(password);
-            }
-            if *tls {
-                builder = builder
-                    .set_client_to_redis_tls_mode(mode)
-                    .set_client_to_sentinel_tls_mode(mode);
-                if let Some(certificates) = certificates(tier) {
-                    builder = builder
-                        .set_client_to_redis_certificates(certificates.clone())
-                        .set_client_to_sentinel_certificates(certificates);
-                }
-            }
             let scheme = if *tls { "rediss" } else { "redis" };
             let watchers = sentinels
                 .iter()
-                .map(|(host, port)| client(tier, &format!("{scheme}://{host}:{port}")))
+                .map(|(host, port)| {
+                    let host = if host.contains(':') {
+                        format!("[{host}]")
+                    } else {
+                        host.clone()
+                    };
+                    client(tier, &format!("{scheme}://{host}:{port}"))
+                })
                 .collect::<Result<_, _>>()?;
-            Ok(Clients::Sentinel {
-                client: Arc::new(tokio::sync::Mutex::new(builder.build()?)),
+            let mut settings = redis::RedisConnectionInfo::default().set_db(*db);
+            if let Some(username) = username {
+                settings = settings.set_username(username);
+            }
+            if let Some(password) = password {
+                settings = settings.set_password(password);
+            }
+            Ok(Clients::Sentinel(Arc::new(Watch {
                 sentinels: watchers,
                 service: service.clone(),
-            })
+                settings,
+                tls: tls.then(|| certificates(tier)),
+                timeout: tier.fetch_timeout,
+            })))
         }
         Topology::Cluster(nodes) => {
             let mut builder =
@@ -703,6 +717,14 @@ fn is_outage(err: &redis::RedisError) -> bool {
                 "NOPERM",
             ],
         )
+}
+
+/// Behind Sentinels, none of the answers named one primary for a majority of them.
+fn no_majority() -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "no primary named by a majority of the Sentinels",
+    ))
 }
 
 #[cfg(test)]

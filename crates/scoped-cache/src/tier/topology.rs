@@ -18,8 +18,8 @@
 //! `CROSSSLOT`). The cost is that one tier's keys use one shard: run one prefix per
 //! application, and the cluster's other shards serve others.
 
-/// Where the tier's Redis is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the tier's Redis is. Its `Debug` never shows a password.
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Topology {
     /// One server: the URL as given.
     Single(String),
@@ -38,6 +38,18 @@ pub(crate) enum Topology {
     },
 }
 
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Topology::Single(_) => f.write_str("Single"),
+            Topology::Cluster(nodes) => write!(f, "Cluster({} nodes)", nodes.len()),
+            Topology::Sentinel {
+                sentinels, service, ..
+            } => write!(f, "Sentinel({} sentinels, {service:?})", sentinels.len()),
+        }
+    }
+}
+
 /// Why a URL names no usable topology. Never holds the URL: it may hold a password.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum TopologyError {
@@ -47,12 +59,29 @@ pub(crate) enum TopologyError {
     BadNode,
     #[error("a Sentinel URL names no service (`redis+sentinel://host:port/service`)")]
     NoService,
-    #[error("a Sentinel URL's database is not a number")]
+    #[error("a Sentinel URL's database is not a number from 0")]
     BadDatabase,
+    #[error(
+        "a cluster or Sentinel URL's credentials hold `/`, `?`, `#` or invalid UTF-8 (percent-encode them)"
+    )]
+    BadCredentials,
+    #[error("a cluster or Sentinel URL holds whitespace")]
+    Whitespace,
 }
 
 impl Topology {
     pub(crate) fn of(url: &str) -> Result<Self, TopologyError> {
+        let several = [
+            "redis+cluster://",
+            "rediss+cluster://",
+            "redis+sentinel://",
+            "rediss+sentinel://",
+        ];
+        if several.iter().any(|scheme| url.starts_with(scheme))
+            && url.contains(|c: char| c.is_whitespace() || c.is_control())
+        {
+            return Err(TopologyError::Whitespace);
+        }
         if let Some((tls, rest)) = url
             .strip_prefix("redis+sentinel://")
             .map(|rest| (false, rest))
@@ -73,6 +102,9 @@ impl Topology {
         };
         // `user:password@` belongs to every node; a path or query is not allowed.
         let (credentials, hosts) = match rest.rsplit_once('@') {
+            Some((credentials, _)) if credentials.contains(['/', '?', '#']) => {
+                return Err(TopologyError::BadCredentials);
+            }
             Some((credentials, hosts)) => (Some(credentials), hosts),
             None => (None, rest),
         };
@@ -80,6 +112,7 @@ impl Topology {
         let mut nodes = Vec::new();
         for host in hosts.split(',').filter(|h| !h.is_empty()) {
             node(host)?;
+            // (Kept as written: the client parses it, brackets and percent-encoding too.)
             nodes.push(match credentials {
                 Some(credentials) => format!("{scheme}://{credentials}@{host}"),
                 None => format!("{scheme}://{host}"),
@@ -110,19 +143,36 @@ impl Topology {
     }
 }
 
-/// `host:port`, parsed.
+/// `host:port` or `[ipv6]:port`, parsed (the host without brackets).
 fn node(host: &str) -> Result<(String, u16), TopologyError> {
     let (name, port) = host.rsplit_once(':').ok_or(TopologyError::BadNode)?;
     let port = port.parse::<u16>().map_err(|_| TopologyError::BadNode)?;
+    let name = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(v6) if v6.contains(':') => v6,
+        Some(_) => return Err(TopologyError::BadNode),
+        None if name.contains([':', '[', ']']) => return Err(TopologyError::BadNode),
+        None => name,
+    };
     if name.is_empty() || name.contains(['/', '?', '#', '@']) || port == 0 {
         return Err(TopologyError::BadNode);
     }
     Ok((name.to_owned(), port))
 }
 
+/// Percent-decoded, as URLs carry a user or password holding `@`, `:` or `/`.
+fn decoded(text: &str) -> Result<String, TopologyError> {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .map(|text| text.into_owned())
+        .map_err(|_| TopologyError::BadCredentials)
+}
+
 /// `[user:password@]host:port,host:port/service[/db]`, after the scheme.
 fn sentinel(tls: bool, rest: &str) -> Result<Topology, TopologyError> {
     let (credentials, rest) = match rest.rsplit_once('@') {
+        Some((credentials, _)) if credentials.contains(['/', '?', '#']) => {
+            return Err(TopologyError::BadCredentials);
+        }
         Some((credentials, rest)) => (Some(credentials), rest),
         None => (None, rest),
     };
@@ -130,7 +180,9 @@ fn sentinel(tls: bool, rest: &str) -> Result<Topology, TopologyError> {
     let (service, db) = match path.trim_end_matches('/').split_once('/') {
         Some((service, db)) => (
             service,
-            db.parse::<i64>().map_err(|_| TopologyError::BadDatabase)?,
+            db.parse::<u32>()
+                .map(i64::from)
+                .map_err(|_| TopologyError::BadDatabase)?,
         ),
         None => (path.trim_end_matches('/'), 0),
     };
@@ -149,10 +201,10 @@ fn sentinel(tls: bool, rest: &str) -> Result<Topology, TopologyError> {
         None => (None, None),
         Some(credentials) => match credentials.split_once(':') {
             Some((user, password)) => (
-                Some(user.to_owned()).filter(|u| !u.is_empty()),
-                Some(password.to_owned()),
+                Some(decoded(user)?).filter(|u| !u.is_empty()),
+                Some(decoded(password)?),
             ),
-            None => (Some(credentials.to_owned()), None),
+            None => (Some(decoded(credentials)?), None),
         },
     };
     Ok(Topology::Sentinel {
@@ -205,9 +257,35 @@ mod tests {
             "redis+sentinel:///forum",
             "redis+sentinel://10.0.0.1/forum",
             "redis+sentinel://10.0.0.1:26379/forum/x",
+            "redis+sentinel://10.0.0.1:26379/forum/-1",
+            "redis+sentinel://10.0.0.1:26379/forum\n",
+            "redis+cluster://u:12?x@h:7000",
+            "redis+cluster://[::1:7000",
         ] {
             assert!(Topology::of(url).is_err(), "{url}");
         }
+    }
+
+    #[test]
+    fn credentials_are_percent_decoded_and_ipv6_hosts_lose_their_brackets() {
+        let Topology::Sentinel {
+            sentinels,
+            username,
+            password,
+            ..
+        } = Topology::of("redis+sentinel://app:p%40ss%3Aword@[::1]:26379,10.0.0.2:26379/forum")
+            .unwrap()
+        else {
+            panic!("a Sentinel topology");
+        };
+        assert_eq!(sentinels[0], ("::1".to_owned(), 26379));
+        assert_eq!(username.as_deref(), Some("app"));
+        assert_eq!(password.as_deref(), Some("p@ss:word"));
+        let debug = format!(
+            "{:?}",
+            Topology::of("redis+sentinel://:secret@h:1/s").unwrap()
+        );
+        assert!(!debug.contains("secret"), "{debug}");
     }
 
     #[test]
