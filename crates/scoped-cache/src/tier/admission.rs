@@ -140,10 +140,15 @@ pub(crate) async fn server_facts(
 }
 
 async fn check_policy(redis: &Redis, max: Option<u64>) {
+    // Pinned to the tier's slot by one of its keys (see `server_facts`).
     let mut pipe = redis::pipe();
-    pipe.cmd("CONFIG").arg("GET").arg("maxmemory-policy");
-    match redis.optional::<(Vec<String>,)>(&pipe).await {
-        Ok((pair,)) => match pair.get(1).map(String::as_str) {
+    pipe.cmd("EXISTS")
+        .arg(redis.home_key())
+        .cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy");
+    match redis.optional::<(i64, Vec<String>)>(&pipe).await {
+        Ok((_, pair)) => match pair.get(1).map(String::as_str) {
             Some("noeviction") if max == Some(0) => tracing::warn!(
                 "redis has no maxmemory: entries expire by their TTL, but redis memory has no bound"
             ),
@@ -197,14 +202,18 @@ where
 /// Deletes the entries one `SCAN` step from `cursor` finds; returns the next cursor and
 /// how many were deleted.
 async fn make_room(redis: &Redis, keys: &Keys, cursor: u64) -> Result<(u64, usize), StoreError> {
+    // Pinned to the tier's slot by one of its keys (see `server_facts`): a cursor is
+    // one node's.
     let mut pipe = redis::pipe();
-    pipe.cmd("SCAN")
+    pipe.cmd("EXISTS")
+        .arg(redis.home_key())
+        .cmd("SCAN")
         .arg(cursor)
         .arg("MATCH")
         .arg(keys.entry_pattern())
         .arg("COUNT")
         .arg(SCAN_COUNT);
-    let ((next, found),): ((u64, Vec<Vec<u8>>),) = redis.bulk(&pipe).await?;
+    let (_, (next, found)): (i64, (u64, Vec<Vec<u8>>)) = redis.bulk(&pipe).await?;
     if !found.is_empty() {
         let mut pipe = redis::pipe();
         pipe.cmd("UNLINK").arg(&found).ignore();
